@@ -1,0 +1,122 @@
+// Package persistence defines what Courier keeps durably. Every
+// implementation (embedded, scylla) must pass the conformance suite in
+// persistence/storetest, so callers may rely on exactly what is written here.
+package persistence
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/courier-im/courier/protos/courierpb"
+)
+
+// Sentinel errors callers branch on. Implementations wrap them with context.
+var (
+	// ErrNotFound: the record does not exist (or has expired).
+	ErrNotFound = errors.New("not found")
+	// ErrHandleTaken: another user already registered this handle.
+	ErrHandleTaken = errors.New("handle already taken")
+	// ErrUnavailable: the store cannot be reached now; the operation may be
+	// retried and was not acknowledged.
+	ErrUnavailable = errors.New("store unavailable")
+	// ErrClosed: the store was closed.
+	ErrClosed = errors.New("store closed")
+)
+
+// DefaultInboxTTL is how long an undelivered inbox entry is kept.
+const DefaultInboxTTL = 30 * 24 * time.Hour
+
+// Store is everything Courier persists. Implementations are safe for
+// concurrent use.
+type Store interface {
+	UserStore
+	InboxStore
+	SequenceStore
+	SecretStore
+	// Close flushes pending writes and releases the store. Calls after Close
+	// fail with ErrClosed.
+	Close() error
+}
+
+// User is a registered account.
+type User struct {
+	ID        string
+	Handle    string
+	CreatedAt time.Time
+}
+
+// Device is one device of a user. SecretHash is the SHA-256 of the device
+// secret; the secret itself is never stored.
+type Device struct {
+	UserID     string
+	DeviceID   uint32
+	SecretHash []byte
+	CreatedAt  time.Time
+}
+
+// UserStore keeps users, their unique handles and their devices.
+type UserStore interface {
+	// CreateUser stores u and claims u.Handle atomically: when the handle is
+	// taken it fails with ErrHandleTaken and stores nothing.
+	CreateUser(ctx context.Context, u User) error
+	GetUser(ctx context.Context, userID string) (User, error)
+	GetUserByHandle(ctx context.Context, handle string) (User, error)
+	// PutDevice creates or replaces a device.
+	PutDevice(ctx context.Context, d Device) error
+	GetDevice(ctx context.Context, userID string, deviceID uint32) (Device, error)
+	// ListDevices returns a user's devices ordered by DeviceID.
+	ListDevices(ctx context.Context, userID string) ([]Device, error)
+}
+
+// InboxAppend is one entry for one device inbox.
+type InboxAppend struct {
+	UserID   string
+	DeviceID uint32
+	Entry    *courierpb.InboxEntry
+}
+
+// DedupeRecord remembers that a (sender, client_msg_id) was stored for a
+// recipient, so a retried send is acknowledged without being stored twice.
+type DedupeRecord struct {
+	RecipientID string
+	SenderID    string
+	ClientMsgID string
+	StoredAtMs  int64
+}
+
+// InboxStore keeps one ordered inbox per device.
+type InboxStore interface {
+	// Append durably stores entries and dedupe records in one atomic write:
+	// when it returns nil every entry and record survives a crash; when it
+	// fails none is visible. Entries and records expire after the inbox TTL.
+	// Appending an entry whose (user, device, inbox_seq) exists replaces it.
+	Append(ctx context.Context, entries []InboxAppend, dedupe []DedupeRecord) error
+	// Range returns up to limit unexpired entries of one device inbox with
+	// inbox_seq > after, in ascending inbox_seq order.
+	Range(ctx context.Context, userID string, deviceID uint32, after uint64, limit int) ([]*courierpb.InboxEntry, error)
+	// DeleteThrough deletes the entries of one device inbox with
+	// inbox_seq <= upTo.
+	DeleteThrough(ctx context.Context, userID string, deviceID uint32, upTo uint64) error
+	// DeleteInbox deletes every entry of one device inbox.
+	DeleteInbox(ctx context.Context, userID string, deviceID uint32) error
+	// GetDedupe returns the record for (recipient, sender, clientMsgID) or
+	// ErrNotFound.
+	GetDedupe(ctx context.Context, recipientID, senderID, clientMsgID string) (DedupeRecord, error)
+}
+
+// SequenceStore leases blocks of sequence numbers through a compare-and-set,
+// so two activations of one grain never hand out the same number.
+type SequenceStore interface {
+	// LeaseBlock reserves the next size numbers of the named counter and
+	// returns the first and last of them. Numbers start at 1. Concurrent
+	// leases of one counter, from any process, never overlap.
+	LeaseBlock(ctx context.Context, counter string, size uint64) (first, last uint64, err error)
+}
+
+// SecretStore keeps cluster-wide secrets (the token signing key).
+type SecretStore interface {
+	// LoadOrStoreSecret stores candidate under name unless a value exists,
+	// and returns the value that is stored.
+	LoadOrStoreSecret(ctx context.Context, name string, candidate []byte) ([]byte, error)
+}

@@ -5,15 +5,28 @@
 // clusterpb.Envelope.
 //
 // CONTRACT (the rest of Courier codes against exactly these names).
+//
+// How a grain is written: Kind.Producer returns a plain actor.Actor. It
+// receives *actor.Started on every activation and every supervisor restart
+// (load state from the store there), the original request proto message as
+// ctx.Message(), answers with ctx.Respond(reply) where reply is a
+// proto.Message, and reads the request's key with IdempotencyKey(ctx). It sees
+// *actor.Stopping / *actor.Stopped when it is passivated. It must not stop or
+// poison itself: passivation belongs to the cluster (see registry.go).
 package cluster
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/remote"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -26,6 +39,9 @@ var (
 	ErrUnknownType = errors.New("unknown message type")
 	// ErrUnknownKind: no member hosts this grain kind.
 	ErrUnknownKind = errors.New("unknown grain kind")
+	// ErrBadEnvelope: a message could not be encoded or decoded, or a grain
+	// replied with something that is not a proto.Message. Not retryable.
+	ErrBadEnvelope = errors.New("bad envelope")
 )
 
 // GrainID names one virtual actor.
@@ -42,8 +58,11 @@ type Kind struct {
 	// Producer builds the actor for one identity. It is called on every
 	// activation and on every supervisor restart; the actor restores its
 	// state from the store when it receives *actor.Started.
+	// Keep it cheap and free of I/O: on first activation it runs on the
+	// requesting goroutine while the grain's registry shard is locked.
 	Producer func(identity string) actor.Actor
 	// PassivateAfter overrides Config.PassivateAfter for this kind.
+	// Negative disables passivation for the kind.
 	PassivateAfter time.Duration
 }
 
@@ -69,54 +88,231 @@ type Membership interface {
 // Config tunes a node.
 type Config struct {
 	// NodeAddress is host:port for Proto.Actor remote; "" runs without remote.
+	// Port 0 picks a free port (see Cluster.Self for the result).
 	NodeAddress string
 	// AdvertiseAddress is what peers dial, when different from NodeAddress.
 	AdvertiseAddress string
-	Membership       Membership // default: Local()
-	PassivateAfter   time.Duration // default 5m
+	Membership       Membership    // default: Local()
+	PassivateAfter   time.Duration // default 5m; negative disables passivation
 	RequestTimeout   time.Duration // default 5s, per attempt
-	RequestRetries   int           // default 3
-	Logger           *slog.Logger
+	RequestRetries   int           // default 3; negative means no retries
+	Logger           *slog.Logger  // default slog.Default()
 }
 
-// Cluster is one node's view of the grain space.
-type Cluster struct{ _ struct{} }
+const (
+	defaultPassivateAfter = 5 * time.Minute
+	defaultRequestTimeout = 5 * time.Second
+	defaultRequestRetries = 3
+)
+
+// Cluster is one node's view of the grain space. One Cluster per
+// actor.ActorSystem: it owns the system's remote extension.
+type Cluster struct {
+	system *actor.ActorSystem
+	cfg    Config
+	log    *slog.Logger
+
+	kinds     map[string]*kindState
+	kindNames []string
+	shards    [shardCount]shard
+
+	// self and selfKey are written once by Start, before view is published.
+	self    Member
+	selfKey string
+	view    atomic.Pointer[view]
+
+	remote    *remote.Remote
+	routerPID *actor.PID
+
+	// closing turns every new delivery away (Shutdown has begun).
+	closing atomic.Bool
+	// live counts activations; drained is closed when it reaches 0 while
+	// closing, so Shutdown can wait without polling.
+	live atomic.Int64
+	// buffered counts messages that arrived while their grain was stopping
+	// and were handed to its next activation (observability, tests).
+	buffered  atomic.Int64
+	drained   chan struct{}
+	drainOnce sync.Once
+
+	// lifecycle guards Start/Shutdown against each other.
+	lifecycle sync.Mutex
+	started   bool
+	stopped   bool
+	stopWatch chan struct{}
+	watchDone sync.WaitGroup
+}
 
 // New builds a node on system hosting kinds. Call Start before use.
 func New(system *actor.ActorSystem, cfg Config, kinds ...Kind) (*Cluster, error) {
-	panic("unimplemented")
+	if system == nil {
+		return nil, errors.New("cluster: nil actor system")
+	}
+	if cfg.Membership == nil {
+		cfg.Membership = Local()
+	}
+	if cfg.PassivateAfter == 0 {
+		cfg.PassivateAfter = defaultPassivateAfter
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = defaultRequestTimeout
+	}
+	switch {
+	case cfg.RequestRetries == 0:
+		cfg.RequestRetries = defaultRequestRetries
+	case cfg.RequestRetries < 0:
+		cfg.RequestRetries = 0
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	c := &Cluster{
+		system:    system,
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "cluster"),
+		kinds:     make(map[string]*kindState, len(kinds)),
+		drained:   make(chan struct{}),
+		stopWatch: make(chan struct{}),
+	}
+	for i, k := range kinds {
+		switch {
+		case k.Name == "":
+			return nil, fmt.Errorf("cluster: kind #%d has no name", i)
+		case k.Producer == nil:
+			return nil, fmt.Errorf("cluster: kind %q has no producer", k.Name)
+		case c.kinds[k.Name] != nil:
+			return nil, fmt.Errorf("cluster: kind %q registered twice", k.Name)
+		}
+		c.kinds[k.Name] = newKindState(c, k, len(c.kindNames))
+		c.kindNames = append(c.kindNames, k.Name)
+	}
+	for i := range c.shards {
+		c.shards[i].grains = make(map[GrainID]*activation)
+		c.shards[i].counts = make([]int, len(c.kindNames))
+	}
+	return c, nil
 }
 
-func (c *Cluster) Start(ctx context.Context) error     { panic("unimplemented") }
-func (c *Cluster) Shutdown(ctx context.Context) error  { panic("unimplemented") }
-func (c *Cluster) System() *actor.ActorSystem           { panic("unimplemented") }
+// Start starts remote (when Config.NodeAddress is set), joins the
+// membership and begins serving requests.
+func (c *Cluster) Start(ctx context.Context) error {
+	c.lifecycle.Lock()
+	defer c.lifecycle.Unlock()
+	if c.started {
+		return errors.New("cluster: already started")
+	}
+	if c.cfg.NodeAddress != "" {
+		if err := c.startRemote(); err != nil {
+			return err
+		}
+	}
+	addr := ""
+	if c.remote != nil {
+		addr = c.system.Address()
+	}
+	c.self = Member{ID: c.system.ID, Address: addr, Kinds: append([]string(nil), c.kindNames...)}
+	c.selfKey = memberKey(c.self)
+	if err := c.cfg.Membership.Start(ctx, c.self); err != nil {
+		c.stopRemote(ctx)
+		return fmt.Errorf("cluster: join membership as %s: %w", c.selfKey, err)
+	}
+	changes := c.cfg.Membership.Changes()
+	c.refreshView()
+	c.started = true
+	c.watchDone.Add(1)
+	go c.watchMembership(changes)
+	c.log.Info("cluster node started", "member", c.self.ID, "address", addr, "kinds", strings.Join(c.kindNames, ","))
+	return nil
+}
+
+// Shutdown stops accepting requests, passivates every activation and waits
+// (bounded by ctx) for them to stop, then stops remote and the membership.
+// The actor system itself belongs to the caller and keeps running.
+func (c *Cluster) Shutdown(ctx context.Context) error {
+	c.lifecycle.Lock()
+	defer c.lifecycle.Unlock()
+	if !c.started || c.stopped {
+		return nil
+	}
+	c.stopped = true
+	c.closing.Store(true)
+
+	var errs []error
+	n := c.passivateWhere(func(*activation) bool { return true })
+	if c.live.Load() > 0 {
+		select {
+		case <-c.drained:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("cluster: %d of %d grains still stopping: %w", c.live.Load(), n, ctx.Err()))
+		}
+	}
+	close(c.stopWatch)
+	c.watchDone.Wait()
+	if err := c.stopRemote(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.cfg.Membership.Stop(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("cluster: leave membership: %w", err))
+	}
+	c.log.Info("cluster node stopped", "member", c.self.ID, "passivated", n)
+	return errors.Join(errs...)
+}
+
+// System is the actor system the node runs on.
+func (c *Cluster) System() *actor.ActorSystem { return c.system }
+
+// Self is this node as the membership sees it (valid after Start).
+func (c *Cluster) Self() Member { return c.self }
 
 // Request sends msg to the grain and waits for its reply, retrying retryable
 // failures with the same key until ctx ends.
+//
+// Each attempt waits at most min(ctx deadline, Config.RequestTimeout); only
+// ErrUnavailable-class failures (no reply in time, dead letter, wrong owner
+// during a membership change, node stopping) are retried, at most
+// Config.RequestRetries times, after a jittered 5–250 ms backoff, always with
+// the same key. Errors read "request <kind/id> <msg type>: ..." and wrap
+// ErrUnavailable (plus ctx.Err() when ctx ended), ErrUnknownKind,
+// ErrUnknownType or ErrBadEnvelope.
 func (c *Cluster) Request(ctx context.Context, id GrainID, msg proto.Message, key string) (proto.Message, error) {
-	panic("unimplemented")
+	return c.request(ctx, id, msg, key)
 }
 
 // RequestFuture is Request for callers inside an actor (use with
 // ctx.ReenterAfter): the future resolves to the reply proto.Message or an
 // error. One attempt, no retries.
+//
+// The future's result is never a transport-level surprise: Result() returns
+// (res, nil) where res is either the reply proto.Message or an error value
+// wrapping ErrUnavailable / ErrUnknownKind / ErrUnknownType / ErrBadEnvelope.
+// Read it with FutureResult(f.Result()) or, in a continuation,
+// FutureResult(res, err).
 func (c *Cluster) RequestFuture(id GrainID, msg proto.Message, key string, timeout time.Duration) *actor.Future {
-	panic("unimplemented")
+	return c.requestFuture(id, msg, key, timeout)
 }
 
 // Tell sends msg one-way to an actor PID that may live on another node
 // (sessions): wrapped in an Envelope when remote.
-func (c *Cluster) Tell(pid *actor.PID, msg proto.Message) { panic("unimplemented") }
+func (c *Cluster) Tell(pid *actor.PID, msg proto.Message) { c.tell(pid, msg) }
 
 // IdempotencyKey returns the key the current request was sent with.
-func IdempotencyKey(ctx actor.Context) string { panic("unimplemented") }
+func IdempotencyKey(ctx actor.Context) string {
+	if ctx == nil {
+		return ""
+	}
+	h := ctx.MessageHeader()
+	if h == nil {
+		return ""
+	}
+	return h.Get(idempotencyHeader)
+}
 
 // UnwrapReceiver is receiver middleware for plain actors (sessions) that get
 // Tell messages from other nodes: it decodes Envelopes before the actor sees them.
-func UnwrapReceiver(next actor.ReceiverFunc) actor.ReceiverFunc { panic("unimplemented") }
+func UnwrapReceiver(next actor.ReceiverFunc) actor.ReceiverFunc { return unwrapReceiver(next) }
 
 // RegisterMessages makes types decodable from Envelopes on this node.
-func RegisterMessages(msgs ...proto.Message) { panic("unimplemented") }
+func RegisterMessages(msgs ...proto.Message) { registerMessages(msgs...) }
 
 // Local is the single-node membership provider.
-func Local() Membership { panic("unimplemented") }
+func Local() Membership { return &localMembership{changes: make(chan struct{})} }

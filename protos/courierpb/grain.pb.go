@@ -336,6 +336,10 @@ type AttachDeviceReply struct {
 	// Every entry up to here is already stored; entries after it are pushed.
 	ReplayThrough uint64 `protobuf:"varint,1,opt,name=replay_through,json=replayThrough,proto3" json:"replay_through,omitempty"`
 	Error         *Error `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	// True when this session was already attached (a lease renewal). False
+	// after the grain restarted or moved: the session must replay from the
+	// store to catch what it missed.
+	WasAttached   bool `protobuf:"varint,3,opt,name=was_attached,json=wasAttached,proto3" json:"was_attached,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -382,6 +386,13 @@ func (x *AttachDeviceReply) GetError() *Error {
 		return x.Error
 	}
 	return nil
+}
+
+func (x *AttachDeviceReply) GetWasAttached() bool {
+	if x != nil {
+		return x.WasAttached
+	}
+	return false
 }
 
 type DetachDevice struct {
@@ -436,6 +447,42 @@ func (x *DetachDevice) GetSessionId() string {
 	return ""
 }
 
+type DetachDeviceReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DetachDeviceReply) Reset() {
+	*x = DetachDeviceReply{}
+	mi := &file_grain_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DetachDeviceReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DetachDeviceReply) ProtoMessage() {}
+
+func (x *DetachDeviceReply) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DetachDeviceReply.ProtoReflect.Descriptor instead.
+func (*DetachDeviceReply) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{7}
+}
+
 // AckInbox deletes a device's entries up to up_to_inbox_seq.
 type AckInbox struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -447,7 +494,7 @@ type AckInbox struct {
 
 func (x *AckInbox) Reset() {
 	*x = AckInbox{}
-	mi := &file_grain_proto_msgTypes[7]
+	mi := &file_grain_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -459,7 +506,7 @@ func (x *AckInbox) String() string {
 func (*AckInbox) ProtoMessage() {}
 
 func (x *AckInbox) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[7]
+	mi := &file_grain_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -472,7 +519,7 @@ func (x *AckInbox) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckInbox.ProtoReflect.Descriptor instead.
 func (*AckInbox) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{7}
+	return file_grain_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AckInbox) GetDeviceId() uint32 {
@@ -498,7 +545,7 @@ type AckInboxReply struct {
 
 func (x *AckInboxReply) Reset() {
 	*x = AckInboxReply{}
-	mi := &file_grain_proto_msgTypes[8]
+	mi := &file_grain_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +557,7 @@ func (x *AckInboxReply) String() string {
 func (*AckInboxReply) ProtoMessage() {}
 
 func (x *AckInboxReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[8]
+	mi := &file_grain_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +570,7 @@ func (x *AckInboxReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckInboxReply.ProtoReflect.Descriptor instead.
 func (*AckInboxReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{8}
+	return file_grain_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AckInboxReply) GetError() *Error {
@@ -543,7 +590,7 @@ type PushEntries struct {
 
 func (x *PushEntries) Reset() {
 	*x = PushEntries{}
-	mi := &file_grain_proto_msgTypes[9]
+	mi := &file_grain_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -555,7 +602,7 @@ func (x *PushEntries) String() string {
 func (*PushEntries) ProtoMessage() {}
 
 func (x *PushEntries) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[9]
+	mi := &file_grain_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -568,7 +615,7 @@ func (x *PushEntries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushEntries.ProtoReflect.Descriptor instead.
 func (*PushEntries) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{9}
+	return file_grain_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PushEntries) GetEntries() []*InboxEntry {
@@ -589,7 +636,7 @@ type StoredEntry struct {
 
 func (x *StoredEntry) Reset() {
 	*x = StoredEntry{}
-	mi := &file_grain_proto_msgTypes[10]
+	mi := &file_grain_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -601,7 +648,7 @@ func (x *StoredEntry) String() string {
 func (*StoredEntry) ProtoMessage() {}
 
 func (x *StoredEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[10]
+	mi := &file_grain_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -614,7 +661,7 @@ func (x *StoredEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredEntry.ProtoReflect.Descriptor instead.
 func (*StoredEntry) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{10}
+	return file_grain_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StoredEntry) GetEntry() *InboxEntry {
@@ -661,14 +708,16 @@ const file_grain_proto_rawDesc = "" +
 	"\x0fsession_address\x18\x02 \x01(\tR\x0esessionAddress\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x03 \x01(\tR\tsessionId\x12!\n" +
-	"\fresume_after\x18\x04 \x01(\x04R\vresumeAfter\"c\n" +
+	"\fresume_after\x18\x04 \x01(\x04R\vresumeAfter\"\x86\x01\n" +
 	"\x11AttachDeviceReply\x12%\n" +
 	"\x0ereplay_through\x18\x01 \x01(\x04R\rreplayThrough\x12'\n" +
-	"\x05error\x18\x02 \x01(\v2\x11.courier.v1.ErrorR\x05error\"J\n" +
+	"\x05error\x18\x02 \x01(\v2\x11.courier.v1.ErrorR\x05error\x12!\n" +
+	"\fwas_attached\x18\x03 \x01(\bR\vwasAttached\"J\n" +
 	"\fDetachDevice\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\rR\bdeviceId\x12\x1d\n" +
 	"\n" +
-	"session_id\x18\x02 \x01(\tR\tsessionId\"N\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\"\x13\n" +
+	"\x11DetachDeviceReply\"N\n" +
 	"\bAckInbox\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\rR\bdeviceId\x12%\n" +
 	"\x0fup_to_inbox_seq\x18\x02 \x01(\x04R\fupToInboxSeq\"8\n" +
@@ -692,7 +741,7 @@ func file_grain_proto_rawDescGZIP() []byte {
 	return file_grain_proto_rawDescData
 }
 
-var file_grain_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_grain_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_grain_proto_goTypes = []any{
 	(*DeliverMessage)(nil),      // 0: courier.v1.DeliverMessage
 	(*DeliverMessageReply)(nil), // 1: courier.v1.DeliverMessageReply
@@ -701,24 +750,25 @@ var file_grain_proto_goTypes = []any{
 	(*AttachDevice)(nil),        // 4: courier.v1.AttachDevice
 	(*AttachDeviceReply)(nil),   // 5: courier.v1.AttachDeviceReply
 	(*DetachDevice)(nil),        // 6: courier.v1.DetachDevice
-	(*AckInbox)(nil),            // 7: courier.v1.AckInbox
-	(*AckInboxReply)(nil),       // 8: courier.v1.AckInboxReply
-	(*PushEntries)(nil),         // 9: courier.v1.PushEntries
-	(*StoredEntry)(nil),         // 10: courier.v1.StoredEntry
-	(*Send)(nil),                // 11: courier.v1.Send
-	(*Error)(nil),               // 12: courier.v1.Error
-	(EntryKind)(0),              // 13: courier.v1.EntryKind
-	(*InboxEntry)(nil),          // 14: courier.v1.InboxEntry
+	(*DetachDeviceReply)(nil),   // 7: courier.v1.DetachDeviceReply
+	(*AckInbox)(nil),            // 8: courier.v1.AckInbox
+	(*AckInboxReply)(nil),       // 9: courier.v1.AckInboxReply
+	(*PushEntries)(nil),         // 10: courier.v1.PushEntries
+	(*StoredEntry)(nil),         // 11: courier.v1.StoredEntry
+	(*Send)(nil),                // 12: courier.v1.Send
+	(*Error)(nil),               // 13: courier.v1.Error
+	(EntryKind)(0),              // 14: courier.v1.EntryKind
+	(*InboxEntry)(nil),          // 15: courier.v1.InboxEntry
 }
 var file_grain_proto_depIdxs = []int32{
-	11, // 0: courier.v1.DeliverMessage.send:type_name -> courier.v1.Send
-	12, // 1: courier.v1.DeliverMessageReply.error:type_name -> courier.v1.Error
-	13, // 2: courier.v1.DeliverReceipt.kind:type_name -> courier.v1.EntryKind
-	12, // 3: courier.v1.DeliverReceiptReply.error:type_name -> courier.v1.Error
-	12, // 4: courier.v1.AttachDeviceReply.error:type_name -> courier.v1.Error
-	12, // 5: courier.v1.AckInboxReply.error:type_name -> courier.v1.Error
-	14, // 6: courier.v1.PushEntries.entries:type_name -> courier.v1.InboxEntry
-	14, // 7: courier.v1.StoredEntry.entry:type_name -> courier.v1.InboxEntry
+	12, // 0: courier.v1.DeliverMessage.send:type_name -> courier.v1.Send
+	13, // 1: courier.v1.DeliverMessageReply.error:type_name -> courier.v1.Error
+	14, // 2: courier.v1.DeliverReceipt.kind:type_name -> courier.v1.EntryKind
+	13, // 3: courier.v1.DeliverReceiptReply.error:type_name -> courier.v1.Error
+	13, // 4: courier.v1.AttachDeviceReply.error:type_name -> courier.v1.Error
+	13, // 5: courier.v1.AckInboxReply.error:type_name -> courier.v1.Error
+	15, // 6: courier.v1.PushEntries.entries:type_name -> courier.v1.InboxEntry
+	15, // 7: courier.v1.StoredEntry.entry:type_name -> courier.v1.InboxEntry
 	8,  // [8:8] is the sub-list for method output_type
 	8,  // [8:8] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
@@ -738,7 +788,7 @@ func file_grain_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_grain_proto_rawDesc), len(file_grain_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

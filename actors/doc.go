@@ -1,0 +1,7 @@
+// Package actors holds Courier's grains: the User grain (a device's inbox,
+// its sequence counter, attached sessions and the dedupe window) and the
+// pieces grains share (sequence-block leasing, async store calls). Grains
+// are plain Proto.Actor actors placed and passivated by package cluster;
+// they never touch sockets, and they reach storage only through
+// persistence.Store.
+package actors

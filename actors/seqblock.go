@@ -1,0 +1,41 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/courier-im/courier/persistence"
+)
+
+// seqBlock hands out strictly increasing numbers from blocks leased through
+// the store's compare-and-set. Two activations of one grain (possible during
+// a membership change) lease disjoint blocks, so they never hand out the same
+// number; the unused rest of a block is a gap, never a duplicate.
+type seqBlock struct {
+	counter string
+	size    uint64
+	next    uint64 // next number to hand out; 0 = no block leased
+	last    uint64 // last number of the leased block
+}
+
+func newSeqBlock(counter string, size uint64) seqBlock {
+	if size == 0 {
+		size = 1
+	}
+	return seqBlock{counter: counter, size: size}
+}
+
+// Next returns the next number, leasing a new block when the current one is
+// used up. It blocks on the store only when it leases.
+func (s *seqBlock) Next(ctx context.Context, store persistence.SequenceStore) (uint64, error) {
+	if s.next == 0 || s.next > s.last {
+		first, last, err := store.LeaseBlock(ctx, s.counter, s.size)
+		if err != nil {
+			return 0, fmt.Errorf("lease sequence block %s: %w", s.counter, err)
+		}
+		s.next, s.last = first, last
+	}
+	n := s.next
+	s.next++
+	return n, nil
+}

@@ -1,0 +1,693 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/courier-im/courier/cluster"
+	"github.com/courier-im/courier/persistence"
+	"github.com/courier-im/courier/protos/courierpb"
+)
+
+// KindUser is the grain kind of users.
+const KindUser = "user"
+
+// Limits a User grain enforces on what it stores.
+const (
+	MaxClientMsgIDLen = 128
+	MaxContentTypeLen = 64
+	MaxReceiptIDs     = 1024
+)
+
+// UserGrainID names the grain of one user.
+func UserGrainID(userID string) cluster.GrainID {
+	return cluster.GrainID{Kind: KindUser, Identity: userID}
+}
+
+// UserConfig tunes User grains.
+type UserConfig struct {
+	// SeqBlockSize is how many inbox sequence numbers one lease reserves.
+	SeqBlockSize uint64
+	// StoreTimeout bounds every store call a grain makes.
+	StoreTimeout time.Duration
+	// RequestTimeout bounds grain-to-grain requests (receipts).
+	RequestTimeout time.Duration
+	// DedupeWindow is how many recent (sender, client_msg_id) pairs a grain
+	// remembers in memory; older ones are checked in the store.
+	DedupeWindow int
+	// MaxBatch caps how many writes one group commit carries.
+	MaxBatch int
+	// PassivateAfter is the idle time after which a grain leaves memory.
+	PassivateAfter time.Duration
+}
+
+func (c UserConfig) withDefaults() UserConfig {
+	if c.SeqBlockSize == 0 {
+		c.SeqBlockSize = 1000
+	}
+	if c.StoreTimeout == 0 {
+		c.StoreTimeout = 5 * time.Second
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 5 * time.Second
+	}
+	if c.DedupeWindow == 0 {
+		c.DedupeWindow = 1024
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 1024
+	}
+	return c
+}
+
+// Deps is what grains need from the node they run on.
+type Deps struct {
+	Store persistence.Store
+	// Cluster is set once the node's cluster exists, before it starts.
+	Cluster *cluster.Cluster
+	Logger  *slog.Logger
+	Config  UserConfig
+	// Now is the clock (tests may replace it).
+	Now func() time.Time
+}
+
+// UserKind returns the cluster kind that hosts User grains.
+func UserKind(deps *Deps) cluster.Kind {
+	deps.Config = deps.Config.withDefaults()
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	return cluster.Kind{
+		Name:           KindUser,
+		PassivateAfter: deps.Config.PassivateAfter,
+		Producer:       func(id string) actor.Actor { return newUserGrain(id, deps) },
+	}
+}
+
+// userGrain owns one user's device inboxes: it numbers entries, stores them
+// before it acknowledges, pushes them to attached sessions and deletes them
+// when a device acknowledges them.
+type userGrain struct {
+	id   string
+	deps *Deps
+	log  *slog.Logger
+
+	stop   context.Context
+	cancel context.CancelFunc
+
+	loaded  bool
+	exists  bool
+	devices []uint32
+
+	seq seqBlock
+	// persistedThrough: every entry with a lower or equal inbox_seq that this
+	// or an earlier activation handed out is stored.
+	persistedThrough uint64
+
+	dedupe   *recentSet[dedupeState]
+	receipts *recentSet[struct{}]
+
+	pending  []*pendingWrite
+	flushing bool
+
+	sessions map[uint32]*actor.PID
+	acks     map[uint32]*ackState
+}
+
+type dedupeState struct {
+	storedAtMs int64
+	inflight   *pendingWrite // nil once stored
+}
+
+// pendingWrite is one request's entries waiting for the next group commit.
+type pendingWrite struct {
+	entries   []persistence.InboxAppend
+	dedupe    *persistence.DedupeRecord
+	dedupeKey string
+	replyTo   []*actor.PID
+	reply     func(err *courierpb.Error, duplicate bool) proto.Message
+	maxSeq    uint64
+}
+
+// ackState serialises one device's acknowledgements: one delete (with its
+// receipts) at a time, later acks coalesced into the next.
+type ackState struct {
+	done     uint64
+	target   uint64
+	inflight bool
+	waiters  []ackWaiter
+}
+
+type ackWaiter struct {
+	upTo uint64
+	pid  *actor.PID
+}
+
+func newUserGrain(id string, deps *Deps) *userGrain {
+	return &userGrain{id: id, deps: deps, log: deps.Logger.With("grain", KindUser, "user_id", id)}
+}
+
+func (g *userGrain) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		g.start()
+	case *actor.Restarting:
+		g.cancel()
+	case *actor.Stopped:
+		g.cancel()
+	case *actor.Terminated:
+		g.sessionTerminated(msg.Who)
+	case *courierpb.DeliverMessage:
+		g.deliverMessage(ctx, msg)
+	case *courierpb.DeliverReceipt:
+		g.deliverReceipt(ctx, msg)
+	case *courierpb.AttachDevice:
+		g.attach(ctx, msg)
+	case *courierpb.DetachDevice:
+		g.detach(ctx, msg)
+	case *courierpb.AckInbox:
+		g.ack(ctx, msg.DeviceId, msg.UpToInboxSeq, ctx.Sender())
+	}
+}
+
+// start resets the grain to what the store says; it runs on activation and
+// after a supervisor restart, so nothing in memory survives a panic.
+func (g *userGrain) start() {
+	g.stop, g.cancel = context.WithCancel(context.Background())
+	g.seq = newSeqBlock("inbox/"+g.id, g.deps.Config.SeqBlockSize)
+	g.sessions = make(map[uint32]*actor.PID)
+	g.acks = make(map[uint32]*ackState)
+	g.pending, g.flushing = nil, false
+	g.dedupe, g.receipts = nil, nil
+	g.loaded = false
+	if err := g.load(); err != nil {
+		// Not fatal: every request retries the load and answers UNAVAILABLE
+		// while the store is down.
+		g.log.Warn("user grain load failed", "err", err)
+	}
+}
+
+func (g *userGrain) load() error {
+	ctx, cancel := context.WithTimeout(g.stop, g.deps.Config.StoreTimeout)
+	defer cancel()
+	_, err := g.deps.Store.GetUser(ctx, g.id)
+	switch {
+	case errors.Is(err, persistence.ErrNotFound):
+		g.exists, g.loaded = false, true
+		return nil
+	case err != nil:
+		return fmt.Errorf("load user %s: %w", g.id, err)
+	}
+	if err := g.loadDevices(ctx); err != nil {
+		return err
+	}
+	g.exists, g.loaded = true, true
+	return nil
+}
+
+func (g *userGrain) loadDevices(ctx context.Context) error {
+	devs, err := g.deps.Store.ListDevices(ctx, g.id)
+	if err != nil {
+		return fmt.Errorf("load devices of %s: %w", g.id, err)
+	}
+	g.devices = g.devices[:0]
+	for _, d := range devs {
+		g.devices = append(g.devices, d.DeviceID)
+	}
+	return nil
+}
+
+// ready reports whether the grain can serve; when not, it has the error to
+// answer with.
+func (g *userGrain) ready() *courierpb.Error {
+	if !g.loaded {
+		if err := g.load(); err != nil {
+			return storeError(err)
+		}
+	}
+	if !g.exists {
+		return codeError(courierpb.ErrorCode_NOT_FOUND, "no such user", false)
+	}
+	return nil
+}
+
+func (g *userGrain) hasDevice(id uint32) bool {
+	_, ok := slices.BinarySearch(g.devices, id)
+	return ok
+}
+
+// nextSeq hands out the next inbox number. The first lease of an activation
+// also tells the grain that every earlier number is stored or was never used.
+func (g *userGrain) nextSeq() (uint64, error) {
+	fresh := g.seq.next == 0
+	ctx, cancel := context.WithTimeout(g.stop, g.deps.Config.StoreTimeout)
+	defer cancel()
+	n, err := g.seq.Next(ctx, g.deps.Store)
+	if err != nil {
+		return 0, err
+	}
+	if fresh && n-1 > g.persistedThrough {
+		g.persistedThrough = n - 1
+	}
+	return n, nil
+}
+
+func (g *userGrain) deliverMessage(ctx actor.Context, msg *courierpb.DeliverMessage) {
+	reply := func(e *courierpb.Error, dup bool) proto.Message {
+		return &courierpb.DeliverMessageReply{Error: e, Duplicate: dup}
+	}
+	if e := g.ready(); e != nil {
+		ctx.Respond(reply(e, false))
+		return
+	}
+	send := msg.GetSend()
+	if e := validateSend(msg); e != nil {
+		ctx.Respond(reply(e, false))
+		return
+	}
+	key := msg.FromUserId + "\x00" + send.ClientMsgId
+	if g.answerDuplicate(ctx, key, msg.FromUserId, send.ClientMsgId) {
+		return
+	}
+
+	perDevice := make(map[uint32][]byte, len(send.PerDevice))
+	for _, dc := range send.PerDevice {
+		perDevice[dc.DeviceId] = dc.Ciphertext
+	}
+	seq, err := g.nextSeq()
+	if err != nil {
+		ctx.Respond(reply(storeError(err), false))
+		return
+	}
+	now := g.deps.Now().UnixMilli()
+	w := &pendingWrite{dedupeKey: key, replyTo: []*actor.PID{ctx.Sender()}, maxSeq: seq}
+	for _, dev := range g.devices {
+		ct, ok := perDevice[dev]
+		if !ok {
+			ct = send.Ciphertext
+		}
+		w.entries = append(w.entries, persistence.InboxAppend{UserID: g.id, DeviceID: dev, Entry: &courierpb.InboxEntry{
+			InboxSeq:     seq,
+			Kind:         courierpb.EntryKind_ENTRY_KIND_MESSAGE,
+			FromUserId:   msg.FromUserId,
+			FromDeviceId: msg.FromDeviceId,
+			ClientMsgId:  send.ClientMsgId,
+			Ciphertext:   ct,
+			ContentType:  send.ContentType,
+			SentAtMs:     now,
+		}})
+	}
+	w.dedupe = &persistence.DedupeRecord{RecipientID: g.id, SenderID: msg.FromUserId, ClientMsgID: send.ClientMsgId, StoredAtMs: now}
+	w.reply = func(e *courierpb.Error, dup bool) proto.Message {
+		return &courierpb.DeliverMessageReply{StoredAtMs: now, Duplicate: dup, Error: e}
+	}
+	g.dedupe.Put(key, dedupeState{storedAtMs: now, inflight: w})
+	g.enqueue(ctx, w)
+}
+
+// answerDuplicate answers a retried send without storing it again: from
+// memory when recent, joining the in-flight write when it is not stored yet,
+// or from the store's dedupe record.
+func (g *userGrain) answerDuplicate(ctx actor.Context, key, sender, clientMsgID string) bool {
+	if g.dedupe == nil {
+		g.dedupe = newRecentSet[dedupeState](g.deps.Config.DedupeWindow)
+	}
+	if st, ok := g.dedupe.Get(key); ok {
+		if st.inflight != nil {
+			st.inflight.replyTo = append(st.inflight.replyTo, ctx.Sender())
+			return true
+		}
+		ctx.Respond(&courierpb.DeliverMessageReply{StoredAtMs: st.storedAtMs, Duplicate: true})
+		return true
+	}
+	sctx, cancel := context.WithTimeout(g.stop, g.deps.Config.StoreTimeout)
+	defer cancel()
+	rec, err := g.deps.Store.GetDedupe(sctx, g.id, sender, clientMsgID)
+	switch {
+	case err == nil:
+		g.dedupe.Put(key, dedupeState{storedAtMs: rec.StoredAtMs})
+		ctx.Respond(&courierpb.DeliverMessageReply{StoredAtMs: rec.StoredAtMs, Duplicate: true})
+		return true
+	case errors.Is(err, persistence.ErrNotFound):
+		return false
+	default:
+		ctx.Respond(&courierpb.DeliverMessageReply{Error: storeError(err)})
+		return true
+	}
+}
+
+func validateSend(msg *courierpb.DeliverMessage) *courierpb.Error {
+	send := msg.GetSend()
+	switch {
+	case send == nil:
+		return codeError(courierpb.ErrorCode_INVALID_ARGUMENT, "send is empty", false)
+	case send.ClientMsgId == "" || len(send.ClientMsgId) > MaxClientMsgIDLen:
+		return codeError(courierpb.ErrorCode_INVALID_ARGUMENT, fmt.Sprintf("client_msg_id must be 1..%d bytes", MaxClientMsgIDLen), false)
+	case len(send.ContentType) > MaxContentTypeLen:
+		return codeError(courierpb.ErrorCode_INVALID_ARGUMENT, fmt.Sprintf("content_type must be at most %d bytes", MaxContentTypeLen), false)
+	case len(send.Ciphertext) == 0 && len(send.PerDevice) == 0:
+		return codeError(courierpb.ErrorCode_INVALID_ARGUMENT, "a message needs a ciphertext", false)
+	case msg.FromUserId == "":
+		return codeError(courierpb.ErrorCode_UNAUTHENTICATED, "sender unknown", false)
+	}
+	return nil
+}
+
+func (g *userGrain) deliverReceipt(ctx actor.Context, msg *courierpb.DeliverReceipt) {
+	reply := func(e *courierpb.Error, _ bool) proto.Message { return &courierpb.DeliverReceiptReply{Error: e} }
+	if e := g.ready(); e != nil {
+		ctx.Respond(reply(e, false))
+		return
+	}
+	if msg.Kind != courierpb.EntryKind_ENTRY_KIND_DELIVERED && msg.Kind != courierpb.EntryKind_ENTRY_KIND_READ {
+		ctx.Respond(reply(codeError(courierpb.ErrorCode_INVALID_ARGUMENT, "receipt kind must be delivered or read", false), false))
+		return
+	}
+	if len(msg.ClientMsgIds) == 0 || len(msg.ClientMsgIds) > MaxReceiptIDs {
+		ctx.Respond(reply(codeError(courierpb.ErrorCode_INVALID_ARGUMENT, fmt.Sprintf("a receipt names 1..%d messages", MaxReceiptIDs), false), false))
+		return
+	}
+	// A retried receipt request (same idempotency key) is answered, not stored twice.
+	if key := cluster.IdempotencyKey(ctx); key != "" {
+		if g.receipts == nil {
+			g.receipts = newRecentSet[struct{}](g.deps.Config.DedupeWindow)
+		}
+		if _, dup := g.receipts.Get(key); dup {
+			ctx.Respond(reply(nil, true))
+			return
+		}
+		g.receipts.Put(key, struct{}{})
+	}
+	seq, err := g.nextSeq()
+	if err != nil {
+		ctx.Respond(reply(storeError(err), false))
+		return
+	}
+	now := g.deps.Now().UnixMilli()
+	w := &pendingWrite{replyTo: []*actor.PID{ctx.Sender()}, reply: reply, maxSeq: seq}
+	for _, dev := range g.devices {
+		w.entries = append(w.entries, persistence.InboxAppend{UserID: g.id, DeviceID: dev, Entry: &courierpb.InboxEntry{
+			InboxSeq:     seq,
+			Kind:         msg.Kind,
+			FromUserId:   msg.FromUserId,
+			FromDeviceId: msg.FromDeviceId,
+			SentAtMs:     now,
+			ReceiptFor:   msg.ClientMsgIds,
+		}})
+	}
+	g.enqueue(ctx, w)
+}
+
+func (g *userGrain) enqueue(ctx actor.Context, w *pendingWrite) {
+	g.pending = append(g.pending, w)
+	g.flush(ctx)
+}
+
+// flush group-commits everything pending in one store write, with at most
+// one write in flight: requests that arrive meanwhile ride the next one.
+// Only after the write returns are senders answered and entries pushed, so
+// nothing is acknowledged or shown before it is durable.
+func (g *userGrain) flush(ctx actor.Context) {
+	if g.flushing || len(g.pending) == 0 {
+		return
+	}
+	n := min(len(g.pending), g.deps.Config.MaxBatch)
+	batch := slices.Clone(g.pending[:n])
+	g.pending = slices.Delete(g.pending, 0, n)
+	g.flushing = true
+
+	var appends []persistence.InboxAppend
+	var records []persistence.DedupeRecord
+	for _, w := range batch {
+		appends = append(appends, w.entries...)
+		if w.dedupe != nil {
+			records = append(records, *w.dedupe)
+		}
+	}
+	store := g.deps.Store
+	runAsync(ctx, g.stop, g.deps.Config.StoreTimeout, func(c context.Context) (any, error) {
+		return nil, store.Append(c, appends, records)
+	}, func(_ any, err error) {
+		g.flushing = false
+		if err != nil {
+			g.log.Warn("inbox append failed", "entries", len(appends), "err", err)
+			e := storeError(err)
+			for _, w := range batch {
+				if w.dedupeKey != "" {
+					g.dedupe.Delete(w.dedupeKey)
+				}
+				g.respondAll(ctx, w, w.reply(e, false))
+			}
+		} else {
+			for _, w := range batch {
+				g.persistedThrough = max(g.persistedThrough, w.maxSeq)
+				if w.dedupeKey != "" {
+					g.dedupe.Put(w.dedupeKey, dedupeState{storedAtMs: w.dedupe.StoredAtMs})
+				}
+				g.respondAll(ctx, w, nil)
+			}
+			g.push(ctx, appends)
+		}
+		g.flush(ctx)
+	})
+}
+
+// respondAll answers the first requester with resp (or a fresh success) and
+// every retry that joined the write while it was in flight as a duplicate.
+func (g *userGrain) respondAll(ctx actor.Context, w *pendingWrite, resp proto.Message) {
+	for i, pid := range w.replyTo {
+		if pid == nil {
+			continue
+		}
+		r := resp
+		if r == nil {
+			r = w.reply(nil, i > 0)
+		}
+		ctx.Send(pid, r)
+	}
+}
+
+// push sends newly stored entries to the sessions attached to their devices.
+// It never waits: a session that cannot keep up disconnects itself and
+// resumes from the store.
+func (g *userGrain) push(ctx actor.Context, appends []persistence.InboxAppend) {
+	if len(g.sessions) == 0 {
+		return
+	}
+	byDevice := make(map[uint32][]*courierpb.InboxEntry, len(g.sessions))
+	for _, a := range appends {
+		if _, ok := g.sessions[a.DeviceID]; ok {
+			byDevice[a.DeviceID] = append(byDevice[a.DeviceID], a.Entry)
+		}
+	}
+	for dev, entries := range byDevice {
+		g.deps.Cluster.Tell(g.sessions[dev], &courierpb.PushEntries{Entries: entries})
+	}
+}
+
+func (g *userGrain) attach(ctx actor.Context, msg *courierpb.AttachDevice) {
+	if e := g.ready(); e != nil {
+		ctx.Respond(&courierpb.AttachDeviceReply{Error: e})
+		return
+	}
+	if !g.hasDevice(msg.DeviceId) {
+		// The device may have been added since activation.
+		sctx, cancel := context.WithTimeout(g.stop, g.deps.Config.StoreTimeout)
+		err := g.loadDevices(sctx)
+		cancel()
+		if err != nil {
+			ctx.Respond(&courierpb.AttachDeviceReply{Error: storeError(err)})
+			return
+		}
+		if !g.hasDevice(msg.DeviceId) {
+			ctx.Respond(&courierpb.AttachDeviceReply{Error: codeError(courierpb.ErrorCode_FORBIDDEN, "no such device", false)})
+			return
+		}
+	}
+	if msg.SessionId == "" {
+		ctx.Respond(&courierpb.AttachDeviceReply{Error: codeError(courierpb.ErrorCode_INVALID_ARGUMENT, "session id missing", false)})
+		return
+	}
+	// The replay bound must cover every number an earlier activation handed
+	// out; leasing now (rather than on activation) keeps activation free of
+	// writes.
+	if g.seq.next == 0 {
+		if _, err := g.nextSeq(); err != nil {
+			ctx.Respond(&courierpb.AttachDeviceReply{Error: storeError(err)})
+			return
+		}
+	}
+	pid := actor.NewPID(msg.SessionAddress, msg.SessionId)
+	prev := g.sessions[msg.DeviceId]
+	was := prev != nil && prev.Equal(pid)
+	if !was {
+		if prev != nil {
+			ctx.Unwatch(prev)
+		}
+		g.sessions[msg.DeviceId] = pid
+		ctx.Watch(pid)
+	}
+	ctx.Respond(&courierpb.AttachDeviceReply{ReplayThrough: g.persistedThrough, WasAttached: was})
+	if msg.ResumeAfter > 0 {
+		g.ack(ctx, msg.DeviceId, msg.ResumeAfter, nil)
+	}
+}
+
+func (g *userGrain) detach(ctx actor.Context, msg *courierpb.DetachDevice) {
+	if pid, ok := g.sessions[msg.DeviceId]; ok && pid.Id == msg.SessionId {
+		ctx.Unwatch(pid)
+		delete(g.sessions, msg.DeviceId)
+	}
+	ctx.Respond(&courierpb.DetachDeviceReply{})
+}
+
+func (g *userGrain) sessionTerminated(who *actor.PID) {
+	for dev, pid := range g.sessions {
+		if pid.Equal(who) {
+			delete(g.sessions, dev)
+		}
+	}
+}
+
+// ack deletes a device's entries through upTo, after telling each sender
+// that its messages were delivered. The receipts are stored before the
+// entries are deleted, so a crash in between repeats a receipt (clients
+// ignore repeats) but never loses one.
+func (g *userGrain) ack(ctx actor.Context, device uint32, upTo uint64, replyTo *actor.PID) {
+	if e := g.ready(); e != nil {
+		if replyTo != nil {
+			ctx.Send(replyTo, &courierpb.AckInboxReply{Error: e})
+		}
+		return
+	}
+	if !g.hasDevice(device) {
+		if replyTo != nil {
+			ctx.Send(replyTo, &courierpb.AckInboxReply{Error: codeError(courierpb.ErrorCode_FORBIDDEN, "no such device", false)})
+		}
+		return
+	}
+	st := g.acks[device]
+	if st == nil {
+		st = &ackState{}
+		g.acks[device] = st
+	}
+	if upTo <= st.done {
+		if replyTo != nil {
+			ctx.Send(replyTo, &courierpb.AckInboxReply{})
+		}
+		return
+	}
+	st.target = max(st.target, upTo)
+	if replyTo != nil {
+		st.waiters = append(st.waiters, ackWaiter{upTo: upTo, pid: replyTo})
+	}
+	g.runAck(ctx, device, st)
+}
+
+func (g *userGrain) runAck(ctx actor.Context, device uint32, st *ackState) {
+	if st.inflight || st.target <= st.done {
+		return
+	}
+	st.inflight = true
+	from, to := st.done, st.target
+	store, cl, userID := g.deps.Store, g.deps.Cluster, g.id
+	reqTimeout := g.deps.Config.RequestTimeout
+	// Receipts to several senders plus the delete: allow for all of them.
+	runAsync(ctx, g.stop, g.deps.Config.StoreTimeout+2*reqTimeout, func(c context.Context) (any, error) {
+		return nil, ackThrough(c, store, cl, userID, device, from, to)
+	}, func(_ any, err error) {
+		st.inflight = false
+		if err != nil {
+			g.log.Warn("inbox ack failed", "device_id", device, "up_to", to, "err", err)
+			e := storeError(err)
+			for _, w := range st.waiters {
+				ctx.Send(w.pid, &courierpb.AckInboxReply{Error: e})
+			}
+			st.waiters, st.target = nil, st.done
+			return
+		}
+		st.done = max(st.done, to)
+		kept := st.waiters[:0]
+		for _, w := range st.waiters {
+			if w.upTo <= st.done {
+				ctx.Send(w.pid, &courierpb.AckInboxReply{})
+			} else {
+				kept = append(kept, w)
+			}
+		}
+		st.waiters = kept
+		g.runAck(ctx, device, st)
+	})
+}
+
+// ackThrough sends delivered receipts for the messages in (from, to] and then
+// deletes those entries.
+func ackThrough(ctx context.Context, store persistence.Store, cl *cluster.Cluster, userID string, device uint32, from, to uint64) error {
+	const page = 512
+	bySender := make(map[string][]string)
+	var senderDevice = make(map[string]uint32)
+	after := from
+	for {
+		entries, err := store.Range(ctx, userID, device, after, page)
+		if err != nil {
+			return fmt.Errorf("read acked entries: %w", err)
+		}
+		for _, e := range entries {
+			if e.InboxSeq > to {
+				break
+			}
+			if e.Kind == courierpb.EntryKind_ENTRY_KIND_MESSAGE {
+				bySender[e.FromUserId] = append(bySender[e.FromUserId], e.ClientMsgId)
+				senderDevice[e.FromUserId] = e.FromDeviceId
+			}
+		}
+		if len(entries) < page || entries[len(entries)-1].InboxSeq >= to {
+			break
+		}
+		after = entries[len(entries)-1].InboxSeq
+	}
+	for sender, ids := range bySender {
+		for chunk := range slices.Chunk(ids, MaxReceiptIDs) {
+			key := fmt.Sprintf("delivered/%s/%d/%s/%d", userID, device, chunk[0], to)
+			reply, err := cl.Request(ctx, UserGrainID(sender), &courierpb.DeliverReceipt{
+				FromUserId:   userID,
+				FromDeviceId: device,
+				Kind:         courierpb.EntryKind_ENTRY_KIND_DELIVERED,
+				ClientMsgIds: chunk,
+			}, key)
+			if err != nil {
+				return fmt.Errorf("delivered receipt to %s: %w", sender, err)
+			}
+			if r, ok := reply.(*courierpb.DeliverReceiptReply); ok && r.Error != nil {
+				if r.Error.Code == courierpb.ErrorCode_NOT_FOUND {
+					continue // the sender is gone; nobody to tell
+				}
+				return fmt.Errorf("delivered receipt to %s: %s", sender, r.Error.Message)
+			}
+		}
+	}
+	if err := store.DeleteThrough(ctx, userID, device, to); err != nil {
+		return fmt.Errorf("delete acked entries: %w", err)
+	}
+	return nil
+}
+
+func codeError(code courierpb.ErrorCode, msg string, retryable bool) *courierpb.Error {
+	return &courierpb.Error{Code: code, Message: msg, Retryable: retryable}
+}
+
+// storeError turns a store failure into the retryable error a sender sees:
+// never a fake ack.
+func storeError(err error) *courierpb.Error {
+	return codeError(courierpb.ErrorCode_UNAVAILABLE, "storage unavailable, retry: "+err.Error(), true)
+}

@@ -1,0 +1,152 @@
+package actors_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/courier-im/courier/actors"
+	"github.com/courier-im/courier/cluster"
+	"github.com/courier-im/courier/persistence"
+	"github.com/courier-im/courier/protos/courierpb"
+)
+
+// panickyStore panics inside the grain when asked about the "boom"
+// message, and counts user loads (one per activation or restart).
+type panickyStore struct {
+	persistence.Store
+	loads atomic.Int64
+}
+
+func (p *panickyStore) GetUser(ctx context.Context, id string) (persistence.User, error) {
+	p.loads.Add(1)
+	return p.Store.GetUser(ctx, id)
+}
+
+func (p *panickyStore) GetDedupe(ctx context.Context, recipient, sender, id string) (persistence.DedupeRecord, error) {
+	if id == "boom" {
+		panic("injected grain failure")
+	}
+	return p.Store.GetDedupe(ctx, recipient, sender, id)
+}
+
+func deliver(from, id string) *courierpb.DeliverMessage {
+	return &courierpb.DeliverMessage{FromUserId: from, FromDeviceId: 1, Send: &courierpb.Send{ClientMsgId: id, Ciphertext: []byte("ct-" + id)}}
+}
+
+func TestPanickingUserGrainRestartsAndKeepsPersistedState(t *testing.T) {
+	store := &panickyStore{Store: openStore(t)}
+	createUser(t, store, "alice", "alice")
+	createUser(t, store, "bob", "bob")
+	deps := &actors.Deps{Store: store, Logger: testLogger(), Config: actors.UserConfig{SeqBlockSize: 4}}
+	c := startCluster(t, deps, actors.UserKind(deps))
+	ctx := context.Background()
+	bob := actors.UserGrainID("bob")
+
+	send := func(id string, timeout time.Duration) (*courierpb.DeliverMessageReply, error) {
+		rctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		r, err := c.Request(rctx, bob, deliver("alice", id), "alice/"+id)
+		if err != nil {
+			return nil, err
+		}
+		return r.(*courierpb.DeliverMessageReply), nil
+	}
+	for i := range 10 {
+		r, err := send(fmt.Sprintf("m%d", i), 5*time.Second)
+		if err != nil || r.Error != nil || r.Duplicate {
+			t.Fatalf("send m%d: %v %v", i, err, r)
+		}
+	}
+	loadsBefore := store.loads.Load()
+
+	if r, err := send("boom", 500*time.Millisecond); err == nil && r.Error == nil {
+		t.Fatalf("the panicking request was acked: %v", r)
+	}
+
+	// The restarted grain reloaded from the store: it still knows m3 was
+	// stored (dedupe record), and numbers new entries after the old ones.
+	waitUntil(t, 5*time.Second, func() bool {
+		r, err := send("m3", time.Second)
+		return err == nil && r.Error == nil && r.Duplicate
+	})
+	if store.loads.Load() <= loadsBefore {
+		t.Fatal("the grain did not reload its state after the panic")
+	}
+	if r, err := send("m10", 5*time.Second); err != nil || r.Error != nil || r.Duplicate {
+		t.Fatalf("send after restart: %v %v", err, r)
+	}
+	entries, err := store.Range(ctx, "bob", 1, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 11 {
+		t.Fatalf("bob's inbox has %d entries, want 11", len(entries))
+	}
+	for i, e := range entries {
+		if want := fmt.Sprintf("m%d", i); e.ClientMsgId != want {
+			t.Fatalf("entry %d is %s, want %s", i, e.ClientMsgId, want)
+		}
+		if i > 0 && e.InboxSeq <= entries[i-1].InboxSeq {
+			t.Fatalf("inbox_seq not increasing: %d after %d", e.InboxSeq, entries[i-1].InboxSeq)
+		}
+	}
+}
+
+func TestTwoActivationsOfOneUserNeverShareASequenceNumber(t *testing.T) {
+	// Two nodes' worth of User grains for the same user, as during a
+	// membership change: both write bob's inbox through one store.
+	store := openStore(t)
+	createUser(t, store, "alice", "alice")
+	createUser(t, store, "bob", "bob")
+	depsA := &actors.Deps{Store: store, Logger: testLogger(), Config: actors.UserConfig{SeqBlockSize: 8}}
+	depsB := &actors.Deps{Store: store, Logger: testLogger(), Config: actors.UserConfig{SeqBlockSize: 8}}
+	ca := startCluster(t, depsA, actors.UserKind(depsA))
+	cb := startCluster(t, depsB, actors.UserKind(depsB))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	const perNode = 100
+	errs := make(chan error, 2)
+	for n, c := range []*cluster.Cluster{ca, cb} {
+		go func() {
+			for i := range perNode {
+				id := fmt.Sprintf("n%d-m%d", n, i)
+				r, err := c.Request(ctx, actors.UserGrainID("bob"), deliver("alice", id), "alice/"+id)
+				if err == nil && r.(*courierpb.DeliverMessageReply).Error != nil {
+					err = fmt.Errorf("%v", r)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	entries, err := store.Range(ctx, "bob", 1, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 2*perNode {
+		t.Fatalf("bob's inbox has %d entries, want %d: an activation overwrote the other's", len(entries), 2*perNode)
+	}
+}
+
+func waitUntil(t *testing.T, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,590 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/courier-im/courier/protos/courierpb"
+)
+
+// errOverflow ends a connection whose entries the application did not take.
+var errOverflow = errors.New("entry buffer full: application is not reading Entries")
+
+// Close codes the gateway uses (gateway/errors.go).
+const (
+	closeUnauthorized = 4001
+	closeSlowConsumer = 4008
+	closeAbuse        = 4009
+)
+
+// Client is one signed-in device: a WebSocket session that reconnects and
+// resumes by itself. Its methods are safe for concurrent use.
+type Client struct {
+	cfg      config
+	creds    Credentials
+	httpBase string
+	wsURL    string
+	dialer   *websocket.Dialer
+	log      *slog.Logger
+	tokens   *tokenSource
+	backoff  backoff
+	retry    backoff
+
+	ctx    context.Context // ends when Close starts shutting down
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	stopDispatch chan struct{}
+	dispatchDone chan struct{}
+	closeOnce    sync.Once
+
+	nextReq atomic.Uint64
+	lastAck atomic.Uint64 // req_id of the last Ack frame written
+
+	mu         sync.Mutex
+	closed     bool
+	cur        *conn
+	calls      map[uint64]*call
+	attachedCh chan struct{} // closed while a session is attached
+	janitor    *time.Timer
+	janitorOn  bool
+	lastErr    error
+	permanent  chan error    // the first session failed for good (Dial reports it)
+	wake       chan struct{} // a request started while no session is open
+
+	connected  atomic.Bool
+	reconnects atomic.Int64
+
+	queue     *entryQueue
+	out       chan Entry
+	acks      ackBatcher
+	queuedSeq uint64     // highest inbox_seq queued; owned by the reader
+	dedupe    *recentSet // owned by the dispatcher
+}
+
+// Dial signs the device in (POST /v1/token), opens its session and returns
+// once the server attached the inbox. It retries retryable server answers
+// until ctx ends; other failures are returned at once. After Dial returns,
+// the Client reconnects by itself until Close; ctx only bounds Dial.
+func Dial(ctx context.Context, creds Credentials, opts ...Option) (*Client, error) {
+	cfg, err := buildConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	httpBase, wsURL, err := endpoints(creds.BaseURL)
+	if err != nil {
+		return nil, err
+	}
+	if creds.UserID == "" && creds.Handle == "" {
+		return nil, errors.New("credentials name no user")
+	}
+	if creds.DeviceID == 0 {
+		creds.DeviceID = 1
+	}
+	creds.BaseURL = httpBase
+	c := &Client{
+		cfg:      cfg,
+		creds:    creds,
+		httpBase: httpBase,
+		wsURL:    wsURL,
+		log:      cfg.logger.With("user_id", creds.UserID, "device_id", creds.DeviceID),
+		tokens:   &tokenSource{hc: cfg.httpClient, base: httpBase, creds: creds, now: time.Now},
+		backoff:  backoff{min: cfg.minBackoff, max: cfg.maxBackoff},
+		retry:    backoff{min: 50 * time.Millisecond, max: 2 * time.Second},
+		dialer: &websocket.Dialer{
+			Proxy:            http.ProxyFromEnvironment,
+			HandshakeTimeout: defaultHandshake,
+			TLSClientConfig:  cfg.tlsConfig,
+		},
+		stopDispatch: make(chan struct{}),
+		dispatchDone: make(chan struct{}),
+		calls:        make(map[uint64]*call),
+		attachedCh:   make(chan struct{}),
+		permanent:    make(chan error, 1),
+		wake:         make(chan struct{}, 1),
+		queue:        newEntryQueue(cfg.entryBuffer),
+		out:          make(chan Entry),
+		dedupe:       newRecentSet(cfg.dedupeWindow),
+	}
+	if cfg.json {
+		c.dialer.Subprotocols = []string{subprotocolJSON}
+	}
+	c.acks.handed, c.acks.acked, c.queuedSeq = cfg.resumeAfter, cfg.resumeAfter, cfg.resumeAfter
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+
+	var cn *conn
+	for attempt := 0; ; attempt++ {
+		cn, err = c.connect(ctx)
+		if err == nil {
+			break
+		}
+		if !retryableErr(err) || ctx.Err() != nil {
+			c.cancel()
+			return nil, err
+		}
+		select {
+		case <-time.After(c.backoff.delay(attempt + 1)):
+		case <-ctx.Done():
+			c.cancel()
+			return nil, fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
+		}
+	}
+	c.install(cn)
+	c.wg.Add(1)
+	go c.run(cn)
+	go c.dispatch()
+	if err := c.waitFirst(ctx); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// waitFirst waits for the first attached session.
+func (c *Client) waitFirst(ctx context.Context) error {
+	c.mu.Lock()
+	ch := c.attachedCh
+	c.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case err := <-c.permanent:
+		return err
+	case <-ctx.Done():
+		c.mu.Lock()
+		last := c.lastErr
+		c.mu.Unlock()
+		if last != nil {
+			return fmt.Errorf("no session: %w (last error: %w)", ctx.Err(), last)
+		}
+		return fmt.Errorf("no session: %w", ctx.Err())
+	}
+}
+
+// UserID is the signed-in user.
+func (c *Client) UserID() string { return c.creds.UserID }
+
+// DeviceID is the signed-in device.
+func (c *Client) DeviceID() uint32 { return c.creds.DeviceID }
+
+// Credentials returns the credentials the Client signs in with.
+func (c *Client) Credentials() Credentials { return c.creds }
+
+// Connected reports whether a session is attached right now.
+func (c *Client) Connected() bool { return c.connected.Load() }
+
+// Reconnects counts the sessions opened after the first one.
+func (c *Client) Reconnects() int64 { return c.reconnects.Load() }
+
+// LastSeq is the highest inbox_seq handed to the application; a restarted
+// application that persisted it can pass it to WithResumeAfter.
+func (c *Client) LastSeq() uint64 { return c.acks.last() }
+
+// WaitConnected waits until a session is attached.
+func (c *Client) WaitConnected(ctx context.Context) error {
+	for {
+		c.mu.Lock()
+		ch, closed := c.attachedCh, c.closed
+		c.mu.Unlock()
+		if closed {
+			return ErrClosed
+		}
+		select {
+		case <-ch:
+			return nil
+		case <-c.ctx.Done():
+			return ErrClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// DropConnection closes the current socket abruptly, as a network failure
+// would; the Client reconnects and resumes. For tests and drills.
+func (c *Client) DropConnection() {
+	c.mu.Lock()
+	cn := c.cur
+	c.mu.Unlock()
+	if cn != nil {
+		cn.abort()
+	}
+}
+
+// Entries is the ordered stream of this device's inbox entries (messages
+// and receipts), without duplicates. An entry is acknowledged once a
+// receive returns it (see the package documentation). The channel is closed
+// when the Client closes.
+func (c *Client) Entries() <-chan Entry { return c.out }
+
+// Close acknowledges what the application received, closes the session and
+// stops every goroutine the Client started. Calls still waiting fail with
+// ErrClosed.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		close(c.stopDispatch)
+		<-c.dispatchDone
+		if c.Connected() {
+			c.flushAcksSync(2 * time.Second)
+		}
+		c.mu.Lock()
+		c.closed = true
+		cn := c.cur
+		calls := make([]*call, 0, len(c.calls))
+		for _, cl := range c.calls {
+			calls = append(calls, cl)
+		}
+		if c.janitor != nil {
+			c.janitor.Stop()
+		}
+		c.mu.Unlock()
+		c.cancel()
+		if cn != nil {
+			cn.shutdown(websocket.CloseNormalClosure)
+		}
+		for _, cl := range calls {
+			c.finish(cl, nil, ErrClosed, false)
+		}
+		c.wg.Wait()
+		if c.cfg.httpClient != sharedHTTP {
+			c.cfg.httpClient.CloseIdleConnections()
+		}
+	})
+	return nil
+}
+
+// connect fetches a token if needed and opens a socket resuming after the
+// last entry handed to the application.
+func (c *Client) connect(ctx context.Context) (*conn, error) {
+	for attempt := 0; ; attempt++ {
+		tok, err := c.tokens.get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		after := c.acks.last()
+		hdr := http.Header{}
+		hdr.Set("Authorization", "Bearer "+tok)
+		ws, resp, err := c.dialer.DialContext(ctx, c.wsURL+"?after="+strconv.FormatUint(after, 10), hdr)
+		if err != nil {
+			if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+				herr := errorFromHTTP(resp)
+				if attempt == 0 && authRefused(herr) {
+					c.tokens.invalidate(tok)
+					continue
+				}
+				return nil, fmt.Errorf("open session: %w", herr)
+			}
+			return nil, fmt.Errorf("open session at %s: %w", c.wsURL, err)
+		}
+		if c.cfg.json && ws.Subprotocol() != subprotocolJSON {
+			_ = ws.Close()
+			return nil, errors.New("open session: the server did not accept the json subprotocol")
+		}
+		ws.SetReadLimit(64 << 20)
+		cn := &conn{ws: ws, json: c.cfg.json, after: after}
+		cn.lastRead.Store(time.Now().UnixNano())
+		return cn, nil
+	}
+}
+
+// install makes cn the current session and writes every request still
+// waiting for an answer on it, oldest first, before anything newer.
+func (c *Client) install(cn *conn) bool {
+	cn.wmu.Lock()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		cn.wmu.Unlock()
+		_ = cn.ws.Close()
+		return false
+	}
+	c.cur = cn
+	pending := make([]*call, 0, len(c.calls))
+	for _, cl := range c.calls {
+		pending = append(pending, cl)
+	}
+	c.mu.Unlock()
+	sortCalls(pending)
+	now := time.Now().UnixNano()
+	for _, cl := range pending {
+		cl.lastWrite.Store(now)
+		if cn.writeLocked(cl.frame) != nil {
+			break
+		}
+	}
+	cn.wmu.Unlock()
+	// The server acknowledges everything up to after= when it attaches.
+	c.acks.sent(cn.after)
+	cn.kaMu.Lock()
+	cn.ka = time.AfterFunc(c.cfg.keepAlive, func() { c.keepalive(cn) })
+	cn.kaMu.Unlock()
+	return true
+}
+
+// uninstall forgets cn (if still current) and closes it.
+func (c *Client) uninstall(cn *conn) {
+	c.mu.Lock()
+	if c.cur == cn {
+		c.cur = nil
+		if c.connected.Load() {
+			c.connected.Store(false)
+			c.attachedCh = make(chan struct{})
+		}
+	}
+	c.mu.Unlock()
+	cn.shutdown(websocket.CloseNormalClosure)
+}
+
+func (c *Client) markAttached(cn *conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur == cn && !c.connected.Load() {
+		c.connected.Store(true)
+		close(c.attachedCh)
+	}
+}
+
+// keepalive pings an open socket and drops one the server went silent on.
+func (c *Client) keepalive(cn *conn) {
+	if cn.isDead() {
+		return
+	}
+	if idle := time.Since(time.Unix(0, cn.lastRead.Load())); idle > 2*c.cfg.keepAlive {
+		c.log.Info("courier: server silent, dropping the session", "idle", idle.Round(time.Millisecond))
+		cn.abort()
+		return
+	}
+	_ = cn.write(&courierpb.ClientFrame{ReqId: c.nextReq.Add(1), Body: &courierpb.ClientFrame_Ping{Ping: &courierpb.Ping{ClientTimeMs: time.Now().UnixMilli()}}})
+	cn.kaMu.Lock()
+	if !cn.kaStopped {
+		cn.ka.Reset(c.cfg.keepAlive)
+	}
+	cn.kaMu.Unlock()
+}
+
+// run reads the current session and replaces it when it ends, until Close.
+func (c *Client) run(cn *conn) {
+	defer c.wg.Done()
+	failures := 0
+	everAttached := false
+	for {
+		err := c.serve(cn)
+		if cn.attached {
+			failures, everAttached = 0, true
+		} else {
+			failures++
+		}
+		c.uninstall(cn)
+		if c.ctx.Err() != nil {
+			return
+		}
+		c.noteErr(err, everAttached)
+		overflow := errors.Is(err, errOverflow)
+		if overflow {
+			c.log.Info("courier: entry buffer full, pausing the session until the application catches up")
+			if !c.waitDrain() {
+				return
+			}
+		} else {
+			c.log.Info("courier: session lost, reconnecting", "err", err)
+		}
+		for {
+			if !overflow || failures > 0 {
+				if !c.sleep(c.backoff.delay(failures)) {
+					return
+				}
+			}
+			overflow = false
+			next, err := c.connect(c.ctx)
+			if err == nil {
+				if !c.install(next) {
+					return
+				}
+				c.reconnects.Add(1)
+				cn = next
+				break
+			}
+			if c.ctx.Err() != nil {
+				return
+			}
+			failures++
+			c.noteErr(err, everAttached)
+			c.log.Warn("courier: reconnect failed", "err", err, "attempt", failures)
+		}
+	}
+}
+
+// noteErr remembers the last failure for Dial, which gives up at once on a
+// session the server refuses for good.
+func (c *Client) noteErr(err error, everAttached bool) {
+	c.mu.Lock()
+	c.lastErr = err
+	c.mu.Unlock()
+	if everAttached {
+		return
+	}
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) && ce.Code == closeUnauthorized {
+		select {
+		case c.permanent <- fmt.Errorf("session refused: %w", err):
+		default:
+		}
+	}
+}
+
+func (c *Client) sleep(d time.Duration) bool {
+	if d <= 0 {
+		return c.ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.ctx.Done():
+		return false
+	}
+}
+
+// waitDrain waits until the application has taken half the entry buffer,
+// or until it starts a request, which needs a session to be answered (that
+// session takes no entries while the buffer is still full).
+func (c *Client) waitDrain() bool {
+	for !c.queue.lowWater() && c.waitingCalls() == 0 {
+		select {
+		case <-c.queue.space:
+		case <-c.wake:
+		case <-c.ctx.Done():
+			return false
+		}
+	}
+	return c.ctx.Err() == nil
+}
+
+// serve reads frames until the socket fails.
+func (c *Client) serve(cn *conn) error {
+	for {
+		f, skip, err := cn.read()
+		if skip {
+			c.log.Warn("courier: skipping a frame", "err", err)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		c.handle(cn, f)
+		if cn.overflow && c.waitingCalls() == 0 {
+			return errOverflow
+		}
+	}
+}
+
+func (c *Client) handle(cn *conn, f *courierpb.ServerFrame) {
+	switch b := f.Body.(type) {
+	case *courierpb.ServerFrame_Deliver:
+		c.onDeliver(cn, b.Deliver.GetEntry())
+	case *courierpb.ServerFrame_Attached:
+		cn.attached = true
+		c.markAttached(cn)
+	case *courierpb.ServerFrame_Error:
+		if f.ReqId == 0 {
+			c.log.Warn("courier: server error", "code", b.Error.GetCode(), "msg", b.Error.GetMessage())
+			return
+		}
+		c.resolve(f)
+	default:
+		if f.ReqId != 0 {
+			c.resolve(f)
+		}
+	}
+}
+
+// onDeliver queues an entry for the application unless it was queued
+// before (a replay overlapping what a previous session delivered).
+func (c *Client) onDeliver(cn *conn, e *courierpb.InboxEntry) {
+	if e == nil || e.InboxSeq <= c.queuedSeq || cn.overflow {
+		return
+	}
+	if !c.queue.push(entryFromProto(e)) {
+		// Stop taking entries from this session; they stay in the inbox
+		// and the next session resumes from the last one handed out.
+		cn.overflow = true
+		return
+	}
+	c.queuedSeq = e.InboxSeq
+}
+
+// dispatch hands queued entries to the application, drops duplicate
+// messages and schedules acknowledgements.
+func (c *Client) dispatch() {
+	defer close(c.dispatchDone)
+	defer close(c.out)
+	for {
+		e, ok := c.queue.pop()
+		if !ok {
+			select {
+			case <-c.queue.ready:
+				continue
+			case <-c.stopDispatch:
+				return
+			}
+		}
+		dup := e.Kind == courierpb.EntryKind_ENTRY_KIND_MESSAGE && e.ClientMsgID != "" &&
+			c.dedupe.seen(msgKey{from: e.FromUserID, id: e.ClientMsgID})
+		if !dup {
+			select {
+			case c.out <- e:
+			case <-c.stopDispatch:
+				return
+			}
+		}
+		if c.acks.hand(e.Seq) {
+			time.AfterFunc(c.cfg.ackInterval, c.flushAcks)
+		}
+	}
+}
+
+// flushAcks writes one cumulative Ack for everything handed out. Without a
+// session it does nothing: the next session resumes with after=, which
+// acknowledges the same entries.
+func (c *Client) flushAcks() {
+	upTo, ok := c.acks.flush()
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	cn, closed := c.cur, c.closed
+	c.mu.Unlock()
+	if cn == nil || closed {
+		return
+	}
+	id := c.nextReq.Add(1)
+	c.lastAck.Store(id)
+	if cn.write(&courierpb.ClientFrame{ReqId: id, Body: &courierpb.ClientFrame_Ack{Ack: &courierpb.Ack{UpToInboxSeq: upTo}}}) == nil {
+		c.acks.sent(upTo)
+	}
+}
+
+// flushAcksSync acknowledges everything handed out and waits for AckOk.
+func (c *Client) flushAcksSync(timeout time.Duration) {
+	upTo, ok := c.acks.flush()
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cl := c.start(ctx, &courierpb.ClientFrame_Ack{Ack: &courierpb.Ack{UpToInboxSeq: upTo}}, true)
+	<-cl.done
+	if cl.err == nil {
+		c.acks.sent(upTo)
+	}
+}

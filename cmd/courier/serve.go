@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/courier-im/courier/node"
+)
+
+func newServeCmd() *cobra.Command {
+	var cfg node.Config
+	var logLevel string
+	var shutdownTimeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run a Courier node (embedded store, single node by default)",
+		Long: `Run a Courier node. Every flag can also be set as an environment variable:
+COURIER_ plus the flag name in upper case with - as _ (e.g. COURIER_LISTEN).`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := flagsFromEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			n, err := node.Start(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			<-ctx.Done()
+			cfg.Logger.Info("shutting down: draining sessions and flushing the store")
+			sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			defer cancel()
+			if err := n.Close(sctx); err != nil {
+				return fmt.Errorf("shutdown: %w", err)
+			}
+			cfg.Logger.Info("stopped cleanly")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "HTTP/WebSocket listen address")
+	f.StringVar(&cfg.DataDir, "data", "data", "data directory of the embedded store")
+	f.StringVar(&cfg.Store, "store", "embedded", "store: embedded")
+	f.DurationVar(&cfg.InboxTTL, "inbox-ttl", 30*24*time.Hour, "how long undelivered inbox entries are kept")
+	f.DurationVar(&cfg.PassivateAfter, "passivate-after", 5*time.Minute, "idle time after which a grain leaves memory")
+	f.DurationVar(&cfg.RequestTimeout, "request-timeout", 5*time.Second, "timeout of one grain request attempt")
+	f.IntVar(&cfg.SendQueue, "send-queue", 1024, "frames queued for a slow client before it is disconnected")
+	f.Uint64Var(&cfg.SeqBlockSize, "seq-block", 1000, "inbox sequence numbers leased per store write")
+	f.IntVar(&cfg.MaxFrameBytes, "max-frame", 256<<10, "largest client frame in bytes")
+	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", 60*time.Second, "close sockets silent for this long")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate (PEM); with --tls-key serves https/wss")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "TLS private key (PEM)")
+	f.StringVar(&cfg.TokenKey, "token-key", "", "hex HMAC key for access tokens (default: generated once, kept in the store)")
+	f.DurationVar(&cfg.TokenTTL, "token-ttl", 15*time.Minute, "access token lifetime")
+	f.StringVar(&cfg.NodeAddress, "node-addr", "", "Proto.Actor remote address host:port (empty: single node, no remote)")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.DurationVar(&shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
+	return cmd
+}
+
+// flagsFromEnv sets every flag not given on the command line from its
+// COURIER_* variable.
+func flagsFromEnv(fs *pflag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed || err != nil {
+			return
+		}
+		name := "COURIER_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%s=%s: %w", name, strconv.Quote(v), e)
+			}
+		}
+	})
+	return err
+}

@@ -1,0 +1,196 @@
+// Package gateway is Courier's front door: HTTP registration and tokens,
+// and WebSocket sessions that turn client frames into grain requests and
+// grain pushes into frames. Each socket gets one session actor; a slow or
+// hostile client only ever hurts its own session.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/gorilla/websocket"
+
+	"github.com/courier-im/courier/cluster"
+	"github.com/courier-im/courier/persistence"
+)
+
+// Config tunes a gateway. Zero values take the defaults below.
+type Config struct {
+	Store   persistence.Store
+	Cluster *cluster.Cluster
+	Tokens  *Tokens
+	Logger  *slog.Logger
+
+	// MaxFrameBytes is the largest client frame accepted (default 256 KiB).
+	// Frames up to 4x larger are answered with TOO_LARGE; larger ones close
+	// the socket with 1009.
+	MaxFrameBytes int
+	// SendQueue is how many frames may wait for a slow client before its
+	// session is closed (default 1024).
+	SendQueue int
+	// IdleTimeout closes a socket silent for this long (default 60s).
+	IdleTimeout time.Duration
+	// WriteTimeout bounds one frame write (default 10s).
+	WriteTimeout time.Duration
+	// RequestTimeout bounds one grain request attempt (default 5s).
+	RequestTimeout time.Duration
+	// RequestRetries is how often a failed send is retried by the gateway
+	// with the same client_msg_id (default 2).
+	RequestRetries int
+	// MaxInflight caps a session's unanswered requests (default 1024).
+	MaxInflight int
+	// MaxAbuse is how many bad frames a session may send before it is
+	// closed (default 5).
+	MaxAbuse int
+	// RatePerSec and RateBurst bound the frames a session may send.
+	RatePerSec float64
+	RateBurst  int
+	// LeaseRenew is how often a session re-attaches to its User grain, which
+	// keeps it active and repairs the attachment after a grain restart.
+	LeaseRenew time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.MaxFrameBytes == 0 {
+		c.MaxFrameBytes = 256 << 10
+	}
+	if c.SendQueue == 0 {
+		c.SendQueue = 1024
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 60 * time.Second
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 5 * time.Second
+	}
+	if c.RequestRetries == 0 {
+		c.RequestRetries = 2
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = 1024
+	}
+	if c.MaxAbuse == 0 {
+		c.MaxAbuse = 5
+	}
+	if c.RatePerSec == 0 {
+		c.RatePerSec = 2000
+	}
+	if c.RateBurst == 0 {
+		c.RateBurst = 4000
+	}
+	if c.LeaseRenew == 0 {
+		c.LeaseRenew = 30 * time.Second
+	}
+	return c
+}
+
+// Gateway serves the HTTP API and WebSocket sessions of one node.
+type Gateway struct {
+	cfg      Config
+	log      *slog.Logger
+	system   *actor.ActorSystem
+	props    *actor.Props
+	upgrader websocket.Upgrader
+	mux      *http.ServeMux
+
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	closing  bool
+	wg       sync.WaitGroup
+}
+
+// New returns a gateway; serve its Handler with an http.Server.
+func New(cfg Config) (*Gateway, error) {
+	cfg = cfg.withDefaults()
+	if cfg.Store == nil || cfg.Cluster == nil || cfg.Tokens == nil {
+		return nil, errors.New("gateway: Store, Cluster and Tokens are required")
+	}
+	g := &Gateway{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "gateway"),
+		system:   cfg.Cluster.System(),
+		sessions: make(map[*session]struct{}),
+		upgrader: websocket.Upgrader{
+			Subprotocols:    []string{SubprotocolProto, SubprotocolJSON},
+			ReadBufferSize:  4096,
+			WriteBufferSize: 4096,
+			// Apps are native clients, not pages: a browser client is served
+			// through the same token check, so the origin adds nothing.
+			CheckOrigin: func(*http.Request) bool { return true },
+		},
+	}
+	// A session holds a socket: restarting it cannot restore the socket, so
+	// a panicking session is stopped and its client reconnects and resumes.
+	g.props = actor.PropsFromProducer(func() actor.Actor { return nil },
+		actor.WithGuardian(actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive { return actor.StopDirective })),
+		actor.WithReceiverMiddleware(cluster.UnwrapReceiver),
+	)
+	g.mux = http.NewServeMux()
+	g.routes()
+	return g, nil
+}
+
+// Handler returns the HTTP handler serving /v1/... and /healthz.
+func (g *Gateway) Handler() http.Handler { return g.mux }
+
+// Sessions returns how many sockets are open.
+func (g *Gateway) Sessions() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.sessions)
+}
+
+func (g *Gateway) track(s *session) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closing {
+		return false
+	}
+	g.sessions[s] = struct{}{}
+	g.wg.Add(1)
+	return true
+}
+
+func (g *Gateway) untrack(s *session) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.sessions[s]; ok {
+		delete(g.sessions, s)
+		g.wg.Done()
+	}
+}
+
+// Shutdown closes every session with 1001 (going away) so clients reconnect
+// elsewhere, and waits for them to finish, bounded by ctx.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.mu.Lock()
+	g.closing = true
+	open := make([]*session, 0, len(g.sessions))
+	for s := range g.sessions {
+		open = append(open, s)
+	}
+	g.mu.Unlock()
+	for _, s := range open {
+		s.closeWith(websocket.CloseGoingAway, "server shutting down")
+	}
+	done := make(chan struct{})
+	go func() { g.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("gateway shutdown: %d sessions still open: %w", g.Sessions(), ctx.Err())
+	}
+}

@@ -1,0 +1,582 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/gorilla/websocket"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/courier-im/courier/actors"
+	"github.com/courier-im/courier/protos/courierpb"
+)
+
+// handleWS authenticates and upgrades a socket, then hands it to a new
+// session actor.
+func (g *Gateway) handleWS(w http.ResponseWriter, r *http.Request) {
+	claims, ok := g.authenticate(w, r)
+	if !ok {
+		return
+	}
+	var resumeAfter uint64
+	if v := r.URL.Query().Get("after"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, courierpb.ErrorCode_INVALID_ARGUMENT, "after must be an inbox_seq")
+			return
+		}
+		resumeAfter = n
+	}
+	conn, err := g.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader already answered the client
+	}
+	// Frames up to 4x the limit are read and refused with TOO_LARGE, so a
+	// client learns what went wrong; beyond that the socket closes with 1009.
+	conn.SetReadLimit(int64(g.cfg.MaxFrameBytes) * 4)
+	s := newSession(g, conn, claims, resumeAfter)
+	if !g.track(s) {
+		s.closeWith(websocket.CloseGoingAway, "server shutting down")
+		_ = conn.Close()
+		return
+	}
+	props := g.props.Clone(actor.WithProducer(func() actor.Actor { return s }))
+	if _, err := g.system.Root.SpawnNamed(props, s.id); err != nil {
+		g.log.Error("spawn session", "err", err)
+		g.untrack(s)
+		_ = conn.Close()
+	}
+}
+
+// session is the actor behind one socket. Its reader goroutine decodes
+// frames into messages for it, its writer goroutine owns every write to the
+// socket, and the actor in between talks to grains without ever waiting.
+type session struct {
+	g      *Gateway
+	id     string
+	conn   *websocket.Conn
+	codec  codec
+	claims Claims
+	log    *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	out    chan outFrame
+	once   sync.Once
+
+	// Actor state.
+	self        *actor.PID
+	resumeAfter uint64
+	attached    bool
+	replaying   bool
+	buffered    []*courierpb.InboxEntry
+	lastSent    uint64 // highest inbox_seq handed to the writer
+	inflight    int
+	abuse       int
+	stopping    bool
+}
+
+// outFrame is one item for the writer: a frame, or a replay to run.
+type outFrame struct {
+	frame  *courierpb.ServerFrame
+	replay *replayJob
+}
+
+// replayJob reads a device inbox from the store and writes it out, in order,
+// from the writer goroutine so live frames can't overtake it.
+type replayJob struct {
+	after, through uint64
+}
+
+// Messages the reader and writer goroutines send to the session actor.
+type (
+	inboundFrame struct{ frame *courierpb.ClientFrame }
+	badFrame     struct {
+		code courierpb.ErrorCode
+		msg  string
+	}
+	connClosed struct{ err error }
+	replayDone struct {
+		last uint64
+		err  error
+	}
+	renewLease struct{}
+)
+
+func newSession(g *Gateway, conn *websocket.Conn, claims Claims, resumeAfter uint64) *session {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	id := "session/" + hex.EncodeToString(b[:])
+	ctx, cancel := context.WithCancel(context.Background())
+	return &session{
+		g:           g,
+		id:          id,
+		conn:        conn,
+		codec:       codec{json: conn.Subprotocol() == SubprotocolJSON},
+		claims:      claims,
+		log:         g.log.With("session", id, "user_id", claims.UserID, "device_id", claims.DeviceID),
+		ctx:         ctx,
+		cancel:      cancel,
+		out:         make(chan outFrame, g.cfg.SendQueue),
+		resumeAfter: resumeAfter,
+	}
+}
+
+func (s *session) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		s.self = ctx.Self()
+		go s.readLoop(ctx.ActorSystem())
+		go s.writeLoop(ctx.ActorSystem())
+		s.attach(ctx)
+	case *actor.Stopped:
+		s.shutdown()
+		// Best effort: the grain also watches the session and drops the
+		// attachment when it terminates.
+		s.g.cfg.Cluster.RequestFuture(actors.UserGrainID(s.claims.UserID),
+			&courierpb.DetachDevice{DeviceId: s.claims.DeviceID, SessionId: s.id}, s.id+"/detach", s.g.cfg.RequestTimeout)
+	case inboundFrame:
+		s.handleFrame(ctx, msg.frame)
+	case badFrame:
+		s.refuse(ctx, 0, msg.code, msg.msg)
+	case *courierpb.PushEntries:
+		s.push(ctx, msg.Entries)
+	case replayDone:
+		s.replayFinished(ctx, msg)
+	case renewLease:
+		s.renew(ctx)
+	case connClosed:
+		ctx.Stop(ctx.Self())
+	}
+}
+
+// attach asks the User grain for this device's inbox; the answer says up to
+// where the store holds entries to replay before live pushes.
+func (s *session) attach(ctx actor.Context) {
+	msg := &courierpb.AttachDevice{
+		DeviceId:       s.claims.DeviceID,
+		SessionAddress: s.self.Address,
+		SessionId:      s.id,
+		ResumeAfter:    s.resumeAfter,
+	}
+	s.request(ctx, s.claims.UserID, msg, s.id, func(reply proto.Message, err error) {
+		r, _ := reply.(*courierpb.AttachDeviceReply)
+		if err == nil && r.GetError() != nil {
+			err = fmt.Errorf("%s: %s", r.Error.Code, r.Error.Message)
+		}
+		if err != nil {
+			s.log.Warn("attach failed", "err", err)
+			code := CloseUnavailable
+			if r.GetError().GetCode() == courierpb.ErrorCode_NOT_FOUND || r.GetError().GetCode() == courierpb.ErrorCode_FORBIDDEN {
+				code = CloseUnauthorized
+			}
+			s.closeWith(code, "cannot attach inbox: "+err.Error())
+			ctx.Stop(ctx.Self())
+			return
+		}
+		s.attached = true
+		s.enqueue(ctx, &courierpb.ServerFrame{Body: &courierpb.ServerFrame_Attached{Attached: &courierpb.Attached{
+			UserId: s.claims.UserID, DeviceId: s.claims.DeviceID, ResumeAfter: s.resumeAfter, ReplayThrough: r.ReplayThrough,
+		}}})
+		s.lastSent = s.resumeAfter
+		s.startReplay(ctx, r.ReplayThrough)
+		s.scheduleRenew(ctx)
+	})
+}
+
+func (s *session) startReplay(ctx actor.Context, through uint64) {
+	s.replaying = true
+	s.tryEnqueue(ctx, outFrame{replay: &replayJob{after: s.lastSent, through: through}})
+}
+
+func (s *session) replayFinished(ctx actor.Context, msg replayDone) {
+	if msg.err != nil {
+		s.log.Warn("inbox replay failed", "err", msg.err)
+		s.closeWith(CloseUnavailable, "inbox replay failed, reconnect")
+		ctx.Stop(ctx.Self())
+		return
+	}
+	s.replaying = false
+	s.lastSent = max(s.lastSent, msg.last)
+	buffered := s.buffered
+	s.buffered = nil
+	s.push(ctx, buffered)
+}
+
+// push hands live entries to the writer in inbox order, dropping any the
+// replay already sent; while a replay runs they wait behind it.
+func (s *session) push(ctx actor.Context, entries []*courierpb.InboxEntry) {
+	if s.replaying || !s.attached {
+		s.buffered = append(s.buffered, entries...)
+		if len(s.buffered) > 4*s.g.cfg.SendQueue {
+			s.slowConsumer(ctx)
+		}
+		return
+	}
+	for _, e := range entries {
+		if e.InboxSeq <= s.lastSent {
+			continue
+		}
+		s.lastSent = e.InboxSeq
+		if !s.enqueue(ctx, &courierpb.ServerFrame{Body: &courierpb.ServerFrame_Deliver{Deliver: &courierpb.Deliver{Entry: e}}}) {
+			return
+		}
+	}
+}
+
+// renew re-attaches periodically: it keeps the grain from passivating while
+// the device is online and repairs the attachment if the grain restarted
+// (then whatever it stored meanwhile is replayed from the store).
+func (s *session) renew(ctx actor.Context) {
+	if s.stopping {
+		return
+	}
+	msg := &courierpb.AttachDevice{DeviceId: s.claims.DeviceID, SessionAddress: s.self.Address, SessionId: s.id}
+	s.request(ctx, s.claims.UserID, msg, s.id, func(reply proto.Message, err error) {
+		r, _ := reply.(*courierpb.AttachDeviceReply)
+		if err == nil && r.GetError() == nil && !r.WasAttached && !s.replaying {
+			s.startReplay(ctx, r.ReplayThrough)
+		}
+		s.scheduleRenew(ctx)
+	})
+}
+
+func (s *session) scheduleRenew(ctx actor.Context) {
+	system, self := ctx.ActorSystem(), ctx.Self()
+	t := time.AfterFunc(s.g.cfg.LeaseRenew, func() { system.Root.Send(self, renewLease{}) })
+	context.AfterFunc(s.ctx, func() { t.Stop() })
+}
+
+func (s *session) handleFrame(ctx actor.Context, f *courierpb.ClientFrame) {
+	switch body := f.Body.(type) {
+	case *courierpb.ClientFrame_Send:
+		s.send(ctx, f.ReqId, body.Send)
+	case *courierpb.ClientFrame_Ack:
+		s.ack(ctx, f.ReqId, body.Ack)
+	case *courierpb.ClientFrame_Read:
+		s.read(ctx, f.ReqId, body.Read)
+	case *courierpb.ClientFrame_Ping:
+		s.enqueue(ctx, &courierpb.ServerFrame{ReqId: f.ReqId, Body: &courierpb.ServerFrame_Pong{Pong: &courierpb.Pong{
+			ClientTimeMs: body.Ping.ClientTimeMs, ServerTimeMs: time.Now().UnixMilli(),
+		}}})
+	default:
+		s.refuse(ctx, f.ReqId, courierpb.ErrorCode_UNKNOWN_FRAME, "frame has no body this server knows")
+	}
+}
+
+func (s *session) admit(ctx actor.Context, reqID uint64) bool {
+	if s.inflight >= s.g.cfg.MaxInflight {
+		s.enqueue(ctx, frameError(reqID, courierpb.ErrorCode_RATE_LIMITED, "too many unanswered requests; wait for acks", true))
+		return false
+	}
+	return true
+}
+
+func (s *session) send(ctx actor.Context, reqID uint64, m *courierpb.Send) {
+	switch {
+	case m.ToUserId == "":
+		s.refuse(ctx, reqID, courierpb.ErrorCode_INVALID_ARGUMENT, "to_user_id is required")
+		return
+	case m.ClientMsgId == "" || len(m.ClientMsgId) > actors.MaxClientMsgIDLen:
+		s.refuse(ctx, reqID, courierpb.ErrorCode_INVALID_ARGUMENT, fmt.Sprintf("client_msg_id must be 1..%d bytes", actors.MaxClientMsgIDLen))
+		return
+	case len(m.Ciphertext) == 0 && len(m.PerDevice) == 0:
+		s.refuse(ctx, reqID, courierpb.ErrorCode_INVALID_ARGUMENT, "a message needs a ciphertext")
+		return
+	}
+	if !s.admit(ctx, reqID) {
+		return
+	}
+	msg := &courierpb.DeliverMessage{FromUserId: s.claims.UserID, FromDeviceId: s.claims.DeviceID, Send: m}
+	key := s.claims.UserID + "/" + m.ClientMsgId
+	s.inflight++
+	s.requestRetrying(ctx, m.ToUserId, msg, key, 0, func(reply proto.Message, err error) {
+		s.inflight--
+		r, _ := reply.(*courierpb.DeliverMessageReply)
+		switch {
+		case err != nil:
+			s.enqueue(ctx, frameError(reqID, courierpb.ErrorCode_UNAVAILABLE, "message not stored, retry with the same client_msg_id", true))
+		case r.GetError() != nil:
+			s.enqueue(ctx, &courierpb.ServerFrame{ReqId: reqID, Body: &courierpb.ServerFrame_Error{Error: r.Error}})
+		default:
+			s.enqueue(ctx, &courierpb.ServerFrame{ReqId: reqID, Body: &courierpb.ServerFrame_SendAck{SendAck: &courierpb.SendAck{
+				ClientMsgId: m.ClientMsgId, StoredAtMs: r.StoredAtMs, Duplicate: r.Duplicate,
+			}}})
+		}
+	})
+}
+
+func (s *session) ack(ctx actor.Context, reqID uint64, m *courierpb.Ack) {
+	if !s.admit(ctx, reqID) {
+		return
+	}
+	s.inflight++
+	msg := &courierpb.AckInbox{DeviceId: s.claims.DeviceID, UpToInboxSeq: m.UpToInboxSeq}
+	key := fmt.Sprintf("%s/ack/%d", s.id, m.UpToInboxSeq)
+	s.requestRetrying(ctx, s.claims.UserID, msg, key, 0, func(reply proto.Message, err error) {
+		s.inflight--
+		r, _ := reply.(*courierpb.AckInboxReply)
+		switch {
+		case err != nil:
+			s.enqueue(ctx, frameError(reqID, courierpb.ErrorCode_UNAVAILABLE, "ack not applied, send it again", true))
+		case r.GetError() != nil:
+			s.enqueue(ctx, &courierpb.ServerFrame{ReqId: reqID, Body: &courierpb.ServerFrame_Error{Error: r.Error}})
+		default:
+			s.enqueue(ctx, &courierpb.ServerFrame{ReqId: reqID, Body: &courierpb.ServerFrame_AckOk{AckOk: &courierpb.AckOk{UpToInboxSeq: m.UpToInboxSeq}}})
+		}
+	})
+}
+
+func (s *session) read(ctx actor.Context, reqID uint64, m *courierpb.ReadReceipt) {
+	if m.PeerUserId == "" || len(m.ClientMsgIds) == 0 || len(m.ClientMsgIds) > actors.MaxReceiptIDs {
+		s.refuse(ctx, reqID, courierpb.ErrorCode_INVALID_ARGUMENT, fmt.Sprintf("a read receipt names a peer and 1..%d client_msg_ids", actors.MaxReceiptIDs))
+		return
+	}
+	if !s.admit(ctx, reqID) {
+		return
+	}
+	s.inflight++
+	msg := &courierpb.DeliverReceipt{FromUserId: s.claims.UserID, FromDeviceId: s.claims.DeviceID, Kind: courierpb.EntryKind_ENTRY_KIND_READ, ClientMsgIds: m.ClientMsgIds}
+	key := fmt.Sprintf("%s/read/%d", s.id, reqID)
+	s.requestRetrying(ctx, m.PeerUserId, msg, key, 0, func(reply proto.Message, err error) {
+		s.inflight--
+		r, _ := reply.(*courierpb.DeliverReceiptReply)
+		switch {
+		case err != nil:
+			s.enqueue(ctx, frameError(reqID, courierpb.ErrorCode_UNAVAILABLE, "receipt not stored, send it again", true))
+		case r.GetError() != nil:
+			s.enqueue(ctx, &courierpb.ServerFrame{ReqId: reqID, Body: &courierpb.ServerFrame_Error{Error: r.Error}})
+		default:
+			s.enqueue(ctx, &courierpb.ServerFrame{ReqId: reqID, Body: &courierpb.ServerFrame_ReadOk{ReadOk: &courierpb.ReadOk{}}})
+		}
+	})
+}
+
+// requestRetrying sends a grain request and retries cluster-level failures
+// (grain moving, timed out) with the same idempotency key, so a retry is
+// never applied twice.
+func (s *session) requestRetrying(ctx actor.Context, userID string, msg proto.Message, key string, attempt int, done func(proto.Message, error)) {
+	s.request(ctx, userID, msg, key, func(reply proto.Message, err error) {
+		if err != nil && attempt < s.g.cfg.RequestRetries && !s.stopping {
+			s.requestRetrying(ctx, userID, msg, key, attempt+1, done)
+			return
+		}
+		done(reply, err)
+	})
+}
+
+func (s *session) request(ctx actor.Context, userID string, msg proto.Message, key string, done func(proto.Message, error)) {
+	f := s.g.cfg.Cluster.RequestFuture(actors.UserGrainID(userID), msg, key, s.g.cfg.RequestTimeout)
+	ctx.ReenterAfter(f, func(res any, err error) {
+		done(grainReply(res, err))
+	})
+}
+
+// refuse answers a bad request and counts it; a client that keeps sending
+// garbage is disconnected.
+func (s *session) refuse(ctx actor.Context, reqID uint64, code courierpb.ErrorCode, msg string) {
+	s.enqueue(ctx, frameError(reqID, code, msg, code == courierpb.ErrorCode_RATE_LIMITED))
+	s.abuse++
+	if s.abuse >= s.g.cfg.MaxAbuse && !s.stopping {
+		s.log.Info("closing abusive session", "bad_frames", s.abuse)
+		s.closeAfterFlush(ctx, CloseAbuse, "too many bad frames")
+	}
+}
+
+// enqueue hands a frame to the writer without waiting. A full queue means
+// the client is not reading: the session closes and the client resumes from
+// its inbox later, so the grain behind it never waits.
+func (s *session) enqueue(ctx actor.Context, f *courierpb.ServerFrame) bool {
+	return s.tryEnqueue(ctx, outFrame{frame: f})
+}
+
+func (s *session) tryEnqueue(ctx actor.Context, f outFrame) bool {
+	if s.stopping {
+		return false
+	}
+	select {
+	case s.out <- f:
+		return true
+	default:
+		s.slowConsumer(ctx)
+		return false
+	}
+}
+
+func (s *session) slowConsumer(ctx actor.Context) {
+	if s.stopping {
+		return
+	}
+	s.log.Info("closing slow consumer", "queue", len(s.out))
+	s.stopping = true
+	s.closeWith(CloseSlowConsumer, "send queue full; reconnect and resume")
+	ctx.Stop(ctx.Self())
+}
+
+// closeAfterFlush lets frames already queued (the error that explains the
+// close) go out before the close frame.
+func (s *session) closeAfterFlush(ctx actor.Context, code int, reason string) {
+	s.stopping = true
+	select {
+	case s.out <- outFrame{frame: closeMarker(code, reason)}:
+	default:
+		s.closeWith(code, reason)
+		ctx.Stop(ctx.Self())
+	}
+}
+
+// closeMarker is a frame the writer turns into a WebSocket close.
+func closeMarker(code int, reason string) *courierpb.ServerFrame {
+	return &courierpb.ServerFrame{ReqId: ^uint64(0) - uint64(code), Body: &courierpb.ServerFrame_Error{Error: &courierpb.Error{Message: reason}}}
+}
+
+func closeCodeOf(f *courierpb.ServerFrame) (int, bool) {
+	if f.ReqId > ^uint64(0)-5000 {
+		return int(^uint64(0) - f.ReqId), true
+	}
+	return 0, false
+}
+
+// closeWith sends a close frame and closes the socket. Safe from any
+// goroutine, any number of times.
+func (s *session) closeWith(code int, reason string) {
+	s.once.Do(func() {
+		msg := websocket.FormatCloseMessage(code, reason)
+		_ = s.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		_ = s.conn.Close()
+		s.cancel()
+	})
+}
+
+func (s *session) shutdown() {
+	s.closeWith(websocket.CloseNormalClosure, "")
+	s.g.untrack(s)
+}
+
+// readLoop decodes frames until the socket fails; it never blocks on the
+// actor (sends to a mailbox don't wait).
+func (s *session) readLoop(system *actor.ActorSystem) {
+	limit := newTokenBucket(s.g.cfg.RatePerSec, s.g.cfg.RateBurst)
+	for {
+		_ = s.conn.SetReadDeadline(time.Now().Add(s.g.cfg.IdleTimeout))
+		typ, data, err := s.conn.ReadMessage()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				s.closeWith(CloseIdle, "idle timeout: ping at least every 30s")
+			}
+			system.Root.Send(s.self, connClosed{err: err})
+			return
+		}
+		if !limit.allow(time.Now()) {
+			system.Root.Send(s.self, badFrame{code: courierpb.ErrorCode_RATE_LIMITED, msg: "too many frames; slow down"})
+			continue
+		}
+		if len(data) > s.g.cfg.MaxFrameBytes {
+			system.Root.Send(s.self, badFrame{code: courierpb.ErrorCode_TOO_LARGE, msg: fmt.Sprintf("frame is %d bytes, limit %d", len(data), s.g.cfg.MaxFrameBytes)})
+			continue
+		}
+		f, err := s.codec.decode(typ, data)
+		if err != nil {
+			system.Root.Send(s.self, badFrame{code: courierpb.ErrorCode_BAD_FRAME, msg: err.Error()})
+			continue
+		}
+		system.Root.Send(s.self, inboundFrame{frame: f})
+	}
+}
+
+// writeLoop owns every data write to the socket, including inbox replays,
+// so frames leave in the order the actor queued them.
+func (s *session) writeLoop(system *actor.ActorSystem) {
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case item := <-s.out:
+			var err error
+			if item.replay != nil {
+				var last uint64
+				last, err = s.replay(item.replay)
+				system.Root.Send(s.self, replayDone{last: last, err: err})
+				if err == nil || errors.Is(err, errStoreReplay) {
+					continue
+				}
+			} else if code, ok := closeCodeOf(item.frame); ok {
+				s.closeWith(code, item.frame.GetError().GetMessage())
+				system.Root.Send(s.self, connClosed{})
+				return
+			} else {
+				err = s.write(item.frame)
+			}
+			if err != nil {
+				s.closeWith(websocket.CloseAbnormalClosure, "")
+				system.Root.Send(s.self, connClosed{err: err})
+				return
+			}
+		}
+	}
+}
+
+var errStoreReplay = errors.New("replay read failed")
+
+func (s *session) write(f *courierpb.ServerFrame) error {
+	typ, b, err := s.codec.encode(f)
+	if err != nil {
+		return fmt.Errorf("encode frame: %w", err)
+	}
+	_ = s.conn.SetWriteDeadline(time.Now().Add(s.g.cfg.WriteTimeout))
+	return s.conn.WriteMessage(typ, b)
+}
+
+// replay writes the stored entries in (after, through] and returns the last
+// inbox_seq written.
+func (s *session) replay(job *replayJob) (uint64, error) {
+	const page = 256
+	last, after := job.after, job.after
+	for after < job.through {
+		ctx, cancel := context.WithTimeout(s.ctx, s.g.cfg.RequestTimeout)
+		entries, err := s.g.cfg.Store.Range(ctx, s.claims.UserID, s.claims.DeviceID, after, page)
+		cancel()
+		if err != nil {
+			return last, fmt.Errorf("%w: %w", errStoreReplay, err)
+		}
+		for _, e := range entries {
+			if e.InboxSeq > job.through {
+				return last, nil
+			}
+			if err := s.write(&courierpb.ServerFrame{Body: &courierpb.ServerFrame_Deliver{Deliver: &courierpb.Deliver{Entry: e}}}); err != nil {
+				return last, err
+			}
+			last = e.InboxSeq
+		}
+		if len(entries) < page {
+			break
+		}
+		after = entries[len(entries)-1].InboxSeq
+	}
+	return last, nil
+}
+
+// grainReply reads a cluster future's outcome as a reply or an error.
+func grainReply(res any, err error) (proto.Message, error) {
+	if err != nil {
+		return nil, err
+	}
+	switch r := res.(type) {
+	case error:
+		return nil, r
+	case proto.Message:
+		return r, nil
+	}
+	return nil, fmt.Errorf("unexpected grain reply %T", res)
+}

@@ -95,9 +95,10 @@ type InboxStore interface {
 	// Range returns up to limit unexpired entries of one device inbox with
 	// inbox_seq > after, in ascending inbox_seq order.
 	Range(ctx context.Context, userID string, deviceID uint32, after uint64, limit int) ([]*courierpb.InboxEntry, error)
-	// DeleteThrough deletes the entries of one device inbox with
-	// inbox_seq <= upTo.
-	DeleteThrough(ctx context.Context, userID string, deviceID uint32, upTo uint64) error
+	// DeleteRange deletes the entries of one device inbox with
+	// after < inbox_seq <= through. Acks pass the previous ack point as
+	// after, so a store never walks over what it deleted before.
+	DeleteRange(ctx context.Context, userID string, deviceID uint32, after, through uint64) error
 	// DeleteInbox deletes every entry of one device inbox.
 	DeleteInbox(ctx context.Context, userID string, deviceID uint32) error
 	// GetDedupe returns the record for (recipient, sender, clientMsgID) or

@@ -27,7 +27,7 @@ import (
 //
 // The expiry index (0x08) lets the sweeper find due records by scanning a
 // prefix of the keyspace ordered by time instead of reading every inbox. An
-// index key may outlive its record (DeleteThrough, or an Append that replaced
+// index key may outlive its record (DeleteRange, or an Append that replaced
 // the record with a later expiry); the sweeper re-checks the record's own
 // expiry before deleting it, and drops orphaned index keys when they come due.
 const (

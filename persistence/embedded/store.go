@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/courier-im/courier/persistence"
@@ -55,8 +56,8 @@ const (
 	// holding writers off, so an Append never waits behind a long sweep.
 	sweepChunkSize = 512
 	casStripes     = 64
-	// pointDeleteLimit is the largest DeleteThrough done with point
-	// tombstones; see DeleteThrough.
+	// pointDeleteLimit is the largest DeleteRange done with point
+	// tombstones; see DeleteRange.
 	pointDeleteLimit = 1024
 )
 
@@ -115,14 +116,23 @@ func Open(dir string, opts Options) (*Store, error) {
 		opts.CacheSize = defaultCacheSize
 	}
 	log := opts.Logger.With("component", "embedded-store")
-	db, err := pebble.Open(dir, &pebble.Options{
+	popts := &pebble.Options{
 		CacheSize: opts.CacheSize,
 		// A new store has no older binaries to stay readable by, so take the
 		// newest stable on-disk format rather than Pebble's conservative
 		// default.
 		FormatMajorVersion: pebble.FormatNewest,
-		Logger:             pebbleLogger{log: opts.Logger.With("component", "pebble")},
-	})
+		// Inbox entries live briefly (deleted on ack): a larger memtable lets
+		// most of them die before they are ever flushed and compacted.
+		MemTableSize: 32 << 20,
+		Logger:       pebbleLogger{log: opts.Logger.With("component", "pebble")},
+	}
+	// Every new message checks its dedupe record, which almost never exists:
+	// bloom filters answer those misses without reading sstable blocks.
+	for i := range popts.Levels {
+		popts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	db, err := pebble.Open(dir, popts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded: open %s: %w", dir, err)
 	}
@@ -499,16 +509,19 @@ func (s *Store) Range(ctx context.Context, userID string, deviceID uint32, after
 	return out, nil
 }
 
-// DeleteThrough implements persistence.InboxStore.
+// DeleteRange implements persistence.InboxStore.
 //
 // An ack normally covers a handful of entries, and those get point
 // tombstones. Range tombstones would be simpler, but Pebble re-fragments every
 // range tombstone in the memtable on the first read after each new one, so a
 // range tombstone per ack would make every read slower as the ack rate grows.
 // Only a backlog larger than pointDeleteLimit takes one.
-func (s *Store) DeleteThrough(ctx context.Context, userID string, deviceID uint32, upTo uint64) error {
+func (s *Store) DeleteRange(ctx context.Context, userID string, deviceID uint32, after, upTo uint64) error {
 	wrap := func(err error) error {
-		return fmt.Errorf("embedded: delete inbox %q/%d through %d: %w", userID, deviceID, upTo, err)
+		return fmt.Errorf("embedded: delete inbox %q/%d (%d, %d]: %w", userID, deviceID, after, upTo, err)
+	}
+	if after >= upTo {
+		return nil
 	}
 	release, err := s.enter(ctx)
 	if err != nil {
@@ -516,7 +529,10 @@ func (s *Store) DeleteThrough(ctx context.Context, userID string, deviceID uint3
 	}
 	defer release()
 	start := inboxPrefix(userID, deviceID)
-	end := prefixEnd(start)
+	if after > 0 {
+		start = inboxKey(userID, deviceID, after+1)
+	}
+	end := prefixEnd(inboxPrefix(userID, deviceID))
 	if upTo < math.MaxUint64 {
 		end = inboxKey(userID, deviceID, upTo+1)
 	}

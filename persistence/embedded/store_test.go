@@ -128,9 +128,9 @@ func TestSweeperDeletesExpired(t *testing.T) {
 	waitCounts(0, 0, 0)
 }
 
-// TestDeleteThroughBacklog covers the range-tombstone path DeleteThrough
+// TestDeleteRangeBacklog covers the range-tombstone path DeleteRange
 // takes for a large backlog; the conformance suite only acks a few entries.
-func TestDeleteThroughBacklog(t *testing.T) {
+func TestDeleteRangeBacklog(t *testing.T) {
 	s := open(t, t.TempDir(), embedded.Options{})
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -143,7 +143,7 @@ func TestDeleteThroughBacklog(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, upTo := range []uint64{100, 2900} { // below, then above the point-delete limit
-		if err := s.DeleteThrough(ctx, "u", 1, upTo); err != nil {
+		if err := s.DeleteRange(ctx, "u", 1, 0, upTo); err != nil {
 			t.Fatal(err)
 		}
 		got, err := s.Range(ctx, "u", 1, 0, total)
@@ -151,7 +151,7 @@ func TestDeleteThroughBacklog(t *testing.T) {
 			t.Fatal(err)
 		}
 		if len(got) != int(total-upTo) || got[0].GetInboxSeq() != upTo+1 || got[len(got)-1].GetInboxSeq() != total {
-			t.Fatalf("after DeleteThrough(%d): %d entries from %d", upTo, len(got), got[0].GetInboxSeq())
+			t.Fatalf("after DeleteRange(%d): %d entries from %d", upTo, len(got), got[0].GetInboxSeq())
 		}
 	}
 }

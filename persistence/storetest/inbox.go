@@ -208,27 +208,31 @@ func testInbox(t *testing.T, factory Factory) {
 	})
 }
 
-func testDeleteThrough(t *testing.T, factory Factory) {
+func testDeleteRange(t *testing.T, factory Factory) {
 	cases := []struct {
-		upTo uint64
-		want []uint64
+		after, upTo uint64
+		want        []uint64
 	}{
-		{0, []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}},
-		{1, []uint64{2, 3, 4, 5, 6, 7, 8, 9, 10}},
-		{4, []uint64{5, 6, 7, 8, 9, 10}},
-		{9, []uint64{10}},
-		{10, nil},
-		{1 << 40, nil},
+		{0, 0, []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}},
+		{0, 1, []uint64{2, 3, 4, 5, 6, 7, 8, 9, 10}},
+		{0, 4, []uint64{5, 6, 7, 8, 9, 10}},
+		{0, 9, []uint64{10}},
+		{0, 10, nil},
+		{0, 1 << 40, nil},
+		{3, 6, []uint64{1, 2, 3, 7, 8, 9, 10}},
+		{9, 10, []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9}},
+		{5, 5, []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}},
+		{7, 2, []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}},
 	}
 	for _, tc := range cases {
-		t.Run(fmt.Sprintf("upTo=%d", tc.upTo), func(t *testing.T) {
+		t.Run(fmt.Sprintf("after=%d,upTo=%d", tc.after, tc.upTo), func(t *testing.T) {
 			f := newFixture(t, factory, Options{})
 			uid, u10 := f.id("u1"), f.id("u10")
 			all := []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
 			appendSeqs(t, f.s, uid, 1, "a", all...)
 			appendSeqs(t, f.s, uid, 2, "b", all...)
 			appendSeqs(t, f.s, u10, 1, "c", all...)
-			if err := f.s.DeleteThrough(ctx(t), uid, 1, tc.upTo); err != nil {
+			if err := f.s.DeleteRange(ctx(t), uid, 1, tc.after, tc.upTo); err != nil {
 				t.Fatal(err)
 			}
 			checkEntries(t, "acked device", rangeAll(t, f.s, uid, 1), "a", tc.want...)
@@ -245,8 +249,8 @@ func testDeleteThrough(t *testing.T, factory Factory) {
 		uid := f.id("u")
 		appendSeqs(t, f.s, uid, 1, "a", 1, 2, 3, 4)
 		for _, upTo := range []uint64{2, 2, 1, 3} {
-			if err := f.s.DeleteThrough(ctx(t), uid, 1, upTo); err != nil {
-				t.Fatalf("DeleteThrough(%d): %v", upTo, err)
+			if err := f.s.DeleteRange(ctx(t), uid, 1, 0, upTo); err != nil {
+				t.Fatalf("DeleteRange(%d): %v", upTo, err)
 			}
 		}
 		checkEntries(t, "after repeated acks", rangeAll(t, f.s, uid, 1), "a", 4)

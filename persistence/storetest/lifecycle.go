@@ -32,7 +32,7 @@ func testReopen(t *testing.T, factory Factory) {
 	if err := f.s.Append(c, nil, []persistence.DedupeRecord{rec}); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.s.DeleteThrough(c, user.ID, 4, 1); err != nil {
+	if err := f.s.DeleteRange(c, user.ID, 4, 0, 1); err != nil {
 		t.Fatal(err)
 	}
 	if first, last, err := f.s.LeaseBlock(c, counter, 10); err != nil || first != 1 || last != 10 {
@@ -108,7 +108,7 @@ func testClosed(t *testing.T, factory Factory) {
 				return f.s.Append(c, []persistence.InboxAppend{{UserID: uid, DeviceID: 1, Entry: entry(1, "c")}}, nil)
 			}},
 			{"Range", func() error { _, err := f.s.Range(c, uid, 1, 0, 10); return err }},
-			{"DeleteThrough", func() error { return f.s.DeleteThrough(c, uid, 1, 1) }},
+			{"DeleteRange", func() error { return f.s.DeleteRange(c, uid, 1, 0, 1) }},
 			{"DeleteInbox", func() error { return f.s.DeleteInbox(c, uid, 1) }},
 			{"GetDedupe", func() error { _, err := f.s.GetDedupe(c, uid, uid, "m"); return err }},
 			{"LeaseBlock", func() error { _, _, err := f.s.LeaseBlock(c, f.id("c"), 1); return err }},

@@ -57,7 +57,7 @@ func Run(t *testing.T, factory Factory) {
 		{"Users", testUsers},
 		{"Devices", testDevices},
 		{"Inbox", testInbox},
-		{"DeleteThrough", testDeleteThrough},
+		{"DeleteRange", testDeleteRange},
 		{"DeleteInbox", testDeleteInbox},
 		{"Dedupe", testDedupe},
 		{"LeaseBlock", testLeaseBlock},

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -22,12 +23,12 @@ func runAsync(ctx actor.Context, stop context.Context, timeout time.Duration, wo
 	// future timeout, reaches cont in the common case.
 	f := actor.NewFuture(system, timeout+time.Second)
 	pid := f.PID()
-	go func() {
+	workers.Go(func() {
 		wctx, cancel := context.WithTimeout(stop, timeout)
 		defer cancel()
 		v, err := work(wctx)
 		system.Root.Send(pid, asyncResult{value: v, err: err})
-	}()
+	})
 	ctx.ReenterAfter(f, func(res any, err error) {
 		if err != nil {
 			cont(nil, err)
@@ -36,4 +37,43 @@ func runAsync(ctx actor.Context, stop context.Context, timeout time.Duration, wo
 		r := res.(asyncResult)
 		cont(r.value, r.err)
 	})
+}
+
+// workers runs the grains' store calls. Store calls are deep (Pebble's
+// read and commit paths), so a fresh goroutine per call spends a large part
+// of its time growing its stack; reusing warm goroutines avoids that.
+var workers = &workerPool{idle: 10 * time.Second}
+
+// workerPool hands work to an idle goroutine or starts one. It never queues
+// and never caps: a call that waits on another grain (a receipt) must not
+// wait for a worker held by a call waiting on it. Idle workers exit after
+// idle, so the pool owns no goroutine longer than that.
+type workerPool struct {
+	idle time.Duration
+	jobs chan func()
+	once sync.Once
+}
+
+func (p *workerPool) Go(f func()) {
+	p.once.Do(func() { p.jobs = make(chan func()) })
+	select {
+	case p.jobs <- f: // an idle worker took it
+	default:
+		go p.work(f)
+	}
+}
+
+func (p *workerPool) work(f func()) {
+	f()
+	t := time.NewTimer(p.idle)
+	defer t.Stop()
+	for {
+		select {
+		case f := <-p.jobs:
+			f()
+			t.Reset(p.idle)
+		case <-t.C:
+			return
+		}
+	}
 }

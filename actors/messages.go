@@ -16,6 +16,6 @@ func Messages() []proto.Message {
 		&courierpb.AttachDevice{}, &courierpb.AttachDeviceReply{},
 		&courierpb.DetachDevice{}, &courierpb.DetachDeviceReply{},
 		&courierpb.AckInbox{}, &courierpb.AckInboxReply{},
-		&courierpb.PushEntries{},
+		&courierpb.PushEntries{}, &courierpb.SessionReplaced{},
 	}
 }

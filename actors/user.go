@@ -122,6 +122,13 @@ type userGrain struct {
 
 	sessions map[uint32]*actor.PID
 	acks     map[uint32]*ackState
+	// unacked indexes, per device, the messages this activation stored and
+	// the device has not acked, so an ack finds whom to send delivered
+	// receipts without reading the store.
+	unacked map[uint32]*unackedIndex
+	// indexFrom: every entry with a higher inbox_seq passes through this
+	// activation, so the indexes are complete above it.
+	indexFrom uint64
 }
 
 type dedupeState struct {
@@ -187,6 +194,8 @@ func (g *userGrain) start() {
 	g.seq = newSeqBlock("inbox/"+g.id, g.deps.Config.SeqBlockSize)
 	g.sessions = make(map[uint32]*actor.PID)
 	g.acks = make(map[uint32]*ackState)
+	g.unacked = make(map[uint32]*unackedIndex)
+	g.indexFrom = 0
 	g.pending, g.flushing = nil, false
 	g.dedupe, g.receipts = nil, nil
 	g.loaded = false
@@ -256,8 +265,9 @@ func (g *userGrain) nextSeq() (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if fresh && n-1 > g.persistedThrough {
-		g.persistedThrough = n - 1
+	if fresh {
+		g.persistedThrough = max(g.persistedThrough, n-1)
+		g.indexFrom = n - 1
 	}
 	return n, nil
 }
@@ -456,6 +466,7 @@ func (g *userGrain) flush(ctx actor.Context) {
 				}
 				g.respondAll(ctx, w, nil)
 			}
+			g.index(appends)
 			g.push(ctx, appends)
 		}
 		g.flush(ctx)
@@ -530,9 +541,17 @@ func (g *userGrain) attach(ctx actor.Context, msg *courierpb.AttachDevice) {
 	pid := actor.NewPID(msg.SessionAddress, msg.SessionId)
 	prev := g.sessions[msg.DeviceId]
 	was := prev != nil && prev.Equal(pid)
+	if !was && prev != nil && msg.Renew {
+		// A newer session holds the device; the renewing one is stale.
+		ctx.Respond(&courierpb.AttachDeviceReply{Replaced: true})
+		return
+	}
 	if !was {
 		if prev != nil {
+			// One session per device: the newest wins, the older is told so
+			// it closes instead of silently receiving nothing.
 			ctx.Unwatch(prev)
+			g.deps.Cluster.Tell(prev, &courierpb.SessionReplaced{})
 		}
 		g.sessions[msg.DeviceId] = pid
 		ctx.Watch(pid)
@@ -602,9 +621,24 @@ func (g *userGrain) runAck(ctx actor.Context, device uint32, st *ackState) {
 	from, to := st.done, st.target
 	store, cl, userID := g.deps.Store, g.deps.Cluster, g.id
 	reqTimeout := g.deps.Config.RequestTimeout
+	ix := g.unacked[device]
+	if ix == nil && g.seq.next != 0 {
+		// Nothing indexed for this device yet, yet every message this
+		// activation stored passed through index: an empty index is
+		// complete above indexFrom (receipt-only inboxes live here).
+		ix = &unackedIndex{from: g.indexFrom}
+		g.unacked[device] = ix
+	}
+	known, complete := ix.through(from, to)
 	// Receipts to several senders plus the delete: allow for all of them.
 	runAsync(ctx, g.stop, g.deps.Config.StoreTimeout+2*reqTimeout, func(c context.Context) (any, error) {
-		return nil, ackThrough(c, store, cl, userID, device, from, to)
+		if !complete {
+			var err error
+			if known, err = storedMessages(c, store, userID, device, from, to); err != nil {
+				return nil, err
+			}
+		}
+		return nil, ackThrough(c, store, cl, userID, device, known, from, to)
 	}, func(_ any, err error) {
 		st.inflight = false
 		if err != nil {
@@ -630,31 +664,37 @@ func (g *userGrain) runAck(ctx actor.Context, device uint32, st *ackState) {
 	})
 }
 
-// ackThrough sends delivered receipts for the messages in (from, to] and then
-// deletes those entries.
-func ackThrough(ctx context.Context, store persistence.Store, cl *cluster.Cluster, userID string, device uint32, from, to uint64) error {
+// storedMessages reads the messages of one device inbox in (from, to].
+func storedMessages(ctx context.Context, store persistence.Store, userID string, device uint32, from, to uint64) ([]unackedMessage, error) {
 	const page = 512
-	bySender := make(map[string][]string)
-	var senderDevice = make(map[string]uint32)
+	var out []unackedMessage
 	after := from
 	for {
 		entries, err := store.Range(ctx, userID, device, after, page)
 		if err != nil {
-			return fmt.Errorf("read acked entries: %w", err)
+			return nil, fmt.Errorf("read acked entries: %w", err)
 		}
 		for _, e := range entries {
 			if e.InboxSeq > to {
-				break
+				return out, nil
 			}
 			if e.Kind == courierpb.EntryKind_ENTRY_KIND_MESSAGE {
-				bySender[e.FromUserId] = append(bySender[e.FromUserId], e.ClientMsgId)
-				senderDevice[e.FromUserId] = e.FromDeviceId
+				out = append(out, unackedMessage{seq: e.InboxSeq, from: e.FromUserId, clientMsgID: e.ClientMsgId})
 			}
 		}
-		if len(entries) < page || entries[len(entries)-1].InboxSeq >= to {
-			break
+		if len(entries) < page {
+			return out, nil
 		}
 		after = entries[len(entries)-1].InboxSeq
+	}
+}
+
+// ackThrough sends delivered receipts for the acked messages and then
+// deletes the device's entries through to.
+func ackThrough(ctx context.Context, store persistence.Store, cl *cluster.Cluster, userID string, device uint32, acked []unackedMessage, from, to uint64) error {
+	bySender := make(map[string][]string)
+	for _, m := range acked {
+		bySender[m.from] = append(bySender[m.from], m.clientMsgID)
 	}
 	for sender, ids := range bySender {
 		for chunk := range slices.Chunk(ids, MaxReceiptIDs) {
@@ -676,7 +716,7 @@ func ackThrough(ctx context.Context, store persistence.Store, cl *cluster.Cluste
 			}
 		}
 	}
-	if err := store.DeleteThrough(ctx, userID, device, to); err != nil {
+	if err := store.DeleteRange(ctx, userID, device, from, to); err != nil {
 		return fmt.Errorf("delete acked entries: %w", err)
 	}
 	return nil

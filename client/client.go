@@ -24,6 +24,7 @@ const (
 	closeUnauthorized = 4001
 	closeSlowConsumer = 4008
 	closeAbuse        = 4009
+	closeReplaced     = 4010
 )
 
 // Client is one signed-in device: a WebSocket session that reconnects and
@@ -63,6 +64,7 @@ type Client struct {
 
 	connected  atomic.Bool
 	reconnects atomic.Int64
+	replaced   atomic.Bool
 
 	queue     *entryQueue
 	out       chan Entry
@@ -181,6 +183,10 @@ func (c *Client) Credentials() Credentials { return c.creds }
 
 // Connected reports whether a session is attached right now.
 func (c *Client) Connected() bool { return c.connected.Load() }
+
+// Replaced reports whether the Client closed because another connection of
+// the same device took over its inbox (close code 4010).
+func (c *Client) Replaced() bool { return c.replaced.Load() }
 
 // Reconnects counts the sessions opened after the first one.
 func (c *Client) Reconnects() int64 { return c.reconnects.Load() }
@@ -387,6 +393,15 @@ func (c *Client) run(cn *conn) {
 		if c.ctx.Err() != nil {
 			return
 		}
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) && ce.Code == closeReplaced {
+			// Another connection of this device took over. Reconnecting would
+			// take it back and start a tug of war, so this Client stops.
+			c.log.Warn("courier: replaced by another connection of this device; closing")
+			c.replaced.Store(true)
+			go c.Close()
+			return
+		}
 		c.noteErr(err, everAttached)
 		overflow := errors.Is(err, errOverflow)
 		if overflow {
@@ -491,7 +506,9 @@ func (c *Client) serve(cn *conn) error {
 func (c *Client) handle(cn *conn, f *courierpb.ServerFrame) {
 	switch b := f.Body.(type) {
 	case *courierpb.ServerFrame_Deliver:
-		c.onDeliver(cn, b.Deliver.GetEntry())
+		for _, e := range b.Deliver.GetEntries() {
+			c.onDeliver(cn, e)
+		}
 	case *courierpb.ServerFrame_Attached:
 		cn.attached = true
 		c.markAttached(cn)

@@ -379,6 +379,14 @@ func TestReconnectStormDeliversExactlyTheSentSequence(t *testing.T) {
 	dropped := 0
 	receiveSequence(t, bob, count, 60*time.Second, func(i int) {
 		if points[i] {
+			// Drop the session the previous drop's reconnect opened, not the
+			// one already dying.
+			for bob.Reconnects() < int64(dropped) {
+				if ctx.Err() != nil {
+					t.Fatal("bob never reconnected")
+				}
+				time.Sleep(time.Millisecond)
+			}
 			if err := bob.WaitConnected(ctx); err != nil {
 				t.Fatalf("bob never reconnected: %v", err)
 			}
@@ -650,4 +658,36 @@ func TestManyConcurrentSenders(t *testing.T) {
 		seen[string(e.Ciphertext)] = true
 	}
 	wg.Wait()
+}
+
+func TestSecondConnectionOfADeviceReplacesTheFirst(t *testing.T) {
+	n := startNode(t, node.Config{})
+	aliceCreds, bobCreds := register(t, n, "alice"), register(t, n, "bob")
+	alice := dial(t, aliceCreds)
+	drain(alice)
+	first := dial(t, bobCreds)
+	second := dial(t, bobCreds)
+
+	// The first connection is told it was replaced and stops for good
+	// instead of fighting the second for the inbox.
+	select {
+	case _, ok := <-first.Entries():
+		for ok {
+			_, ok = <-first.Entries()
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the replaced connection is still open")
+	}
+	if !first.Replaced() {
+		t.Fatal("first connection closed without being marked replaced")
+	}
+	// The newest connection gets the messages.
+	ctx := timeout(t, 10*time.Second)
+	if _, err := alice.Send(ctx, bobCreds.UserID, []byte("to the newest")); err != nil {
+		t.Fatal(err)
+	}
+	e := nextOfKind(t, second, courierpb.EntryKind_ENTRY_KIND_MESSAGE, 10*time.Second)
+	if string(e.Ciphertext) != "to the newest" {
+		t.Fatalf("got %q", e.Ciphertext)
+	}
 }

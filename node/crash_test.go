@@ -142,13 +142,9 @@ func TestAckedMessagesSurviveServerSIGKILL(t *testing.T) {
 	seen := map[string]int{}
 	var lastSeq uint64
 	for {
-		f, err := cb.read(3 * time.Second)
+		e, err := cb.nextEntry(3 * time.Second)
 		if err != nil {
 			break
-		}
-		e := f.GetDeliver().GetEntry()
-		if e == nil {
-			continue
 		}
 		if e.InboxSeq <= lastSeq {
 			t.Fatalf("inbox_seq %d after %d: out of order", e.InboxSeq, lastSeq)

@@ -129,9 +129,8 @@ func TestRepeatedAbuseClosesTheSocketAndOthersAreUnaffected(t *testing.T) {
 	}
 	got := 0
 	for got < 20 {
-		if d := cb.mustRead().GetDeliver(); d != nil {
-			got++
-		}
+		cb.mustEntry()
+		got++
 	}
 }
 
@@ -205,7 +204,7 @@ func TestSenderIsTheTokensUser(t *testing.T) {
 	ca.sendAcked(1, b.UserID, "hello-1", []byte("ciphertext"))
 	cb := dial(t, n.URL(), b.Token, 0)
 	cb.attached()
-	e := cb.mustRead().GetDeliver().GetEntry()
+	e := cb.mustEntry()
 	if e.GetFromUserId() != a.UserID || e.GetFromDeviceId() != 1 || e.GetClientMsgId() != "hello-1" {
 		t.Fatalf("entry %v: want from %s device 1", e, a.UserID)
 	}
@@ -226,7 +225,7 @@ func TestTLSServesWSSAndRefusesPlainWS(t *testing.T) {
 	ca.sendAcked(1, b.UserID, "over-tls", []byte("secret"))
 	cb := dialTLS(t, n.URL(), b.Token, &tls.Config{RootCAs: pool})
 	cb.attached()
-	if got := cb.mustRead().GetDeliver().GetEntry().GetClientMsgId(); got != "over-tls" {
+	if got := cb.mustEntry().GetClientMsgId(); got != "over-tls" {
 		t.Fatalf("got %q", got)
 	}
 
@@ -342,10 +341,7 @@ func TestSlowReaderIsDisconnectedAndNeverStallsTheGrain(t *testing.T) {
 	cb := dial(t, n.URL(), b.Token, 0)
 	cb.attached()
 	for i := range total {
-		var e *courierpb.InboxEntry
-		for e == nil {
-			e = cb.mustRead().GetDeliver().GetEntry()
-		}
+		e := cb.mustEntry()
 		if want := fmt.Sprintf("m%03d", i); e.ClientMsgId != want {
 			t.Fatalf("entry %d is %s, want %s", i, e.ClientMsgId, want)
 		}
@@ -364,5 +360,40 @@ func TestSlowReaderIsDisconnectedAndNeverStallsTheGrain(t *testing.T) {
 			t.Fatalf("stalled socket ended with %v, want close %d", err, gateway.CloseSlowConsumer)
 		}
 		break
+	}
+}
+
+func TestFloodIsRateLimitedWithItsReqIDAndNotDisconnected(t *testing.T) {
+	n := startNode(t, func(c *node.Config) { c.RatePerSec, c.RateBurst = 5, 5 })
+	a := register(t, n.URL(), "alice")
+	c := dial(t, n.URL(), a.Token, 0)
+	c.attached()
+	const flood = 30
+	for i := range flood {
+		c.write(&courierpb.ClientFrame{ReqId: uint64(i + 1), Body: &courierpb.ClientFrame_Ping{Ping: &courierpb.Ping{}}})
+	}
+	pongs, limited := 0, 0
+	for pongs+limited < flood {
+		f := c.mustRead()
+		switch {
+		case f.GetPong() != nil:
+			pongs++
+		case f.GetError().GetCode() == courierpb.ErrorCode_RATE_LIMITED:
+			if f.ReqId == 0 || !f.GetError().Retryable {
+				t.Fatalf("rate-limit error %v lacks its req_id or retryable flag", f)
+			}
+			limited++
+		default:
+			t.Fatalf("unexpected frame %v", f)
+		}
+	}
+	if pongs < 5 || limited == 0 {
+		t.Fatalf("%d pongs, %d rate-limited; want the burst answered and the rest limited", pongs, limited)
+	}
+	// Still connected: a rate-limited client is slowed, not thrown out.
+	time.Sleep(500 * time.Millisecond)
+	c.write(&courierpb.ClientFrame{ReqId: 999, Body: &courierpb.ClientFrame_Ping{Ping: &courierpb.Ping{}}})
+	if f := c.mustRead(); f.GetPong() == nil || f.ReqId != 999 {
+		t.Fatalf("got %v after the flood, want Pong 999", f)
 	}
 }

@@ -124,9 +124,10 @@ func wsURL(base, token string, after uint64) string {
 
 // wsConn is a raw test client: it speaks frames, nothing more.
 type wsConn struct {
-	t    testing.TB
-	c    *websocket.Conn
-	json bool
+	t       testing.TB
+	c       *websocket.Conn
+	json    bool
+	entries []*courierpb.InboxEntry // unpacked from Deliver frames, not yet returned
 }
 
 func dial(t testing.TB, base, token string, after uint64) *wsConn {
@@ -267,3 +268,27 @@ func mustMarshal(m proto.Message) []byte {
 }
 
 func errorsAs(err error, target any) bool { return errors.As(err, target) }
+
+// nextEntry returns the next delivered inbox entry, skipping other frames.
+func (w *wsConn) nextEntry(timeout time.Duration) (*courierpb.InboxEntry, error) {
+	deadline := time.Now().Add(timeout)
+	for len(w.entries) == 0 {
+		f, err := w.read(time.Until(deadline))
+		if err != nil {
+			return nil, err
+		}
+		w.entries = append(w.entries, f.GetDeliver().GetEntries()...)
+	}
+	e := w.entries[0]
+	w.entries = w.entries[1:]
+	return e, nil
+}
+
+func (w *wsConn) mustEntry() *courierpb.InboxEntry {
+	w.t.Helper()
+	e, err := w.nextEntry(10 * time.Second)
+	if err != nil {
+		w.t.Fatalf("read entry: %v", err)
+	}
+	return e
+}

@@ -46,6 +46,10 @@ type Config struct {
 	MaxFrameBytes int
 	// IdleTimeout closes silent sockets (default 60s).
 	IdleTimeout time.Duration
+	// RatePerSec and RateBurst bound the frames one socket may send
+	// (default 2000/s, burst 4000); frames over it get RATE_LIMITED.
+	RatePerSec float64
+	RateBurst  int
 	// TLSCert and TLSKey, when both set, make the listener serve https/wss.
 	TLSCert, TLSKey string
 	// TokenKey signs access tokens (hex, at least 32 bytes). Empty: a key is
@@ -160,6 +164,8 @@ func (n *Node) start(ctx context.Context) error {
 		MaxFrameBytes:  cfg.MaxFrameBytes,
 		SendQueue:      cfg.SendQueue,
 		IdleTimeout:    cfg.IdleTimeout,
+		RatePerSec:     cfg.RatePerSec,
+		RateBurst:      cfg.RateBurst,
 		RequestTimeout: cfg.RequestTimeout,
 		LeaseRenew:     leaseRenew(cfg.PassivateAfter),
 	})

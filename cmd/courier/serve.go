@@ -21,6 +21,7 @@ func newServeCmd() *cobra.Command {
 	var cfg node.Config
 	var logLevel string
 	var shutdownTimeout time.Duration
+	var debugAddr string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run a Courier node (embedded store, single node by default)",
@@ -40,6 +41,13 @@ COURIER_ plus the flag name in upper case with - as _ (e.g. COURIER_LISTEN).`,
 			n, err := node.Start(ctx, cfg)
 			if err != nil {
 				return err
+			}
+			if debugAddr != "" {
+				stopDebug, err := serveDebug(debugAddr, cfg.Logger)
+				if err != nil {
+					return err
+				}
+				defer stopDebug()
 			}
 			<-ctx.Done()
 			cfg.Logger.Info("shutting down: draining sessions and flushing the store")
@@ -63,12 +71,15 @@ COURIER_ plus the flag name in upper case with - as _ (e.g. COURIER_LISTEN).`,
 	f.Uint64Var(&cfg.SeqBlockSize, "seq-block", 1000, "inbox sequence numbers leased per store write")
 	f.IntVar(&cfg.MaxFrameBytes, "max-frame", 256<<10, "largest client frame in bytes")
 	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", 60*time.Second, "close sockets silent for this long")
+	f.Float64Var(&cfg.RatePerSec, "rate", 2000, "frames per second one socket may send")
+	f.IntVar(&cfg.RateBurst, "rate-burst", 4000, "burst of frames one socket may send")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate (PEM); with --tls-key serves https/wss")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "TLS private key (PEM)")
 	f.StringVar(&cfg.TokenKey, "token-key", "", "hex HMAC key for access tokens (default: generated once, kept in the store)")
 	f.DurationVar(&cfg.TokenTTL, "token-ttl", 15*time.Minute, "access token lifetime")
 	f.StringVar(&cfg.NodeAddress, "node-addr", "", "Proto.Actor remote address host:port (empty: single node, no remote)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off by default")
 	f.DurationVar(&shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
 	return cmd
 }

@@ -268,7 +268,10 @@ type AttachDevice struct {
 	SessionAddress string `protobuf:"bytes,2,opt,name=session_address,json=sessionAddress,proto3" json:"session_address,omitempty"`
 	SessionId      string `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// Entries up to here are treated as acked.
-	ResumeAfter   uint64 `protobuf:"varint,4,opt,name=resume_after,json=resumeAfter,proto3" json:"resume_after,omitempty"`
+	ResumeAfter uint64 `protobuf:"varint,4,opt,name=resume_after,json=resumeAfter,proto3" json:"resume_after,omitempty"`
+	// A periodic renewal: it re-attaches after a grain restart but never
+	// takes the device from a newer session.
+	Renew         bool `protobuf:"varint,5,opt,name=renew,proto3" json:"renew,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -331,6 +334,13 @@ func (x *AttachDevice) GetResumeAfter() uint64 {
 	return 0
 }
 
+func (x *AttachDevice) GetRenew() bool {
+	if x != nil {
+		return x.Renew
+	}
+	return false
+}
+
 type AttachDeviceReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Every entry up to here is already stored; entries after it are pushed.
@@ -339,7 +349,9 @@ type AttachDeviceReply struct {
 	// True when this session was already attached (a lease renewal). False
 	// after the grain restarted or moved: the session must replay from the
 	// store to catch what it missed.
-	WasAttached   bool `protobuf:"varint,3,opt,name=was_attached,json=wasAttached,proto3" json:"was_attached,omitempty"`
+	WasAttached bool `protobuf:"varint,3,opt,name=was_attached,json=wasAttached,proto3" json:"was_attached,omitempty"`
+	// The device has a newer session: this one must close (renewals only).
+	Replaced      bool `protobuf:"varint,4,opt,name=replaced,proto3" json:"replaced,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -395,6 +407,51 @@ func (x *AttachDeviceReply) GetWasAttached() bool {
 	return false
 }
 
+func (x *AttachDeviceReply) GetReplaced() bool {
+	if x != nil {
+		return x.Replaced
+	}
+	return false
+}
+
+// SessionReplaced tells a session that a newer session of its device took
+// over the inbox; it closes with 4010 and its client does not reconnect.
+type SessionReplaced struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionReplaced) Reset() {
+	*x = SessionReplaced{}
+	mi := &file_grain_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionReplaced) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionReplaced) ProtoMessage() {}
+
+func (x *SessionReplaced) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionReplaced.ProtoReflect.Descriptor instead.
+func (*SessionReplaced) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{6}
+}
+
 type DetachDevice struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	DeviceId      uint32                 `protobuf:"varint,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
@@ -405,7 +462,7 @@ type DetachDevice struct {
 
 func (x *DetachDevice) Reset() {
 	*x = DetachDevice{}
-	mi := &file_grain_proto_msgTypes[6]
+	mi := &file_grain_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -417,7 +474,7 @@ func (x *DetachDevice) String() string {
 func (*DetachDevice) ProtoMessage() {}
 
 func (x *DetachDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[6]
+	mi := &file_grain_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -430,7 +487,7 @@ func (x *DetachDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetachDevice.ProtoReflect.Descriptor instead.
 func (*DetachDevice) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{6}
+	return file_grain_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DetachDevice) GetDeviceId() uint32 {
@@ -455,7 +512,7 @@ type DetachDeviceReply struct {
 
 func (x *DetachDeviceReply) Reset() {
 	*x = DetachDeviceReply{}
-	mi := &file_grain_proto_msgTypes[7]
+	mi := &file_grain_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -467,7 +524,7 @@ func (x *DetachDeviceReply) String() string {
 func (*DetachDeviceReply) ProtoMessage() {}
 
 func (x *DetachDeviceReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[7]
+	mi := &file_grain_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -480,7 +537,7 @@ func (x *DetachDeviceReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetachDeviceReply.ProtoReflect.Descriptor instead.
 func (*DetachDeviceReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{7}
+	return file_grain_proto_rawDescGZIP(), []int{8}
 }
 
 // AckInbox deletes a device's entries up to up_to_inbox_seq.
@@ -494,7 +551,7 @@ type AckInbox struct {
 
 func (x *AckInbox) Reset() {
 	*x = AckInbox{}
-	mi := &file_grain_proto_msgTypes[8]
+	mi := &file_grain_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +563,7 @@ func (x *AckInbox) String() string {
 func (*AckInbox) ProtoMessage() {}
 
 func (x *AckInbox) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[8]
+	mi := &file_grain_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +576,7 @@ func (x *AckInbox) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckInbox.ProtoReflect.Descriptor instead.
 func (*AckInbox) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{8}
+	return file_grain_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AckInbox) GetDeviceId() uint32 {
@@ -545,7 +602,7 @@ type AckInboxReply struct {
 
 func (x *AckInboxReply) Reset() {
 	*x = AckInboxReply{}
-	mi := &file_grain_proto_msgTypes[9]
+	mi := &file_grain_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -557,7 +614,7 @@ func (x *AckInboxReply) String() string {
 func (*AckInboxReply) ProtoMessage() {}
 
 func (x *AckInboxReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[9]
+	mi := &file_grain_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -570,7 +627,7 @@ func (x *AckInboxReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckInboxReply.ProtoReflect.Descriptor instead.
 func (*AckInboxReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{9}
+	return file_grain_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AckInboxReply) GetError() *Error {
@@ -590,7 +647,7 @@ type PushEntries struct {
 
 func (x *PushEntries) Reset() {
 	*x = PushEntries{}
-	mi := &file_grain_proto_msgTypes[10]
+	mi := &file_grain_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -602,7 +659,7 @@ func (x *PushEntries) String() string {
 func (*PushEntries) ProtoMessage() {}
 
 func (x *PushEntries) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[10]
+	mi := &file_grain_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -615,7 +672,7 @@ func (x *PushEntries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushEntries.ProtoReflect.Descriptor instead.
 func (*PushEntries) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{10}
+	return file_grain_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PushEntries) GetEntries() []*InboxEntry {
@@ -636,7 +693,7 @@ type StoredEntry struct {
 
 func (x *StoredEntry) Reset() {
 	*x = StoredEntry{}
-	mi := &file_grain_proto_msgTypes[11]
+	mi := &file_grain_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -648,7 +705,7 @@ func (x *StoredEntry) String() string {
 func (*StoredEntry) ProtoMessage() {}
 
 func (x *StoredEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[11]
+	mi := &file_grain_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -661,7 +718,7 @@ func (x *StoredEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredEntry.ProtoReflect.Descriptor instead.
 func (*StoredEntry) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{11}
+	return file_grain_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StoredEntry) GetEntry() *InboxEntry {
@@ -702,17 +759,20 @@ const file_grain_proto_rawDesc = "" +
 	"\x04kind\x18\x03 \x01(\x0e2\x15.courier.v1.EntryKindR\x04kind\x12$\n" +
 	"\x0eclient_msg_ids\x18\x04 \x03(\tR\fclientMsgIds\">\n" +
 	"\x13DeliverReceiptReply\x12'\n" +
-	"\x05error\x18\x01 \x01(\v2\x11.courier.v1.ErrorR\x05error\"\x96\x01\n" +
+	"\x05error\x18\x01 \x01(\v2\x11.courier.v1.ErrorR\x05error\"\xac\x01\n" +
 	"\fAttachDevice\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\rR\bdeviceId\x12'\n" +
 	"\x0fsession_address\x18\x02 \x01(\tR\x0esessionAddress\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x03 \x01(\tR\tsessionId\x12!\n" +
-	"\fresume_after\x18\x04 \x01(\x04R\vresumeAfter\"\x86\x01\n" +
+	"\fresume_after\x18\x04 \x01(\x04R\vresumeAfter\x12\x14\n" +
+	"\x05renew\x18\x05 \x01(\bR\x05renew\"\xa2\x01\n" +
 	"\x11AttachDeviceReply\x12%\n" +
 	"\x0ereplay_through\x18\x01 \x01(\x04R\rreplayThrough\x12'\n" +
 	"\x05error\x18\x02 \x01(\v2\x11.courier.v1.ErrorR\x05error\x12!\n" +
-	"\fwas_attached\x18\x03 \x01(\bR\vwasAttached\"J\n" +
+	"\fwas_attached\x18\x03 \x01(\bR\vwasAttached\x12\x1a\n" +
+	"\breplaced\x18\x04 \x01(\bR\breplaced\"\x11\n" +
+	"\x0fSessionReplaced\"J\n" +
 	"\fDetachDevice\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\rR\bdeviceId\x12\x1d\n" +
 	"\n" +
@@ -741,7 +801,7 @@ func file_grain_proto_rawDescGZIP() []byte {
 	return file_grain_proto_rawDescData
 }
 
-var file_grain_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_grain_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_grain_proto_goTypes = []any{
 	(*DeliverMessage)(nil),      // 0: courier.v1.DeliverMessage
 	(*DeliverMessageReply)(nil), // 1: courier.v1.DeliverMessageReply
@@ -749,26 +809,27 @@ var file_grain_proto_goTypes = []any{
 	(*DeliverReceiptReply)(nil), // 3: courier.v1.DeliverReceiptReply
 	(*AttachDevice)(nil),        // 4: courier.v1.AttachDevice
 	(*AttachDeviceReply)(nil),   // 5: courier.v1.AttachDeviceReply
-	(*DetachDevice)(nil),        // 6: courier.v1.DetachDevice
-	(*DetachDeviceReply)(nil),   // 7: courier.v1.DetachDeviceReply
-	(*AckInbox)(nil),            // 8: courier.v1.AckInbox
-	(*AckInboxReply)(nil),       // 9: courier.v1.AckInboxReply
-	(*PushEntries)(nil),         // 10: courier.v1.PushEntries
-	(*StoredEntry)(nil),         // 11: courier.v1.StoredEntry
-	(*Send)(nil),                // 12: courier.v1.Send
-	(*Error)(nil),               // 13: courier.v1.Error
-	(EntryKind)(0),              // 14: courier.v1.EntryKind
-	(*InboxEntry)(nil),          // 15: courier.v1.InboxEntry
+	(*SessionReplaced)(nil),     // 6: courier.v1.SessionReplaced
+	(*DetachDevice)(nil),        // 7: courier.v1.DetachDevice
+	(*DetachDeviceReply)(nil),   // 8: courier.v1.DetachDeviceReply
+	(*AckInbox)(nil),            // 9: courier.v1.AckInbox
+	(*AckInboxReply)(nil),       // 10: courier.v1.AckInboxReply
+	(*PushEntries)(nil),         // 11: courier.v1.PushEntries
+	(*StoredEntry)(nil),         // 12: courier.v1.StoredEntry
+	(*Send)(nil),                // 13: courier.v1.Send
+	(*Error)(nil),               // 14: courier.v1.Error
+	(EntryKind)(0),              // 15: courier.v1.EntryKind
+	(*InboxEntry)(nil),          // 16: courier.v1.InboxEntry
 }
 var file_grain_proto_depIdxs = []int32{
-	12, // 0: courier.v1.DeliverMessage.send:type_name -> courier.v1.Send
-	13, // 1: courier.v1.DeliverMessageReply.error:type_name -> courier.v1.Error
-	14, // 2: courier.v1.DeliverReceipt.kind:type_name -> courier.v1.EntryKind
-	13, // 3: courier.v1.DeliverReceiptReply.error:type_name -> courier.v1.Error
-	13, // 4: courier.v1.AttachDeviceReply.error:type_name -> courier.v1.Error
-	13, // 5: courier.v1.AckInboxReply.error:type_name -> courier.v1.Error
-	15, // 6: courier.v1.PushEntries.entries:type_name -> courier.v1.InboxEntry
-	15, // 7: courier.v1.StoredEntry.entry:type_name -> courier.v1.InboxEntry
+	13, // 0: courier.v1.DeliverMessage.send:type_name -> courier.v1.Send
+	14, // 1: courier.v1.DeliverMessageReply.error:type_name -> courier.v1.Error
+	15, // 2: courier.v1.DeliverReceipt.kind:type_name -> courier.v1.EntryKind
+	14, // 3: courier.v1.DeliverReceiptReply.error:type_name -> courier.v1.Error
+	14, // 4: courier.v1.AttachDeviceReply.error:type_name -> courier.v1.Error
+	14, // 5: courier.v1.AckInboxReply.error:type_name -> courier.v1.Error
+	16, // 6: courier.v1.PushEntries.entries:type_name -> courier.v1.InboxEntry
+	16, // 7: courier.v1.StoredEntry.entry:type_name -> courier.v1.InboxEntry
 	8,  // [8:8] is the sub-list for method output_type
 	8,  // [8:8] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
@@ -788,7 +849,7 @@ func file_grain_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_grain_proto_rawDesc), len(file_grain_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1017,10 +1017,11 @@ func (x *Attached) GetReplayThrough() uint64 {
 	return 0
 }
 
-// Deliver pushes one inbox entry to the device.
+// Deliver pushes inbox entries to the device, in inbox_seq order. Under
+// load the gateway packs several entries into one frame.
 type Deliver struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entry         *InboxEntry            `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	Entries       []*InboxEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1055,9 +1056,9 @@ func (*Deliver) Descriptor() ([]byte, []int) {
 	return file_wire_proto_rawDescGZIP(), []int{12}
 }
 
-func (x *Deliver) GetEntry() *InboxEntry {
+func (x *Deliver) GetEntries() []*InboxEntry {
 	if x != nil {
-		return x.Entry
+		return x.Entries
 	}
 	return nil
 }
@@ -1307,9 +1308,9 @@ const file_wire_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\rR\bdeviceId\x12!\n" +
 	"\fresume_after\x18\x03 \x01(\x04R\vresumeAfter\x12%\n" +
-	"\x0ereplay_through\x18\x04 \x01(\x04R\rreplayThrough\"7\n" +
-	"\aDeliver\x12,\n" +
-	"\x05entry\x18\x01 \x01(\v2\x16.courier.v1.InboxEntryR\x05entry\"\xe0\x02\n" +
+	"\x0ereplay_through\x18\x04 \x01(\x04R\rreplayThrough\";\n" +
+	"\aDeliver\x120\n" +
+	"\aentries\x18\x01 \x03(\v2\x16.courier.v1.InboxEntryR\aentries\"\xe0\x02\n" +
 	"\n" +
 	"InboxEntry\x12\x1b\n" +
 	"\tinbox_seq\x18\x01 \x01(\x04R\binboxSeq\x12)\n" +
@@ -1405,7 +1406,7 @@ var file_wire_proto_depIdxs = []int32{
 	8,  // 9: courier.v1.ServerFrame.ack_ok:type_name -> courier.v1.AckOk
 	10, // 10: courier.v1.ServerFrame.read_ok:type_name -> courier.v1.ReadOk
 	5,  // 11: courier.v1.Send.per_device:type_name -> courier.v1.DeviceCiphertext
-	15, // 12: courier.v1.Deliver.entry:type_name -> courier.v1.InboxEntry
+	15, // 12: courier.v1.Deliver.entries:type_name -> courier.v1.InboxEntry
 	0,  // 13: courier.v1.InboxEntry.kind:type_name -> courier.v1.EntryKind
 	1,  // 14: courier.v1.Error.code:type_name -> courier.v1.ErrorCode
 	15, // [15:15] is the sub-list for method output_type

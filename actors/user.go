@@ -286,7 +286,7 @@ func (g *userGrain) deliverMessage(ctx actor.Context, msg *courierpb.DeliverMess
 		return
 	}
 	key := msg.FromUserId + "\x00" + send.ClientMsgId
-	if g.answerDuplicate(ctx, key, msg.FromUserId, send.ClientMsgId) {
+	if g.answerDuplicate(ctx, key) {
 		return
 	}
 
@@ -325,35 +325,24 @@ func (g *userGrain) deliverMessage(ctx actor.Context, msg *courierpb.DeliverMess
 	g.enqueue(ctx, w)
 }
 
-// answerDuplicate answers a retried send without storing it again: from
-// memory when recent, joining the in-flight write when it is not stored yet,
-// or from the store's dedupe record.
-func (g *userGrain) answerDuplicate(ctx actor.Context, key, sender, clientMsgID string) bool {
+// answerDuplicate answers a retried send the grain remembers without
+// storing it again: from memory when recent, or by joining the write still
+// in flight. Older retries (or ones from before this activation) are caught
+// by the store's dedupe records when the write is flushed.
+func (g *userGrain) answerDuplicate(ctx actor.Context, key string) bool {
 	if g.dedupe == nil {
 		g.dedupe = newRecentSet[dedupeState](g.deps.Config.DedupeWindow)
 	}
-	if st, ok := g.dedupe.Get(key); ok {
-		if st.inflight != nil {
-			st.inflight.replyTo = append(st.inflight.replyTo, ctx.Sender())
-			return true
-		}
-		ctx.Respond(&courierpb.DeliverMessageReply{StoredAtMs: st.storedAtMs, Duplicate: true})
-		return true
-	}
-	sctx, cancel := context.WithTimeout(g.stop, g.deps.Config.StoreTimeout)
-	defer cancel()
-	rec, err := g.deps.Store.GetDedupe(sctx, g.id, sender, clientMsgID)
-	switch {
-	case err == nil:
-		g.dedupe.Put(key, dedupeState{storedAtMs: rec.StoredAtMs})
-		ctx.Respond(&courierpb.DeliverMessageReply{StoredAtMs: rec.StoredAtMs, Duplicate: true})
-		return true
-	case errors.Is(err, persistence.ErrNotFound):
+	st, ok := g.dedupe.Get(key)
+	if !ok {
 		return false
-	default:
-		ctx.Respond(&courierpb.DeliverMessageReply{Error: storeError(err)})
+	}
+	if st.inflight != nil {
+		st.inflight.replyTo = append(st.inflight.replyTo, ctx.Sender())
 		return true
 	}
+	ctx.Respond(&courierpb.DeliverMessageReply{StoredAtMs: st.storedAtMs, Duplicate: true})
+	return true
 }
 
 func validateSend(msg *courierpb.DeliverMessage) *courierpb.Error {
@@ -436,21 +425,13 @@ func (g *userGrain) flush(ctx actor.Context) {
 	g.pending = slices.Delete(g.pending, 0, n)
 	g.flushing = true
 
-	var appends []persistence.InboxAppend
-	var records []persistence.DedupeRecord
-	for _, w := range batch {
-		appends = append(appends, w.entries...)
-		if w.dedupe != nil {
-			records = append(records, *w.dedupe)
-		}
-	}
 	store := g.deps.Store
 	runAsync(ctx, g.stop, g.deps.Config.StoreTimeout, func(c context.Context) (any, error) {
-		return nil, store.Append(c, appends, records)
-	}, func(_ any, err error) {
+		return storeBatch(c, store, batch)
+	}, func(res any, err error) {
 		g.flushing = false
 		if err != nil {
-			g.log.Warn("inbox append failed", "entries", len(appends), "err", err)
+			g.log.Warn("inbox append failed", "writes", len(batch), "err", err)
 			e := storeError(err)
 			for _, w := range batch {
 				if w.dedupeKey != "" {
@@ -458,19 +439,65 @@ func (g *userGrain) flush(ctx actor.Context) {
 				}
 				g.respondAll(ctx, w, w.reply(e, false))
 			}
-		} else {
-			for _, w := range batch {
-				g.persistedThrough = max(g.persistedThrough, w.maxSeq)
-				if w.dedupeKey != "" {
-					g.dedupe.Put(w.dedupeKey, dedupeState{storedAtMs: w.dedupe.StoredAtMs})
-				}
-				g.respondAll(ctx, w, nil)
-			}
-			g.index(appends)
-			g.push(ctx, appends)
+			g.flush(ctx)
+			return
 		}
+		r := res.(storedBatch)
+		for i, w := range batch {
+			g.persistedThrough = max(g.persistedThrough, w.maxSeq)
+			if storedAt, dup := r.duplicates[i]; dup {
+				// Stored before this activation: answer as a duplicate; its
+				// number stays unused.
+				g.dedupe.Put(w.dedupeKey, dedupeState{storedAtMs: storedAt})
+				g.respondAll(ctx, w, &courierpb.DeliverMessageReply{StoredAtMs: storedAt, Duplicate: true})
+				continue
+			}
+			if w.dedupeKey != "" {
+				g.dedupe.Put(w.dedupeKey, dedupeState{storedAtMs: w.dedupe.StoredAtMs})
+			}
+			g.respondAll(ctx, w, nil)
+		}
+		g.index(r.appended)
+		g.push(ctx, r.appended)
 		g.flush(ctx)
 	})
+}
+
+// storedBatch is what one group commit wrote: the entries, and the writes
+// that turned out to be duplicates (batch index → first stored_at).
+type storedBatch struct {
+	appended   []persistence.InboxAppend
+	duplicates map[int]int64
+}
+
+// storeBatch checks the batch's messages against the store's dedupe records
+// and writes the rest in one atomic append. It runs on a worker, off the
+// grain's mailbox, and reads only what the grain no longer changes (entries
+// and dedupe records).
+func storeBatch(ctx context.Context, store persistence.Store, batch []*pendingWrite) (storedBatch, error) {
+	var out storedBatch
+	var records []persistence.DedupeRecord
+	for i, w := range batch {
+		if w.dedupe != nil {
+			rec, err := store.GetDedupe(ctx, w.dedupe.RecipientID, w.dedupe.SenderID, w.dedupe.ClientMsgID)
+			switch {
+			case err == nil:
+				if out.duplicates == nil {
+					out.duplicates = make(map[int]int64)
+				}
+				out.duplicates[i] = rec.StoredAtMs
+				continue
+			case !errors.Is(err, persistence.ErrNotFound):
+				return storedBatch{}, fmt.Errorf("check dedupe record: %w", err)
+			}
+			records = append(records, *w.dedupe)
+		}
+		out.appended = append(out.appended, w.entries...)
+	}
+	if len(out.appended) == 0 && len(records) == 0 {
+		return out, nil
+	}
+	return out, store.Append(ctx, out.appended, records)
 }
 
 // respondAll answers the first requester with resp (or a fresh success) and

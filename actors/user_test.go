@@ -13,11 +13,13 @@ import (
 	"github.com/courier-im/courier/protos/courierpb"
 )
 
-// panickyStore panics inside the grain when asked about the "boom"
-// message, and counts user loads (one per activation or restart).
+// panickyStore panics inside the grain (on its mailbox goroutine, where the
+// grain leases sequence blocks) once armed, and counts user loads (one per
+// activation or restart).
 type panickyStore struct {
 	persistence.Store
 	loads atomic.Int64
+	armed atomic.Bool
 }
 
 func (p *panickyStore) GetUser(ctx context.Context, id string) (persistence.User, error) {
@@ -25,11 +27,11 @@ func (p *panickyStore) GetUser(ctx context.Context, id string) (persistence.User
 	return p.Store.GetUser(ctx, id)
 }
 
-func (p *panickyStore) GetDedupe(ctx context.Context, recipient, sender, id string) (persistence.DedupeRecord, error) {
-	if id == "boom" {
+func (p *panickyStore) LeaseBlock(ctx context.Context, counter string, size uint64) (uint64, uint64, error) {
+	if p.armed.CompareAndSwap(true, false) {
 		panic("injected grain failure")
 	}
-	return p.Store.GetDedupe(ctx, recipient, sender, id)
+	return p.Store.LeaseBlock(ctx, counter, size)
 }
 
 func deliver(from, id string) *courierpb.DeliverMessage {
@@ -40,7 +42,9 @@ func TestPanickingUserGrainRestartsAndKeepsPersistedState(t *testing.T) {
 	store := &panickyStore{Store: openStore(t)}
 	createUser(t, store, "alice", "alice")
 	createUser(t, store, "bob", "bob")
-	deps := &actors.Deps{Store: store, Logger: testLogger(), Config: actors.UserConfig{SeqBlockSize: 4}}
+	// A block of one: every message leases, so the armed store panics on the
+	// next message.
+	deps := &actors.Deps{Store: store, Logger: testLogger(), Config: actors.UserConfig{SeqBlockSize: 1}}
 	c := startCluster(t, deps, actors.UserKind(deps))
 	ctx := context.Background()
 	bob := actors.UserGrainID("bob")
@@ -62,6 +66,7 @@ func TestPanickingUserGrainRestartsAndKeepsPersistedState(t *testing.T) {
 	}
 	loadsBefore := store.loads.Load()
 
+	store.armed.Store(true)
 	if r, err := send("boom", 500*time.Millisecond); err == nil && r.Error == nil {
 		t.Fatalf("the panicking request was acked: %v", r)
 	}

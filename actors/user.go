@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/courier-im/courier/cluster"
+	"github.com/courier-im/courier/internal/recent"
 	"github.com/courier-im/courier/persistence"
 	"github.com/courier-im/courier/protos/courierpb"
 )
@@ -114,8 +115,8 @@ type userGrain struct {
 	// or an earlier activation handed out is stored.
 	persistedThrough uint64
 
-	dedupe   *recentSet[dedupeState]
-	receipts *recentSet[struct{}]
+	dedupe   *recent.Map[string, dedupeState]
+	receipts *recent.Map[string, struct{}]
 
 	pending  []*pendingWrite
 	flushing bool
@@ -331,7 +332,7 @@ func (g *userGrain) deliverMessage(ctx actor.Context, msg *courierpb.DeliverMess
 // by the store's dedupe records when the write is flushed.
 func (g *userGrain) answerDuplicate(ctx actor.Context, key string) bool {
 	if g.dedupe == nil {
-		g.dedupe = newRecentSet[dedupeState](g.deps.Config.DedupeWindow)
+		g.dedupe = recent.New[string, dedupeState](g.deps.Config.DedupeWindow)
 	}
 	st, ok := g.dedupe.Get(key)
 	if !ok {
@@ -379,7 +380,7 @@ func (g *userGrain) deliverReceipt(ctx actor.Context, msg *courierpb.DeliverRece
 	// A retried receipt request (same idempotency key) is answered, not stored twice.
 	if key := cluster.IdempotencyKey(ctx); key != "" {
 		if g.receipts == nil {
-			g.receipts = newRecentSet[struct{}](g.deps.Config.DedupeWindow)
+			g.receipts = recent.New[string, struct{}](g.deps.Config.DedupeWindow)
 		}
 		if _, dup := g.receipts.Get(key); dup {
 			ctx.Respond(reply(nil, true))

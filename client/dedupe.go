@@ -1,42 +1,27 @@
 package client
 
+import "github.com/courier-im/courier/internal/recent"
+
 // msgKey identifies a message for duplicate suppression.
 type msgKey struct {
 	from, id string
 }
 
 // recentSet remembers the last size keys it was given (FIFO eviction).
-type recentSet struct {
-	size int
-	set  map[msgKey]struct{}
-	ring []msgKey
-	next int
-}
+type recentSet struct{ m *recent.Map[msgKey, struct{}] }
 
 func newRecentSet(size int) *recentSet {
-	if size <= 0 {
-		size = 1
-	}
-	// The map grows with use: most clients never fill the window, and
-	// sizing it up front costs every client the whole window in memory.
-	return &recentSet{size: size, set: make(map[msgKey]struct{})}
+	return &recentSet{m: recent.New[msgKey, struct{}](size)}
 }
 
 // seen reports whether k is among the remembered keys and remembers it if
 // not, forgetting the oldest key once full.
 func (r *recentSet) seen(k msgKey) bool {
-	if _, ok := r.set[k]; ok {
+	if _, ok := r.m.Get(k); ok {
 		return true
 	}
-	if len(r.ring) < r.size {
-		r.ring = append(r.ring, k)
-	} else {
-		delete(r.set, r.ring[r.next])
-		r.ring[r.next] = k
-		r.next = (r.next + 1) % r.size
-	}
-	r.set[k] = struct{}{}
+	r.m.Put(k, struct{}{})
 	return false
 }
 
-func (r *recentSet) len() int { return len(r.set) }
+func (r *recentSet) len() int { return r.m.Len() }

@@ -22,8 +22,11 @@ import (
 // per passivation in one placement actor).
 func TestActivationScale(t *testing.T) {
 	total, passivating := 1_000_000, 100_000
+	limit := 50 * time.Millisecond
 	if raceEnabled {
-		total, passivating = 100_000, 10_000
+		// The race detector slows everything ~10x; the full-size run without
+		// it (make test runs both) holds the real 50 ms bound.
+		total, passivating, limit = 100_000, 10_000, 250*time.Millisecond
 	}
 	const shortIdle = 10 * time.Second
 
@@ -123,8 +126,8 @@ func TestActivationScale(t *testing.T) {
 	p := func(q float64) time.Duration { return lat[int(q*float64(len(lat)-1))] }
 	t.Logf("scale: probe during %d passivations: %d activations, p50 %v p99 %v max %v",
 		passivating, len(lat), p(0.5), p(0.99), lat[len(lat)-1])
-	if p(0.99) > 50*time.Millisecond {
-		t.Fatalf("activation p99 %v during mass passivation, want < 50ms", p(0.99))
+	if p(0.99) > limit {
+		t.Fatalf("activation p99 %v during mass passivation, want < %v", p(0.99), limit)
 	}
 	if got := c.Activations()[actors.KindUser]; got != longCount+probeID {
 		t.Fatalf("%d long-lived activations, want %d", got, longCount+probeID)

@@ -17,5 +17,14 @@ func Messages() []proto.Message {
 		&courierpb.DetachDevice{}, &courierpb.DetachDeviceReply{},
 		&courierpb.AckInbox{}, &courierpb.AckInboxReply{},
 		&courierpb.PushEntries{}, &courierpb.SessionReplaced{},
+		&courierpb.DeliverGroupEntries{}, &courierpb.DeliverGroupEntriesReply{},
+		&courierpb.CreateGroup{}, &courierpb.CreateGroupReply{},
+		&courierpb.UpdateGroup{}, &courierpb.UpdateGroupReply{},
+		&courierpb.SendGroupMessage{}, &courierpb.SendGroupMessageReply{},
+		&courierpb.GetGroupInfo{}, &courierpb.GetGroupInfoReply{},
+		&courierpb.GetGroupMembers{}, &courierpb.GetGroupMembersReply{},
+		&courierpb.GetGroupReceipts{}, &courierpb.GetGroupReceiptsReply{},
+		&courierpb.GroupReceipt{}, &courierpb.GroupReceiptReply{},
+		&courierpb.WakeGroup{}, &courierpb.WakeGroupReply{},
 	}
 }

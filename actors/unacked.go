@@ -14,6 +14,21 @@ type unackedMessage struct {
 	seq         uint64
 	from        string
 	clientMsgID string
+	// For group messages: the member's receipt goes to the group.
+	groupID  string
+	groupSeq uint64
+}
+
+// unackedOf returns what an ack of e must report, if anything: messages
+// get receipts, receipts and events do not.
+func unackedOf(e *courierpb.InboxEntry) (unackedMessage, bool) {
+	switch e.Kind {
+	case courierpb.EntryKind_ENTRY_KIND_MESSAGE:
+		return unackedMessage{seq: e.InboxSeq, from: e.FromUserId, clientMsgID: e.ClientMsgId}, true
+	case courierpb.EntryKind_ENTRY_KIND_GROUP_MESSAGE:
+		return unackedMessage{seq: e.InboxSeq, from: e.FromUserId, clientMsgID: e.ClientMsgId, groupID: e.GroupId, groupSeq: e.GroupSeq}, true
+	}
+	return unackedMessage{}, false
 }
 
 // unackedIndex lists one device's stored, unacked messages in inbox_seq
@@ -31,8 +46,8 @@ func (g *userGrain) index(appends []persistence.InboxAppend) {
 		return
 	}
 	for _, a := range appends {
-		e := a.Entry
-		if e.Kind != courierpb.EntryKind_ENTRY_KIND_MESSAGE {
+		m, ok := unackedOf(a.Entry)
+		if !ok {
 			continue
 		}
 		ix := g.unacked[a.DeviceID]
@@ -44,7 +59,7 @@ func (g *userGrain) index(appends []persistence.InboxAppend) {
 			ix.from = ix.items[0].seq
 			ix.items = append(ix.items[:0], ix.items[1:]...)
 		}
-		ix.items = append(ix.items, unackedMessage{seq: e.InboxSeq, from: e.FromUserId, clientMsgID: e.ClientMsgId})
+		ix.items = append(ix.items, m)
 	}
 }
 

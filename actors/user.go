@@ -71,10 +71,14 @@ func (c UserConfig) withDefaults() UserConfig {
 // Deps is what grains need from the node they run on.
 type Deps struct {
 	Store persistence.Store
+	// Groups keeps groups; required by the Group kind (GroupKind).
+	Groups persistence.GroupStore
 	// Cluster is set once the node's cluster exists, before it starts.
 	Cluster *cluster.Cluster
 	Logger  *slog.Logger
 	Config  UserConfig
+	// Group tunes Group grains.
+	Group GroupConfig
 	// Now is the clock (tests may replace it).
 	Now func() time.Time
 }
@@ -130,6 +134,10 @@ type userGrain struct {
 	// indexFrom: every entry with a higher inbox_seq passes through this
 	// activation, so the indexes are complete above it.
 	indexFrom uint64
+
+	// groups tracks, per group, what this member's inboxes hold of it
+	// (user_groups.go).
+	groups map[string]*groupInbox
 }
 
 type dedupeState struct {
@@ -145,6 +153,10 @@ type pendingWrite struct {
 	replyTo   []*actor.PID
 	reply     func(err *courierpb.Error, duplicate bool) proto.Message
 	maxSeq    uint64
+	// group is set for a delivery of group entries (user_groups.go).
+	group *groupDelivery
+	// after, when set, runs once the write is answered (err nil: stored).
+	after func(ctx actor.Context, err error)
 }
 
 // ackState serialises one device's acknowledgements: one delete (with its
@@ -185,6 +197,8 @@ func (g *userGrain) Receive(ctx actor.Context) {
 		g.detach(ctx, msg)
 	case *courierpb.AckInbox:
 		g.ack(ctx, msg.DeviceId, msg.UpToInboxSeq, ctx.Sender())
+	case *courierpb.DeliverGroupEntries:
+		g.deliverGroupEntries(ctx, msg, ctx.Sender())
 	}
 }
 
@@ -197,6 +211,7 @@ func (g *userGrain) start() {
 	g.acks = make(map[uint32]*ackState)
 	g.unacked = make(map[uint32]*unackedIndex)
 	g.indexFrom = 0
+	g.groups = make(map[string]*groupInbox)
 	g.pending, g.flushing = nil, false
 	g.dedupe, g.receipts = nil, nil
 	g.loaded = false
@@ -369,7 +384,14 @@ func (g *userGrain) deliverReceipt(ctx actor.Context, msg *courierpb.DeliverRece
 		ctx.Respond(reply(e, false))
 		return
 	}
-	if msg.Kind != courierpb.EntryKind_ENTRY_KIND_DELIVERED && msg.Kind != courierpb.EntryKind_ENTRY_KIND_READ {
+	switch msg.Kind {
+	case courierpb.EntryKind_ENTRY_KIND_DELIVERED, courierpb.EntryKind_ENTRY_KIND_READ:
+	case courierpb.EntryKind_ENTRY_KIND_GROUP_DELIVERED, courierpb.EntryKind_ENTRY_KIND_GROUP_READ:
+		if msg.GroupId == "" {
+			ctx.Respond(reply(codeError(courierpb.ErrorCode_INVALID_ARGUMENT, "a group receipt names its group", false), false))
+			return
+		}
+	default:
 		ctx.Respond(reply(codeError(courierpb.ErrorCode_INVALID_ARGUMENT, "receipt kind must be delivered or read", false), false))
 		return
 	}
@@ -403,6 +425,8 @@ func (g *userGrain) deliverReceipt(ctx actor.Context, msg *courierpb.DeliverRece
 			FromDeviceId: msg.FromDeviceId,
 			SentAtMs:     now,
 			ReceiptFor:   msg.ClientMsgIds,
+			GroupId:      msg.GroupId,
+			GroupSeq:     msg.GroupSeq,
 		}})
 	}
 	g.enqueue(ctx, w)
@@ -439,6 +463,9 @@ func (g *userGrain) flush(ctx actor.Context) {
 					g.dedupe.Delete(w.dedupeKey)
 				}
 				g.respondAll(ctx, w, w.reply(e, false))
+				if w.after != nil {
+					w.after(ctx, err)
+				}
 			}
 			g.flush(ctx)
 			return
@@ -457,6 +484,9 @@ func (g *userGrain) flush(ctx actor.Context) {
 				g.dedupe.Put(w.dedupeKey, dedupeState{storedAtMs: w.dedupe.StoredAtMs})
 			}
 			g.respondAll(ctx, w, nil)
+			if w.after != nil {
+				w.after(ctx, nil)
+			}
 		}
 		g.index(r.appended)
 		g.push(ctx, r.appended)
@@ -479,6 +509,15 @@ func storeBatch(ctx context.Context, store persistence.Store, batch []*pendingWr
 	var out storedBatch
 	var records []persistence.DedupeRecord
 	for i, w := range batch {
+		if w.group != nil {
+			entries, recs, err := w.group.resolve(ctx, store)
+			if err != nil {
+				return storedBatch{}, err
+			}
+			out.appended = append(out.appended, entries...)
+			records = append(records, recs...)
+			continue
+		}
 		if w.dedupe != nil {
 			rec, err := store.GetDedupe(ctx, w.dedupe.RecipientID, w.dedupe.SenderID, w.dedupe.ClientMsgID)
 			switch {
@@ -706,8 +745,8 @@ func storedMessages(ctx context.Context, store persistence.Store, userID string,
 			if e.InboxSeq > to {
 				return out, nil
 			}
-			if e.Kind == courierpb.EntryKind_ENTRY_KIND_MESSAGE {
-				out = append(out, unackedMessage{seq: e.InboxSeq, from: e.FromUserId, clientMsgID: e.ClientMsgId})
+			if m, ok := unackedOf(e); ok {
+				out = append(out, m)
 			}
 		}
 		if len(entries) < page {
@@ -721,9 +760,18 @@ func storedMessages(ctx context.Context, store persistence.Store, userID string,
 // deletes the device's entries through to.
 func ackThrough(ctx context.Context, store persistence.Store, cl *cluster.Cluster, userID string, device uint32, acked []unackedMessage, from, to uint64) error {
 	bySender := make(map[string][]string)
+	var byGroup map[string]uint64
 	for _, m := range acked {
+		if m.groupID != "" {
+			if byGroup == nil {
+				byGroup = make(map[string]uint64)
+			}
+			byGroup[m.groupID] = max(byGroup[m.groupID], m.groupSeq)
+			continue
+		}
 		bySender[m.from] = append(bySender[m.from], m.clientMsgID)
 	}
+	groupDelivered(cl, userID, byGroup)
 	for sender, ids := range bySender {
 		for chunk := range slices.Chunk(ids, MaxReceiptIDs) {
 			key := fmt.Sprintf("delivered/%s/%d/%s/%d", userID, device, chunk[0], to)

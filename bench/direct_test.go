@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/courier-im/courier/internal/testcert"
 	"github.com/courier-im/courier/node"
 )
 
@@ -111,5 +112,31 @@ func TestDirectConfigValidation(t *testing.T) {
 	}
 	if _, err := Direct(context.Background(), DirectConfig{URL: "ws://x", PayloadSize: 8}); err == nil {
 		t.Fatal("payload below the header size accepted")
+	}
+}
+
+func TestDirectScenarioOverWSSWithCAFile(t *testing.T) {
+	cert := testcert.Write(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := node.Start(ctx, node.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), TLSCert: cert.CertFile, TLSKey: cert.KeyFile,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_ = n.Close(ctx)
+	})
+	r, err := Direct(context.Background(), DirectConfig{URL: "wss://" + n.Addr(), CAFile: cert.CertFile, Pairs: 5, Messages: 20, DurationLimit: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.OK() || r.Delivered != 100 {
+		t.Fatalf("report not clean over wss: %s", r.Problem())
+	}
+	if _, err := Direct(context.Background(), DirectConfig{URL: "wss://" + n.Addr(), Pairs: 1, Messages: 1, DurationLimit: 10 * time.Second}); err == nil {
+		t.Fatal("the bench trusted a self-signed certificate without the CA file")
 	}
 }

@@ -54,6 +54,22 @@ func (c *Client) start(ctx context.Context, body any, retry bool) *call {
 		cl.frame.Body = b
 	case *courierpb.ClientFrame_Ping:
 		cl.frame.Body = b
+	case *courierpb.ClientFrame_GroupCreate:
+		cl.frame.Body = b
+	case *courierpb.ClientFrame_GroupUpdate:
+		cl.frame.Body = b
+	case *courierpb.ClientFrame_GroupSend:
+		cl.frame.Body = b
+	case *courierpb.ClientFrame_GroupInfo:
+		cl.frame.Body = b
+	case *courierpb.ClientFrame_GroupList:
+		cl.frame.Body = b
+	case *courierpb.ClientFrame_GroupMembers:
+		cl.frame.Body = b
+	case *courierpb.ClientFrame_GroupReceipts:
+		cl.frame.Body = b
+	case *courierpb.ClientFrame_GroupRead:
+		cl.frame.Body = b
 	default:
 		panic(fmt.Sprintf("client: unknown frame body %T", body))
 	}
@@ -228,6 +244,10 @@ type SendResult struct {
 	StoredAt time.Time
 	// Duplicate: this client_msg_id had been stored before (a retry).
 	Duplicate bool
+	// GroupID and GroupSeq are set for SendGroup: the message's place in
+	// the group's order.
+	GroupID  string
+	GroupSeq uint64
 }
 
 // SendOption adjusts one Send.
@@ -274,7 +294,7 @@ func (p *PendingSend) Result() (SendResult, error) {
 	if ack == nil {
 		return SendResult{ClientMsgID: p.id}, fmt.Errorf("send %s: unexpected answer %T", p.id, p.cl.res.GetBody())
 	}
-	return SendResult{ClientMsgID: p.id, StoredAt: time.UnixMilli(ack.StoredAtMs), Duplicate: ack.Duplicate}, nil
+	return SendResult{ClientMsgID: p.id, StoredAt: time.UnixMilli(ack.StoredAtMs), Duplicate: ack.Duplicate, GroupID: ack.GroupId, GroupSeq: ack.GroupSeq}, nil
 }
 
 // Send stores ciphertext in every device inbox of toUserID and returns on

@@ -555,8 +555,8 @@ func (c *Client) dispatch() {
 				return
 			}
 		}
-		dup := e.Kind == courierpb.EntryKind_ENTRY_KIND_MESSAGE && e.ClientMsgID != "" &&
-			c.dedupe.seen(msgKey{from: e.FromUserID, id: e.ClientMsgID})
+		dup := (e.Kind == courierpb.EntryKind_ENTRY_KIND_MESSAGE || e.Kind == courierpb.EntryKind_ENTRY_KIND_GROUP_MESSAGE) &&
+			e.ClientMsgID != "" && c.dedupe.seen(msgKey{from: e.FromUserID, id: e.ClientMsgID})
 		if !dup {
 			select {
 			case c.out <- e:

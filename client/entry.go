@@ -25,6 +25,15 @@ type Entry struct {
 	SentAt time.Time
 	// ReceiptFor lists the client_msg_ids a receipt is about.
 	ReceiptFor []string
+	// GroupID and GroupSeq place a group entry (a group message, a group
+	// event, or an aggregated group receipt) in its group's order.
+	GroupID  string
+	GroupSeq uint64
+	// GroupEvent says what changed, for a group event.
+	GroupEvent *courierpb.GroupEvent
+	// SenderKeyEpoch is the sender-key epoch of a group message (the epoch
+	// after the change, for a group event).
+	SenderKeyEpoch uint64
 }
 
 // IsMessage reports whether e is a message from another user.
@@ -35,6 +44,22 @@ func (e Entry) IsDelivered() bool { return e.Kind == courierpb.EntryKind_ENTRY_K
 
 // IsRead reports whether e is a read receipt (blue ticks).
 func (e Entry) IsRead() bool { return e.Kind == courierpb.EntryKind_ENTRY_KIND_READ }
+
+// IsGroupMessage reports whether e is a message to a group (GroupID).
+func (e Entry) IsGroupMessage() bool { return e.Kind == courierpb.EntryKind_ENTRY_KIND_GROUP_MESSAGE }
+
+// IsGroupEvent reports whether e is a change of a group (GroupEvent).
+func (e Entry) IsGroupEvent() bool { return e.Kind == courierpb.EntryKind_ENTRY_KIND_GROUP_EVENT }
+
+// IsGroupDelivered reports whether e says this user's group messages in
+// ReceiptFor reached every member (double tick).
+func (e Entry) IsGroupDelivered() bool {
+	return e.Kind == courierpb.EntryKind_ENTRY_KIND_GROUP_DELIVERED
+}
+
+// IsGroupRead reports whether e says every member read this user's group
+// messages in ReceiptFor (blue ticks).
+func (e Entry) IsGroupRead() bool { return e.Kind == courierpb.EntryKind_ENTRY_KIND_GROUP_READ }
 
 func entryFromProto(p *courierpb.InboxEntry) Entry {
 	return Entry{
@@ -48,6 +73,11 @@ func entryFromProto(p *courierpb.InboxEntry) Entry {
 		ContentType:  p.ContentType,
 		SentAt:       time.UnixMilli(p.SentAtMs),
 		ReceiptFor:   p.ReceiptFor,
+
+		GroupID:        p.GroupId,
+		GroupSeq:       p.GroupSeq,
+		GroupEvent:     p.GroupEvent,
+		SenderKeyEpoch: p.SenderKeyEpoch,
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/courier-im/courier/client"
+	"github.com/courier-im/courier/internal/storematrix"
 	"github.com/courier-im/courier/node"
 	"github.com/courier-im/courier/protos/courierpb"
 )
@@ -144,7 +145,11 @@ func drain(c *client.Client) {
 func payload(i int) []byte { return fmt.Appendf(nil, "message %06d", i) }
 
 func TestSendAndReceiveInOrderWithReceipts(t *testing.T) {
-	n := startNode(t, node.Config{})
+	storematrix.Run(t, testSendAndReceiveInOrderWithReceipts)
+}
+
+func testSendAndReceiveInOrderWithReceipts(t *testing.T, store storematrix.Store) {
+	n := startNode(t, store.Apply(node.Config{}))
 	aliceCreds, bobCreds := register(t, n, "alice"), register(t, n, "bob")
 	alice, bob := dial(t, aliceCreds), dial(t, bobCreds)
 	ctx := timeout(t, 30*time.Second)
@@ -243,7 +248,11 @@ func sendAll(t testing.TB, ctx context.Context, c *client.Client, to string, fro
 }
 
 func TestOfflineRecipientGetsAllMessagesOnConnect(t *testing.T) {
-	n := startNode(t, node.Config{})
+	storematrix.Run(t, testOfflineRecipientGetsAllMessagesOnConnect)
+}
+
+func testOfflineRecipientGetsAllMessagesOnConnect(t *testing.T, store storematrix.Store) {
+	n := startNode(t, store.Apply(node.Config{}))
 	aliceCreds, bobCreds := register(t, n, "alice"), register(t, n, "bob")
 	alice := dial(t, aliceCreds)
 	drain(alice)
@@ -287,7 +296,11 @@ func TestOfflineRecipientGetsAllMessagesOnConnect(t *testing.T) {
 }
 
 func TestResendSameClientMsgIDIsStoredOnce(t *testing.T) {
-	n := startNode(t, node.Config{})
+	storematrix.Run(t, testResendSameClientMsgIDIsStoredOnce)
+}
+
+func testResendSameClientMsgIDIsStoredOnce(t *testing.T, store storematrix.Store) {
+	n := startNode(t, store.Apply(node.Config{}))
 	aliceCreds, bobCreds := register(t, n, "alice"), register(t, n, "bob")
 	alice, bob := dial(t, aliceCreds), dial(t, bobCreds)
 	drain(alice)
@@ -342,7 +355,11 @@ func receiveSequence(t testing.TB, c *client.Client, count int, d time.Duration,
 }
 
 func TestReconnectStormDeliversExactlyTheSentSequence(t *testing.T) {
-	n := startNode(t, node.Config{})
+	storematrix.Run(t, testReconnectStormDeliversExactlyTheSentSequence)
+}
+
+func testReconnectStormDeliversExactlyTheSentSequence(t *testing.T, store storematrix.Store) {
+	n := startNode(t, store.Apply(node.Config{}))
 	aliceCreds, bobCreds := register(t, n, "alice"), register(t, n, "bob")
 	fast := client.WithBackoff(10*time.Millisecond, 200*time.Millisecond)
 	alice, bob := dial(t, aliceCreds, fast), dial(t, bobCreds, fast)

@@ -22,7 +22,9 @@ import (
 
 // Config tunes a gateway. Zero values take the defaults below.
 type Config struct {
-	Store   persistence.Store
+	Store persistence.Store
+	// Groups answers "list my groups"; nil refuses that request.
+	Groups  persistence.GroupStore
 	Cluster *cluster.Cluster
 	Tokens  *Tokens
 	Logger  *slog.Logger

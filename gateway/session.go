@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -287,6 +288,9 @@ func (s *session) handleFrame(ctx actor.Context, f *courierpb.ClientFrame) {
 			ClientTimeMs: body.Ping.ClientTimeMs, ServerTimeMs: time.Now().UnixMilli(),
 		}}})
 	default:
+		if s.handleGroupFrame(ctx, f) {
+			return
+		}
 		s.refuse(ctx, f.ReqId, courierpb.ErrorCode_UNKNOWN_FRAME, "frame has no body this server knows")
 	}
 }
@@ -496,8 +500,16 @@ func (s *session) readLoop(system *actor.ActorSystem) {
 		typ, data, err := s.conn.ReadMessage()
 		if err != nil {
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			switch {
+			case errors.As(err, &ne) && ne.Timeout():
 				s.closeWith(CloseIdle, "idle timeout: ping at least every 30s")
+			case errors.Is(err, websocket.ErrReadLimit):
+				// The library has sent close 1009. Closing now, with the rest
+				// of the frame unread, would reset the connection and the
+				// client could lose that close frame: drain briefly first.
+				nc := s.conn.NetConn()
+				_ = nc.SetReadDeadline(time.Now().Add(time.Second))
+				_, _ = io.Copy(io.Discard, io.LimitReader(nc, 64<<20))
 			}
 			system.Root.Send(s.self, connClosed{err: err})
 			return

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/courier-im/courier/internal/storematrix"
 	"github.com/courier-im/courier/node"
 	"github.com/courier-im/courier/protos/courierpb"
 )
@@ -27,7 +28,9 @@ func TestMain(m *testing.M) {
 }
 
 func runChildServer(dir, listen string) {
-	n, err := node.Start(context.Background(), node.Config{Listen: listen, DataDir: dir, Logger: testLogger(nil), TokenKey: childTokenKey})
+	cfg := node.Config{Listen: listen, DataDir: dir, Logger: testLogger(nil), TokenKey: childTokenKey}
+	storematrix.FromEnv(&cfg) // the store the parent test runs against
+	n, err := node.Start(context.Background(), cfg)
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(1)
@@ -84,6 +87,11 @@ func (c *childServer) kill(t *testing.T) {
 }
 
 func TestAckedMessagesSurviveServerSIGKILL(t *testing.T) {
+	storematrix.Run(t, testAckedMessagesSurviveServerSIGKILL)
+}
+
+func testAckedMessagesSurviveServerSIGKILL(t *testing.T, store storematrix.Store) {
+	store.Setenv(t) // the child servers use the store
 	dir := t.TempDir()
 	srv := startChild(t, dir, "127.0.0.1:0")
 	base := "http://" + srv.addr

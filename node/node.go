@@ -22,6 +22,7 @@ import (
 	"github.com/courier-im/courier/gateway"
 	"github.com/courier-im/courier/persistence"
 	"github.com/courier-im/courier/persistence/embedded"
+	"github.com/courier-im/courier/persistence/scylla"
 )
 
 // Config is everything a node can be told. Zero values take defaults.
@@ -30,8 +31,24 @@ type Config struct {
 	Listen string
 	// DataDir holds the embedded store (default ./data).
 	DataDir string
-	// Store selects the store: "embedded" (default).
+	// Store selects the store: "embedded" (default) or "scylla".
 	Store string
+	// ScyllaHosts are the CQL contact points of the scylla store, host or
+	// host:port (ScyllaDB or Cassandra).
+	ScyllaHosts []string
+	// ScyllaKeyspace is the scylla store's keyspace (default "courier"),
+	// created with ScyllaReplication when missing.
+	ScyllaKeyspace string
+	// ScyllaReplication is "N" (SimpleStrategy, N replicas; default 1) or
+	// "dc1:3,dc2:3" (NetworkTopologyStrategy).
+	ScyllaReplication string
+	// ScyllaLocalDC is the datacenter this node prefers (with
+	// NetworkTopologyStrategy).
+	ScyllaLocalDC string
+	// ScyllaUsername and ScyllaPassword authenticate to the database.
+	ScyllaUsername, ScyllaPassword string
+	// ScyllaTimeout bounds one database request (default 3s).
+	ScyllaTimeout time.Duration
 	// InboxTTL is how long undelivered entries are kept (default 30 days).
 	InboxTTL time.Duration
 	// PassivateAfter is how long an idle grain stays in memory (default 5m).
@@ -42,6 +59,9 @@ type Config struct {
 	SendQueue int
 	// SeqBlockSize is how many inbox numbers one lease reserves (default 1000).
 	SeqBlockSize uint64
+	// FanoutBatch caps the group entries one fan-out request to a member
+	// carries (default 64).
+	FanoutBatch int
 	// MaxFrameBytes is the largest client frame (default 256 KiB).
 	MaxFrameBytes int
 	// IdleTimeout closes silent sockets (default 60s).
@@ -66,7 +86,10 @@ type Config struct {
 
 // Node is a running Courier node.
 type Node struct {
-	cfg     Config
+	cfg Config
+	// stopBg stops the group fan-out janitor; bgDone closes when it has.
+	stopBg  context.CancelFunc
+	bgDone  chan struct{}
 	log     *slog.Logger
 	store   persistence.Store
 	cluster *cluster.Cluster
@@ -93,7 +116,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger}
 	var err error
-	if n.store, err = openStore(cfg); err != nil {
+	if n.store, err = openStore(ctx, cfg); err != nil {
 		return nil, err
 	}
 	if err := n.start(ctx); err != nil {
@@ -103,7 +126,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	return n, nil
 }
 
-func openStore(cfg Config) (persistence.Store, error) {
+func openStore(ctx context.Context, cfg Config) (persistence.Store, error) {
 	switch cfg.Store {
 	case "embedded":
 		dir := filepath.Join(cfg.DataDir, "store")
@@ -115,22 +138,49 @@ func openStore(cfg Config) (persistence.Store, error) {
 			return nil, fmt.Errorf("open embedded store in %s: %w", dir, err)
 		}
 		return s, nil
+	case "scylla":
+		repl, err := scylla.ParseReplication(cfg.ScyllaReplication)
+		if err != nil {
+			return nil, fmt.Errorf("scylla replication: %w", err)
+		}
+		s, err := scylla.Open(ctx, scylla.Options{
+			Hosts:       cfg.ScyllaHosts,
+			Keyspace:    cfg.ScyllaKeyspace,
+			Replication: repl,
+			LocalDC:     cfg.ScyllaLocalDC,
+			Username:    cfg.ScyllaUsername,
+			Password:    cfg.ScyllaPassword,
+			Timeout:     cfg.ScyllaTimeout,
+			InboxTTL:    cfg.InboxTTL,
+			Logger:      cfg.Logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("open scylla store: %w", err)
+		}
+		return s, nil
 	default:
-		return nil, fmt.Errorf("unknown store %q: use embedded", cfg.Store)
+		return nil, fmt.Errorf("unknown store %q: use embedded or scylla", cfg.Store)
 	}
 }
 
 func (n *Node) start(ctx context.Context) error {
 	cfg := n.cfg
 	cluster.RegisterMessages(actors.Messages()...)
+	// Groups live in the same store, behind their own interface.
+	groups, ok := n.store.(persistence.GroupStore)
+	if !ok {
+		return fmt.Errorf("store %q cannot keep groups (it does not implement persistence.GroupStore), so this node cannot host the group kind", cfg.Store)
+	}
 	deps := &actors.Deps{
 		Store:  n.store,
+		Groups: groups,
 		Logger: cfg.Logger,
 		Config: actors.UserConfig{
 			SeqBlockSize:   cfg.SeqBlockSize,
 			RequestTimeout: cfg.RequestTimeout,
 			PassivateAfter: cfg.PassivateAfter,
 		},
+		Group: actors.GroupConfig{FanoutBatch: cfg.FanoutBatch},
 	}
 	system := cluster.NewActorSystem(cfg.Logger)
 	cl, err := cluster.New(system, cluster.Config{
@@ -138,7 +188,7 @@ func (n *Node) start(ctx context.Context) error {
 		PassivateAfter: cfg.PassivateAfter,
 		RequestTimeout: cfg.RequestTimeout,
 		Logger:         cfg.Logger,
-	}, actors.UserKind(deps))
+	}, actors.UserKind(deps), actors.GroupKind(deps))
 	if err != nil {
 		return fmt.Errorf("build cluster: %w", err)
 	}
@@ -147,6 +197,13 @@ func (n *Node) start(ctx context.Context) error {
 		return fmt.Errorf("start cluster: %w", err)
 	}
 	n.cluster = cl
+	// Group fan-outs a crash interrupted resume without waiting for traffic.
+	bg, stopBg := context.WithCancel(context.Background())
+	n.stopBg, n.bgDone = stopBg, make(chan struct{})
+	go func() {
+		defer close(n.bgDone)
+		actors.ResumeFanouts(bg, cl, groups, time.Minute, cfg.Logger)
+	}()
 
 	key, err := n.tokenKey(ctx)
 	if err != nil {
@@ -158,6 +215,7 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	gw, err := gateway.New(gateway.Config{
 		Store:          n.store,
+		Groups:         groups,
 		Cluster:        cl,
 		Tokens:         tokens,
 		Logger:         cfg.Logger,
@@ -250,6 +308,10 @@ func (n *Node) Gateway() *gateway.Gateway { return n.gateway }
 // clients reconnect, grains stop, and the store is flushed and closed.
 func (n *Node) Close(ctx context.Context) error {
 	var errs []error
+	if n.stopBg != nil {
+		n.stopBg()
+		<-n.bgDone
+	}
 	if n.gateway != nil {
 		errs = append(errs, n.gateway.Shutdown(ctx))
 	}

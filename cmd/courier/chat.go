@@ -52,7 +52,7 @@ func newChatCmd() *cobra.Command {
 	pf.StringVar(&f.caFile, "ca-file", "", "PEM file of a private CA to trust for https/wss")
 	pf.BoolVar(&f.verbose, "verbose", false, "log reconnects and protocol warnings to stderr")
 	pf.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for the server")
-	cmd.AddCommand(newChatRegisterCmd(&f), newChatSendCmd(&f), newChatListenCmd(&f))
+	cmd.AddCommand(newChatRegisterCmd(&f), newChatSendCmd(&f), newChatListenCmd(&f), newChatGroupCmd(&f))
 	return cmd
 }
 
@@ -195,9 +195,14 @@ later release.`,
 						return nil
 					}
 					printEntry(out, e, names)
-					if markRead && e.IsMessage() {
+					if markRead && (e.IsMessage() || e.IsGroupMessage()) {
 						rctx, cancel := context.WithTimeout(ctx, f.timeout)
-						err := c.MarkRead(rctx, e.FromUserID, e.ClientMsgID)
+						var err error
+						if e.IsGroupMessage() {
+							err = c.MarkGroupRead(rctx, e.GroupID, e.GroupSeq)
+						} else {
+							err = c.MarkRead(rctx, e.FromUserID, e.ClientMsgID)
+						}
 						cancel()
 						if err != nil && ctx.Err() == nil {
 							fmt.Fprintf(cmd.ErrOrStderr(), "mark read: %v\n", err)
@@ -420,6 +425,9 @@ func printEntry(w io.Writer, e client.Entry, n *names) {
 		for _, id := range e.ReceiptFor {
 			fmt.Fprintf(w, "✓✓ read %s (by %s)\n", id, n.name(e.FromUserID))
 		}
+	case courierpb.EntryKind_ENTRY_KIND_GROUP_MESSAGE, courierpb.EntryKind_ENTRY_KIND_GROUP_EVENT,
+		courierpb.EntryKind_ENTRY_KIND_GROUP_DELIVERED, courierpb.EntryKind_ENTRY_KIND_GROUP_READ:
+		printGroupEntry(w, e, n)
 	default:
 		fmt.Fprintf(w, "[%s] entry %d of kind %v from %s\n", at, e.Seq, e.Kind, n.name(e.FromUserID))
 	}

@@ -141,6 +141,9 @@ func recordExpiry(key, value []byte) (int64, error) {
 		_, expiresAtMs, err := decodeDedupe(value)
 		return expiresAtMs, err
 	default:
+		if exp, ok, err := groupRecordExpiry(key, value); ok {
+			return exp, err
+		}
 		return 0, fmt.Errorf("%w: expiry index points at record type %#x", errCorrupt, key[0])
 	}
 }

@@ -149,11 +149,15 @@ func (x *DeliverMessageReply) GetError() *Error {
 // DeliverReceipt asks User(to) to store a delivered or read receipt from
 // from_user_id about messages it had sent to them.
 type DeliverReceipt struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	FromUserId    string                 `protobuf:"bytes,1,opt,name=from_user_id,json=fromUserId,proto3" json:"from_user_id,omitempty"`
-	FromDeviceId  uint32                 `protobuf:"varint,2,opt,name=from_device_id,json=fromDeviceId,proto3" json:"from_device_id,omitempty"`
-	Kind          EntryKind              `protobuf:"varint,3,opt,name=kind,proto3,enum=courier.v1.EntryKind" json:"kind,omitempty"`
-	ClientMsgIds  []string               `protobuf:"bytes,4,rep,name=client_msg_ids,json=clientMsgIds,proto3" json:"client_msg_ids,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	FromUserId   string                 `protobuf:"bytes,1,opt,name=from_user_id,json=fromUserId,proto3" json:"from_user_id,omitempty"`
+	FromDeviceId uint32                 `protobuf:"varint,2,opt,name=from_device_id,json=fromDeviceId,proto3" json:"from_device_id,omitempty"`
+	Kind         EntryKind              `protobuf:"varint,3,opt,name=kind,proto3,enum=courier.v1.EntryKind" json:"kind,omitempty"`
+	ClientMsgIds []string               `protobuf:"bytes,4,rep,name=client_msg_ids,json=clientMsgIds,proto3" json:"client_msg_ids,omitempty"`
+	// For ENTRY_KIND_GROUP_DELIVERED / ENTRY_KIND_GROUP_READ: the group and
+	// the latest group_seq the receipt covers.
+	GroupId       string `protobuf:"bytes,5,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	GroupSeq      uint64 `protobuf:"varint,6,opt,name=group_seq,json=groupSeq,proto3" json:"group_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -214,6 +218,20 @@ func (x *DeliverReceipt) GetClientMsgIds() []string {
 		return x.ClientMsgIds
 	}
 	return nil
+}
+
+func (x *DeliverReceipt) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *DeliverReceipt) GetGroupSeq() uint64 {
+	if x != nil {
+		return x.GroupSeq
+	}
+	return 0
 }
 
 type DeliverReceiptReply struct {
@@ -735,6 +753,1315 @@ func (x *StoredEntry) GetExpiresAtMs() int64 {
 	return 0
 }
 
+type CreateGroup struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	DeviceId      uint32                 `protobuf:"varint,3,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Create        *GroupCreate           `protobuf:"bytes,4,opt,name=create,proto3" json:"create,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateGroup) Reset() {
+	*x = CreateGroup{}
+	mi := &file_grain_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateGroup) ProtoMessage() {}
+
+func (x *CreateGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateGroup.ProtoReflect.Descriptor instead.
+func (*CreateGroup) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CreateGroup) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *CreateGroup) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *CreateGroup) GetDeviceId() uint32 {
+	if x != nil {
+		return x.DeviceId
+	}
+	return 0
+}
+
+func (x *CreateGroup) GetCreate() *GroupCreate {
+	if x != nil {
+		return x.Create
+	}
+	return nil
+}
+
+type CreateGroupReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Info          *GroupInfo             `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	Error         *Error                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateGroupReply) Reset() {
+	*x = CreateGroupReply{}
+	mi := &file_grain_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateGroupReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateGroupReply) ProtoMessage() {}
+
+func (x *CreateGroupReply) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateGroupReply.ProtoReflect.Descriptor instead.
+func (*CreateGroupReply) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *CreateGroupReply) GetInfo() *GroupInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *CreateGroupReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+type UpdateGroup struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	DeviceId      uint32                 `protobuf:"varint,3,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Update        *GroupUpdate           `protobuf:"bytes,4,opt,name=update,proto3" json:"update,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateGroup) Reset() {
+	*x = UpdateGroup{}
+	mi := &file_grain_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateGroup) ProtoMessage() {}
+
+func (x *UpdateGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateGroup.ProtoReflect.Descriptor instead.
+func (*UpdateGroup) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *UpdateGroup) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *UpdateGroup) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *UpdateGroup) GetDeviceId() uint32 {
+	if x != nil {
+		return x.DeviceId
+	}
+	return 0
+}
+
+func (x *UpdateGroup) GetUpdate() *GroupUpdate {
+	if x != nil {
+		return x.Update
+	}
+	return nil
+}
+
+type UpdateGroupReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ok            *GroupUpdateOk         `protobuf:"bytes,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	Error         *Error                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateGroupReply) Reset() {
+	*x = UpdateGroupReply{}
+	mi := &file_grain_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateGroupReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateGroupReply) ProtoMessage() {}
+
+func (x *UpdateGroupReply) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateGroupReply.ProtoReflect.Descriptor instead.
+func (*UpdateGroupReply) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *UpdateGroupReply) GetOk() *GroupUpdateOk {
+	if x != nil {
+		return x.Ok
+	}
+	return nil
+}
+
+func (x *UpdateGroupReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+type SendGroupMessage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	DeviceId      uint32                 `protobuf:"varint,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Send          *GroupSend             `protobuf:"bytes,3,opt,name=send,proto3" json:"send,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendGroupMessage) Reset() {
+	*x = SendGroupMessage{}
+	mi := &file_grain_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendGroupMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendGroupMessage) ProtoMessage() {}
+
+func (x *SendGroupMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendGroupMessage.ProtoReflect.Descriptor instead.
+func (*SendGroupMessage) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SendGroupMessage) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *SendGroupMessage) GetDeviceId() uint32 {
+	if x != nil {
+		return x.DeviceId
+	}
+	return 0
+}
+
+func (x *SendGroupMessage) GetSend() *GroupSend {
+	if x != nil {
+		return x.Send
+	}
+	return nil
+}
+
+type SendGroupMessageReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupSeq      uint64                 `protobuf:"varint,1,opt,name=group_seq,json=groupSeq,proto3" json:"group_seq,omitempty"`
+	StoredAtMs    int64                  `protobuf:"varint,2,opt,name=stored_at_ms,json=storedAtMs,proto3" json:"stored_at_ms,omitempty"`
+	Duplicate     bool                   `protobuf:"varint,3,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	Error         *Error                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendGroupMessageReply) Reset() {
+	*x = SendGroupMessageReply{}
+	mi := &file_grain_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendGroupMessageReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendGroupMessageReply) ProtoMessage() {}
+
+func (x *SendGroupMessageReply) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendGroupMessageReply.ProtoReflect.Descriptor instead.
+func (*SendGroupMessageReply) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *SendGroupMessageReply) GetGroupSeq() uint64 {
+	if x != nil {
+		return x.GroupSeq
+	}
+	return 0
+}
+
+func (x *SendGroupMessageReply) GetStoredAtMs() int64 {
+	if x != nil {
+		return x.StoredAtMs
+	}
+	return 0
+}
+
+func (x *SendGroupMessageReply) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+func (x *SendGroupMessageReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+type GetGroupInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetGroupInfo) Reset() {
+	*x = GetGroupInfo{}
+	mi := &file_grain_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetGroupInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetGroupInfo) ProtoMessage() {}
+
+func (x *GetGroupInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetGroupInfo.ProtoReflect.Descriptor instead.
+func (*GetGroupInfo) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *GetGroupInfo) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *GetGroupInfo) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+type GetGroupInfoReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Info          *GroupInfo             `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	Error         *Error                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetGroupInfoReply) Reset() {
+	*x = GetGroupInfoReply{}
+	mi := &file_grain_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetGroupInfoReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetGroupInfoReply) ProtoMessage() {}
+
+func (x *GetGroupInfoReply) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetGroupInfoReply.ProtoReflect.Descriptor instead.
+func (*GetGroupInfoReply) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetGroupInfoReply) GetInfo() *GroupInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *GetGroupInfoReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+type GetGroupMembers struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetGroupMembers) Reset() {
+	*x = GetGroupMembers{}
+	mi := &file_grain_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetGroupMembers) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetGroupMembers) ProtoMessage() {}
+
+func (x *GetGroupMembers) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetGroupMembers.ProtoReflect.Descriptor instead.
+func (*GetGroupMembers) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetGroupMembers) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *GetGroupMembers) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+type GetGroupMembersReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Members       *GroupMemberList       `protobuf:"bytes,1,opt,name=members,proto3" json:"members,omitempty"`
+	Error         *Error                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetGroupMembersReply) Reset() {
+	*x = GetGroupMembersReply{}
+	mi := &file_grain_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetGroupMembersReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetGroupMembersReply) ProtoMessage() {}
+
+func (x *GetGroupMembersReply) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetGroupMembersReply.ProtoReflect.Descriptor instead.
+func (*GetGroupMembersReply) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *GetGroupMembersReply) GetMembers() *GroupMemberList {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *GetGroupMembersReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+type GetGroupReceipts struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	GroupSeq      uint64                 `protobuf:"varint,3,opt,name=group_seq,json=groupSeq,proto3" json:"group_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetGroupReceipts) Reset() {
+	*x = GetGroupReceipts{}
+	mi := &file_grain_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetGroupReceipts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetGroupReceipts) ProtoMessage() {}
+
+func (x *GetGroupReceipts) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetGroupReceipts.ProtoReflect.Descriptor instead.
+func (*GetGroupReceipts) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *GetGroupReceipts) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *GetGroupReceipts) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *GetGroupReceipts) GetGroupSeq() uint64 {
+	if x != nil {
+		return x.GroupSeq
+	}
+	return 0
+}
+
+type GetGroupReceiptsReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Receipts      *GroupReceipts         `protobuf:"bytes,1,opt,name=receipts,proto3" json:"receipts,omitempty"`
+	Error         *Error                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetGroupReceiptsReply) Reset() {
+	*x = GetGroupReceiptsReply{}
+	mi := &file_grain_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetGroupReceiptsReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetGroupReceiptsReply) ProtoMessage() {}
+
+func (x *GetGroupReceiptsReply) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetGroupReceiptsReply.ProtoReflect.Descriptor instead.
+func (*GetGroupReceiptsReply) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetGroupReceiptsReply) GetReceipts() *GroupReceipts {
+	if x != nil {
+		return x.Receipts
+	}
+	return nil
+}
+
+func (x *GetGroupReceiptsReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+// GroupReceipt tells Group(group_id) that member user_id received
+// (ENTRY_KIND_DELIVERED, from its User grain when a device acks) or read
+// (ENTRY_KIND_READ, from its gateway) every group entry up to up_to_group_seq.
+type GroupReceipt struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Kind          EntryKind              `protobuf:"varint,3,opt,name=kind,proto3,enum=courier.v1.EntryKind" json:"kind,omitempty"`
+	UpToGroupSeq  uint64                 `protobuf:"varint,4,opt,name=up_to_group_seq,json=upToGroupSeq,proto3" json:"up_to_group_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupReceipt) Reset() {
+	*x = GroupReceipt{}
+	mi := &file_grain_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupReceipt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupReceipt) ProtoMessage() {}
+
+func (x *GroupReceipt) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupReceipt.ProtoReflect.Descriptor instead.
+func (*GroupReceipt) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GroupReceipt) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *GroupReceipt) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *GroupReceipt) GetKind() EntryKind {
+	if x != nil {
+		return x.Kind
+	}
+	return EntryKind_ENTRY_KIND_UNSPECIFIED
+}
+
+func (x *GroupReceipt) GetUpToGroupSeq() uint64 {
+	if x != nil {
+		return x.UpToGroupSeq
+	}
+	return 0
+}
+
+type GroupReceiptReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupReceiptReply) Reset() {
+	*x = GroupReceiptReply{}
+	mi := &file_grain_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupReceiptReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupReceiptReply) ProtoMessage() {}
+
+func (x *GroupReceiptReply) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupReceiptReply.ProtoReflect.Descriptor instead.
+func (*GroupReceiptReply) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GroupReceiptReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+// WakeGroup activates a group so it resumes a fan-out a crash interrupted.
+type WakeGroup struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WakeGroup) Reset() {
+	*x = WakeGroup{}
+	mi := &file_grain_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WakeGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WakeGroup) ProtoMessage() {}
+
+func (x *WakeGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WakeGroup.ProtoReflect.Descriptor instead.
+func (*WakeGroup) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *WakeGroup) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+type WakeGroupReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WakeGroupReply) Reset() {
+	*x = WakeGroupReply{}
+	mi := &file_grain_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WakeGroupReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WakeGroupReply) ProtoMessage() {}
+
+func (x *WakeGroupReply) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WakeGroupReply.ProtoReflect.Descriptor instead.
+func (*WakeGroupReply) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{28}
+}
+
+// DeliverGroupEntries asks User(member) to store group entries in every
+// device inbox of the member, in group_seq order. It is idempotent per
+// (group_id, group_seq): entries the member already has are skipped.
+type DeliverGroupEntries struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	Entries       []*GroupLogEntry       `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliverGroupEntries) Reset() {
+	*x = DeliverGroupEntries{}
+	mi := &file_grain_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliverGroupEntries) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliverGroupEntries) ProtoMessage() {}
+
+func (x *DeliverGroupEntries) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliverGroupEntries.ProtoReflect.Descriptor instead.
+func (*DeliverGroupEntries) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *DeliverGroupEntries) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *DeliverGroupEntries) GetEntries() []*GroupLogEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type DeliverGroupEntriesReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliverGroupEntriesReply) Reset() {
+	*x = DeliverGroupEntriesReply{}
+	mi := &file_grain_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliverGroupEntriesReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliverGroupEntriesReply) ProtoMessage() {}
+
+func (x *DeliverGroupEntriesReply) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliverGroupEntriesReply.ProtoReflect.Descriptor instead.
+func (*DeliverGroupEntriesReply) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *DeliverGroupEntriesReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+// GroupLogEntry is one entry of a group's log: what every member gets.
+type GroupLogEntry struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	GroupSeq uint64                 `protobuf:"varint,1,opt,name=group_seq,json=groupSeq,proto3" json:"group_seq,omitempty"`
+	// The entry as members get it (inbox_seq 0; each inbox numbers it).
+	Entry *InboxEntry `protobuf:"bytes,2,opt,name=entry,proto3" json:"entry,omitempty"`
+	// Per-device ciphertexts of a message; devices not named get
+	// entry.ciphertext.
+	PerDevice []*GroupDeviceCiphertext `protobuf:"bytes,3,rep,name=per_device,json=perDevice,proto3" json:"per_device,omitempty"`
+	// Set by the store: when the entry expires.
+	ExpiresAtMs   int64 `protobuf:"varint,4,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupLogEntry) Reset() {
+	*x = GroupLogEntry{}
+	mi := &file_grain_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupLogEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupLogEntry) ProtoMessage() {}
+
+func (x *GroupLogEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupLogEntry.ProtoReflect.Descriptor instead.
+func (*GroupLogEntry) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GroupLogEntry) GetGroupSeq() uint64 {
+	if x != nil {
+		return x.GroupSeq
+	}
+	return 0
+}
+
+func (x *GroupLogEntry) GetEntry() *InboxEntry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
+func (x *GroupLogEntry) GetPerDevice() []*GroupDeviceCiphertext {
+	if x != nil {
+		return x.PerDevice
+	}
+	return nil
+}
+
+func (x *GroupLogEntry) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
+// SeqSpan is a range of group_seq; through = 0 means still open.
+type SeqSpan struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	From          uint64                 `protobuf:"varint,1,opt,name=from,proto3" json:"from,omitempty"`
+	Through       uint64                 `protobuf:"varint,2,opt,name=through,proto3" json:"through,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SeqSpan) Reset() {
+	*x = SeqSpan{}
+	mi := &file_grain_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeqSpan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeqSpan) ProtoMessage() {}
+
+func (x *SeqSpan) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeqSpan.ProtoReflect.Descriptor instead.
+func (*SeqSpan) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *SeqSpan) GetFrom() uint64 {
+	if x != nil {
+		return x.From
+	}
+	return 0
+}
+
+func (x *SeqSpan) GetThrough() uint64 {
+	if x != nil {
+		return x.Through
+	}
+	return 0
+}
+
+// GroupMemberState is one member (or recent ex-member) of a group.
+type GroupMemberState struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// GROUP_ROLE_UNSPECIFIED once the user left or was removed.
+	Role       GroupRole `protobuf:"varint,2,opt,name=role,proto3,enum=courier.v1.GroupRole" json:"role,omitempty"`
+	AddedBy    string    `protobuf:"bytes,3,opt,name=added_by,json=addedBy,proto3" json:"added_by,omitempty"`
+	JoinedAtMs int64     `protobuf:"varint,4,opt,name=joined_at_ms,json=joinedAtMs,proto3" json:"joined_at_ms,omitempty"`
+	// The group_seq ranges in which the user was a member and whose fan-out
+	// may not be done: the last one is open while the user is a member.
+	// Entries outside every span never reach the user.
+	Spans         []*SeqSpan `protobuf:"bytes,5,rep,name=spans,proto3" json:"spans,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupMemberState) Reset() {
+	*x = GroupMemberState{}
+	mi := &file_grain_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupMemberState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupMemberState) ProtoMessage() {}
+
+func (x *GroupMemberState) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupMemberState.ProtoReflect.Descriptor instead.
+func (*GroupMemberState) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *GroupMemberState) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *GroupMemberState) GetRole() GroupRole {
+	if x != nil {
+		return x.Role
+	}
+	return GroupRole_GROUP_ROLE_UNSPECIFIED
+}
+
+func (x *GroupMemberState) GetAddedBy() string {
+	if x != nil {
+		return x.AddedBy
+	}
+	return ""
+}
+
+func (x *GroupMemberState) GetJoinedAtMs() int64 {
+	if x != nil {
+		return x.JoinedAtMs
+	}
+	return 0
+}
+
+func (x *GroupMemberState) GetSpans() []*SeqSpan {
+	if x != nil {
+		return x.Spans
+	}
+	return nil
+}
+
+// GroupState is a group's metadata and membership, stored as one record.
+type GroupState struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	GroupId string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// The group_seq of the last change applied; the store's compare-and-set
+	// on it keeps two activations from overwriting each other.
+	Version        uint64              `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	CreateId       string              `protobuf:"bytes,3,opt,name=create_id,json=createId,proto3" json:"create_id,omitempty"`
+	CreatorUserId  string              `protobuf:"bytes,4,opt,name=creator_user_id,json=creatorUserId,proto3" json:"creator_user_id,omitempty"`
+	CreatedAtMs    int64               `protobuf:"varint,5,opt,name=created_at_ms,json=createdAtMs,proto3" json:"created_at_ms,omitempty"`
+	Subject        string              `protobuf:"bytes,6,opt,name=subject,proto3" json:"subject,omitempty"`
+	Description    string              `protobuf:"bytes,7,opt,name=description,proto3" json:"description,omitempty"`
+	Settings       *GroupSettings      `protobuf:"bytes,8,opt,name=settings,proto3" json:"settings,omitempty"`
+	SenderKeyEpoch uint64              `protobuf:"varint,9,opt,name=sender_key_epoch,json=senderKeyEpoch,proto3" json:"sender_key_epoch,omitempty"`
+	Members        []*GroupMemberState `protobuf:"bytes,10,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *GroupState) Reset() {
+	*x = GroupState{}
+	mi := &file_grain_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupState) ProtoMessage() {}
+
+func (x *GroupState) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupState.ProtoReflect.Descriptor instead.
+func (*GroupState) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *GroupState) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *GroupState) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *GroupState) GetCreateId() string {
+	if x != nil {
+		return x.CreateId
+	}
+	return ""
+}
+
+func (x *GroupState) GetCreatorUserId() string {
+	if x != nil {
+		return x.CreatorUserId
+	}
+	return ""
+}
+
+func (x *GroupState) GetCreatedAtMs() int64 {
+	if x != nil {
+		return x.CreatedAtMs
+	}
+	return 0
+}
+
+func (x *GroupState) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *GroupState) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *GroupState) GetSettings() *GroupSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *GroupState) GetSenderKeyEpoch() uint64 {
+	if x != nil {
+		return x.SenderKeyEpoch
+	}
+	return 0
+}
+
+func (x *GroupState) GetMembers() []*GroupMemberState {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
 var File_grain_proto protoreflect.FileDescriptor
 
 const file_grain_proto_rawDesc = "" +
@@ -751,13 +2078,15 @@ const file_grain_proto_rawDesc = "" +
 	"\fstored_at_ms\x18\x01 \x01(\x03R\n" +
 	"storedAtMs\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12'\n" +
-	"\x05error\x18\x03 \x01(\v2\x11.courier.v1.ErrorR\x05error\"\xa9\x01\n" +
+	"\x05error\x18\x03 \x01(\v2\x11.courier.v1.ErrorR\x05error\"\xe1\x01\n" +
 	"\x0eDeliverReceipt\x12 \n" +
 	"\ffrom_user_id\x18\x01 \x01(\tR\n" +
 	"fromUserId\x12$\n" +
 	"\x0efrom_device_id\x18\x02 \x01(\rR\ffromDeviceId\x12)\n" +
 	"\x04kind\x18\x03 \x01(\x0e2\x15.courier.v1.EntryKindR\x04kind\x12$\n" +
-	"\x0eclient_msg_ids\x18\x04 \x03(\tR\fclientMsgIds\">\n" +
+	"\x0eclient_msg_ids\x18\x04 \x03(\tR\fclientMsgIds\x12\x19\n" +
+	"\bgroup_id\x18\x05 \x01(\tR\agroupId\x12\x1b\n" +
+	"\tgroup_seq\x18\x06 \x01(\x04R\bgroupSeq\">\n" +
 	"\x13DeliverReceiptReply\x12'\n" +
 	"\x05error\x18\x01 \x01(\v2\x11.courier.v1.ErrorR\x05error\"\xac\x01\n" +
 	"\fAttachDevice\x12\x1b\n" +
@@ -787,7 +2116,96 @@ const file_grain_proto_rawDesc = "" +
 	"\aentries\x18\x01 \x03(\v2\x16.courier.v1.InboxEntryR\aentries\"_\n" +
 	"\vStoredEntry\x12,\n" +
 	"\x05entry\x18\x01 \x01(\v2\x16.courier.v1.InboxEntryR\x05entry\x12\"\n" +
-	"\rexpires_at_ms\x18\x02 \x01(\x03R\vexpiresAtMsB0Z.github.com/courier-im/courier/protos/courierpbb\x06proto3"
+	"\rexpires_at_ms\x18\x02 \x01(\x03R\vexpiresAtMs\"\x8f\x01\n" +
+	"\vCreateGroup\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1b\n" +
+	"\tdevice_id\x18\x03 \x01(\rR\bdeviceId\x12/\n" +
+	"\x06create\x18\x04 \x01(\v2\x17.courier.v1.GroupCreateR\x06create\"f\n" +
+	"\x10CreateGroupReply\x12)\n" +
+	"\x04info\x18\x01 \x01(\v2\x15.courier.v1.GroupInfoR\x04info\x12'\n" +
+	"\x05error\x18\x02 \x01(\v2\x11.courier.v1.ErrorR\x05error\"\x8f\x01\n" +
+	"\vUpdateGroup\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1b\n" +
+	"\tdevice_id\x18\x03 \x01(\rR\bdeviceId\x12/\n" +
+	"\x06update\x18\x04 \x01(\v2\x17.courier.v1.GroupUpdateR\x06update\"f\n" +
+	"\x10UpdateGroupReply\x12)\n" +
+	"\x02ok\x18\x01 \x01(\v2\x19.courier.v1.GroupUpdateOkR\x02ok\x12'\n" +
+	"\x05error\x18\x02 \x01(\v2\x11.courier.v1.ErrorR\x05error\"s\n" +
+	"\x10SendGroupMessage\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\rR\bdeviceId\x12)\n" +
+	"\x04send\x18\x03 \x01(\v2\x15.courier.v1.GroupSendR\x04send\"\x9d\x01\n" +
+	"\x15SendGroupMessageReply\x12\x1b\n" +
+	"\tgroup_seq\x18\x01 \x01(\x04R\bgroupSeq\x12 \n" +
+	"\fstored_at_ms\x18\x02 \x01(\x03R\n" +
+	"storedAtMs\x12\x1c\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\x12'\n" +
+	"\x05error\x18\x04 \x01(\v2\x11.courier.v1.ErrorR\x05error\"B\n" +
+	"\fGetGroupInfo\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"g\n" +
+	"\x11GetGroupInfoReply\x12)\n" +
+	"\x04info\x18\x01 \x01(\v2\x15.courier.v1.GroupInfoR\x04info\x12'\n" +
+	"\x05error\x18\x02 \x01(\v2\x11.courier.v1.ErrorR\x05error\"E\n" +
+	"\x0fGetGroupMembers\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"v\n" +
+	"\x14GetGroupMembersReply\x125\n" +
+	"\amembers\x18\x01 \x01(\v2\x1b.courier.v1.GroupMemberListR\amembers\x12'\n" +
+	"\x05error\x18\x02 \x01(\v2\x11.courier.v1.ErrorR\x05error\"c\n" +
+	"\x10GetGroupReceipts\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1b\n" +
+	"\tgroup_seq\x18\x03 \x01(\x04R\bgroupSeq\"w\n" +
+	"\x15GetGroupReceiptsReply\x125\n" +
+	"\breceipts\x18\x01 \x01(\v2\x19.courier.v1.GroupReceiptsR\breceipts\x12'\n" +
+	"\x05error\x18\x02 \x01(\v2\x11.courier.v1.ErrorR\x05error\"\x94\x01\n" +
+	"\fGroupReceipt\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12)\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x15.courier.v1.EntryKindR\x04kind\x12%\n" +
+	"\x0fup_to_group_seq\x18\x04 \x01(\x04R\fupToGroupSeq\"<\n" +
+	"\x11GroupReceiptReply\x12'\n" +
+	"\x05error\x18\x01 \x01(\v2\x11.courier.v1.ErrorR\x05error\"&\n" +
+	"\tWakeGroup\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\"\x10\n" +
+	"\x0eWakeGroupReply\"e\n" +
+	"\x13DeliverGroupEntries\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x123\n" +
+	"\aentries\x18\x02 \x03(\v2\x19.courier.v1.GroupLogEntryR\aentries\"C\n" +
+	"\x18DeliverGroupEntriesReply\x12'\n" +
+	"\x05error\x18\x01 \x01(\v2\x11.courier.v1.ErrorR\x05error\"\xc0\x01\n" +
+	"\rGroupLogEntry\x12\x1b\n" +
+	"\tgroup_seq\x18\x01 \x01(\x04R\bgroupSeq\x12,\n" +
+	"\x05entry\x18\x02 \x01(\v2\x16.courier.v1.InboxEntryR\x05entry\x12@\n" +
+	"\n" +
+	"per_device\x18\x03 \x03(\v2!.courier.v1.GroupDeviceCiphertextR\tperDevice\x12\"\n" +
+	"\rexpires_at_ms\x18\x04 \x01(\x03R\vexpiresAtMs\"7\n" +
+	"\aSeqSpan\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\x04R\x04from\x12\x18\n" +
+	"\athrough\x18\x02 \x01(\x04R\athrough\"\xbe\x01\n" +
+	"\x10GroupMemberState\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12)\n" +
+	"\x04role\x18\x02 \x01(\x0e2\x15.courier.v1.GroupRoleR\x04role\x12\x19\n" +
+	"\badded_by\x18\x03 \x01(\tR\aaddedBy\x12 \n" +
+	"\fjoined_at_ms\x18\x04 \x01(\x03R\n" +
+	"joinedAtMs\x12)\n" +
+	"\x05spans\x18\x05 \x03(\v2\x13.courier.v1.SeqSpanR\x05spans\"\xff\x02\n" +
+	"\n" +
+	"GroupState\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x1b\n" +
+	"\tcreate_id\x18\x03 \x01(\tR\bcreateId\x12&\n" +
+	"\x0fcreator_user_id\x18\x04 \x01(\tR\rcreatorUserId\x12\"\n" +
+	"\rcreated_at_ms\x18\x05 \x01(\x03R\vcreatedAtMs\x12\x18\n" +
+	"\asubject\x18\x06 \x01(\tR\asubject\x12 \n" +
+	"\vdescription\x18\a \x01(\tR\vdescription\x125\n" +
+	"\bsettings\x18\b \x01(\v2\x19.courier.v1.GroupSettingsR\bsettings\x12(\n" +
+	"\x10sender_key_epoch\x18\t \x01(\x04R\x0esenderKeyEpoch\x126\n" +
+	"\amembers\x18\n" +
+	" \x03(\v2\x1c.courier.v1.GroupMemberStateR\amembersB0Z.github.com/courier-im/courier/protos/courierpbb\x06proto3"
 
 var (
 	file_grain_proto_rawDescOnce sync.Once
@@ -801,40 +2219,96 @@ func file_grain_proto_rawDescGZIP() []byte {
 	return file_grain_proto_rawDescData
 }
 
-var file_grain_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_grain_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_grain_proto_goTypes = []any{
-	(*DeliverMessage)(nil),      // 0: courier.v1.DeliverMessage
-	(*DeliverMessageReply)(nil), // 1: courier.v1.DeliverMessageReply
-	(*DeliverReceipt)(nil),      // 2: courier.v1.DeliverReceipt
-	(*DeliverReceiptReply)(nil), // 3: courier.v1.DeliverReceiptReply
-	(*AttachDevice)(nil),        // 4: courier.v1.AttachDevice
-	(*AttachDeviceReply)(nil),   // 5: courier.v1.AttachDeviceReply
-	(*SessionReplaced)(nil),     // 6: courier.v1.SessionReplaced
-	(*DetachDevice)(nil),        // 7: courier.v1.DetachDevice
-	(*DetachDeviceReply)(nil),   // 8: courier.v1.DetachDeviceReply
-	(*AckInbox)(nil),            // 9: courier.v1.AckInbox
-	(*AckInboxReply)(nil),       // 10: courier.v1.AckInboxReply
-	(*PushEntries)(nil),         // 11: courier.v1.PushEntries
-	(*StoredEntry)(nil),         // 12: courier.v1.StoredEntry
-	(*Send)(nil),                // 13: courier.v1.Send
-	(*Error)(nil),               // 14: courier.v1.Error
-	(EntryKind)(0),              // 15: courier.v1.EntryKind
-	(*InboxEntry)(nil),          // 16: courier.v1.InboxEntry
+	(*DeliverMessage)(nil),           // 0: courier.v1.DeliverMessage
+	(*DeliverMessageReply)(nil),      // 1: courier.v1.DeliverMessageReply
+	(*DeliverReceipt)(nil),           // 2: courier.v1.DeliverReceipt
+	(*DeliverReceiptReply)(nil),      // 3: courier.v1.DeliverReceiptReply
+	(*AttachDevice)(nil),             // 4: courier.v1.AttachDevice
+	(*AttachDeviceReply)(nil),        // 5: courier.v1.AttachDeviceReply
+	(*SessionReplaced)(nil),          // 6: courier.v1.SessionReplaced
+	(*DetachDevice)(nil),             // 7: courier.v1.DetachDevice
+	(*DetachDeviceReply)(nil),        // 8: courier.v1.DetachDeviceReply
+	(*AckInbox)(nil),                 // 9: courier.v1.AckInbox
+	(*AckInboxReply)(nil),            // 10: courier.v1.AckInboxReply
+	(*PushEntries)(nil),              // 11: courier.v1.PushEntries
+	(*StoredEntry)(nil),              // 12: courier.v1.StoredEntry
+	(*CreateGroup)(nil),              // 13: courier.v1.CreateGroup
+	(*CreateGroupReply)(nil),         // 14: courier.v1.CreateGroupReply
+	(*UpdateGroup)(nil),              // 15: courier.v1.UpdateGroup
+	(*UpdateGroupReply)(nil),         // 16: courier.v1.UpdateGroupReply
+	(*SendGroupMessage)(nil),         // 17: courier.v1.SendGroupMessage
+	(*SendGroupMessageReply)(nil),    // 18: courier.v1.SendGroupMessageReply
+	(*GetGroupInfo)(nil),             // 19: courier.v1.GetGroupInfo
+	(*GetGroupInfoReply)(nil),        // 20: courier.v1.GetGroupInfoReply
+	(*GetGroupMembers)(nil),          // 21: courier.v1.GetGroupMembers
+	(*GetGroupMembersReply)(nil),     // 22: courier.v1.GetGroupMembersReply
+	(*GetGroupReceipts)(nil),         // 23: courier.v1.GetGroupReceipts
+	(*GetGroupReceiptsReply)(nil),    // 24: courier.v1.GetGroupReceiptsReply
+	(*GroupReceipt)(nil),             // 25: courier.v1.GroupReceipt
+	(*GroupReceiptReply)(nil),        // 26: courier.v1.GroupReceiptReply
+	(*WakeGroup)(nil),                // 27: courier.v1.WakeGroup
+	(*WakeGroupReply)(nil),           // 28: courier.v1.WakeGroupReply
+	(*DeliverGroupEntries)(nil),      // 29: courier.v1.DeliverGroupEntries
+	(*DeliverGroupEntriesReply)(nil), // 30: courier.v1.DeliverGroupEntriesReply
+	(*GroupLogEntry)(nil),            // 31: courier.v1.GroupLogEntry
+	(*SeqSpan)(nil),                  // 32: courier.v1.SeqSpan
+	(*GroupMemberState)(nil),         // 33: courier.v1.GroupMemberState
+	(*GroupState)(nil),               // 34: courier.v1.GroupState
+	(*Send)(nil),                     // 35: courier.v1.Send
+	(*Error)(nil),                    // 36: courier.v1.Error
+	(EntryKind)(0),                   // 37: courier.v1.EntryKind
+	(*InboxEntry)(nil),               // 38: courier.v1.InboxEntry
+	(*GroupCreate)(nil),              // 39: courier.v1.GroupCreate
+	(*GroupInfo)(nil),                // 40: courier.v1.GroupInfo
+	(*GroupUpdate)(nil),              // 41: courier.v1.GroupUpdate
+	(*GroupUpdateOk)(nil),            // 42: courier.v1.GroupUpdateOk
+	(*GroupSend)(nil),                // 43: courier.v1.GroupSend
+	(*GroupMemberList)(nil),          // 44: courier.v1.GroupMemberList
+	(*GroupReceipts)(nil),            // 45: courier.v1.GroupReceipts
+	(*GroupDeviceCiphertext)(nil),    // 46: courier.v1.GroupDeviceCiphertext
+	(GroupRole)(0),                   // 47: courier.v1.GroupRole
+	(*GroupSettings)(nil),            // 48: courier.v1.GroupSettings
 }
 var file_grain_proto_depIdxs = []int32{
-	13, // 0: courier.v1.DeliverMessage.send:type_name -> courier.v1.Send
-	14, // 1: courier.v1.DeliverMessageReply.error:type_name -> courier.v1.Error
-	15, // 2: courier.v1.DeliverReceipt.kind:type_name -> courier.v1.EntryKind
-	14, // 3: courier.v1.DeliverReceiptReply.error:type_name -> courier.v1.Error
-	14, // 4: courier.v1.AttachDeviceReply.error:type_name -> courier.v1.Error
-	14, // 5: courier.v1.AckInboxReply.error:type_name -> courier.v1.Error
-	16, // 6: courier.v1.PushEntries.entries:type_name -> courier.v1.InboxEntry
-	16, // 7: courier.v1.StoredEntry.entry:type_name -> courier.v1.InboxEntry
-	8,  // [8:8] is the sub-list for method output_type
-	8,  // [8:8] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	35, // 0: courier.v1.DeliverMessage.send:type_name -> courier.v1.Send
+	36, // 1: courier.v1.DeliverMessageReply.error:type_name -> courier.v1.Error
+	37, // 2: courier.v1.DeliverReceipt.kind:type_name -> courier.v1.EntryKind
+	36, // 3: courier.v1.DeliverReceiptReply.error:type_name -> courier.v1.Error
+	36, // 4: courier.v1.AttachDeviceReply.error:type_name -> courier.v1.Error
+	36, // 5: courier.v1.AckInboxReply.error:type_name -> courier.v1.Error
+	38, // 6: courier.v1.PushEntries.entries:type_name -> courier.v1.InboxEntry
+	38, // 7: courier.v1.StoredEntry.entry:type_name -> courier.v1.InboxEntry
+	39, // 8: courier.v1.CreateGroup.create:type_name -> courier.v1.GroupCreate
+	40, // 9: courier.v1.CreateGroupReply.info:type_name -> courier.v1.GroupInfo
+	36, // 10: courier.v1.CreateGroupReply.error:type_name -> courier.v1.Error
+	41, // 11: courier.v1.UpdateGroup.update:type_name -> courier.v1.GroupUpdate
+	42, // 12: courier.v1.UpdateGroupReply.ok:type_name -> courier.v1.GroupUpdateOk
+	36, // 13: courier.v1.UpdateGroupReply.error:type_name -> courier.v1.Error
+	43, // 14: courier.v1.SendGroupMessage.send:type_name -> courier.v1.GroupSend
+	36, // 15: courier.v1.SendGroupMessageReply.error:type_name -> courier.v1.Error
+	40, // 16: courier.v1.GetGroupInfoReply.info:type_name -> courier.v1.GroupInfo
+	36, // 17: courier.v1.GetGroupInfoReply.error:type_name -> courier.v1.Error
+	44, // 18: courier.v1.GetGroupMembersReply.members:type_name -> courier.v1.GroupMemberList
+	36, // 19: courier.v1.GetGroupMembersReply.error:type_name -> courier.v1.Error
+	45, // 20: courier.v1.GetGroupReceiptsReply.receipts:type_name -> courier.v1.GroupReceipts
+	36, // 21: courier.v1.GetGroupReceiptsReply.error:type_name -> courier.v1.Error
+	37, // 22: courier.v1.GroupReceipt.kind:type_name -> courier.v1.EntryKind
+	36, // 23: courier.v1.GroupReceiptReply.error:type_name -> courier.v1.Error
+	31, // 24: courier.v1.DeliverGroupEntries.entries:type_name -> courier.v1.GroupLogEntry
+	36, // 25: courier.v1.DeliverGroupEntriesReply.error:type_name -> courier.v1.Error
+	38, // 26: courier.v1.GroupLogEntry.entry:type_name -> courier.v1.InboxEntry
+	46, // 27: courier.v1.GroupLogEntry.per_device:type_name -> courier.v1.GroupDeviceCiphertext
+	47, // 28: courier.v1.GroupMemberState.role:type_name -> courier.v1.GroupRole
+	32, // 29: courier.v1.GroupMemberState.spans:type_name -> courier.v1.SeqSpan
+	48, // 30: courier.v1.GroupState.settings:type_name -> courier.v1.GroupSettings
+	33, // 31: courier.v1.GroupState.members:type_name -> courier.v1.GroupMemberState
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_grain_proto_init() }
@@ -849,7 +2323,7 @@ func file_grain_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_grain_proto_rawDesc), len(file_grain_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -37,6 +37,15 @@ const (
 	EntryKind_ENTRY_KIND_DELIVERED EntryKind = 3
 	// The recipient read the messages (blue ticks).
 	EntryKind_ENTRY_KIND_READ EntryKind = 4
+	// A message to a group this user is a member of (group_id, group_seq).
+	EntryKind_ENTRY_KIND_GROUP_MESSAGE EntryKind = 5
+	// A change of a group (group_event): creation, members, admins, info.
+	EntryKind_ENTRY_KIND_GROUP_EVENT EntryKind = 6
+	// Every member the group message was sent to received it (double tick);
+	// receipt_for names this user's messages, group_seq the latest of them.
+	EntryKind_ENTRY_KIND_GROUP_DELIVERED EntryKind = 7
+	// Every member the group message was sent to read it (blue ticks).
+	EntryKind_ENTRY_KIND_GROUP_READ EntryKind = 8
 )
 
 // Enum value maps for EntryKind.
@@ -47,6 +56,10 @@ var (
 		2: "ENTRY_KIND_SENT_TRANSCRIPT",
 		3: "ENTRY_KIND_DELIVERED",
 		4: "ENTRY_KIND_READ",
+		5: "ENTRY_KIND_GROUP_MESSAGE",
+		6: "ENTRY_KIND_GROUP_EVENT",
+		7: "ENTRY_KIND_GROUP_DELIVERED",
+		8: "ENTRY_KIND_GROUP_READ",
 	}
 	EntryKind_value = map[string]int32{
 		"ENTRY_KIND_UNSPECIFIED":     0,
@@ -54,6 +67,10 @@ var (
 		"ENTRY_KIND_SENT_TRANSCRIPT": 2,
 		"ENTRY_KIND_DELIVERED":       3,
 		"ENTRY_KIND_READ":            4,
+		"ENTRY_KIND_GROUP_MESSAGE":   5,
+		"ENTRY_KIND_GROUP_EVENT":     6,
+		"ENTRY_KIND_GROUP_DELIVERED": 7,
+		"ENTRY_KIND_GROUP_READ":      8,
 	}
 )
 
@@ -109,6 +126,10 @@ const (
 	ErrorCode_NOT_DELIVERABLE    ErrorCode = 13
 	ErrorCode_NOT_MEMBER         ErrorCode = 14
 	ErrorCode_MISMATCHED_DEVICES ErrorCode = 15
+	// The group already has the maximum number of members (1,024).
+	ErrorCode_GROUP_FULL ErrorCode = 16
+	// Only a group admin may do this.
+	ErrorCode_NOT_ADMIN ErrorCode = 17
 )
 
 // Enum value maps for ErrorCode.
@@ -130,6 +151,8 @@ var (
 		13: "NOT_DELIVERABLE",
 		14: "NOT_MEMBER",
 		15: "MISMATCHED_DEVICES",
+		16: "GROUP_FULL",
+		17: "NOT_ADMIN",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED": 0,
@@ -148,6 +171,8 @@ var (
 		"NOT_DELIVERABLE":        13,
 		"NOT_MEMBER":             14,
 		"MISMATCHED_DEVICES":     15,
+		"GROUP_FULL":             16,
+		"NOT_ADMIN":              17,
 	}
 )
 
@@ -178,6 +203,180 @@ func (ErrorCode) EnumDescriptor() ([]byte, []int) {
 	return file_wire_proto_rawDescGZIP(), []int{1}
 }
 
+type GroupRole int32
+
+const (
+	GroupRole_GROUP_ROLE_UNSPECIFIED GroupRole = 0
+	GroupRole_GROUP_ROLE_MEMBER      GroupRole = 1
+	GroupRole_GROUP_ROLE_ADMIN       GroupRole = 2
+	// The creator is an admin no other admin can demote or remove.
+	GroupRole_GROUP_ROLE_CREATOR GroupRole = 3
+)
+
+// Enum value maps for GroupRole.
+var (
+	GroupRole_name = map[int32]string{
+		0: "GROUP_ROLE_UNSPECIFIED",
+		1: "GROUP_ROLE_MEMBER",
+		2: "GROUP_ROLE_ADMIN",
+		3: "GROUP_ROLE_CREATOR",
+	}
+	GroupRole_value = map[string]int32{
+		"GROUP_ROLE_UNSPECIFIED": 0,
+		"GROUP_ROLE_MEMBER":      1,
+		"GROUP_ROLE_ADMIN":       2,
+		"GROUP_ROLE_CREATOR":     3,
+	}
+)
+
+func (x GroupRole) Enum() *GroupRole {
+	p := new(GroupRole)
+	*p = x
+	return p
+}
+
+func (x GroupRole) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (GroupRole) Descriptor() protoreflect.EnumDescriptor {
+	return file_wire_proto_enumTypes[2].Descriptor()
+}
+
+func (GroupRole) Type() protoreflect.EnumType {
+	return &file_wire_proto_enumTypes[2]
+}
+
+func (x GroupRole) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use GroupRole.Descriptor instead.
+func (GroupRole) EnumDescriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{2}
+}
+
+type GroupPermission int32
+
+const (
+	// The setting's default: sending and editing info are open to all
+	// members, adding members is for admins.
+	GroupPermission_GROUP_PERMISSION_DEFAULT     GroupPermission = 0
+	GroupPermission_GROUP_PERMISSION_ALL_MEMBERS GroupPermission = 1
+	GroupPermission_GROUP_PERMISSION_ADMINS_ONLY GroupPermission = 2
+)
+
+// Enum value maps for GroupPermission.
+var (
+	GroupPermission_name = map[int32]string{
+		0: "GROUP_PERMISSION_DEFAULT",
+		1: "GROUP_PERMISSION_ALL_MEMBERS",
+		2: "GROUP_PERMISSION_ADMINS_ONLY",
+	}
+	GroupPermission_value = map[string]int32{
+		"GROUP_PERMISSION_DEFAULT":     0,
+		"GROUP_PERMISSION_ALL_MEMBERS": 1,
+		"GROUP_PERMISSION_ADMINS_ONLY": 2,
+	}
+)
+
+func (x GroupPermission) Enum() *GroupPermission {
+	p := new(GroupPermission)
+	*p = x
+	return p
+}
+
+func (x GroupPermission) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (GroupPermission) Descriptor() protoreflect.EnumDescriptor {
+	return file_wire_proto_enumTypes[3].Descriptor()
+}
+
+func (GroupPermission) Type() protoreflect.EnumType {
+	return &file_wire_proto_enumTypes[3]
+}
+
+func (x GroupPermission) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use GroupPermission.Descriptor instead.
+func (GroupPermission) EnumDescriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{3}
+}
+
+type GroupEventType int32
+
+const (
+	GroupEventType_GROUP_EVENT_UNSPECIFIED         GroupEventType = 0
+	GroupEventType_GROUP_EVENT_CREATED             GroupEventType = 1
+	GroupEventType_GROUP_EVENT_MEMBERS_ADDED       GroupEventType = 2
+	GroupEventType_GROUP_EVENT_MEMBERS_REMOVED     GroupEventType = 3
+	GroupEventType_GROUP_EVENT_MEMBER_LEFT         GroupEventType = 4
+	GroupEventType_GROUP_EVENT_ADMINS_PROMOTED     GroupEventType = 5
+	GroupEventType_GROUP_EVENT_ADMINS_DEMOTED      GroupEventType = 6
+	GroupEventType_GROUP_EVENT_SUBJECT_CHANGED     GroupEventType = 7
+	GroupEventType_GROUP_EVENT_DESCRIPTION_CHANGED GroupEventType = 8
+	GroupEventType_GROUP_EVENT_SETTINGS_CHANGED    GroupEventType = 9
+)
+
+// Enum value maps for GroupEventType.
+var (
+	GroupEventType_name = map[int32]string{
+		0: "GROUP_EVENT_UNSPECIFIED",
+		1: "GROUP_EVENT_CREATED",
+		2: "GROUP_EVENT_MEMBERS_ADDED",
+		3: "GROUP_EVENT_MEMBERS_REMOVED",
+		4: "GROUP_EVENT_MEMBER_LEFT",
+		5: "GROUP_EVENT_ADMINS_PROMOTED",
+		6: "GROUP_EVENT_ADMINS_DEMOTED",
+		7: "GROUP_EVENT_SUBJECT_CHANGED",
+		8: "GROUP_EVENT_DESCRIPTION_CHANGED",
+		9: "GROUP_EVENT_SETTINGS_CHANGED",
+	}
+	GroupEventType_value = map[string]int32{
+		"GROUP_EVENT_UNSPECIFIED":         0,
+		"GROUP_EVENT_CREATED":             1,
+		"GROUP_EVENT_MEMBERS_ADDED":       2,
+		"GROUP_EVENT_MEMBERS_REMOVED":     3,
+		"GROUP_EVENT_MEMBER_LEFT":         4,
+		"GROUP_EVENT_ADMINS_PROMOTED":     5,
+		"GROUP_EVENT_ADMINS_DEMOTED":      6,
+		"GROUP_EVENT_SUBJECT_CHANGED":     7,
+		"GROUP_EVENT_DESCRIPTION_CHANGED": 8,
+		"GROUP_EVENT_SETTINGS_CHANGED":    9,
+	}
+)
+
+func (x GroupEventType) Enum() *GroupEventType {
+	p := new(GroupEventType)
+	*p = x
+	return p
+}
+
+func (x GroupEventType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (GroupEventType) Descriptor() protoreflect.EnumDescriptor {
+	return file_wire_proto_enumTypes[4].Descriptor()
+}
+
+func (GroupEventType) Type() protoreflect.EnumType {
+	return &file_wire_proto_enumTypes[4]
+}
+
+func (x GroupEventType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use GroupEventType.Descriptor instead.
+func (GroupEventType) EnumDescriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{4}
+}
+
 // ClientFrame is one frame a device sends.
 type ClientFrame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -189,6 +388,14 @@ type ClientFrame struct {
 	//	*ClientFrame_Ack
 	//	*ClientFrame_Read
 	//	*ClientFrame_Ping
+	//	*ClientFrame_GroupCreate
+	//	*ClientFrame_GroupUpdate
+	//	*ClientFrame_GroupSend
+	//	*ClientFrame_GroupInfo
+	//	*ClientFrame_GroupList
+	//	*ClientFrame_GroupMembers
+	//	*ClientFrame_GroupReceipts
+	//	*ClientFrame_GroupRead
 	Body          isClientFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -274,6 +481,78 @@ func (x *ClientFrame) GetPing() *Ping {
 	return nil
 }
 
+func (x *ClientFrame) GetGroupCreate() *GroupCreate {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_GroupCreate); ok {
+			return x.GroupCreate
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetGroupUpdate() *GroupUpdate {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_GroupUpdate); ok {
+			return x.GroupUpdate
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetGroupSend() *GroupSend {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_GroupSend); ok {
+			return x.GroupSend
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetGroupInfo() *GroupInfoRequest {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_GroupInfo); ok {
+			return x.GroupInfo
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetGroupList() *GroupListRequest {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_GroupList); ok {
+			return x.GroupList
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetGroupMembers() *GroupMembersRequest {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_GroupMembers); ok {
+			return x.GroupMembers
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetGroupReceipts() *GroupReceiptsRequest {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_GroupReceipts); ok {
+			return x.GroupReceipts
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetGroupRead() *GroupReadReceipt {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_GroupRead); ok {
+			return x.GroupRead
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Body interface {
 	isClientFrame_Body()
 }
@@ -294,6 +573,39 @@ type ClientFrame_Ping struct {
 	Ping *Ping `protobuf:"bytes,13,opt,name=ping,proto3,oneof"`
 }
 
+type ClientFrame_GroupCreate struct {
+	// Groups (see "Groups" below).
+	GroupCreate *GroupCreate `protobuf:"bytes,20,opt,name=group_create,json=groupCreate,proto3,oneof"`
+}
+
+type ClientFrame_GroupUpdate struct {
+	GroupUpdate *GroupUpdate `protobuf:"bytes,21,opt,name=group_update,json=groupUpdate,proto3,oneof"`
+}
+
+type ClientFrame_GroupSend struct {
+	GroupSend *GroupSend `protobuf:"bytes,22,opt,name=group_send,json=groupSend,proto3,oneof"`
+}
+
+type ClientFrame_GroupInfo struct {
+	GroupInfo *GroupInfoRequest `protobuf:"bytes,23,opt,name=group_info,json=groupInfo,proto3,oneof"`
+}
+
+type ClientFrame_GroupList struct {
+	GroupList *GroupListRequest `protobuf:"bytes,24,opt,name=group_list,json=groupList,proto3,oneof"`
+}
+
+type ClientFrame_GroupMembers struct {
+	GroupMembers *GroupMembersRequest `protobuf:"bytes,25,opt,name=group_members,json=groupMembers,proto3,oneof"`
+}
+
+type ClientFrame_GroupReceipts struct {
+	GroupReceipts *GroupReceiptsRequest `protobuf:"bytes,26,opt,name=group_receipts,json=groupReceipts,proto3,oneof"`
+}
+
+type ClientFrame_GroupRead struct {
+	GroupRead *GroupReadReceipt `protobuf:"bytes,27,opt,name=group_read,json=groupRead,proto3,oneof"`
+}
+
 func (*ClientFrame_Send) isClientFrame_Body() {}
 
 func (*ClientFrame_Ack) isClientFrame_Body() {}
@@ -301,6 +613,22 @@ func (*ClientFrame_Ack) isClientFrame_Body() {}
 func (*ClientFrame_Read) isClientFrame_Body() {}
 
 func (*ClientFrame_Ping) isClientFrame_Body() {}
+
+func (*ClientFrame_GroupCreate) isClientFrame_Body() {}
+
+func (*ClientFrame_GroupUpdate) isClientFrame_Body() {}
+
+func (*ClientFrame_GroupSend) isClientFrame_Body() {}
+
+func (*ClientFrame_GroupInfo) isClientFrame_Body() {}
+
+func (*ClientFrame_GroupList) isClientFrame_Body() {}
+
+func (*ClientFrame_GroupMembers) isClientFrame_Body() {}
+
+func (*ClientFrame_GroupReceipts) isClientFrame_Body() {}
+
+func (*ClientFrame_GroupRead) isClientFrame_Body() {}
 
 // ServerFrame is one frame a gateway sends.
 type ServerFrame struct {
@@ -316,6 +644,11 @@ type ServerFrame struct {
 	//	*ServerFrame_Attached
 	//	*ServerFrame_AckOk
 	//	*ServerFrame_ReadOk
+	//	*ServerFrame_GroupInfo
+	//	*ServerFrame_GroupUpdateOk
+	//	*ServerFrame_GroupList
+	//	*ServerFrame_GroupMemberList
+	//	*ServerFrame_GroupReceipts
 	Body          isServerFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -428,6 +761,51 @@ func (x *ServerFrame) GetReadOk() *ReadOk {
 	return nil
 }
 
+func (x *ServerFrame) GetGroupInfo() *GroupInfo {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_GroupInfo); ok {
+			return x.GroupInfo
+		}
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetGroupUpdateOk() *GroupUpdateOk {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_GroupUpdateOk); ok {
+			return x.GroupUpdateOk
+		}
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetGroupList() *GroupList {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_GroupList); ok {
+			return x.GroupList
+		}
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetGroupMemberList() *GroupMemberList {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_GroupMemberList); ok {
+			return x.GroupMemberList
+		}
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetGroupReceipts() *GroupReceipts {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_GroupReceipts); ok {
+			return x.GroupReceipts
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Body interface {
 	isServerFrame_Body()
 }
@@ -460,6 +838,27 @@ type ServerFrame_ReadOk struct {
 	ReadOk *ReadOk `protobuf:"bytes,16,opt,name=read_ok,json=readOk,proto3,oneof"`
 }
 
+type ServerFrame_GroupInfo struct {
+	// Answers GroupCreate and GroupInfoRequest.
+	GroupInfo *GroupInfo `protobuf:"bytes,20,opt,name=group_info,json=groupInfo,proto3,oneof"`
+}
+
+type ServerFrame_GroupUpdateOk struct {
+	GroupUpdateOk *GroupUpdateOk `protobuf:"bytes,21,opt,name=group_update_ok,json=groupUpdateOk,proto3,oneof"`
+}
+
+type ServerFrame_GroupList struct {
+	GroupList *GroupList `protobuf:"bytes,22,opt,name=group_list,json=groupList,proto3,oneof"`
+}
+
+type ServerFrame_GroupMemberList struct {
+	GroupMemberList *GroupMemberList `protobuf:"bytes,23,opt,name=group_member_list,json=groupMemberList,proto3,oneof"`
+}
+
+type ServerFrame_GroupReceipts struct {
+	GroupReceipts *GroupReceipts `protobuf:"bytes,24,opt,name=group_receipts,json=groupReceipts,proto3,oneof"`
+}
+
 func (*ServerFrame_SendAck) isServerFrame_Body() {}
 
 func (*ServerFrame_Deliver) isServerFrame_Body() {}
@@ -473,6 +872,16 @@ func (*ServerFrame_Attached) isServerFrame_Body() {}
 func (*ServerFrame_AckOk) isServerFrame_Body() {}
 
 func (*ServerFrame_ReadOk) isServerFrame_Body() {}
+
+func (*ServerFrame_GroupInfo) isServerFrame_Body() {}
+
+func (*ServerFrame_GroupUpdateOk) isServerFrame_Body() {}
+
+func (*ServerFrame_GroupList) isServerFrame_Body() {}
+
+func (*ServerFrame_GroupMemberList) isServerFrame_Body() {}
+
+func (*ServerFrame_GroupReceipts) isServerFrame_Body() {}
 
 // Send asks the server to store a message in every device inbox of to_user_id.
 type Send struct {
@@ -615,7 +1024,10 @@ type SendAck struct {
 	// Server time the message was first stored, unix milliseconds.
 	StoredAtMs int64 `protobuf:"varint,2,opt,name=stored_at_ms,json=storedAtMs,proto3" json:"stored_at_ms,omitempty"`
 	// True when this client_msg_id had been stored before (a retry).
-	Duplicate     bool `protobuf:"varint,3,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	Duplicate bool `protobuf:"varint,3,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	// For a GroupSend: the group and the message's place in its order.
+	GroupId       string `protobuf:"bytes,4,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	GroupSeq      uint64 `protobuf:"varint,5,opt,name=group_seq,json=groupSeq,proto3" json:"group_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -669,6 +1081,20 @@ func (x *SendAck) GetDuplicate() bool {
 		return x.Duplicate
 	}
 	return false
+}
+
+func (x *SendAck) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *SendAck) GetGroupSeq() uint64 {
+	if x != nil {
+		return x.GroupSeq
+	}
+	return 0
 }
 
 // Ack acknowledges every inbox entry up to and including up_to_inbox_seq;
@@ -1078,9 +1504,18 @@ type InboxEntry struct {
 	ContentType string `protobuf:"bytes,8,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
 	SentAtMs    int64  `protobuf:"varint,9,opt,name=sent_at_ms,json=sentAtMs,proto3" json:"sent_at_ms,omitempty"`
 	// For receipts: the client_msg_ids of the messages this receipt is about.
-	ReceiptFor    []string `protobuf:"bytes,10,rep,name=receipt_for,json=receiptFor,proto3" json:"receipt_for,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ReceiptFor []string `protobuf:"bytes,10,rep,name=receipt_for,json=receiptFor,proto3" json:"receipt_for,omitempty"`
+	// For group entries: the group and the entry's place in the group's order.
+	// A device's entries of one group arrive in group_seq order (with gaps:
+	// it sees only what was sent while it was a member, not its own sends).
+	GroupId  string `protobuf:"bytes,11,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	GroupSeq uint64 `protobuf:"varint,12,opt,name=group_seq,json=groupSeq,proto3" json:"group_seq,omitempty"`
+	// For ENTRY_KIND_GROUP_EVENT: what changed.
+	GroupEvent *GroupEvent `protobuf:"bytes,13,opt,name=group_event,json=groupEvent,proto3" json:"group_event,omitempty"`
+	// For group messages: the sender-key epoch the sender encrypted with.
+	SenderKeyEpoch uint64 `protobuf:"varint,14,opt,name=sender_key_epoch,json=senderKeyEpoch,proto3" json:"sender_key_epoch,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *InboxEntry) Reset() {
@@ -1183,6 +1618,34 @@ func (x *InboxEntry) GetReceiptFor() []string {
 	return nil
 }
 
+func (x *InboxEntry) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *InboxEntry) GetGroupSeq() uint64 {
+	if x != nil {
+		return x.GroupSeq
+	}
+	return 0
+}
+
+func (x *InboxEntry) GetGroupEvent() *GroupEvent {
+	if x != nil {
+		return x.GroupEvent
+	}
+	return nil
+}
+
+func (x *InboxEntry) GetSenderKeyEpoch() uint64 {
+	if x != nil {
+		return x.SenderKeyEpoch
+	}
+	return 0
+}
+
 type Error struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Code    ErrorCode              `protobuf:"varint,1,opt,name=code,proto3,enum=courier.v1.ErrorCode" json:"code,omitempty"`
@@ -1244,21 +1707,1399 @@ func (x *Error) GetRetryable() bool {
 	return false
 }
 
+// GroupSettings say who may do what. Removing members, changing roles and
+// changing settings are always for admins only.
+type GroupSettings struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Send          GroupPermission        `protobuf:"varint,1,opt,name=send,proto3,enum=courier.v1.GroupPermission" json:"send,omitempty"`
+	EditInfo      GroupPermission        `protobuf:"varint,2,opt,name=edit_info,json=editInfo,proto3,enum=courier.v1.GroupPermission" json:"edit_info,omitempty"`
+	AddMembers    GroupPermission        `protobuf:"varint,3,opt,name=add_members,json=addMembers,proto3,enum=courier.v1.GroupPermission" json:"add_members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupSettings) Reset() {
+	*x = GroupSettings{}
+	mi := &file_wire_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupSettings) ProtoMessage() {}
+
+func (x *GroupSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupSettings.ProtoReflect.Descriptor instead.
+func (*GroupSettings) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *GroupSettings) GetSend() GroupPermission {
+	if x != nil {
+		return x.Send
+	}
+	return GroupPermission_GROUP_PERMISSION_DEFAULT
+}
+
+func (x *GroupSettings) GetEditInfo() GroupPermission {
+	if x != nil {
+		return x.EditInfo
+	}
+	return GroupPermission_GROUP_PERMISSION_DEFAULT
+}
+
+func (x *GroupSettings) GetAddMembers() GroupPermission {
+	if x != nil {
+		return x.AddMembers
+	}
+	return GroupPermission_GROUP_PERMISSION_DEFAULT
+}
+
+// GroupCreate creates a group with the sender as creator (and admin) and
+// answers with GroupInfo. create_id is chosen by the client and names the
+// group: retrying with the same create_id never creates a second group.
+type GroupCreate struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	CreateId    string                 `protobuf:"bytes,1,opt,name=create_id,json=createId,proto3" json:"create_id,omitempty"`
+	Subject     string                 `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	Description string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	// The initial members besides the creator (at most 1,023).
+	MemberUserIds []string       `protobuf:"bytes,4,rep,name=member_user_ids,json=memberUserIds,proto3" json:"member_user_ids,omitempty"`
+	Settings      *GroupSettings `protobuf:"bytes,5,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupCreate) Reset() {
+	*x = GroupCreate{}
+	mi := &file_wire_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupCreate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupCreate) ProtoMessage() {}
+
+func (x *GroupCreate) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupCreate.ProtoReflect.Descriptor instead.
+func (*GroupCreate) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *GroupCreate) GetCreateId() string {
+	if x != nil {
+		return x.CreateId
+	}
+	return ""
+}
+
+func (x *GroupCreate) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *GroupCreate) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *GroupCreate) GetMemberUserIds() []string {
+	if x != nil {
+		return x.MemberUserIds
+	}
+	return nil
+}
+
+func (x *GroupCreate) GetSettings() *GroupSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+type GroupUserIds struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserIds       []string               `protobuf:"bytes,1,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupUserIds) Reset() {
+	*x = GroupUserIds{}
+	mi := &file_wire_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupUserIds) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupUserIds) ProtoMessage() {}
+
+func (x *GroupUserIds) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupUserIds.ProtoReflect.Descriptor instead.
+func (*GroupUserIds) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GroupUserIds) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+type GroupLeave struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupLeave) Reset() {
+	*x = GroupLeave{}
+	mi := &file_wire_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupLeave) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupLeave) ProtoMessage() {}
+
+func (x *GroupLeave) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupLeave.ProtoReflect.Descriptor instead.
+func (*GroupLeave) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{18}
+}
+
+// GroupUpdate changes a group; every change is a numbered group event that
+// members receive in order. It is answered with GroupUpdateOk. A change that
+// changes nothing (adding a member twice) succeeds without an event, so a
+// retried update is harmless.
+type GroupUpdate struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	GroupId string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// Optional, chosen by the client: a retry with the same op_id is answered
+	// as the first attempt was.
+	OpId string `protobuf:"bytes,2,opt,name=op_id,json=opId,proto3" json:"op_id,omitempty"`
+	// Types that are valid to be assigned to Change:
+	//
+	//	*GroupUpdate_AddMembers
+	//	*GroupUpdate_RemoveMembers
+	//	*GroupUpdate_PromoteAdmins
+	//	*GroupUpdate_DemoteAdmins
+	//	*GroupUpdate_Leave
+	//	*GroupUpdate_Subject
+	//	*GroupUpdate_Description
+	//	*GroupUpdate_Settings
+	Change        isGroupUpdate_Change `protobuf_oneof:"change"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupUpdate) Reset() {
+	*x = GroupUpdate{}
+	mi := &file_wire_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupUpdate) ProtoMessage() {}
+
+func (x *GroupUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupUpdate.ProtoReflect.Descriptor instead.
+func (*GroupUpdate) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *GroupUpdate) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *GroupUpdate) GetOpId() string {
+	if x != nil {
+		return x.OpId
+	}
+	return ""
+}
+
+func (x *GroupUpdate) GetChange() isGroupUpdate_Change {
+	if x != nil {
+		return x.Change
+	}
+	return nil
+}
+
+func (x *GroupUpdate) GetAddMembers() *GroupUserIds {
+	if x != nil {
+		if x, ok := x.Change.(*GroupUpdate_AddMembers); ok {
+			return x.AddMembers
+		}
+	}
+	return nil
+}
+
+func (x *GroupUpdate) GetRemoveMembers() *GroupUserIds {
+	if x != nil {
+		if x, ok := x.Change.(*GroupUpdate_RemoveMembers); ok {
+			return x.RemoveMembers
+		}
+	}
+	return nil
+}
+
+func (x *GroupUpdate) GetPromoteAdmins() *GroupUserIds {
+	if x != nil {
+		if x, ok := x.Change.(*GroupUpdate_PromoteAdmins); ok {
+			return x.PromoteAdmins
+		}
+	}
+	return nil
+}
+
+func (x *GroupUpdate) GetDemoteAdmins() *GroupUserIds {
+	if x != nil {
+		if x, ok := x.Change.(*GroupUpdate_DemoteAdmins); ok {
+			return x.DemoteAdmins
+		}
+	}
+	return nil
+}
+
+func (x *GroupUpdate) GetLeave() *GroupLeave {
+	if x != nil {
+		if x, ok := x.Change.(*GroupUpdate_Leave); ok {
+			return x.Leave
+		}
+	}
+	return nil
+}
+
+func (x *GroupUpdate) GetSubject() string {
+	if x != nil {
+		if x, ok := x.Change.(*GroupUpdate_Subject); ok {
+			return x.Subject
+		}
+	}
+	return ""
+}
+
+func (x *GroupUpdate) GetDescription() string {
+	if x != nil {
+		if x, ok := x.Change.(*GroupUpdate_Description); ok {
+			return x.Description
+		}
+	}
+	return ""
+}
+
+func (x *GroupUpdate) GetSettings() *GroupSettings {
+	if x != nil {
+		if x, ok := x.Change.(*GroupUpdate_Settings); ok {
+			return x.Settings
+		}
+	}
+	return nil
+}
+
+type isGroupUpdate_Change interface {
+	isGroupUpdate_Change()
+}
+
+type GroupUpdate_AddMembers struct {
+	AddMembers *GroupUserIds `protobuf:"bytes,10,opt,name=add_members,json=addMembers,proto3,oneof"`
+}
+
+type GroupUpdate_RemoveMembers struct {
+	RemoveMembers *GroupUserIds `protobuf:"bytes,11,opt,name=remove_members,json=removeMembers,proto3,oneof"`
+}
+
+type GroupUpdate_PromoteAdmins struct {
+	PromoteAdmins *GroupUserIds `protobuf:"bytes,12,opt,name=promote_admins,json=promoteAdmins,proto3,oneof"`
+}
+
+type GroupUpdate_DemoteAdmins struct {
+	DemoteAdmins *GroupUserIds `protobuf:"bytes,13,opt,name=demote_admins,json=demoteAdmins,proto3,oneof"`
+}
+
+type GroupUpdate_Leave struct {
+	Leave *GroupLeave `protobuf:"bytes,14,opt,name=leave,proto3,oneof"`
+}
+
+type GroupUpdate_Subject struct {
+	Subject string `protobuf:"bytes,15,opt,name=subject,proto3,oneof"`
+}
+
+type GroupUpdate_Description struct {
+	Description string `protobuf:"bytes,16,opt,name=description,proto3,oneof"`
+}
+
+type GroupUpdate_Settings struct {
+	Settings *GroupSettings `protobuf:"bytes,17,opt,name=settings,proto3,oneof"`
+}
+
+func (*GroupUpdate_AddMembers) isGroupUpdate_Change() {}
+
+func (*GroupUpdate_RemoveMembers) isGroupUpdate_Change() {}
+
+func (*GroupUpdate_PromoteAdmins) isGroupUpdate_Change() {}
+
+func (*GroupUpdate_DemoteAdmins) isGroupUpdate_Change() {}
+
+func (*GroupUpdate_Leave) isGroupUpdate_Change() {}
+
+func (*GroupUpdate_Subject) isGroupUpdate_Change() {}
+
+func (*GroupUpdate_Description) isGroupUpdate_Change() {}
+
+func (*GroupUpdate_Settings) isGroupUpdate_Change() {}
+
+type GroupUpdateOk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group_seq of the event this change made; 0 when nothing changed.
+	GroupSeq uint64 `protobuf:"varint,1,opt,name=group_seq,json=groupSeq,proto3" json:"group_seq,omitempty"`
+	// The group after the change (empty after leaving).
+	Info          *GroupInfo `protobuf:"bytes,2,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupUpdateOk) Reset() {
+	*x = GroupUpdateOk{}
+	mi := &file_wire_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupUpdateOk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupUpdateOk) ProtoMessage() {}
+
+func (x *GroupUpdateOk) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupUpdateOk.ProtoReflect.Descriptor instead.
+func (*GroupUpdateOk) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GroupUpdateOk) GetGroupSeq() uint64 {
+	if x != nil {
+		return x.GroupSeq
+	}
+	return 0
+}
+
+func (x *GroupUpdateOk) GetInfo() *GroupInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+// GroupDeviceCiphertext is the ciphertext for one device of one member.
+type GroupDeviceCiphertext struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	DeviceId      uint32                 `protobuf:"varint,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Ciphertext    []byte                 `protobuf:"bytes,3,opt,name=ciphertext,proto3" json:"ciphertext,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupDeviceCiphertext) Reset() {
+	*x = GroupDeviceCiphertext{}
+	mi := &file_wire_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupDeviceCiphertext) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupDeviceCiphertext) ProtoMessage() {}
+
+func (x *GroupDeviceCiphertext) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupDeviceCiphertext.ProtoReflect.Descriptor instead.
+func (*GroupDeviceCiphertext) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GroupDeviceCiphertext) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *GroupDeviceCiphertext) GetDeviceId() uint32 {
+	if x != nil {
+		return x.DeviceId
+	}
+	return 0
+}
+
+func (x *GroupDeviceCiphertext) GetCiphertext() []byte {
+	if x != nil {
+		return x.Ciphertext
+	}
+	return nil
+}
+
+// GroupSend stores a message in the group's log (answered with SendAck,
+// group_seq set: the single tick) and then delivers it to every member.
+type GroupSend struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique per sender; a retry reuses it and the message is stored once.
+	ClientMsgId string `protobuf:"bytes,1,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	GroupId     string `protobuf:"bytes,2,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// One ciphertext for every member device (sender keys), used for the
+	// devices not named in per_device.
+	Ciphertext  []byte                   `protobuf:"bytes,3,opt,name=ciphertext,proto3" json:"ciphertext,omitempty"`
+	PerDevice   []*GroupDeviceCiphertext `protobuf:"bytes,4,rep,name=per_device,json=perDevice,proto3" json:"per_device,omitempty"`
+	ContentType string                   `protobuf:"bytes,5,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	// The sender-key epoch the message was encrypted for.
+	SenderKeyEpoch uint64 `protobuf:"varint,6,opt,name=sender_key_epoch,json=senderKeyEpoch,proto3" json:"sender_key_epoch,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *GroupSend) Reset() {
+	*x = GroupSend{}
+	mi := &file_wire_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupSend) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupSend) ProtoMessage() {}
+
+func (x *GroupSend) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupSend.ProtoReflect.Descriptor instead.
+func (*GroupSend) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *GroupSend) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+func (x *GroupSend) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *GroupSend) GetCiphertext() []byte {
+	if x != nil {
+		return x.Ciphertext
+	}
+	return nil
+}
+
+func (x *GroupSend) GetPerDevice() []*GroupDeviceCiphertext {
+	if x != nil {
+		return x.PerDevice
+	}
+	return nil
+}
+
+func (x *GroupSend) GetContentType() string {
+	if x != nil {
+		return x.ContentType
+	}
+	return ""
+}
+
+func (x *GroupSend) GetSenderKeyEpoch() uint64 {
+	if x != nil {
+		return x.SenderKeyEpoch
+	}
+	return 0
+}
+
+type GroupInfoRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupInfoRequest) Reset() {
+	*x = GroupInfoRequest{}
+	mi := &file_wire_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupInfoRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupInfoRequest) ProtoMessage() {}
+
+func (x *GroupInfoRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupInfoRequest.ProtoReflect.Descriptor instead.
+func (*GroupInfoRequest) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *GroupInfoRequest) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+type GroupListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupListRequest) Reset() {
+	*x = GroupListRequest{}
+	mi := &file_wire_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupListRequest) ProtoMessage() {}
+
+func (x *GroupListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupListRequest.ProtoReflect.Descriptor instead.
+func (*GroupListRequest) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{24}
+}
+
+type GroupMembersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupMembersRequest) Reset() {
+	*x = GroupMembersRequest{}
+	mi := &file_wire_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupMembersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupMembersRequest) ProtoMessage() {}
+
+func (x *GroupMembersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupMembersRequest.ProtoReflect.Descriptor instead.
+func (*GroupMembersRequest) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GroupMembersRequest) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+// GroupReceiptsRequest asks, for one of the sender's own recent messages,
+// which members received and read it.
+type GroupReceiptsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	GroupSeq      uint64                 `protobuf:"varint,2,opt,name=group_seq,json=groupSeq,proto3" json:"group_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupReceiptsRequest) Reset() {
+	*x = GroupReceiptsRequest{}
+	mi := &file_wire_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupReceiptsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupReceiptsRequest) ProtoMessage() {}
+
+func (x *GroupReceiptsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupReceiptsRequest.ProtoReflect.Descriptor instead.
+func (*GroupReceiptsRequest) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GroupReceiptsRequest) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *GroupReceiptsRequest) GetGroupSeq() uint64 {
+	if x != nil {
+		return x.GroupSeq
+	}
+	return 0
+}
+
+// GroupReadReceipt says this member read the group's messages up to and
+// including up_to_group_seq. Answered with ReadOk.
+type GroupReadReceipt struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	UpToGroupSeq  uint64                 `protobuf:"varint,2,opt,name=up_to_group_seq,json=upToGroupSeq,proto3" json:"up_to_group_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupReadReceipt) Reset() {
+	*x = GroupReadReceipt{}
+	mi := &file_wire_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupReadReceipt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupReadReceipt) ProtoMessage() {}
+
+func (x *GroupReadReceipt) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupReadReceipt.ProtoReflect.Descriptor instead.
+func (*GroupReadReceipt) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *GroupReadReceipt) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *GroupReadReceipt) GetUpToGroupSeq() uint64 {
+	if x != nil {
+		return x.UpToGroupSeq
+	}
+	return 0
+}
+
+type GroupInfo struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	GroupId        string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	Subject        string                 `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	Description    string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	CreatorUserId  string                 `protobuf:"bytes,4,opt,name=creator_user_id,json=creatorUserId,proto3" json:"creator_user_id,omitempty"`
+	CreatedAtMs    int64                  `protobuf:"varint,5,opt,name=created_at_ms,json=createdAtMs,proto3" json:"created_at_ms,omitempty"`
+	Settings       *GroupSettings         `protobuf:"bytes,6,opt,name=settings,proto3" json:"settings,omitempty"`
+	SenderKeyEpoch uint64                 `protobuf:"varint,7,opt,name=sender_key_epoch,json=senderKeyEpoch,proto3" json:"sender_key_epoch,omitempty"`
+	MemberCount    uint32                 `protobuf:"varint,8,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
+	// The asking user's role and the group_seq it joined at.
+	MyRole         GroupRole `protobuf:"varint,9,opt,name=my_role,json=myRole,proto3,enum=courier.v1.GroupRole" json:"my_role,omitempty"`
+	JoinedGroupSeq uint64    `protobuf:"varint,10,opt,name=joined_group_seq,json=joinedGroupSeq,proto3" json:"joined_group_seq,omitempty"`
+	// The group_seq of the latest change of membership, roles, info or
+	// settings.
+	Version uint64 `protobuf:"varint,11,opt,name=version,proto3" json:"version,omitempty"`
+	// For GroupCreate: true when this create_id had created the group before.
+	Duplicate     bool `protobuf:"varint,12,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupInfo) Reset() {
+	*x = GroupInfo{}
+	mi := &file_wire_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupInfo) ProtoMessage() {}
+
+func (x *GroupInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupInfo.ProtoReflect.Descriptor instead.
+func (*GroupInfo) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *GroupInfo) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *GroupInfo) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *GroupInfo) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *GroupInfo) GetCreatorUserId() string {
+	if x != nil {
+		return x.CreatorUserId
+	}
+	return ""
+}
+
+func (x *GroupInfo) GetCreatedAtMs() int64 {
+	if x != nil {
+		return x.CreatedAtMs
+	}
+	return 0
+}
+
+func (x *GroupInfo) GetSettings() *GroupSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *GroupInfo) GetSenderKeyEpoch() uint64 {
+	if x != nil {
+		return x.SenderKeyEpoch
+	}
+	return 0
+}
+
+func (x *GroupInfo) GetMemberCount() uint32 {
+	if x != nil {
+		return x.MemberCount
+	}
+	return 0
+}
+
+func (x *GroupInfo) GetMyRole() GroupRole {
+	if x != nil {
+		return x.MyRole
+	}
+	return GroupRole_GROUP_ROLE_UNSPECIFIED
+}
+
+func (x *GroupInfo) GetJoinedGroupSeq() uint64 {
+	if x != nil {
+		return x.JoinedGroupSeq
+	}
+	return 0
+}
+
+func (x *GroupInfo) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *GroupInfo) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+type GroupList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Groups        []*GroupInfo           `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupList) Reset() {
+	*x = GroupList{}
+	mi := &file_wire_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupList) ProtoMessage() {}
+
+func (x *GroupList) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupList.ProtoReflect.Descriptor instead.
+func (*GroupList) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *GroupList) GetGroups() []*GroupInfo {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+type GroupMember struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	UserId         string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Role           GroupRole              `protobuf:"varint,2,opt,name=role,proto3,enum=courier.v1.GroupRole" json:"role,omitempty"`
+	JoinedGroupSeq uint64                 `protobuf:"varint,3,opt,name=joined_group_seq,json=joinedGroupSeq,proto3" json:"joined_group_seq,omitempty"`
+	AddedByUserId  string                 `protobuf:"bytes,4,opt,name=added_by_user_id,json=addedByUserId,proto3" json:"added_by_user_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *GroupMember) Reset() {
+	*x = GroupMember{}
+	mi := &file_wire_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupMember) ProtoMessage() {}
+
+func (x *GroupMember) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupMember.ProtoReflect.Descriptor instead.
+func (*GroupMember) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *GroupMember) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *GroupMember) GetRole() GroupRole {
+	if x != nil {
+		return x.Role
+	}
+	return GroupRole_GROUP_ROLE_UNSPECIFIED
+}
+
+func (x *GroupMember) GetJoinedGroupSeq() uint64 {
+	if x != nil {
+		return x.JoinedGroupSeq
+	}
+	return 0
+}
+
+func (x *GroupMember) GetAddedByUserId() string {
+	if x != nil {
+		return x.AddedByUserId
+	}
+	return ""
+}
+
+type GroupMemberList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	Members       []*GroupMember         `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupMemberList) Reset() {
+	*x = GroupMemberList{}
+	mi := &file_wire_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupMemberList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupMemberList) ProtoMessage() {}
+
+func (x *GroupMemberList) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupMemberList.ProtoReflect.Descriptor instead.
+func (*GroupMemberList) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GroupMemberList) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *GroupMemberList) GetMembers() []*GroupMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type GroupReceipts struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	GroupId     string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	GroupSeq    uint64                 `protobuf:"varint,2,opt,name=group_seq,json=groupSeq,proto3" json:"group_seq,omitempty"`
+	ClientMsgId string                 `protobuf:"bytes,3,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	// How many members the message was sent to (the sender excluded).
+	Recipients       uint32   `protobuf:"varint,4,opt,name=recipients,proto3" json:"recipients,omitempty"`
+	DeliveredUserIds []string `protobuf:"bytes,5,rep,name=delivered_user_ids,json=deliveredUserIds,proto3" json:"delivered_user_ids,omitempty"`
+	ReadUserIds      []string `protobuf:"bytes,6,rep,name=read_user_ids,json=readUserIds,proto3" json:"read_user_ids,omitempty"`
+	DeliveredAll     bool     `protobuf:"varint,7,opt,name=delivered_all,json=deliveredAll,proto3" json:"delivered_all,omitempty"`
+	ReadAll          bool     `protobuf:"varint,8,opt,name=read_all,json=readAll,proto3" json:"read_all,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *GroupReceipts) Reset() {
+	*x = GroupReceipts{}
+	mi := &file_wire_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupReceipts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupReceipts) ProtoMessage() {}
+
+func (x *GroupReceipts) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupReceipts.ProtoReflect.Descriptor instead.
+func (*GroupReceipts) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *GroupReceipts) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *GroupReceipts) GetGroupSeq() uint64 {
+	if x != nil {
+		return x.GroupSeq
+	}
+	return 0
+}
+
+func (x *GroupReceipts) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+func (x *GroupReceipts) GetRecipients() uint32 {
+	if x != nil {
+		return x.Recipients
+	}
+	return 0
+}
+
+func (x *GroupReceipts) GetDeliveredUserIds() []string {
+	if x != nil {
+		return x.DeliveredUserIds
+	}
+	return nil
+}
+
+func (x *GroupReceipts) GetReadUserIds() []string {
+	if x != nil {
+		return x.ReadUserIds
+	}
+	return nil
+}
+
+func (x *GroupReceipts) GetDeliveredAll() bool {
+	if x != nil {
+		return x.DeliveredAll
+	}
+	return false
+}
+
+func (x *GroupReceipts) GetReadAll() bool {
+	if x != nil {
+		return x.ReadAll
+	}
+	return false
+}
+
+// GroupEvent is one numbered change of a group, as members see it.
+type GroupEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Type  GroupEventType         `protobuf:"varint,1,opt,name=type,proto3,enum=courier.v1.GroupEventType" json:"type,omitempty"`
+	// Who made the change (from_user_id of the entry says the same).
+	ActorUserId string `protobuf:"bytes,2,opt,name=actor_user_id,json=actorUserId,proto3" json:"actor_user_id,omitempty"`
+	// The members added, removed, promoted or demoted; for CREATED every
+	// member, creator first; for MEMBER_LEFT the member who left.
+	UserIds []string `protobuf:"bytes,3,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	// The subject and description after the change.
+	Subject     string         `protobuf:"bytes,4,opt,name=subject,proto3" json:"subject,omitempty"`
+	Description string         `protobuf:"bytes,5,opt,name=description,proto3" json:"description,omitempty"`
+	Settings    *GroupSettings `protobuf:"bytes,6,opt,name=settings,proto3" json:"settings,omitempty"`
+	// The sender-key epoch after the change: membership changes rotate it.
+	SenderKeyEpoch uint64 `protobuf:"varint,7,opt,name=sender_key_epoch,json=senderKeyEpoch,proto3" json:"sender_key_epoch,omitempty"`
+	MemberCount    uint32 `protobuf:"varint,8,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *GroupEvent) Reset() {
+	*x = GroupEvent{}
+	mi := &file_wire_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupEvent) ProtoMessage() {}
+
+func (x *GroupEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupEvent.ProtoReflect.Descriptor instead.
+func (*GroupEvent) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *GroupEvent) GetType() GroupEventType {
+	if x != nil {
+		return x.Type
+	}
+	return GroupEventType_GROUP_EVENT_UNSPECIFIED
+}
+
+func (x *GroupEvent) GetActorUserId() string {
+	if x != nil {
+		return x.ActorUserId
+	}
+	return ""
+}
+
+func (x *GroupEvent) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+func (x *GroupEvent) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *GroupEvent) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *GroupEvent) GetSettings() *GroupSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *GroupEvent) GetSenderKeyEpoch() uint64 {
+	if x != nil {
+		return x.SenderKeyEpoch
+	}
+	return 0
+}
+
+func (x *GroupEvent) GetMemberCount() uint32 {
+	if x != nil {
+		return x.MemberCount
+	}
+	return 0
+}
+
 var File_wire_proto protoreflect.FileDescriptor
 
 const file_wire_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
 	"wire.proto\x12\n" +
-	"courier.v1\"\xd0\x01\n" +
+	"courier.v1\"\xd4\x05\n" +
 	"\vClientFrame\x12\x15\n" +
 	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\x12&\n" +
 	"\x04send\x18\n" +
 	" \x01(\v2\x10.courier.v1.SendH\x00R\x04send\x12#\n" +
 	"\x03ack\x18\v \x01(\v2\x0f.courier.v1.AckH\x00R\x03ack\x12-\n" +
 	"\x04read\x18\f \x01(\v2\x17.courier.v1.ReadReceiptH\x00R\x04read\x12&\n" +
-	"\x04ping\x18\r \x01(\v2\x10.courier.v1.PingH\x00R\x04pingB\x06\n" +
-	"\x04body\"\xf1\x02\n" +
+	"\x04ping\x18\r \x01(\v2\x10.courier.v1.PingH\x00R\x04ping\x12<\n" +
+	"\fgroup_create\x18\x14 \x01(\v2\x17.courier.v1.GroupCreateH\x00R\vgroupCreate\x12<\n" +
+	"\fgroup_update\x18\x15 \x01(\v2\x17.courier.v1.GroupUpdateH\x00R\vgroupUpdate\x126\n" +
+	"\n" +
+	"group_send\x18\x16 \x01(\v2\x15.courier.v1.GroupSendH\x00R\tgroupSend\x12=\n" +
+	"\n" +
+	"group_info\x18\x17 \x01(\v2\x1c.courier.v1.GroupInfoRequestH\x00R\tgroupInfo\x12=\n" +
+	"\n" +
+	"group_list\x18\x18 \x01(\v2\x1c.courier.v1.GroupListRequestH\x00R\tgroupList\x12F\n" +
+	"\rgroup_members\x18\x19 \x01(\v2\x1f.courier.v1.GroupMembersRequestH\x00R\fgroupMembers\x12I\n" +
+	"\x0egroup_receipts\x18\x1a \x01(\v2 .courier.v1.GroupReceiptsRequestH\x00R\rgroupReceipts\x12=\n" +
+	"\n" +
+	"group_read\x18\x1b \x01(\v2\x1c.courier.v1.GroupReadReceiptH\x00R\tgroupReadB\x06\n" +
+	"\x04body\"\xb5\x05\n" +
 	"\vServerFrame\x12\x15\n" +
 	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\x120\n" +
 	"\bsend_ack\x18\n" +
@@ -1268,7 +3109,14 @@ const file_wire_proto_rawDesc = "" +
 	"\x04pong\x18\r \x01(\v2\x10.courier.v1.PongH\x00R\x04pong\x122\n" +
 	"\battached\x18\x0e \x01(\v2\x14.courier.v1.AttachedH\x00R\battached\x12*\n" +
 	"\x06ack_ok\x18\x0f \x01(\v2\x11.courier.v1.AckOkH\x00R\x05ackOk\x12-\n" +
-	"\aread_ok\x18\x10 \x01(\v2\x12.courier.v1.ReadOkH\x00R\x06readOkB\x06\n" +
+	"\aread_ok\x18\x10 \x01(\v2\x12.courier.v1.ReadOkH\x00R\x06readOk\x126\n" +
+	"\n" +
+	"group_info\x18\x14 \x01(\v2\x15.courier.v1.GroupInfoH\x00R\tgroupInfo\x12C\n" +
+	"\x0fgroup_update_ok\x18\x15 \x01(\v2\x19.courier.v1.GroupUpdateOkH\x00R\rgroupUpdateOk\x126\n" +
+	"\n" +
+	"group_list\x18\x16 \x01(\v2\x15.courier.v1.GroupListH\x00R\tgroupList\x12I\n" +
+	"\x11group_member_list\x18\x17 \x01(\v2\x1b.courier.v1.GroupMemberListH\x00R\x0fgroupMemberList\x12B\n" +
+	"\x0egroup_receipts\x18\x18 \x01(\v2\x19.courier.v1.GroupReceiptsH\x00R\rgroupReceiptsB\x06\n" +
 	"\x04body\"\xc8\x01\n" +
 	"\x04Send\x12\"\n" +
 	"\rclient_msg_id\x18\x01 \x01(\tR\vclientMsgId\x12\x1c\n" +
@@ -1284,12 +3132,14 @@ const file_wire_proto_rawDesc = "" +
 	"\tdevice_id\x18\x01 \x01(\rR\bdeviceId\x12\x1e\n" +
 	"\n" +
 	"ciphertext\x18\x02 \x01(\fR\n" +
-	"ciphertext\"m\n" +
+	"ciphertext\"\xa5\x01\n" +
 	"\aSendAck\x12\"\n" +
 	"\rclient_msg_id\x18\x01 \x01(\tR\vclientMsgId\x12 \n" +
 	"\fstored_at_ms\x18\x02 \x01(\x03R\n" +
 	"storedAtMs\x12\x1c\n" +
-	"\tduplicate\x18\x03 \x01(\bR\tduplicate\",\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\x12\x19\n" +
+	"\bgroup_id\x18\x04 \x01(\tR\agroupId\x12\x1b\n" +
+	"\tgroup_seq\x18\x05 \x01(\x04R\bgroupSeq\",\n" +
 	"\x03Ack\x12%\n" +
 	"\x0fup_to_inbox_seq\x18\x01 \x01(\x04R\fupToInboxSeq\".\n" +
 	"\x05AckOk\x12%\n" +
@@ -1310,7 +3160,7 @@ const file_wire_proto_rawDesc = "" +
 	"\fresume_after\x18\x03 \x01(\x04R\vresumeAfter\x12%\n" +
 	"\x0ereplay_through\x18\x04 \x01(\x04R\rreplayThrough\";\n" +
 	"\aDeliver\x120\n" +
-	"\aentries\x18\x01 \x03(\v2\x16.courier.v1.InboxEntryR\aentries\"\xe0\x02\n" +
+	"\aentries\x18\x01 \x03(\v2\x16.courier.v1.InboxEntryR\aentries\"\xfb\x03\n" +
 	"\n" +
 	"InboxEntry\x12\x1b\n" +
 	"\tinbox_seq\x18\x01 \x01(\x04R\binboxSeq\x12)\n" +
@@ -1329,17 +3179,130 @@ const file_wire_proto_rawDesc = "" +
 	"sent_at_ms\x18\t \x01(\x03R\bsentAtMs\x12\x1f\n" +
 	"\vreceipt_for\x18\n" +
 	" \x03(\tR\n" +
-	"receiptFor\"j\n" +
+	"receiptFor\x12\x19\n" +
+	"\bgroup_id\x18\v \x01(\tR\agroupId\x12\x1b\n" +
+	"\tgroup_seq\x18\f \x01(\x04R\bgroupSeq\x127\n" +
+	"\vgroup_event\x18\r \x01(\v2\x16.courier.v1.GroupEventR\n" +
+	"groupEvent\x12(\n" +
+	"\x10sender_key_epoch\x18\x0e \x01(\x04R\x0esenderKeyEpoch\"j\n" +
 	"\x05Error\x12)\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x15.courier.v1.ErrorCodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1c\n" +
-	"\tretryable\x18\x03 \x01(\bR\tretryable*\x8e\x01\n" +
+	"\tretryable\x18\x03 \x01(\bR\tretryable\"\xb8\x01\n" +
+	"\rGroupSettings\x12/\n" +
+	"\x04send\x18\x01 \x01(\x0e2\x1b.courier.v1.GroupPermissionR\x04send\x128\n" +
+	"\tedit_info\x18\x02 \x01(\x0e2\x1b.courier.v1.GroupPermissionR\beditInfo\x12<\n" +
+	"\vadd_members\x18\x03 \x01(\x0e2\x1b.courier.v1.GroupPermissionR\n" +
+	"addMembers\"\xc5\x01\n" +
+	"\vGroupCreate\x12\x1b\n" +
+	"\tcreate_id\x18\x01 \x01(\tR\bcreateId\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12&\n" +
+	"\x0fmember_user_ids\x18\x04 \x03(\tR\rmemberUserIds\x125\n" +
+	"\bsettings\x18\x05 \x01(\v2\x19.courier.v1.GroupSettingsR\bsettings\")\n" +
+	"\fGroupUserIds\x12\x19\n" +
+	"\buser_ids\x18\x01 \x03(\tR\auserIds\"\f\n" +
+	"\n" +
+	"GroupLeave\"\xf4\x03\n" +
+	"\vGroupUpdate\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x13\n" +
+	"\x05op_id\x18\x02 \x01(\tR\x04opId\x12;\n" +
+	"\vadd_members\x18\n" +
+	" \x01(\v2\x18.courier.v1.GroupUserIdsH\x00R\n" +
+	"addMembers\x12A\n" +
+	"\x0eremove_members\x18\v \x01(\v2\x18.courier.v1.GroupUserIdsH\x00R\rremoveMembers\x12A\n" +
+	"\x0epromote_admins\x18\f \x01(\v2\x18.courier.v1.GroupUserIdsH\x00R\rpromoteAdmins\x12?\n" +
+	"\rdemote_admins\x18\r \x01(\v2\x18.courier.v1.GroupUserIdsH\x00R\fdemoteAdmins\x12.\n" +
+	"\x05leave\x18\x0e \x01(\v2\x16.courier.v1.GroupLeaveH\x00R\x05leave\x12\x1a\n" +
+	"\asubject\x18\x0f \x01(\tH\x00R\asubject\x12\"\n" +
+	"\vdescription\x18\x10 \x01(\tH\x00R\vdescription\x127\n" +
+	"\bsettings\x18\x11 \x01(\v2\x19.courier.v1.GroupSettingsH\x00R\bsettingsB\b\n" +
+	"\x06change\"W\n" +
+	"\rGroupUpdateOk\x12\x1b\n" +
+	"\tgroup_seq\x18\x01 \x01(\x04R\bgroupSeq\x12)\n" +
+	"\x04info\x18\x02 \x01(\v2\x15.courier.v1.GroupInfoR\x04info\"m\n" +
+	"\x15GroupDeviceCiphertext\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\rR\bdeviceId\x12\x1e\n" +
+	"\n" +
+	"ciphertext\x18\x03 \x01(\fR\n" +
+	"ciphertext\"\xf9\x01\n" +
+	"\tGroupSend\x12\"\n" +
+	"\rclient_msg_id\x18\x01 \x01(\tR\vclientMsgId\x12\x19\n" +
+	"\bgroup_id\x18\x02 \x01(\tR\agroupId\x12\x1e\n" +
+	"\n" +
+	"ciphertext\x18\x03 \x01(\fR\n" +
+	"ciphertext\x12@\n" +
+	"\n" +
+	"per_device\x18\x04 \x03(\v2!.courier.v1.GroupDeviceCiphertextR\tperDevice\x12!\n" +
+	"\fcontent_type\x18\x05 \x01(\tR\vcontentType\x12(\n" +
+	"\x10sender_key_epoch\x18\x06 \x01(\x04R\x0esenderKeyEpoch\"-\n" +
+	"\x10GroupInfoRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\"\x12\n" +
+	"\x10GroupListRequest\"0\n" +
+	"\x13GroupMembersRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\"N\n" +
+	"\x14GroupReceiptsRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x1b\n" +
+	"\tgroup_seq\x18\x02 \x01(\x04R\bgroupSeq\"T\n" +
+	"\x10GroupReadReceipt\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12%\n" +
+	"\x0fup_to_group_seq\x18\x02 \x01(\x04R\fupToGroupSeq\"\xc4\x03\n" +
+	"\tGroupInfo\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12&\n" +
+	"\x0fcreator_user_id\x18\x04 \x01(\tR\rcreatorUserId\x12\"\n" +
+	"\rcreated_at_ms\x18\x05 \x01(\x03R\vcreatedAtMs\x125\n" +
+	"\bsettings\x18\x06 \x01(\v2\x19.courier.v1.GroupSettingsR\bsettings\x12(\n" +
+	"\x10sender_key_epoch\x18\a \x01(\x04R\x0esenderKeyEpoch\x12!\n" +
+	"\fmember_count\x18\b \x01(\rR\vmemberCount\x12.\n" +
+	"\amy_role\x18\t \x01(\x0e2\x15.courier.v1.GroupRoleR\x06myRole\x12(\n" +
+	"\x10joined_group_seq\x18\n" +
+	" \x01(\x04R\x0ejoinedGroupSeq\x12\x18\n" +
+	"\aversion\x18\v \x01(\x04R\aversion\x12\x1c\n" +
+	"\tduplicate\x18\f \x01(\bR\tduplicate\":\n" +
+	"\tGroupList\x12-\n" +
+	"\x06groups\x18\x01 \x03(\v2\x15.courier.v1.GroupInfoR\x06groups\"\xa4\x01\n" +
+	"\vGroupMember\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12)\n" +
+	"\x04role\x18\x02 \x01(\x0e2\x15.courier.v1.GroupRoleR\x04role\x12(\n" +
+	"\x10joined_group_seq\x18\x03 \x01(\x04R\x0ejoinedGroupSeq\x12'\n" +
+	"\x10added_by_user_id\x18\x04 \x01(\tR\raddedByUserId\"_\n" +
+	"\x0fGroupMemberList\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x121\n" +
+	"\amembers\x18\x02 \x03(\v2\x17.courier.v1.GroupMemberR\amembers\"\x9d\x02\n" +
+	"\rGroupReceipts\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x1b\n" +
+	"\tgroup_seq\x18\x02 \x01(\x04R\bgroupSeq\x12\"\n" +
+	"\rclient_msg_id\x18\x03 \x01(\tR\vclientMsgId\x12\x1e\n" +
+	"\n" +
+	"recipients\x18\x04 \x01(\rR\n" +
+	"recipients\x12,\n" +
+	"\x12delivered_user_ids\x18\x05 \x03(\tR\x10deliveredUserIds\x12\"\n" +
+	"\rread_user_ids\x18\x06 \x03(\tR\vreadUserIds\x12#\n" +
+	"\rdelivered_all\x18\a \x01(\bR\fdeliveredAll\x12\x19\n" +
+	"\bread_all\x18\b \x01(\bR\areadAll\"\xbb\x02\n" +
+	"\n" +
+	"GroupEvent\x12.\n" +
+	"\x04type\x18\x01 \x01(\x0e2\x1a.courier.v1.GroupEventTypeR\x04type\x12\"\n" +
+	"\ractor_user_id\x18\x02 \x01(\tR\vactorUserId\x12\x19\n" +
+	"\buser_ids\x18\x03 \x03(\tR\auserIds\x12\x18\n" +
+	"\asubject\x18\x04 \x01(\tR\asubject\x12 \n" +
+	"\vdescription\x18\x05 \x01(\tR\vdescription\x125\n" +
+	"\bsettings\x18\x06 \x01(\v2\x19.courier.v1.GroupSettingsR\bsettings\x12(\n" +
+	"\x10sender_key_epoch\x18\a \x01(\x04R\x0esenderKeyEpoch\x12!\n" +
+	"\fmember_count\x18\b \x01(\rR\vmemberCount*\x83\x02\n" +
 	"\tEntryKind\x12\x1a\n" +
 	"\x16ENTRY_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12ENTRY_KIND_MESSAGE\x10\x01\x12\x1e\n" +
 	"\x1aENTRY_KIND_SENT_TRANSCRIPT\x10\x02\x12\x18\n" +
 	"\x14ENTRY_KIND_DELIVERED\x10\x03\x12\x13\n" +
-	"\x0fENTRY_KIND_READ\x10\x04*\xb4\x02\n" +
+	"\x0fENTRY_KIND_READ\x10\x04\x12\x1c\n" +
+	"\x18ENTRY_KIND_GROUP_MESSAGE\x10\x05\x12\x1a\n" +
+	"\x16ENTRY_KIND_GROUP_EVENT\x10\x06\x12\x1e\n" +
+	"\x1aENTRY_KIND_GROUP_DELIVERED\x10\a\x12\x19\n" +
+	"\x15ENTRY_KIND_GROUP_READ\x10\b*\xd3\x02\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tBAD_FRAME\x10\x01\x12\x11\n" +
@@ -1358,7 +3321,30 @@ const file_wire_proto_rawDesc = "" +
 	"\x0fNOT_DELIVERABLE\x10\r\x12\x0e\n" +
 	"\n" +
 	"NOT_MEMBER\x10\x0e\x12\x16\n" +
-	"\x12MISMATCHED_DEVICES\x10\x0fB0Z.github.com/courier-im/courier/protos/courierpbb\x06proto3"
+	"\x12MISMATCHED_DEVICES\x10\x0f\x12\x0e\n" +
+	"\n" +
+	"GROUP_FULL\x10\x10\x12\r\n" +
+	"\tNOT_ADMIN\x10\x11*l\n" +
+	"\tGroupRole\x12\x1a\n" +
+	"\x16GROUP_ROLE_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11GROUP_ROLE_MEMBER\x10\x01\x12\x14\n" +
+	"\x10GROUP_ROLE_ADMIN\x10\x02\x12\x16\n" +
+	"\x12GROUP_ROLE_CREATOR\x10\x03*s\n" +
+	"\x0fGroupPermission\x12\x1c\n" +
+	"\x18GROUP_PERMISSION_DEFAULT\x10\x00\x12 \n" +
+	"\x1cGROUP_PERMISSION_ALL_MEMBERS\x10\x01\x12 \n" +
+	"\x1cGROUP_PERMISSION_ADMINS_ONLY\x10\x02*\xcc\x02\n" +
+	"\x0eGroupEventType\x12\x1b\n" +
+	"\x17GROUP_EVENT_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13GROUP_EVENT_CREATED\x10\x01\x12\x1d\n" +
+	"\x19GROUP_EVENT_MEMBERS_ADDED\x10\x02\x12\x1f\n" +
+	"\x1bGROUP_EVENT_MEMBERS_REMOVED\x10\x03\x12\x1b\n" +
+	"\x17GROUP_EVENT_MEMBER_LEFT\x10\x04\x12\x1f\n" +
+	"\x1bGROUP_EVENT_ADMINS_PROMOTED\x10\x05\x12\x1e\n" +
+	"\x1aGROUP_EVENT_ADMINS_DEMOTED\x10\x06\x12\x1f\n" +
+	"\x1bGROUP_EVENT_SUBJECT_CHANGED\x10\a\x12#\n" +
+	"\x1fGROUP_EVENT_DESCRIPTION_CHANGED\x10\b\x12 \n" +
+	"\x1cGROUP_EVENT_SETTINGS_CHANGED\x10\tB0Z.github.com/courier-im/courier/protos/courierpbb\x06proto3"
 
 var (
 	file_wire_proto_rawDescOnce sync.Once
@@ -1372,48 +3358,103 @@ func file_wire_proto_rawDescGZIP() []byte {
 	return file_wire_proto_rawDescData
 }
 
-var file_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_wire_proto_goTypes = []any{
-	(EntryKind)(0),           // 0: courier.v1.EntryKind
-	(ErrorCode)(0),           // 1: courier.v1.ErrorCode
-	(*ClientFrame)(nil),      // 2: courier.v1.ClientFrame
-	(*ServerFrame)(nil),      // 3: courier.v1.ServerFrame
-	(*Send)(nil),             // 4: courier.v1.Send
-	(*DeviceCiphertext)(nil), // 5: courier.v1.DeviceCiphertext
-	(*SendAck)(nil),          // 6: courier.v1.SendAck
-	(*Ack)(nil),              // 7: courier.v1.Ack
-	(*AckOk)(nil),            // 8: courier.v1.AckOk
-	(*ReadReceipt)(nil),      // 9: courier.v1.ReadReceipt
-	(*ReadOk)(nil),           // 10: courier.v1.ReadOk
-	(*Ping)(nil),             // 11: courier.v1.Ping
-	(*Pong)(nil),             // 12: courier.v1.Pong
-	(*Attached)(nil),         // 13: courier.v1.Attached
-	(*Deliver)(nil),          // 14: courier.v1.Deliver
-	(*InboxEntry)(nil),       // 15: courier.v1.InboxEntry
-	(*Error)(nil),            // 16: courier.v1.Error
+	(EntryKind)(0),                // 0: courier.v1.EntryKind
+	(ErrorCode)(0),                // 1: courier.v1.ErrorCode
+	(GroupRole)(0),                // 2: courier.v1.GroupRole
+	(GroupPermission)(0),          // 3: courier.v1.GroupPermission
+	(GroupEventType)(0),           // 4: courier.v1.GroupEventType
+	(*ClientFrame)(nil),           // 5: courier.v1.ClientFrame
+	(*ServerFrame)(nil),           // 6: courier.v1.ServerFrame
+	(*Send)(nil),                  // 7: courier.v1.Send
+	(*DeviceCiphertext)(nil),      // 8: courier.v1.DeviceCiphertext
+	(*SendAck)(nil),               // 9: courier.v1.SendAck
+	(*Ack)(nil),                   // 10: courier.v1.Ack
+	(*AckOk)(nil),                 // 11: courier.v1.AckOk
+	(*ReadReceipt)(nil),           // 12: courier.v1.ReadReceipt
+	(*ReadOk)(nil),                // 13: courier.v1.ReadOk
+	(*Ping)(nil),                  // 14: courier.v1.Ping
+	(*Pong)(nil),                  // 15: courier.v1.Pong
+	(*Attached)(nil),              // 16: courier.v1.Attached
+	(*Deliver)(nil),               // 17: courier.v1.Deliver
+	(*InboxEntry)(nil),            // 18: courier.v1.InboxEntry
+	(*Error)(nil),                 // 19: courier.v1.Error
+	(*GroupSettings)(nil),         // 20: courier.v1.GroupSettings
+	(*GroupCreate)(nil),           // 21: courier.v1.GroupCreate
+	(*GroupUserIds)(nil),          // 22: courier.v1.GroupUserIds
+	(*GroupLeave)(nil),            // 23: courier.v1.GroupLeave
+	(*GroupUpdate)(nil),           // 24: courier.v1.GroupUpdate
+	(*GroupUpdateOk)(nil),         // 25: courier.v1.GroupUpdateOk
+	(*GroupDeviceCiphertext)(nil), // 26: courier.v1.GroupDeviceCiphertext
+	(*GroupSend)(nil),             // 27: courier.v1.GroupSend
+	(*GroupInfoRequest)(nil),      // 28: courier.v1.GroupInfoRequest
+	(*GroupListRequest)(nil),      // 29: courier.v1.GroupListRequest
+	(*GroupMembersRequest)(nil),   // 30: courier.v1.GroupMembersRequest
+	(*GroupReceiptsRequest)(nil),  // 31: courier.v1.GroupReceiptsRequest
+	(*GroupReadReceipt)(nil),      // 32: courier.v1.GroupReadReceipt
+	(*GroupInfo)(nil),             // 33: courier.v1.GroupInfo
+	(*GroupList)(nil),             // 34: courier.v1.GroupList
+	(*GroupMember)(nil),           // 35: courier.v1.GroupMember
+	(*GroupMemberList)(nil),       // 36: courier.v1.GroupMemberList
+	(*GroupReceipts)(nil),         // 37: courier.v1.GroupReceipts
+	(*GroupEvent)(nil),            // 38: courier.v1.GroupEvent
 }
 var file_wire_proto_depIdxs = []int32{
-	4,  // 0: courier.v1.ClientFrame.send:type_name -> courier.v1.Send
-	7,  // 1: courier.v1.ClientFrame.ack:type_name -> courier.v1.Ack
-	9,  // 2: courier.v1.ClientFrame.read:type_name -> courier.v1.ReadReceipt
-	11, // 3: courier.v1.ClientFrame.ping:type_name -> courier.v1.Ping
-	6,  // 4: courier.v1.ServerFrame.send_ack:type_name -> courier.v1.SendAck
-	14, // 5: courier.v1.ServerFrame.deliver:type_name -> courier.v1.Deliver
-	16, // 6: courier.v1.ServerFrame.error:type_name -> courier.v1.Error
-	12, // 7: courier.v1.ServerFrame.pong:type_name -> courier.v1.Pong
-	13, // 8: courier.v1.ServerFrame.attached:type_name -> courier.v1.Attached
-	8,  // 9: courier.v1.ServerFrame.ack_ok:type_name -> courier.v1.AckOk
-	10, // 10: courier.v1.ServerFrame.read_ok:type_name -> courier.v1.ReadOk
-	5,  // 11: courier.v1.Send.per_device:type_name -> courier.v1.DeviceCiphertext
-	15, // 12: courier.v1.Deliver.entries:type_name -> courier.v1.InboxEntry
-	0,  // 13: courier.v1.InboxEntry.kind:type_name -> courier.v1.EntryKind
-	1,  // 14: courier.v1.Error.code:type_name -> courier.v1.ErrorCode
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	7,  // 0: courier.v1.ClientFrame.send:type_name -> courier.v1.Send
+	10, // 1: courier.v1.ClientFrame.ack:type_name -> courier.v1.Ack
+	12, // 2: courier.v1.ClientFrame.read:type_name -> courier.v1.ReadReceipt
+	14, // 3: courier.v1.ClientFrame.ping:type_name -> courier.v1.Ping
+	21, // 4: courier.v1.ClientFrame.group_create:type_name -> courier.v1.GroupCreate
+	24, // 5: courier.v1.ClientFrame.group_update:type_name -> courier.v1.GroupUpdate
+	27, // 6: courier.v1.ClientFrame.group_send:type_name -> courier.v1.GroupSend
+	28, // 7: courier.v1.ClientFrame.group_info:type_name -> courier.v1.GroupInfoRequest
+	29, // 8: courier.v1.ClientFrame.group_list:type_name -> courier.v1.GroupListRequest
+	30, // 9: courier.v1.ClientFrame.group_members:type_name -> courier.v1.GroupMembersRequest
+	31, // 10: courier.v1.ClientFrame.group_receipts:type_name -> courier.v1.GroupReceiptsRequest
+	32, // 11: courier.v1.ClientFrame.group_read:type_name -> courier.v1.GroupReadReceipt
+	9,  // 12: courier.v1.ServerFrame.send_ack:type_name -> courier.v1.SendAck
+	17, // 13: courier.v1.ServerFrame.deliver:type_name -> courier.v1.Deliver
+	19, // 14: courier.v1.ServerFrame.error:type_name -> courier.v1.Error
+	15, // 15: courier.v1.ServerFrame.pong:type_name -> courier.v1.Pong
+	16, // 16: courier.v1.ServerFrame.attached:type_name -> courier.v1.Attached
+	11, // 17: courier.v1.ServerFrame.ack_ok:type_name -> courier.v1.AckOk
+	13, // 18: courier.v1.ServerFrame.read_ok:type_name -> courier.v1.ReadOk
+	33, // 19: courier.v1.ServerFrame.group_info:type_name -> courier.v1.GroupInfo
+	25, // 20: courier.v1.ServerFrame.group_update_ok:type_name -> courier.v1.GroupUpdateOk
+	34, // 21: courier.v1.ServerFrame.group_list:type_name -> courier.v1.GroupList
+	36, // 22: courier.v1.ServerFrame.group_member_list:type_name -> courier.v1.GroupMemberList
+	37, // 23: courier.v1.ServerFrame.group_receipts:type_name -> courier.v1.GroupReceipts
+	8,  // 24: courier.v1.Send.per_device:type_name -> courier.v1.DeviceCiphertext
+	18, // 25: courier.v1.Deliver.entries:type_name -> courier.v1.InboxEntry
+	0,  // 26: courier.v1.InboxEntry.kind:type_name -> courier.v1.EntryKind
+	38, // 27: courier.v1.InboxEntry.group_event:type_name -> courier.v1.GroupEvent
+	1,  // 28: courier.v1.Error.code:type_name -> courier.v1.ErrorCode
+	3,  // 29: courier.v1.GroupSettings.send:type_name -> courier.v1.GroupPermission
+	3,  // 30: courier.v1.GroupSettings.edit_info:type_name -> courier.v1.GroupPermission
+	3,  // 31: courier.v1.GroupSettings.add_members:type_name -> courier.v1.GroupPermission
+	20, // 32: courier.v1.GroupCreate.settings:type_name -> courier.v1.GroupSettings
+	22, // 33: courier.v1.GroupUpdate.add_members:type_name -> courier.v1.GroupUserIds
+	22, // 34: courier.v1.GroupUpdate.remove_members:type_name -> courier.v1.GroupUserIds
+	22, // 35: courier.v1.GroupUpdate.promote_admins:type_name -> courier.v1.GroupUserIds
+	22, // 36: courier.v1.GroupUpdate.demote_admins:type_name -> courier.v1.GroupUserIds
+	23, // 37: courier.v1.GroupUpdate.leave:type_name -> courier.v1.GroupLeave
+	20, // 38: courier.v1.GroupUpdate.settings:type_name -> courier.v1.GroupSettings
+	33, // 39: courier.v1.GroupUpdateOk.info:type_name -> courier.v1.GroupInfo
+	26, // 40: courier.v1.GroupSend.per_device:type_name -> courier.v1.GroupDeviceCiphertext
+	20, // 41: courier.v1.GroupInfo.settings:type_name -> courier.v1.GroupSettings
+	2,  // 42: courier.v1.GroupInfo.my_role:type_name -> courier.v1.GroupRole
+	33, // 43: courier.v1.GroupList.groups:type_name -> courier.v1.GroupInfo
+	2,  // 44: courier.v1.GroupMember.role:type_name -> courier.v1.GroupRole
+	35, // 45: courier.v1.GroupMemberList.members:type_name -> courier.v1.GroupMember
+	4,  // 46: courier.v1.GroupEvent.type:type_name -> courier.v1.GroupEventType
+	20, // 47: courier.v1.GroupEvent.settings:type_name -> courier.v1.GroupSettings
+	48, // [48:48] is the sub-list for method output_type
+	48, // [48:48] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }
@@ -1426,6 +3467,14 @@ func file_wire_proto_init() {
 		(*ClientFrame_Ack)(nil),
 		(*ClientFrame_Read)(nil),
 		(*ClientFrame_Ping)(nil),
+		(*ClientFrame_GroupCreate)(nil),
+		(*ClientFrame_GroupUpdate)(nil),
+		(*ClientFrame_GroupSend)(nil),
+		(*ClientFrame_GroupInfo)(nil),
+		(*ClientFrame_GroupList)(nil),
+		(*ClientFrame_GroupMembers)(nil),
+		(*ClientFrame_GroupReceipts)(nil),
+		(*ClientFrame_GroupRead)(nil),
 	}
 	file_wire_proto_msgTypes[1].OneofWrappers = []any{
 		(*ServerFrame_SendAck)(nil),
@@ -1435,14 +3484,29 @@ func file_wire_proto_init() {
 		(*ServerFrame_Attached)(nil),
 		(*ServerFrame_AckOk)(nil),
 		(*ServerFrame_ReadOk)(nil),
+		(*ServerFrame_GroupInfo)(nil),
+		(*ServerFrame_GroupUpdateOk)(nil),
+		(*ServerFrame_GroupList)(nil),
+		(*ServerFrame_GroupMemberList)(nil),
+		(*ServerFrame_GroupReceipts)(nil),
+	}
+	file_wire_proto_msgTypes[19].OneofWrappers = []any{
+		(*GroupUpdate_AddMembers)(nil),
+		(*GroupUpdate_RemoveMembers)(nil),
+		(*GroupUpdate_PromoteAdmins)(nil),
+		(*GroupUpdate_DemoteAdmins)(nil),
+		(*GroupUpdate_Leave)(nil),
+		(*GroupUpdate_Subject)(nil),
+		(*GroupUpdate_Description)(nil),
+		(*GroupUpdate_Settings)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   15,
+			NumEnums:      5,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,103 @@
+package scylla
+
+import (
+	"time"
+
+	"github.com/scylladb/gocqlx/v2/qb"
+	"github.com/scylladb/gocqlx/v2/table"
+)
+
+// Table models, matching migrations/. Statements are built from them once
+// per store; gocql prepares each on first use and caches it.
+var (
+	usersTable = table.New(table.Metadata{
+		Name:    "users",
+		Columns: []string{"user_id", "handle", "created_at"},
+		PartKey: []string{"user_id"},
+	})
+	handlesTable = table.New(table.Metadata{
+		Name:    "handles",
+		Columns: []string{"handle", "user_id"},
+		PartKey: []string{"handle"},
+	})
+	devicesTable = table.New(table.Metadata{
+		Name:    "devices",
+		Columns: []string{"user_id", "device_id", "secret_hash", "created_at"},
+		PartKey: []string{"user_id"},
+		SortKey: []string{"device_id"},
+	})
+	inboxTable = table.New(table.Metadata{
+		Name:    "inbox",
+		Columns: []string{"user_id", "device_id", "inbox_seq", "entry"},
+		PartKey: []string{"user_id", "device_id"},
+		SortKey: []string{"inbox_seq"},
+	})
+	dedupeTable = table.New(table.Metadata{
+		Name:    "dedupe",
+		Columns: []string{"recipient_id", "sender_id", "client_msg_id", "stored_at_ms"},
+		PartKey: []string{"recipient_id", "sender_id"},
+		SortKey: []string{"client_msg_id"},
+	})
+	sequencesTable = table.New(table.Metadata{
+		Name:    "sequences",
+		Columns: []string{"name", "last"},
+		PartKey: []string{"name"},
+	})
+	secretsTable = table.New(table.Metadata{
+		Name:    "secrets",
+		Columns: []string{"name", "value"},
+		PartKey: []string{"name"},
+	})
+)
+
+// statements are the CQL strings the store runs, with positional bind
+// markers in the order of their columns.
+type statements struct {
+	insertUser, getUser                   string
+	claimHandle, getHandle, unclaimHandle string
+	putDevice, getDevice, listDevices     string
+	insertEntry, rangeInbox               string
+	deleteRange, deleteInbox              string
+	insertDedupe, getDedupe               string
+	getSequence, createSequence, casSeq   string
+	insertSecret, getSecret               string
+}
+
+func buildStatements(ttlSec int) statements {
+	var st statements
+	st.insertUser, _ = usersTable.Insert()
+	st.getUser, _ = usersTable.Get("handle", "created_at")
+
+	// INSERT ... IF NOT EXISTS: the handle's single owner is decided by Paxos.
+	st.claimHandle, _ = handlesTable.InsertBuilder().Unique().ToCql()
+	st.getHandle, _ = handlesTable.Get("user_id")
+	// Undo a claim whose user row could not be written, but only our own.
+	st.unclaimHandle, _ = qb.Delete("handles").Where(qb.Eq("handle")).If(qb.Eq("user_id")).ToCql()
+
+	st.putDevice, _ = devicesTable.Insert()
+	st.getDevice, _ = devicesTable.Get("secret_hash", "created_at")
+	st.listDevices, _ = qb.Select("devices").Columns("device_id", "secret_hash", "created_at").
+		Where(qb.Eq("user_id")).ToCql()
+
+	st.insertEntry, _ = inboxTable.InsertBuilder().TTL(ttlDuration(ttlSec)).ToCql()
+	st.rangeInbox, _ = qb.Select("inbox").Columns("inbox_seq", "entry").
+		Where(qb.Eq("user_id"), qb.Eq("device_id"), qb.Gt("inbox_seq")).
+		OrderBy("inbox_seq", qb.ASC).LimitNamed("limit").ToCql()
+	// One range tombstone per ack.
+	st.deleteRange, _ = qb.Delete("inbox").
+		Where(qb.Eq("user_id"), qb.Eq("device_id"), qb.GtNamed("inbox_seq", "after"), qb.LtOrEqNamed("inbox_seq", "through")).ToCql()
+	st.deleteInbox, _ = qb.Delete("inbox").Where(qb.Eq("user_id"), qb.Eq("device_id")).ToCql()
+
+	st.insertDedupe, _ = dedupeTable.InsertBuilder().TTL(ttlDuration(ttlSec)).ToCql()
+	st.getDedupe, _ = dedupeTable.Get("stored_at_ms")
+
+	st.getSequence, _ = sequencesTable.Get("last")
+	st.createSequence, _ = sequencesTable.InsertBuilder().Unique().ToCql()
+	st.casSeq, _ = qb.Update("sequences").Set("last").Where(qb.Eq("name")).If(qb.EqNamed("last", "expected")).ToCql()
+
+	st.insertSecret, _ = secretsTable.InsertBuilder().Unique().ToCql()
+	st.getSecret, _ = secretsTable.Get("value")
+	return st
+}
+
+func ttlDuration(sec int) time.Duration { return time.Duration(sec) * time.Second }

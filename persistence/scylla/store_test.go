@@ -70,66 +70,6 @@ func entry(seq uint64) *courierpb.InboxEntry {
 	}
 }
 
-// TestRangePagesPastTenThousandRows reads more rows than several CQL pages
-// hold, with a range tombstone in the middle so pages come back short.
-func TestRangePagesPastTenThousandRows(t *testing.T) {
-	s := open(t, scyllatest.Options(t))
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
-	const total, chunk = 12_345, 500
-	for from := uint64(1); from <= total; from += chunk {
-		var as []persistence.InboxAppend
-		for seq := from; seq < from+chunk && seq <= total; seq++ {
-			as = append(as, persistence.InboxAppend{UserID: "pager", DeviceID: 1, Entry: entry(seq)})
-		}
-		if err := s.Append(ctx, as, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	check := func(name string, got []*courierpb.InboxEntry, want []uint64) {
-		t.Helper()
-		if len(got) != len(want) {
-			t.Fatalf("%s: %d entries, want %d", name, len(got), len(want))
-		}
-		for i, e := range got {
-			if e.GetInboxSeq() != want[i] || e.GetClientMsgId() != fmt.Sprintf("m%d", want[i]) {
-				t.Fatalf("%s: entry %d is seq %d (%s), want %d", name, i, e.GetInboxSeq(), e.GetClientMsgId(), want[i])
-			}
-		}
-	}
-	seqs := func(ranges ...[2]uint64) []uint64 {
-		var out []uint64
-		for _, r := range ranges {
-			for s := r[0]; s <= r[1]; s++ {
-				out = append(out, s)
-			}
-		}
-		return out
-	}
-
-	all, err := s.Range(ctx, "pager", 1, 0, 20_000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	check("whole inbox", all, seqs([2]uint64{1, total}))
-
-	// A limit inside the inbox, not on a page boundary.
-	some, err := s.Range(ctx, "pager", 1, 777, 10_001)
-	if err != nil {
-		t.Fatal(err)
-	}
-	check("limited", some, seqs([2]uint64{778, 10_778}))
-
-	if err := s.DeleteRange(ctx, "pager", 1, 100, 11_000); err != nil {
-		t.Fatal(err)
-	}
-	rest, err := s.Range(ctx, "pager", 1, 0, 20_000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	check("after a range tombstone", rest, seqs([2]uint64{1, 100}, [2]uint64{11_001, total}))
-}
-
 // TestLeasesFromTwoStoresAreDisjoint races two stores (two sessions, as two
 // nodes would have) on one counter: the compare-and-set, not a lock in
 // this process, keeps the blocks apart.

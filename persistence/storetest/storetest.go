@@ -58,6 +58,7 @@ func Run(t *testing.T, factory Factory) {
 		{"Devices", testDevices},
 		{"Inbox", testInbox},
 		{"DeleteRange", testDeleteRange},
+		{"LargeInbox", testLargeInbox},
 		{"DeleteInbox", testDeleteInbox},
 		{"Dedupe", testDedupe},
 		{"LeaseBlock", testLeaseBlock},

@@ -4,31 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/courier-im/courier/internal/nodetest"
 	"github.com/courier-im/courier/internal/testcert"
 	"github.com/courier-im/courier/node"
 )
 
 func startNode(t testing.TB) *node.Node {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	n, err := node.Start(ctx, node.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatalf("start node: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := n.Close(ctx); err != nil {
-			t.Errorf("close node: %v", err)
-		}
-	})
-	return n
+	return nodetest.Start(t, node.Config{})
 }
 
 func TestDirectScenarioReportsNoLoss(t *testing.T) {
@@ -117,18 +103,7 @@ func TestDirectConfigValidation(t *testing.T) {
 
 func TestDirectScenarioOverWSSWithCAFile(t *testing.T) {
 	cert := testcert.Write(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	n, err := node.Start(ctx, node.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), TLSCert: cert.CertFile, TLSKey: cert.KeyFile,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		_ = n.Close(ctx)
-	})
+	n := nodetest.Start(t, node.Config{TLSCert: cert.CertFile, TLSKey: cert.KeyFile})
 	r, err := Direct(context.Background(), DirectConfig{URL: "wss://" + n.Addr(), CAFile: cert.CertFile, Pairs: 5, Messages: 20, DurationLimit: time.Minute})
 	if err != nil {
 		t.Fatal(err)

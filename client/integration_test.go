@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/courier-im/courier/client"
+	"github.com/courier-im/courier/internal/nodetest"
 	"github.com/courier-im/courier/internal/storematrix"
 	"github.com/courier-im/courier/node"
 	"github.com/courier-im/courier/protos/courierpb"
@@ -41,25 +41,7 @@ func (w tWriter) Write(p []byte) (int, error) {
 
 func startNode(t testing.TB, cfg node.Config) *node.Node {
 	t.Helper()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.DataDir = t.TempDir()
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	n, err := node.Start(ctx, cfg)
-	if err != nil {
-		t.Fatalf("start node: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := n.Close(ctx); err != nil {
-			t.Errorf("close node: %v", err)
-		}
-	})
-	return n
+	return nodetest.Start(t, cfg)
 }
 
 func timeout(t testing.TB, d time.Duration) context.Context {

@@ -2,7 +2,6 @@ package node_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,37 +19,20 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/courier-im/courier/gateway"
+	"github.com/courier-im/courier/internal/nodetest"
 	"github.com/courier-im/courier/node"
 	"github.com/courier-im/courier/protos/courierpb"
 )
 
-func testLogger(t testing.TB) *slog.Logger {
-	if os.Getenv("COURIER_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
+func testLogger(testing.TB) *slog.Logger { return nodetest.Logger() }
 
 func startNode(t testing.TB, mutate func(*node.Config)) *node.Node {
 	t.Helper()
-	cfg := node.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: testLogger(t)}
+	var cfg node.Config
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	n, err := node.Start(ctx, cfg)
-	if err != nil {
-		t.Fatalf("start node: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := n.Close(ctx); err != nil {
-			t.Errorf("close node: %v", err)
-		}
-	})
-	return n
+	return nodetest.Start(t, cfg)
 }
 
 // account is a registered user with a token for device 1.

@@ -341,18 +341,26 @@ func newMsgID() string {
 }
 
 func validateSend(s *courierpb.Send) error {
-	invalid := func(msg string) error {
-		return &Error{Code: courierpb.ErrorCode_INVALID_ARGUMENT, Message: msg}
+	if s.ToUserId == "" {
+		return invalidArgument("a recipient user id is required")
 	}
+	return validatePayload(s.ClientMsgId, s.ContentType, s.Ciphertext, len(s.PerDevice))
+}
+
+func invalidArgument(msg string) error {
+	return &Error{Code: courierpb.ErrorCode_INVALID_ARGUMENT, Message: msg}
+}
+
+// validatePayload checks what 1:1 and group sends share, so a bad send
+// fails here instead of costing the session an error frame.
+func validatePayload(clientMsgID, contentType string, ciphertext []byte, perDevice int) error {
 	switch {
-	case s.ToUserId == "":
-		return invalid("a recipient user id is required")
-	case len(s.ClientMsgId) > maxClientMsgIDLen:
-		return invalid(fmt.Sprintf("client_msg_id must be 1..%d bytes", maxClientMsgIDLen))
-	case len(s.ContentType) > maxContentTypeLen:
-		return invalid(fmt.Sprintf("content_type must be at most %d bytes", maxContentTypeLen))
-	case len(s.Ciphertext) == 0 && len(s.PerDevice) == 0:
-		return invalid("a message needs a ciphertext")
+	case len(clientMsgID) > maxClientMsgIDLen:
+		return invalidArgument(fmt.Sprintf("client_msg_id must be 1..%d bytes", maxClientMsgIDLen))
+	case len(contentType) > maxContentTypeLen:
+		return invalidArgument(fmt.Sprintf("content_type must be at most %d bytes", maxContentTypeLen))
+	case len(ciphertext) == 0 && perDevice == 0:
+		return invalidArgument("a message needs a ciphertext")
 	}
 	return nil
 }

@@ -312,20 +312,10 @@ func (c *Client) SendGroupAsync(ctx context.Context, groupID string, ciphertext 
 }
 
 func validateGroupSend(s *courierpb.GroupSend) error {
-	invalid := func(msg string) error {
-		return &Error{Code: courierpb.ErrorCode_INVALID_ARGUMENT, Message: msg}
+	if s.GroupId == "" {
+		return invalidArgument("a group id is required")
 	}
-	switch {
-	case s.GroupId == "":
-		return invalid("a group id is required")
-	case len(s.ClientMsgId) > maxClientMsgIDLen:
-		return invalid(fmt.Sprintf("client_msg_id must be 1..%d bytes", maxClientMsgIDLen))
-	case len(s.ContentType) > maxContentTypeLen:
-		return invalid(fmt.Sprintf("content_type must be at most %d bytes", maxContentTypeLen))
-	case len(s.Ciphertext) == 0 && len(s.PerDevice) == 0:
-		return invalid("a message needs a ciphertext")
-	}
-	return nil
+	return validatePayload(s.ClientMsgId, s.ContentType, s.Ciphertext, len(s.PerDevice))
 }
 
 // MarkGroupRead tells a group that the signed-in user read its messages up

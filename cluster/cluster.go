@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,8 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/remote"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/courier-im/courier/protos/clusterpb"
 )
 
 // Errors callers branch on.
@@ -71,6 +74,9 @@ type Member struct {
 	ID      string   // unique per process lifetime
 	Address string   // Proto.Actor remote address host:port ("" on a local-only node)
 	Kinds   []string // grain kinds it hosts
+	// Meta is what the node tells operators about itself (its gateway URL,
+	// version); placement never reads it.
+	Meta map[string]string
 }
 
 // Membership is where the member list comes from: "local" (this node
@@ -92,11 +98,13 @@ type Config struct {
 	NodeAddress string
 	// AdvertiseAddress is what peers dial, when different from NodeAddress.
 	AdvertiseAddress string
-	Membership       Membership    // default: Local()
-	PassivateAfter   time.Duration // default 5m; negative disables passivation
-	RequestTimeout   time.Duration // default 5s, per attempt
-	RequestRetries   int           // default 3; negative means no retries
-	Logger           *slog.Logger  // default slog.Default()
+	// Meta is published with this node's membership entry (Member.Meta).
+	Meta           map[string]string
+	Membership     Membership    // default: Local()
+	PassivateAfter time.Duration // default 5m; negative disables passivation
+	RequestTimeout time.Duration // default 5s, per attempt
+	RequestRetries int           // default 3; negative means no retries
+	Logger         *slog.Logger  // default slog.Default()
 }
 
 const (
@@ -123,6 +131,7 @@ type Cluster struct {
 
 	remote    *remote.Remote
 	routerPID *actor.PID
+	statsHook atomic.Pointer[func(*clusterpb.NodeStats)]
 
 	// closing turns every new delivery away (Shutdown has begun).
 	closing atomic.Bool
@@ -210,7 +219,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	if c.remote != nil {
 		addr = c.system.Address()
 	}
-	c.self = Member{ID: c.system.ID, Address: addr, Kinds: append([]string(nil), c.kindNames...)}
+	c.self = Member{ID: c.system.ID, Address: addr, Kinds: append([]string(nil), c.kindNames...), Meta: maps.Clone(c.cfg.Meta)}
 	c.selfKey = memberKey(c.self)
 	if err := c.cfg.Membership.Start(ctx, c.self); err != nil {
 		c.stopRemote(ctx)

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"maps"
 	"sync"
 )
 
@@ -106,6 +107,7 @@ func (s *StaticMembership) notifyLocked() {
 
 func cloneMember(m Member) Member {
 	m.Kinds = append([]string(nil), m.Kinds...)
+	m.Meta = maps.Clone(m.Meta)
 	return m
 }
 

@@ -93,7 +93,7 @@ func newView(members []Member, selfKey string) *view {
 			continue
 		}
 		seen[key] = true
-		m.Kinds = append([]string(nil), m.Kinds...)
+		m = cloneMember(m)
 		v.members = append(v.members, m)
 		cd := &candidate{member: m, key: key, seed: mix64(stringHash(key)), self: key == selfKey}
 		if !cd.self && m.Address != "" {
@@ -147,7 +147,7 @@ func (c *Cluster) Members() []Member {
 	}
 	out := make([]Member, len(v.members))
 	for i, m := range v.members {
-		m.Kinds = append([]string(nil), m.Kinds...)
+		m = cloneMember(m)
 		out[i] = m
 	}
 	return out

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,7 +23,9 @@ import (
 // DirectConfig describes a direct-messaging run: Pairs senders each send
 // Messages messages to their own receiver.
 type DirectConfig struct {
-	// URL of the server: ws://, wss://, http:// or https://.
+	// URL of the server: ws://, wss://, http:// or https://. Several
+	// gateways of one cluster may be given, separated by commas: clients are
+	// spread over them and fail over to the others.
 	URL string
 	// Pairs of users (default 100); 2*Pairs clients connect.
 	Pairs int
@@ -128,9 +131,13 @@ func Direct(ctx context.Context, cfg DirectConfig) (*Report, error) {
 			fmt.Fprintf(cfg.Progress, "bench: "+format+"\n", args...)
 		}
 	}
-	base, err := client.BaseURL(cfg.URL)
-	if err != nil {
-		return nil, err
+	var bases []string
+	for _, u := range strings.Split(cfg.URL, ",") {
+		base, err := client.BaseURL(u)
+		if err != nil {
+			return nil, err
+		}
+		bases = append(bases, base)
 	}
 	var tlsConf *tls.Config
 	if cfg.CAFile != "" {
@@ -156,12 +163,12 @@ func Direct(ctx context.Context, cfg DirectConfig) (*Report, error) {
 	runID := make([]byte, 4)
 	_, _ = rand.Read(runID)
 	prefix := "bench-" + hex.EncodeToString(runID)
-	progress("registering %d users at %s", users, base)
+	progress("registering %d users at %s", users, strings.Join(bases, ", "))
 	creds := make([]client.Credentials, users)
 	err = forEach(ctx, users, cfg.Concurrency, func(ctx context.Context, i int) error {
 		var err error
 		for attempt := range 5 {
-			creds[i], err = client.Register(ctx, base, fmt.Sprintf("%s-%d", prefix, i), opts...)
+			creds[i], err = client.Register(ctx, bases[i%len(bases)], fmt.Sprintf("%s-%d", prefix, i), opts...)
 			if err == nil || !retryable(err) {
 				return err
 			}
@@ -179,7 +186,8 @@ func Direct(ctx context.Context, cfg DirectConfig) (*Report, error) {
 		dctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
 		var err error
-		clients[i], err = client.Dial(dctx, creds[i], opts...)
+		// Client i starts on gateway i mod n; the others are its fail-overs.
+		clients[i], err = client.Dial(dctx, creds[i], append(opts, client.WithServers(bases...))...)
 		return err
 	})
 	if err != nil {

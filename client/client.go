@@ -31,9 +31,10 @@ const (
 // resumes by itself. Its methods are safe for concurrent use.
 type Client struct {
 	cfg      config
-	creds    Credentials
-	httpBase string
-	wsURL    string
+	creds   Credentials
+	servers []server
+	// current indexes servers: the gateway connections and API calls use.
+	current atomic.Int32
 	dialer   *websocket.Dialer
 	log      *slog.Logger
 	tokens   *tokenSource
@@ -86,6 +87,16 @@ func Dial(ctx context.Context, creds Credentials, opts ...Option) (*Client, erro
 	if err != nil {
 		return nil, err
 	}
+	servers := []server{{httpBase: httpBase, wsURL: wsURL}}
+	for _, raw := range cfg.servers {
+		h, w, err := endpoints(raw)
+		if err != nil {
+			return nil, fmt.Errorf("fail-over server: %w", err)
+		}
+		if h != httpBase {
+			servers = append(servers, server{httpBase: h, wsURL: w})
+		}
+	}
 	if creds.UserID == "" && creds.Handle == "" {
 		return nil, errors.New("credentials name no user")
 	}
@@ -96,10 +107,9 @@ func Dial(ctx context.Context, creds Credentials, opts ...Option) (*Client, erro
 	c := &Client{
 		cfg:      cfg,
 		creds:    creds,
-		httpBase: httpBase,
-		wsURL:    wsURL,
+		servers:  servers,
 		log:      cfg.logger.With("user_id", creds.UserID, "device_id", creds.DeviceID),
-		tokens:   &tokenSource{hc: cfg.httpClient, base: httpBase, creds: creds, now: time.Now},
+		tokens:   &tokenSource{hc: cfg.httpClient, creds: creds, now: time.Now},
 		backoff:  backoff{min: cfg.minBackoff, max: cfg.maxBackoff},
 		retry:    backoff{min: 50 * time.Millisecond, max: 2 * time.Second},
 		dialer: &websocket.Dialer{
@@ -129,9 +139,16 @@ func Dial(ctx context.Context, creds Credentials, opts ...Option) (*Client, erro
 		if err == nil {
 			break
 		}
-		if !retryableErr(err) || ctx.Err() != nil {
+		// An unreachable server is worth trying the next one for; once every
+		// server was tried, Dial reports it rather than waiting for a cluster
+		// that may not exist.
+		failOver := transportErr(err) && attempt < len(c.servers)-1
+		if !(retryableErr(err) || failOver) || ctx.Err() != nil {
 			c.cancel()
 			return nil, err
+		}
+		if failOver {
+			continue
 		}
 		select {
 		case <-time.After(c.backoff.delay(attempt + 1)):
@@ -272,14 +289,18 @@ func (c *Client) Close() error {
 // last entry handed to the application.
 func (c *Client) connect(ctx context.Context) (*conn, error) {
 	for attempt := 0; ; attempt++ {
-		tok, err := c.tokens.get(ctx)
+		srv := c.server()
+		tok, err := c.tokens.get(ctx, srv.httpBase)
 		if err != nil {
+			if transportErr(err) {
+				c.failOver(srv)
+			}
 			return nil, err
 		}
 		after := c.acks.last()
 		hdr := http.Header{}
 		hdr.Set("Authorization", "Bearer "+tok)
-		ws, resp, err := c.dialer.DialContext(ctx, c.wsURL+"?after="+strconv.FormatUint(after, 10), hdr)
+		ws, resp, err := c.dialer.DialContext(ctx, srv.wsURL+"?after="+strconv.FormatUint(after, 10), hdr)
 		if err != nil {
 			if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 				herr := errorFromHTTP(resp)
@@ -289,7 +310,8 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 				}
 				return nil, fmt.Errorf("open session: %w", herr)
 			}
-			return nil, fmt.Errorf("open session at %s: %w", c.wsURL, err)
+			c.failOver(srv)
+			return nil, fmt.Errorf("open session at %s: %w", srv.wsURL, err)
 		}
 		if c.cfg.json && ws.Subprotocol() != subprotocolJSON {
 			_ = ws.Close()
@@ -300,6 +322,33 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 		cn.lastRead.Store(time.Now().UnixNano())
 		return cn, nil
 	}
+}
+
+// server is one gateway the client may use.
+type server struct{ httpBase, wsURL string }
+
+func (c *Client) server() server { return c.servers[int(c.current.Load())%len(c.servers)] }
+
+// failOver moves to the next server after srv could not be reached (unless
+// another goroutine already moved on).
+func (c *Client) failOver(srv server) {
+	if len(c.servers) < 2 {
+		return
+	}
+	i := c.current.Load()
+	if c.servers[int(i)%len(c.servers)] != srv {
+		return
+	}
+	if c.current.CompareAndSwap(i, (i+1)%int32(len(c.servers))) {
+		c.log.Info("server unreachable, failing over", "from", srv.httpBase, "to", c.server().httpBase)
+	}
+}
+
+// transportErr: the server was not reached or did not answer at all (as
+// opposed to answering with an error).
+func transportErr(err error) bool {
+	var apiErr *Error
+	return !errors.As(err, &apiErr)
 }
 
 // install makes cn the current session and writes every request still

@@ -93,7 +93,6 @@ func doJSON(ctx context.Context, hc *http.Client, method, u, bearer string, body
 // tokenSource fetches access tokens and refreshes them before they expire.
 type tokenSource struct {
 	hc    *http.Client
-	base  string
 	creds Credentials
 	now   func() time.Time
 
@@ -103,7 +102,9 @@ type tokenSource struct {
 }
 
 // get returns a token valid for a while yet, fetching one if needed.
-func (t *tokenSource) get(ctx context.Context) (string, error) {
+// Tokens are valid on every node of a cluster, so one is fetched from
+// whichever server base the client uses at the moment.
+func (t *tokenSource) get(ctx context.Context, base string) (string, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.token != "" && t.now().Before(t.refresh) {
@@ -117,7 +118,7 @@ func (t *tokenSource) get(ctx context.Context) (string, error) {
 	if t.creds.UserID == "" {
 		req = map[string]any{"handle": t.creds.Handle, "device_id": t.creds.DeviceID, "device_secret": t.creds.DeviceSecret}
 	}
-	if err := doJSON(ctx, t.hc, http.MethodPost, t.base+"/v1/token", "", req, &out); err != nil {
+	if err := doJSON(ctx, t.hc, http.MethodPost, base+"/v1/token", "", req, &out); err != nil {
 		return "", fmt.Errorf("get access token: %w", err)
 	}
 	t.token = out.AccessToken
@@ -149,11 +150,18 @@ func authRefused(err error) bool {
 // the server refuses the cached one.
 func (c *Client) api(ctx context.Context, method, path string, body, out any) error {
 	for attempt := 0; ; attempt++ {
-		tok, err := c.tokens.get(ctx)
+		srv := c.server()
+		tok, err := c.tokens.get(ctx, srv.httpBase)
 		if err != nil {
+			if transportErr(err) {
+				c.failOver(srv)
+			}
 			return err
 		}
-		err = doJSON(ctx, c.cfg.httpClient, method, c.httpBase+path, tok, body, out)
+		err = doJSON(ctx, c.cfg.httpClient, method, srv.httpBase+path, tok, body, out)
+		if err != nil && transportErr(err) {
+			c.failOver(srv)
+		}
 		if err != nil && attempt == 0 && authRefused(err) {
 			c.tokens.invalidate(tok)
 			continue

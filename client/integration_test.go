@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"os"
 	"runtime"
 	"strings"
@@ -688,5 +689,31 @@ func TestSecondConnectionOfADeviceReplacesTheFirst(t *testing.T) {
 	e := nextOfKind(t, second, courierpb.EntryKind_ENTRY_KIND_MESSAGE, 10*time.Second)
 	if string(e.Ciphertext) != "to the newest" {
 		t.Fatalf("got %q", e.Ciphertext)
+	}
+}
+
+func TestClientFailsOverToTheNextServer(t *testing.T) {
+	n := startNode(t, node.Config{})
+	creds := register(t, n, "failover")
+	// The first server in the list is down (a port nothing listens on): the
+	// client moves on to the next one instead of retrying a dead node.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	creds.BaseURL = dead
+	c := dial(t, creds, client.WithServers(n.URL()), client.WithBackoff(10*time.Millisecond, 100*time.Millisecond))
+	if !c.Connected() {
+		t.Fatal("not connected")
+	}
+	peer := dial(t, register(t, n, "failover-peer"))
+	ctx := timeout(t, 10*time.Second)
+	if _, err := c.Send(ctx, peer.UserID(), []byte("via the second server")); err != nil {
+		t.Fatal(err)
+	}
+	if e := nextOfKind(t, peer, courierpb.EntryKind_ENTRY_KIND_MESSAGE, 10*time.Second); string(e.Ciphertext) != "via the second server" {
+		t.Fatalf("peer got %q", e.Ciphertext)
 	}
 }

@@ -40,6 +40,7 @@ type config struct {
 	minBackoff     time.Duration
 	maxBackoff     time.Duration
 	resumeAfter    uint64
+	servers        []string
 }
 
 // WithTLSConfig sets the TLS configuration of https and wss connections.
@@ -92,6 +93,14 @@ func WithBackoff(minDelay, maxDelay time.Duration) Option {
 // application that persisted LastSeq across restarts. Entries up to it are
 // acknowledged on connect.
 func WithResumeAfter(seq uint64) Option { return func(o *config) { o.resumeAfter = seq } }
+
+// WithServers adds gateways of the same cluster to fail over to: when the
+// current one cannot be reached, the next connection attempt goes to the
+// next server in the list (the credentials' BaseURL first). Tokens are valid
+// on every node of a cluster, so nothing else changes.
+func WithServers(urls ...string) Option {
+	return func(o *config) { o.servers = append(o.servers, urls...) }
+}
 
 func buildConfig(opts []Option) (config, error) {
 	c := config{

@@ -82,7 +82,7 @@ a send failed, or the time bound ended the run.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8080", "server URL (ws, wss, http or https)")
+	f.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8080", "server URL (ws, wss, http or https); several gateways of one cluster separated by commas")
 	f.IntVar(&cfg.Pairs, "pairs", 100, "sender/receiver pairs (2 x pairs clients)")
 	f.IntVar(&cfg.Messages, "messages", 100, "messages each sender sends")
 	f.IntVar(&cfg.Window, "window", 8, "sends each sender keeps in flight")

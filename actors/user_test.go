@@ -143,6 +143,32 @@ func TestTwoActivationsOfOneUserNeverShareASequenceNumber(t *testing.T) {
 	if len(entries) != 2*perNode {
 		t.Fatalf("bob's inbox has %d entries, want %d: an activation overwrote the other's", len(entries), 2*perNode)
 	}
+	// Every acknowledged message is there, each once, under a distinct
+	// number, and each activation's own messages keep their send order.
+	seen := make(map[string]uint64, len(entries))
+	lastSeq := map[byte]int{'0': -1, '1': -1}
+	for _, e := range entries {
+		id := e.ClientMsgId
+		if _, dup := seen[id]; dup {
+			t.Fatalf("message %s stored twice", id)
+		}
+		seen[id] = e.InboxSeq
+		var node, i int
+		if _, err := fmt.Sscanf(id, "n%d-m%d", &node, &i); err != nil {
+			t.Fatalf("unexpected entry %q", id)
+		}
+		if i <= lastSeq[byte('0'+node)] {
+			t.Fatalf("activation %d's message %d stored after its message %d", node, i, lastSeq[byte('0'+node)])
+		}
+		lastSeq[byte('0'+node)] = i
+	}
+	for n := range 2 {
+		for i := range perNode {
+			if _, ok := seen[fmt.Sprintf("n%d-m%d", n, i)]; !ok {
+				t.Fatalf("acknowledged message n%d-m%d is not in the inbox", n, i)
+			}
+		}
+	}
 }
 
 func waitUntil(t *testing.T, timeout time.Duration, cond func() bool) {

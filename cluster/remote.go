@@ -49,8 +49,16 @@ func (c *Cluster) handlePeer(m interface{}) {
 		c.refuse(sender, fmt.Errorf("%w: router accepts only %s, got %T", ErrBadEnvelope, typeName(&clusterpb.Envelope{}), msg))
 		return
 	}
+	if env.Kind == "" && env.Identity == "" {
+		if reply, ok := c.handleNodeRequest(env); ok {
+			if sender != nil {
+				c.system.Root.Send(sender, reply)
+			}
+			return
+		}
+	}
 	if env.Kind == "" || env.Identity == "" {
-		c.refuse(sender, fmt.Errorf("%w: envelope names no grain", ErrBadEnvelope))
+		c.refuse(sender, fmt.Errorf("%w: envelope names no grain and is no node request", ErrBadEnvelope))
 		return
 	}
 	id := GrainID{Kind: env.Kind, Identity: env.Identity}

@@ -145,6 +145,11 @@ func (c *Cluster) send(owner *candidate, id GrainID, h uint64, msg proto.Message
 	return nil
 }
 
+// sendTo sends an Envelope to the router of the member at address.
+func (c *Cluster) sendTo(address string, env *clusterpb.Envelope, replyTo *actor.PID) {
+	c.system.Root.Send(actor.NewPID(address, routerName), &actor.MessageEnvelope{Message: env, Sender: replyTo})
+}
+
 func (c *Cluster) register(s *replySlot) {
 	// NextId is unique per actor system, so Add cannot collide.
 	s.pid, _ = c.system.ProcessRegistry.Add(s, "courier-reply"+c.system.ProcessRegistry.NextId())

@@ -18,11 +18,14 @@ import (
 	"time"
 
 	"github.com/courier-im/courier/actors"
+	"github.com/courier-im/courier/admin"
 	"github.com/courier-im/courier/cluster"
+	"github.com/courier-im/courier/cluster/consul"
 	"github.com/courier-im/courier/gateway"
 	"github.com/courier-im/courier/persistence"
 	"github.com/courier-im/courier/persistence/embedded"
 	"github.com/courier-im/courier/persistence/scylla"
+	"github.com/courier-im/courier/protos/clusterpb"
 )
 
 // Config is everything a node can be told. Zero values take defaults.
@@ -81,7 +84,28 @@ type Config struct {
 	// NodeAddress is the Proto.Actor remote address host:port; empty runs
 	// this node without remote (single node).
 	NodeAddress string
-	Logger      *slog.Logger
+	// Advertise is the host:port peers dial when NodeAddress binds another
+	// address (0.0.0.0, a NAT).
+	Advertise string
+	// Cluster is the membership provider: "local" (default; this node
+	// alone) or "consul" (needs NodeAddress and a shared store).
+	Cluster string
+	// ConsulAddr is the Consul agent's HTTP address (default 127.0.0.1:8500).
+	ConsulAddr string
+	// ConsulService is the Consul service one cluster's nodes share
+	// (default "courier").
+	ConsulService string
+	// ConsulTTL is how long a silent node stays a member (default 10s).
+	ConsulTTL time.Duration
+	// ConsulToken is the Consul ACL token, if the agent needs one.
+	ConsulToken string
+	// RequestRetries is how often a grain request is retried on a retryable
+	// failure (default 3).
+	RequestRetries int
+	// AdminToken enables the admin API (/v1/admin/…) behind this bearer
+	// token; empty serves none.
+	AdminToken string
+	Logger     *slog.Logger
 }
 
 // Node is a running Courier node.
@@ -113,6 +137,19 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if cfg.Store == "" {
 		cfg.Store = "embedded"
+	}
+	switch cfg.Cluster {
+	case "", "local":
+		cfg.Cluster = "local"
+	case "consul":
+		if cfg.NodeAddress == "" {
+			return nil, errors.New("--cluster consul needs --node-addr (host:port peers reach this node on)")
+		}
+		if cfg.Store == "embedded" {
+			cfg.Logger.Warn("a consul cluster on the embedded store: every node has its own data, so users and messages are not shared; use --store scylla")
+		}
+	default:
+		return nil, fmt.Errorf("unknown cluster provider %q: use local or consul", cfg.Cluster)
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger}
 	var err error
@@ -182,12 +219,36 @@ func (n *Node) start(ctx context.Context) error {
 		},
 		Group: actors.GroupConfig{FanoutBatch: cfg.FanoutBatch},
 	}
+	// The listener opens first (nothing is served yet) so the gateway's
+	// real address can be published with this node's membership.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	if cfg.TLSCert != "" || cfg.TLSKey != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("load TLS certificate %s / key %s: %w", cfg.TLSCert, cfg.TLSKey, err)
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		n.tls = true
+	}
+	n.ln = ln
+	membership, err := n.membership()
+	if err != nil {
+		return err
+	}
 	system := cluster.NewActorSystem(cfg.Logger)
 	cl, err := cluster.New(system, cluster.Config{
-		NodeAddress:    cfg.NodeAddress,
-		PassivateAfter: cfg.PassivateAfter,
-		RequestTimeout: cfg.RequestTimeout,
-		Logger:         cfg.Logger,
+		NodeAddress:      cfg.NodeAddress,
+		AdvertiseAddress: cfg.Advertise,
+		Membership:       membership,
+		Meta:             map[string]string{"gateway": n.URL()},
+		PassivateAfter:   cfg.PassivateAfter,
+		RequestTimeout:   cfg.RequestTimeout,
+		RequestRetries:   cfg.RequestRetries,
+		Logger:           cfg.Logger,
 	}, actors.UserKind(deps), actors.GroupKind(deps))
 	if err != nil {
 		return fmt.Errorf("build cluster: %w", err)
@@ -231,23 +292,21 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 	n.gateway = gw
-
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
-	}
-	if cfg.TLSCert != "" || cfg.TLSKey != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+	cl.SetStatsHook(func(st *clusterpb.NodeStats) { st.Sessions = int64(gw.Sessions()) })
+	handler := gw.Handler()
+	if cfg.AdminToken != "" {
+		ah, err := admin.Handler(cl, cfg.AdminToken, cfg.Logger)
 		if err != nil {
-			_ = ln.Close()
-			return fmt.Errorf("load TLS certificate %s / key %s: %w", cfg.TLSCert, cfg.TLSKey, err)
+			return err
 		}
-		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
-		n.tls = true
+		mux := http.NewServeMux()
+		mux.Handle("/v1/admin/", ah)
+		mux.Handle("/", handler)
+		handler = mux
 	}
-	n.ln = ln
+
 	n.http = &http.Server{
-		Handler:           gw.Handler(),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
@@ -255,6 +314,23 @@ func (n *Node) start(ctx context.Context) error {
 	go func() { n.served <- n.http.Serve(ln) }()
 	n.log.Info("courier node serving", "addr", n.Addr(), "tls", n.tls, "store", cfg.Store, "data", cfg.DataDir)
 	return nil
+}
+
+func (n *Node) membership() (cluster.Membership, error) {
+	if n.cfg.Cluster != "consul" {
+		return cluster.Local(), nil
+	}
+	m, err := consul.New(consul.Config{
+		Address: n.cfg.ConsulAddr,
+		Service: n.cfg.ConsulService,
+		TTL:     n.cfg.ConsulTTL,
+		Token:   n.cfg.ConsulToken,
+		Logger:  n.cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consul membership: %w", err)
+	}
+	return m, nil
 }
 
 // leaseRenew keeps sessions renewing well inside the passivation timeout.
@@ -317,6 +393,8 @@ func (n *Node) Close(ctx context.Context) error {
 	}
 	if n.http != nil {
 		errs = append(errs, n.http.Shutdown(ctx))
+	} else if n.ln != nil {
+		_ = n.ln.Close() // start failed before serving
 	}
 	if n.cluster != nil {
 		errs = append(errs, n.cluster.Shutdown(ctx))

@@ -12,13 +12,19 @@ command -v go >/dev/null || { echo "test.sh: Go is required (go1.26+)" >&2; exit
 # database (e.g. a ScyllaDB), and stopped when this script exits, whether
 # the tests passed or not. A node that cannot start fails the run.
 CASSANDRA_DIRS=()
-stop_cassandra() {
+CONSUL_DIR=""
+BIN_DIR=""
+stop_services() {
 	local d
+	[[ -n "$BIN_DIR" ]] && rm -rf "$BIN_DIR"
 	for d in "${CASSANDRA_DIRS[@]}"; do
 		COURIER_CASSANDRA_DIR="$d" ./scripts/cassandra.sh stop || true
 	done
+	if [[ -n "$CONSUL_DIR" ]]; then
+		COURIER_CONSUL_DIR="$CONSUL_DIR" ./scripts/consul.sh stop || true
+	fi
 }
-trap stop_cassandra EXIT
+trap stop_services EXIT
 trap 'exit 130' INT TERM
 if [[ -z "${COURIER_TEST_SCYLLA_HOSTS:-}" ]]; then
 	echo "== cassandra"
@@ -31,12 +37,32 @@ else
 	echo "== using the CQL database at $COURIER_TEST_SCYLLA_HOSTS"
 	./scripts/cassandra.sh install # the outage test below still runs a node of its own
 fi
+# A real Consul agent for the cluster tests (cluster/consul, e2e): built
+# once from the Go module proxy and cached, run in -dev mode on 127.0.0.1
+# unless COURIER_TEST_CONSUL_ADDR already names one. The Consul-restart test
+# runs a second agent of its own on 127.0.0.2 from the same binary.
+COURIER_TEST_CONSUL_BIN="$(./scripts/consul.sh install)"
+export COURIER_TEST_CONSUL_BIN
+if [[ -z "${COURIER_TEST_CONSUL_ADDR:-}" ]]; then
+	echo "== consul"
+	CONSUL_DIR="$(mktemp -d "${TMPDIR:-/tmp}/courier-consul.XXXXXX")"
+	COURIER_CONSUL_DIR="$CONSUL_DIR" ./scripts/consul.sh start
+	export COURIER_TEST_CONSUL_ADDR="127.0.0.1:8500"
+fi
+
 # The database-outage test (persistence/scylla) stops and restarts a second
 # node of its own, kept in this directory, so the other tests never lose
 # theirs.
 COURIER_TEST_CASSANDRA_OUTAGE="$(mktemp -d "${TMPDIR:-/tmp}/courier-cassandra-outage.XXXXXX")"
 export COURIER_TEST_CASSANDRA_OUTAGE
 CASSANDRA_DIRS+=("$COURIER_TEST_CASSANDRA_OUTAGE")
+
+# The cluster tests (e2e) run the real courier binary as separate
+# processes, built once here without the race detector.
+BIN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/courier-bin.XXXXXX")"
+COURIER_TEST_COURIER_BIN="$BIN_DIR/courier"
+export COURIER_TEST_COURIER_BIN
+go build -o "$COURIER_TEST_COURIER_BIN" ./cmd/courier
 
 echo "== go vet"
 go vet ./...

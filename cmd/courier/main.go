@@ -16,7 +16,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newChatCmd(), newBenchCmd())
+	root.AddCommand(newServeCmd(), newChatCmd(), newBenchCmd(), newAdminCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "courier:", err)
 		os.Exit(1)

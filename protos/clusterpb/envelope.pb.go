@@ -235,6 +235,138 @@ func (x *Status) GetMessage() string {
 	return ""
 }
 
+// A node-level request (an Envelope with no kind or identity): what one
+// member reports about itself to an operator's admin query.
+type NodeStatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeStatsRequest) Reset() {
+	*x = NodeStatsRequest{}
+	mi := &file_envelope_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeStatsRequest) ProtoMessage() {}
+
+func (x *NodeStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_envelope_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeStatsRequest.ProtoReflect.Descriptor instead.
+func (*NodeStatsRequest) Descriptor() ([]byte, []int) {
+	return file_envelope_proto_rawDescGZIP(), []int{2}
+}
+
+type NodeStats struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	MemberId string                 `protobuf:"bytes,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	Address  string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// Live activations per grain kind.
+	Activations map[string]int64 `protobuf:"bytes,3,rep,name=activations,proto3" json:"activations,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Goroutines  int64            `protobuf:"varint,4,opt,name=goroutines,proto3" json:"goroutines,omitempty"`
+	HeapBytes   uint64           `protobuf:"varint,5,opt,name=heap_bytes,json=heapBytes,proto3" json:"heap_bytes,omitempty"`
+	// Gateway sessions (open sockets) on this node, when it runs a gateway.
+	Sessions      int64 `protobuf:"varint,6,opt,name=sessions,proto3" json:"sessions,omitempty"`
+	UptimeMs      int64 `protobuf:"varint,7,opt,name=uptime_ms,json=uptimeMs,proto3" json:"uptime_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeStats) Reset() {
+	*x = NodeStats{}
+	mi := &file_envelope_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeStats) ProtoMessage() {}
+
+func (x *NodeStats) ProtoReflect() protoreflect.Message {
+	mi := &file_envelope_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeStats.ProtoReflect.Descriptor instead.
+func (*NodeStats) Descriptor() ([]byte, []int) {
+	return file_envelope_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *NodeStats) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *NodeStats) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *NodeStats) GetActivations() map[string]int64 {
+	if x != nil {
+		return x.Activations
+	}
+	return nil
+}
+
+func (x *NodeStats) GetGoroutines() int64 {
+	if x != nil {
+		return x.Goroutines
+	}
+	return 0
+}
+
+func (x *NodeStats) GetHeapBytes() uint64 {
+	if x != nil {
+		return x.HeapBytes
+	}
+	return 0
+}
+
+func (x *NodeStats) GetSessions() int64 {
+	if x != nil {
+		return x.Sessions
+	}
+	return 0
+}
+
+func (x *NodeStats) GetUptimeMs() int64 {
+	if x != nil {
+		return x.UptimeMs
+	}
+	return 0
+}
+
 var File_envelope_proto protoreflect.FileDescriptor
 
 const file_envelope_proto_rawDesc = "" +
@@ -250,7 +382,22 @@ const file_envelope_proto_rawDesc = "" +
 	"\x06status\x18\a \x01(\v2\x1a.courier.cluster.v1.StatusR\x06status\"V\n" +
 	"\x06Status\x122\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x1e.courier.cluster.v1.StatusCodeR\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage*\x96\x01\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\x12\n" +
+	"\x10NodeStatsRequest\"\xcc\x02\n" +
+	"\tNodeStats\x12\x1b\n" +
+	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12P\n" +
+	"\vactivations\x18\x03 \x03(\v2..courier.cluster.v1.NodeStats.ActivationsEntryR\vactivations\x12\x1e\n" +
+	"\n" +
+	"goroutines\x18\x04 \x01(\x03R\n" +
+	"goroutines\x12\x1d\n" +
+	"\n" +
+	"heap_bytes\x18\x05 \x01(\x04R\theapBytes\x12\x1a\n" +
+	"\bsessions\x18\x06 \x01(\x03R\bsessions\x12\x1b\n" +
+	"\tuptime_ms\x18\a \x01(\x03R\buptimeMs\x1a>\n" +
+	"\x10ActivationsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01*\x96\x01\n" +
 	"\n" +
 	"StatusCode\x12\r\n" +
 	"\tSTATUS_OK\x10\x00\x12\x17\n" +
@@ -273,20 +420,24 @@ func file_envelope_proto_rawDescGZIP() []byte {
 }
 
 var file_envelope_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_envelope_proto_goTypes = []any{
-	(StatusCode)(0),  // 0: courier.cluster.v1.StatusCode
-	(*Envelope)(nil), // 1: courier.cluster.v1.Envelope
-	(*Status)(nil),   // 2: courier.cluster.v1.Status
+	(StatusCode)(0),          // 0: courier.cluster.v1.StatusCode
+	(*Envelope)(nil),         // 1: courier.cluster.v1.Envelope
+	(*Status)(nil),           // 2: courier.cluster.v1.Status
+	(*NodeStatsRequest)(nil), // 3: courier.cluster.v1.NodeStatsRequest
+	(*NodeStats)(nil),        // 4: courier.cluster.v1.NodeStats
+	nil,                      // 5: courier.cluster.v1.NodeStats.ActivationsEntry
 }
 var file_envelope_proto_depIdxs = []int32{
 	2, // 0: courier.cluster.v1.Envelope.status:type_name -> courier.cluster.v1.Status
 	0, // 1: courier.cluster.v1.Status.code:type_name -> courier.cluster.v1.StatusCode
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	5, // 2: courier.cluster.v1.NodeStats.activations:type_name -> courier.cluster.v1.NodeStats.ActivationsEntry
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_envelope_proto_init() }
@@ -300,7 +451,7 @@ func file_envelope_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_envelope_proto_rawDesc), len(file_envelope_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   2,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

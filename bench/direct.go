@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -179,6 +180,9 @@ func Direct(ctx context.Context, cfg DirectConfig) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench: register: %w", err)
 	}
+	// Client i starts on the gateway it registered at (i mod n; its
+	// BaseURL); the others are its fail-overs.
+	dialOpts := append(slices.Clip(opts), client.WithServers(bases...))
 	progress("connecting %d clients", users)
 	clients := make([]*client.Client, users)
 	defer closeAll(clients, cfg.Concurrency)
@@ -186,8 +190,7 @@ func Direct(ctx context.Context, cfg DirectConfig) (*Report, error) {
 		dctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
 		var err error
-		// Client i starts on gateway i mod n; the others are its fail-overs.
-		clients[i], err = client.Dial(dctx, creds[i], append(opts, client.WithServers(bases...))...)
+		clients[i], err = client.Dial(dctx, creds[i], dialOpts...)
 		return err
 	})
 	if err != nil {

@@ -46,7 +46,7 @@ var shared struct {
 }
 
 // sharedNode is this process's one remote-enabled node.
-func sharedNode(t *testing.T) (*Cluster, *StaticMembership, *grainStats) {
+func sharedNode(t testing.TB) (*Cluster, *StaticMembership, *grainStats) {
 	t.Helper()
 	shared.once.Do(func() {
 		shared.ms = Static()
@@ -181,7 +181,7 @@ func TestPeerProcess(t *testing.T) {
 
 // peer is the parent's handle on a child-process node.
 type peer struct {
-	t       *testing.T
+	t       testing.TB
 	cmd     *exec.Cmd
 	stdin   io.WriteCloser
 	replies chan peerReply
@@ -189,7 +189,7 @@ type peer struct {
 }
 
 // startPeer starts a peer node and makes both views {parent, peer}.
-func startPeer(t *testing.T, parent *Cluster, ms *StaticMembership) *peer {
+func startPeer(t testing.TB, parent *Cluster, ms *StaticMembership) *peer {
 	t.Helper()
 	seed, _ := json.Marshal([]Member{parent.Self()})
 	cmd := exec.Command(os.Args[0], "-test.run=^TestPeerProcess$", "-test.count=1")
@@ -303,10 +303,10 @@ var runSeq atomic.Int64
 
 // unique is an identity prefix no other test (or -count repetition) uses on
 // the shared node.
-func unique(t *testing.T) string { return fmt.Sprintf("%s-%d", t.Name(), runSeq.Add(1)) }
+func unique(t testing.TB) string { return fmt.Sprintf("%s-%d", t.Name(), runSeq.Add(1)) }
 
 // identityOwnedBy finds an echo identity that c places on owner.
-func identityOwnedBy(t *testing.T, c *Cluster, owner Member, prefix string) GrainID {
+func identityOwnedBy(t testing.TB, c *Cluster, owner Member, prefix string) GrainID {
 	t.Helper()
 	for i := range 1000 {
 		id := GrainID{Kind: "echo", Identity: fmt.Sprintf("%s-%d", prefix, i)}

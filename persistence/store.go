@@ -34,6 +34,7 @@ type Store interface {
 	InboxStore
 	SequenceStore
 	SecretStore
+	ProfileStore
 	// Close flushes pending writes and releases the store. Calls after Close
 	// fail with ErrClosed.
 	Close() error
@@ -113,6 +114,17 @@ type SequenceStore interface {
 	// returns the first and last of them. Numbers start at 1. Concurrent
 	// leases of one counter, from any process, never overlap.
 	LeaseBlock(ctx context.Context, counter string, size uint64) (first, last uint64, err error)
+}
+
+// ProfileStore keeps what a User grain persists besides devices and
+// inboxes (contacts, blocks, privacy, last seen, push tokens) as one opaque
+// record per user, read on activation and replaced on change.
+type ProfileStore interface {
+	// GetProfile returns the user's record, or ErrNotFound when none was
+	// stored.
+	GetProfile(ctx context.Context, userID string) ([]byte, error)
+	// PutProfile replaces the user's record.
+	PutProfile(ctx context.Context, userID string, profile []byte) error
 }
 
 // SecretStore keeps cluster-wide secrets (the token signing key).

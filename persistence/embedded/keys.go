@@ -24,6 +24,7 @@ import (
 //	0x06 sequence  str(counter)                             -> u64(last number leased)
 //	0x07 secret    str(name)                                -> raw bytes
 //	0x08 expiry    u64(expiresAtMs) <full key of the expiring record>  -> empty
+//	0x0A profile   str(userID)                              -> raw bytes (courierpb.UserProfile)
 //
 // The expiry index (0x08) lets the sweeper find due records by scanning a
 // prefix of the keyspace ordered by time instead of reading every inbox. An
@@ -39,6 +40,7 @@ const (
 	prefixSequence byte = 0x06
 	prefixSecret   byte = 0x07
 	prefixExpiry   byte = 0x08
+	prefixProfile  byte = 0x0A
 )
 
 func appendStr(b []byte, s string) []byte {
@@ -84,6 +86,10 @@ func dedupeKey(recipientID, senderID, clientMsgID string) []byte {
 
 func sequenceKey(counter string) []byte {
 	return appendStr([]byte{prefixSequence}, counter)
+}
+
+func profileKey(userID string) []byte {
+	return appendStr([]byte{prefixProfile}, userID)
 }
 
 func secretKey(name string) []byte {

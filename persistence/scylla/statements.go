@@ -48,6 +48,11 @@ var (
 		Columns: []string{"name", "value"},
 		PartKey: []string{"name"},
 	})
+	profilesTable = table.New(table.Metadata{
+		Name:    "profiles",
+		Columns: []string{"user_id", "profile"},
+		PartKey: []string{"user_id"},
+	})
 )
 
 // statements are the CQL strings the store runs, with positional bind
@@ -61,6 +66,7 @@ type statements struct {
 	insertDedupe, getDedupe               string
 	getSequence, createSequence, casSeq   string
 	insertSecret, getSecret               string
+	putProfile, getProfile                string
 }
 
 func buildStatements(ttlSec int) statements {
@@ -97,6 +103,9 @@ func buildStatements(ttlSec int) statements {
 
 	st.insertSecret, _ = secretsTable.InsertBuilder().Unique().ToCql()
 	st.getSecret, _ = secretsTable.Get("value")
+
+	st.putProfile, _ = profilesTable.Insert()
+	st.getProfile, _ = profilesTable.Get("profile")
 	return st
 }
 

@@ -113,6 +113,8 @@ func testClosed(t *testing.T, factory Factory) {
 			{"GetDedupe", func() error { _, err := f.s.GetDedupe(c, uid, uid, "m"); return err }},
 			{"LeaseBlock", func() error { _, _, err := f.s.LeaseBlock(c, f.id("c"), 1); return err }},
 			{"LoadOrStoreSecret", func() error { _, err := f.s.LoadOrStoreSecret(c, f.id("s"), []byte("v")); return err }},
+			{"GetProfile", func() error { _, err := f.s.GetProfile(c, uid); return err }},
+			{"PutProfile", func() error { return f.s.PutProfile(c, uid, []byte("p")) }},
 			{"Close", func() error { return f.s.Close() }},
 		}
 		for _, tc := range calls {

@@ -63,6 +63,7 @@ func Run(t *testing.T, factory Factory) {
 		{"Dedupe", testDedupe},
 		{"LeaseBlock", testLeaseBlock},
 		{"Secrets", testSecrets},
+		{"Profiles", testProfiles},
 		{"TTL", testTTL},
 		{"Reopen", testReopen},
 		{"Closed", testClosed},

@@ -1,0 +1,54 @@
+// Package push tells devices without an open session that their inbox has
+// something new. Because messages are end-to-end encrypted, a push carries
+// no content and no sender: only "there is something to fetch", and the
+// app connects and reads its inbox.
+//
+// A Provider delivers one notification (the HTTP webhook here; FCM HTTP v1
+// and APNs would be further providers of the same interface). The
+// Dispatcher sits in front of it: one pending push per device (collapsed),
+// retries with exponential backoff, a dead-letter log after the last
+// attempt, and cancellation when the device connects first.
+package push
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Notification is one push to one device.
+type Notification struct {
+	// Token is what the device registered (PushTokenUpdate).
+	Token    string
+	UserID   string
+	DeviceID uint32
+	// At is when the first entry of this offline period landed.
+	At time.Time
+}
+
+// Key identifies the device a notification is for; the Dispatcher keeps at
+// most one pending notification per key.
+func (n Notification) Key() string { return n.UserID + "/" + itoa(n.DeviceID) }
+
+// Provider delivers notifications.
+type Provider interface {
+	// Send delivers n once. An error wrapping ErrPermanent is not retried.
+	Send(ctx context.Context, n Notification) error
+}
+
+// ErrPermanent marks a failure that a retry cannot fix (the provider
+// refused the request itself: a bad token, a bad signature).
+var ErrPermanent = errors.New("permanent push failure")
+
+func itoa(v uint32) string {
+	var b [10]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			return string(b[i:])
+		}
+	}
+}

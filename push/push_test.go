@@ -1,0 +1,241 @@
+package push_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/courier-im/courier/push"
+)
+
+// receiver is a webhook endpoint that checks every request's signature and
+// fails the first failFirst requests.
+type receiver struct {
+	t         *testing.T
+	secret    []byte
+	failFirst int32
+	status    int // what a failing request answers
+
+	calls atomic.Int32
+	mu    sync.Mutex
+	got   []push.WebhookPayload
+	raw   []string
+}
+
+func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, _ := io.ReadAll(req.Body)
+	if err := push.Verify(r.secret, req.Header.Get(push.HeaderTimestamp), req.Header.Get(push.HeaderSignature), body); err != nil {
+		r.t.Errorf("webhook request with a bad signature: %v", err)
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	if n := r.calls.Add(1); n <= r.failFirst {
+		w.WriteHeader(r.status)
+		return
+	}
+	var p push.WebhookPayload
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields() // the payload is exactly what is documented
+	if err := dec.Decode(&p); err != nil {
+		r.t.Errorf("webhook body %q: %v", body, err)
+	}
+	r.mu.Lock()
+	r.got = append(r.got, p)
+	r.raw = append(r.raw, string(body))
+	r.mu.Unlock()
+}
+
+func (r *receiver) delivered() []push.WebhookPayload {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]push.WebhookPayload(nil), r.got...)
+}
+
+func newDispatcher(t *testing.T, url string, secret []byte, attempts int, dead io.Writer) *push.Dispatcher {
+	t.Helper()
+	d, err := push.NewDispatcher(push.DispatcherConfig{
+		Provider:   &push.Webhook{URL: url, Secret: secret},
+		Attempts:   attempts,
+		Backoff:    20 * time.Millisecond,
+		MaxBackoff: 100 * time.Millisecond,
+		DeadLetter: dead,
+		Logger:     slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close(context.Background()) })
+	return d
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestWebhookRetriesUntilTheReceiverAccepts(t *testing.T) {
+	cases := []struct {
+		name   string
+		status int
+	}{
+		{"server errors", http.StatusInternalServerError},
+		{"throttled", http.StatusTooManyRequests},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			secret := []byte("webhook-secret")
+			rcv := &receiver{t: t, secret: secret, failFirst: 3, status: tc.status}
+			srv := httptest.NewServer(rcv)
+			defer srv.Close()
+			d := newDispatcher(t, srv.URL, secret, 5, nil)
+
+			at := time.UnixMilli(1_700_000_000_000)
+			if !d.Enqueue(push.Notification{Token: "tok-1", UserID: "u1", DeviceID: 2, At: at}) {
+				t.Fatal("first notification not queued")
+			}
+			eventually(t, "the push to arrive", func() bool { return len(rcv.delivered()) == 1 })
+			if got := rcv.calls.Load(); got != 4 {
+				t.Fatalf("receiver saw %d requests, want 3 failures + 1 success", got)
+			}
+			want := push.WebhookPayload{Type: "inbox", Token: "tok-1", UserID: "u1", DeviceID: 2, AtMs: at.UnixMilli()}
+			if got := rcv.delivered()[0]; got != want {
+				t.Fatalf("payload %+v, want %+v", got, want)
+			}
+			eventually(t, "the queue to drain", func() bool { return d.Pending() == 0 })
+		})
+	}
+}
+
+func TestManyNotificationsForOneDeviceCollapseIntoOne(t *testing.T) {
+	secret := []byte("s")
+	rcv := &receiver{t: t, secret: secret}
+	srv := httptest.NewServer(rcv)
+	defer srv.Close()
+	d := newDispatcher(t, srv.URL, secret, 3, nil)
+	queued := 0
+	for range 50 {
+		if d.Enqueue(push.Notification{Token: "a", UserID: "u", DeviceID: 1}) {
+			queued++
+		}
+	}
+	d.Enqueue(push.Notification{Token: "b", UserID: "u", DeviceID: 2})
+	eventually(t, "two pushes", func() bool { return len(rcv.delivered()) == 2 })
+	time.Sleep(50 * time.Millisecond)
+	if n := len(rcv.delivered()); n != 2 || queued > 50 {
+		t.Fatalf("%d pushes delivered, want exactly one per device", n)
+	}
+	// Delivered: the next offline period may push again.
+	if !d.Enqueue(push.Notification{Token: "a", UserID: "u", DeviceID: 1}) {
+		t.Fatal("a device whose push was delivered cannot be pushed again")
+	}
+	eventually(t, "the third push", func() bool { return len(rcv.delivered()) == 3 })
+}
+
+func TestCancelledNotificationIsNeverSent(t *testing.T) {
+	secret := []byte("s")
+	rcv := &receiver{t: t, secret: secret, failFirst: 1000, status: http.StatusServiceUnavailable}
+	srv := httptest.NewServer(rcv)
+	defer srv.Close()
+	d := newDispatcher(t, srv.URL, secret, 100, nil)
+	d.Enqueue(push.Notification{Token: "a", UserID: "u", DeviceID: 1})
+	eventually(t, "a first failed attempt", func() bool { return rcv.calls.Load() >= 1 })
+	if !d.Cancel("u", 1) {
+		t.Fatal("nothing pending to cancel")
+	}
+	before := rcv.calls.Load()
+	time.Sleep(300 * time.Millisecond) // several backoff periods
+	if after := rcv.calls.Load(); after > before+1 {
+		t.Fatalf("%d attempts after the device connected", after-before)
+	}
+	if d.Pending() != 0 {
+		t.Fatal("cancelled push still pending")
+	}
+}
+
+func TestGivenUpPushGoesToTheDeadLetterLog(t *testing.T) {
+	cases := []struct {
+		name     string
+		status   int
+		attempts int32 // requests the receiver sees before the dispatcher gives up
+	}{
+		{"retryable until attempts run out", http.StatusBadGateway, 3},
+		{"permanent refusal is not retried", http.StatusGone, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			secret := []byte("s")
+			rcv := &receiver{t: t, secret: secret, failFirst: 1000, status: tc.status}
+			srv := httptest.NewServer(rcv)
+			defer srv.Close()
+			var dead safeBuffer
+			d := newDispatcher(t, srv.URL, secret, 3, &dead)
+			d.Enqueue(push.Notification{Token: "a", UserID: "u7", DeviceID: 3})
+			eventually(t, "the dead letter", func() bool { return strings.Contains(dead.String(), "\n") })
+			var dl push.DeadLetter
+			if err := json.Unmarshal([]byte(dead.String()), &dl); err != nil {
+				t.Fatalf("dead letter %q: %v", dead.String(), err)
+			}
+			if dl.UserID != "u7" || dl.DeviceID != 3 || dl.Attempts != int(tc.attempts) || dl.Error == "" {
+				t.Fatalf("dead letter %+v", dl)
+			}
+			if got := rcv.calls.Load(); got != tc.attempts {
+				t.Fatalf("receiver saw %d attempts, want %d", got, tc.attempts)
+			}
+		})
+	}
+}
+
+func TestVerifyRejectsForgeries(t *testing.T) {
+	secret := []byte("k")
+	body := []byte(`{"type":"inbox"}`)
+	good := "sha256=" + push.Sign(secret, "100", body)
+	cases := []struct {
+		name, ts, header string
+		body             []byte
+		ok               bool
+	}{
+		{"genuine", "100", good, body, true},
+		{"other body", "100", good, []byte(`{"type":"x"}`), false},
+		{"other timestamp", "101", good, body, false},
+		{"other key", "100", "sha256=" + push.Sign([]byte("j"), "100", body), body, false},
+		{"no prefix", "100", push.Sign(secret, "100", body), body, false},
+		{"not hex", "100", "sha256=zz", body, false},
+	}
+	for _, tc := range cases {
+		if err := push.Verify(secret, tc.ts, tc.header, tc.body); (err == nil) != tc.ok {
+			t.Errorf("%s: err = %v, want ok=%v", tc.name, err, tc.ok)
+		}
+	}
+}
+
+type safeBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -247,6 +247,8 @@ func (g *groupGrain) Receive(ctx actor.Context) {
 		g.receiptList(ctx, msg)
 	case *courierpb.GroupReceipt:
 		g.receipt(ctx, msg)
+	case *courierpb.GroupTyping:
+		g.typing(ctx, msg)
 	case *courierpb.WakeGroup:
 		// Loading resumes the fan-out (reset did, unless the store was down).
 		if !g.loaded {
@@ -1346,3 +1348,25 @@ var groupIDSpace = uuid.MustParse("6f1c2b0e-8a47-5d3e-9c61-3e2f4a5b6c7d")
 func GroupIDFor(creatorID, createID string) string {
 	return uuid.NewSHA1(groupIDSpace, []byte(creatorID+"\x00"+createID)).String()
 }
+
+// typing forwards a member's typing indicator to every other active member's
+// User grain, which passes it to that member's attached devices. Nothing is
+// stored and nothing waits: an indicator that is lost is simply not shown.
+func (g *groupGrain) typing(ctx actor.Context, msg *courierpb.GroupTyping) {
+	if _, e := g.ready(ctx, msg.FromUserId); e != nil {
+		ctx.Respond(&courierpb.GroupTypingReply{Error: e})
+		return
+	}
+	ctx.Respond(&courierpb.GroupTypingReply{})
+	n := &courierpb.TypingTo{FromUserId: msg.FromUserId, FromDeviceId: msg.FromDeviceId, GroupId: g.id, State: msg.State}
+	for id, m := range g.members {
+		if id == msg.FromUserId || !m.active() {
+			continue
+		}
+		// Fire and forget: the future resolves by itself (reply or timeout).
+		g.deps.Cluster.RequestFuture(UserGrainID(id), n, "", typingTimeout)
+	}
+}
+
+// typingTimeout bounds how long an undelivered typing indicator is tracked.
+const typingTimeout = 2 * time.Second

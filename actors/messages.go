@@ -26,5 +26,10 @@ func Messages() []proto.Message {
 		&courierpb.GetGroupReceipts{}, &courierpb.GetGroupReceiptsReply{},
 		&courierpb.GroupReceipt{}, &courierpb.GroupReceiptReply{},
 		&courierpb.WakeGroup{}, &courierpb.WakeGroupReply{},
+		&courierpb.UserSettings{}, &courierpb.UserSettingsReply{},
+		&courierpb.WatchPresence{}, &courierpb.WatchPresenceReply{},
+		&courierpb.TypingTo{}, &courierpb.TypingToReply{},
+		&courierpb.GroupTyping{}, &courierpb.GroupTypingReply{},
+		&courierpb.PresenceUpdate{}, &courierpb.PresenceGone{}, &courierpb.TypingNotice{},
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/courier-im/courier/internal/recent"
 	"github.com/courier-im/courier/persistence"
 	"github.com/courier-im/courier/protos/courierpb"
+	"github.com/courier-im/courier/push"
 )
 
 // KindUser is the grain kind of users.
@@ -47,6 +48,9 @@ type UserConfig struct {
 	MaxBatch int
 	// PassivateAfter is the idle time after which a grain leaves memory.
 	PassivateAfter time.Duration
+	// PresenceDebounce is the least time between two presence updates of
+	// one user to its subscribers (default 2s).
+	PresenceDebounce time.Duration
 }
 
 func (c UserConfig) withDefaults() UserConfig {
@@ -65,6 +69,9 @@ func (c UserConfig) withDefaults() UserConfig {
 	if c.MaxBatch == 0 {
 		c.MaxBatch = 1024
 	}
+	if c.PresenceDebounce == 0 {
+		c.PresenceDebounce = 2 * time.Second
+	}
 	return c
 }
 
@@ -81,6 +88,10 @@ type Deps struct {
 	Group GroupConfig
 	// Now is the clock (tests may replace it).
 	Now func() time.Time
+	// Push sends pushes to offline devices; nil disables push.
+	Push *push.Dispatcher
+	// Presence counts presence work (set by UserKind when nil).
+	Presence *PresenceStats
 }
 
 // UserKind returns the cluster kind that hosts User grains.
@@ -91,6 +102,9 @@ func UserKind(deps *Deps) cluster.Kind {
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
+	}
+	if deps.Presence == nil {
+		deps.Presence = &PresenceStats{}
 	}
 	return cluster.Kind{
 		Name:           KindUser,
@@ -138,6 +152,11 @@ type userGrain struct {
 	// groups tracks, per group, what this member's inboxes hold of it
 	// (user_groups.go).
 	groups map[string]*groupInbox
+
+	// profile: contacts, blocks, privacy, last seen, push state
+	// (user_profile.go); loaded with the user.
+	profile  *profile
+	presence presenceState
 }
 
 type dedupeState struct {
@@ -186,7 +205,7 @@ func (g *userGrain) Receive(ctx actor.Context) {
 	case *actor.Stopped:
 		g.cancel()
 	case *actor.Terminated:
-		g.sessionTerminated(msg.Who)
+		g.sessionTerminated(ctx, msg.Who)
 	case *courierpb.DeliverMessage:
 		g.deliverMessage(ctx, msg)
 	case *courierpb.DeliverReceipt:
@@ -199,6 +218,14 @@ func (g *userGrain) Receive(ctx actor.Context) {
 		g.ack(ctx, msg.DeviceId, msg.UpToInboxSeq, ctx.Sender())
 	case *courierpb.DeliverGroupEntries:
 		g.deliverGroupEntries(ctx, msg, ctx.Sender())
+	case *courierpb.UserSettings:
+		g.settings(ctx, msg)
+	case *courierpb.WatchPresence:
+		g.watchPresence(ctx, msg)
+	case *courierpb.TypingTo:
+		g.typingTo(ctx, msg)
+	case presenceTick:
+		g.onPresenceTick()
 	}
 }
 
@@ -212,6 +239,8 @@ func (g *userGrain) start() {
 	g.unacked = make(map[uint32]*unackedIndex)
 	g.indexFrom = 0
 	g.groups = make(map[string]*groupInbox)
+	g.presence = presenceState{watchers: make(map[string]*watcher)}
+	g.profile = nil
 	g.pending, g.flushing = nil, false
 	g.dedupe, g.receipts = nil, nil
 	g.loaded = false
@@ -234,6 +263,9 @@ func (g *userGrain) load() error {
 		return fmt.Errorf("load user %s: %w", g.id, err)
 	}
 	if err := g.loadDevices(ctx); err != nil {
+		return err
+	}
+	if err := g.loadProfile(ctx); err != nil {
 		return err
 	}
 	g.exists, g.loaded = true, true
@@ -299,6 +331,13 @@ func (g *userGrain) deliverMessage(ctx actor.Context, msg *courierpb.DeliverMess
 	send := msg.GetSend()
 	if e := validateSend(msg); e != nil {
 		ctx.Respond(reply(e, false))
+		return
+	}
+	if g.profile.blocked[msg.FromUserId] {
+		// The sender sees a single tick forever, as if this user were
+		// offline: nothing is stored, no receipt ever comes, and nothing
+		// tells it that it is blocked.
+		ctx.Respond(&courierpb.DeliverMessageReply{StoredAtMs: g.deps.Now().UnixMilli()})
 		return
 	}
 	key := msg.FromUserId + "\x00" + send.ClientMsgId
@@ -490,6 +529,7 @@ func (g *userGrain) flush(ctx actor.Context) {
 		}
 		g.index(r.appended)
 		g.push(ctx, r.appended)
+		g.maybePush(devicesOf(r.appended))
 		g.flush(ctx)
 	})
 }
@@ -613,17 +653,23 @@ func (g *userGrain) attach(ctx actor.Context, msg *courierpb.AttachDevice) {
 		ctx.Respond(&courierpb.AttachDeviceReply{Replaced: true})
 		return
 	}
+	wasOnline := g.online()
 	if !was {
 		if prev != nil {
 			// One session per device: the newest wins, the older is told so
 			// it closes instead of silently receiving nothing.
-			ctx.Unwatch(prev)
+			delete(g.sessions, msg.DeviceId)
+			g.unwatchIfUnused(ctx, prev)
 			g.deps.Cluster.Tell(prev, &courierpb.SessionReplaced{})
 		}
 		g.sessions[msg.DeviceId] = pid
 		ctx.Watch(pid)
 	}
-	ctx.Respond(&courierpb.AttachDeviceReply{ReplayThrough: g.persistedThrough, WasAttached: was})
+	ctx.Respond(&courierpb.AttachDeviceReply{ReplayThrough: g.persistedThrough, WasAttached: was,
+		PresenceVisibility: g.profile.pb.PresenceVisibility})
+	if !was {
+		g.deviceOnline(ctx, msg.DeviceId, wasOnline)
+	}
 	if msg.ResumeAfter > 0 {
 		g.ack(ctx, msg.DeviceId, msg.ResumeAfter, nil)
 	}
@@ -631,18 +677,33 @@ func (g *userGrain) attach(ctx actor.Context, msg *courierpb.AttachDevice) {
 
 func (g *userGrain) detach(ctx actor.Context, msg *courierpb.DetachDevice) {
 	if pid, ok := g.sessions[msg.DeviceId]; ok && pid.Id == msg.SessionId {
-		ctx.Unwatch(pid)
 		delete(g.sessions, msg.DeviceId)
+		g.unwatchIfUnused(ctx, pid)
+		g.deviceOffline(ctx)
 	}
 	ctx.Respond(&courierpb.DetachDeviceReply{})
 }
 
-func (g *userGrain) sessionTerminated(who *actor.PID) {
+func (g *userGrain) sessionTerminated(ctx actor.Context, who *actor.PID) {
+	delete(g.presence.watchers, pidKey(who))
+	gone := false
 	for dev, pid := range g.sessions {
 		if pid.Equal(who) {
 			delete(g.sessions, dev)
+			gone = true
 		}
 	}
+	if gone && g.profile != nil {
+		g.deviceOffline(ctx)
+	}
+}
+
+func devicesOf(appends []persistence.InboxAppend) map[uint32]bool {
+	devs := make(map[uint32]bool, 2)
+	for _, a := range appends {
+		devs[a.DeviceID] = true
+	}
+	return devs
 }
 
 // ack deletes a device's entries through upTo, after telling each sender

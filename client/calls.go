@@ -70,6 +70,20 @@ func (c *Client) start(ctx context.Context, body any, retry bool) *call {
 		cl.frame.Body = b
 	case *courierpb.ClientFrame_GroupRead:
 		cl.frame.Body = b
+	case *courierpb.ClientFrame_ContactsUpdate:
+		cl.frame.Body = b
+	case *courierpb.ClientFrame_Contacts:
+		cl.frame.Body = b
+	case *courierpb.ClientFrame_Block:
+		cl.frame.Body = b
+	case *courierpb.ClientFrame_Privacy:
+		cl.frame.Body = b
+	case *courierpb.ClientFrame_PushToken:
+		cl.frame.Body = b
+	case *courierpb.ClientFrame_PresenceSubscribe:
+		cl.frame.Body = b
+	case *courierpb.ClientFrame_PresenceUnsubscribe:
+		cl.frame.Body = b
 	default:
 		panic(fmt.Sprintf("client: unknown frame body %T", body))
 	}

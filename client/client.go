@@ -72,6 +72,12 @@ type Client struct {
 	acks      ackBatcher
 	queuedSeq uint64     // highest inbox_seq queued; owned by the reader
 	dedupe    *recentSet // owned by the dispatcher
+
+	// Presence and typing (social.go): ephemeral, dropped when the
+	// application does not keep up.
+	presence     chan PresenceEvent
+	typing       chan TypingEvent
+	presenceSubs map[string]bool // guarded by mu
 }
 
 // Dial signs the device in (POST /v1/token), opens its session and returns
@@ -126,6 +132,9 @@ func Dial(ctx context.Context, creds Credentials, opts ...Option) (*Client, erro
 		queue:        newEntryQueue(cfg.entryBuffer),
 		out:          make(chan Entry),
 		dedupe:       newRecentSet(cfg.dedupeWindow),
+		presence:     make(chan PresenceEvent, ephemeralBuffer),
+		typing:       make(chan TypingEvent, ephemeralBuffer),
+		presenceSubs: make(map[string]bool),
 	}
 	if cfg.json {
 		c.dialer.Subprotocols = []string{subprotocolJSON}
@@ -561,6 +570,13 @@ func (c *Client) handle(cn *conn, f *courierpb.ServerFrame) {
 	case *courierpb.ServerFrame_Attached:
 		cn.attached = true
 		c.markAttached(cn)
+		c.resubscribePresence(cn)
+	case *courierpb.ServerFrame_Presence:
+		c.onPresence(b.Presence)
+	case *courierpb.ServerFrame_PresenceGone:
+		c.offerPresence(PresenceEvent{UserID: b.PresenceGone.GetUserId(), Gone: true})
+	case *courierpb.ServerFrame_Typing:
+		c.onTyping(b.Typing)
 	case *courierpb.ServerFrame_Error:
 		if f.ReqId == 0 {
 			c.log.Warn("courier: server error", "code", b.Error.GetCode(), "msg", b.Error.GetMessage())

@@ -14,6 +14,9 @@ import (
 // waiting when it closes.
 var ErrClosed = errors.New("courier client closed")
 
+// ErrNotConnected: a best-effort call (typing) found no open session.
+var ErrNotConnected = errors.New("courier client not connected")
+
 // Error is an error the server answered with: an Error frame on the socket
 // or a JSON error body of the HTTP API. Use errors.As to inspect it.
 type Error struct {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/courier-im/courier/cluster"
 	"github.com/courier-im/courier/persistence"
+	"github.com/courier-im/courier/protos/courierpb"
 )
 
 // Config tunes a gateway. Zero values take the defaults below.
@@ -56,6 +58,10 @@ type Config struct {
 	// LeaseRenew is how often a session re-attaches to its User grain, which
 	// keeps it active and repairs the attachment after a grain restart.
 	LeaseRenew time.Duration
+	// DropDeliveryForTest, when set, is asked about every live entry before
+	// a session sends it; true drops it as a faulty server would (the
+	// bench's fault-injection test). Never set in production.
+	DropDeliveryForTest func(e *courierpb.InboxEntry) bool
 }
 
 func (c Config) withDefaults() Config {
@@ -109,6 +115,9 @@ type Gateway struct {
 
 	mu       sync.Mutex
 	sessions map[*session]struct{}
+	// droppedEphemeral counts presence and typing frames dropped because a
+	// client's send queue was half full.
+	droppedEphemeral atomic.Int64
 	closing  bool
 	wg       sync.WaitGroup
 }
@@ -146,6 +155,10 @@ func New(cfg Config) (*Gateway, error) {
 
 // Handler returns the HTTP handler serving /v1/... and /healthz.
 func (g *Gateway) Handler() http.Handler { return g.mux }
+
+// DroppedEphemeral counts presence and typing frames dropped because a
+// client's send queue was half full.
+func (g *Gateway) DroppedEphemeral() int64 { return g.droppedEphemeral.Load() }
 
 // Sessions returns how many sockets are open.
 func (g *Gateway) Sessions() int {

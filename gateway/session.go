@@ -85,6 +85,10 @@ type session struct {
 	inflight    int
 	abuse       int
 	stopping    bool
+	// Presence subscriptions of this connection (user ids) and the user's
+	// own presence visibility, passed along with them.
+	subs       map[string]bool
+	visibility courierpb.Visibility
 }
 
 // outFrame is one item for the writer: a frame, or a replay to run.
@@ -130,6 +134,7 @@ func newSession(g *Gateway, conn *websocket.Conn, claims Claims, resumeAfter uin
 		ctx:         ctx,
 		cancel:      cancel,
 		out:         make(chan outFrame, g.cfg.SendQueue),
+		subs:        make(map[string]bool),
 		resumeAfter: resumeAfter,
 	}
 }
@@ -155,6 +160,12 @@ func (s *session) Receive(ctx actor.Context) {
 		s.push(ctx, msg.Entries)
 	case *courierpb.SessionReplaced:
 		s.replaced(ctx)
+	case *courierpb.PresenceUpdate:
+		s.enqueueDroppable(ctx, &courierpb.ServerFrame{Body: &courierpb.ServerFrame_Presence{Presence: msg}})
+	case *courierpb.PresenceGone:
+		s.enqueueDroppable(ctx, &courierpb.ServerFrame{Body: &courierpb.ServerFrame_PresenceGone{PresenceGone: msg}})
+	case *courierpb.TypingNotice:
+		s.enqueueDroppable(ctx, &courierpb.ServerFrame{Body: &courierpb.ServerFrame_Typing{Typing: msg}})
 	case replayDone:
 		s.replayFinished(ctx, msg)
 	case renewLease:
@@ -189,6 +200,7 @@ func (s *session) attach(ctx actor.Context) {
 			return
 		}
 		s.attached = true
+		s.visibility = r.PresenceVisibility
 		s.enqueue(ctx, &courierpb.ServerFrame{Body: &courierpb.ServerFrame_Attached{Attached: &courierpb.Attached{
 			UserId: s.claims.UserID, DeviceId: s.claims.DeviceID, ResumeAfter: s.resumeAfter, ReplayThrough: r.ReplayThrough,
 		}}})
@@ -231,6 +243,9 @@ func (s *session) push(ctx actor.Context, entries []*courierpb.InboxEntry) {
 	for _, e := range entries {
 		if e.InboxSeq > s.lastSent {
 			s.lastSent = e.InboxSeq
+			if drop := s.g.cfg.DropDeliveryForTest; drop != nil && drop(e) {
+				continue
+			}
 			fresh = append(fresh, e)
 		}
 	}
@@ -256,6 +271,13 @@ func (s *session) renew(ctx actor.Context) {
 		if err == nil && r.GetError() == nil && !r.WasAttached && !s.replaying {
 			s.startReplay(ctx, r.ReplayThrough)
 		}
+		if err == nil && r.GetError() == nil {
+			// Another device of the user may have changed its privacy.
+			s.visibility = r.PresenceVisibility
+		}
+		// Presence subscriptions are leases too: a grain that moved or
+		// passivated learns them again.
+		s.renewPresence(ctx)
 		s.scheduleRenew(ctx)
 	})
 }
@@ -288,7 +310,7 @@ func (s *session) handleFrame(ctx actor.Context, f *courierpb.ClientFrame) {
 			ClientTimeMs: body.Ping.ClientTimeMs, ServerTimeMs: time.Now().UnixMilli(),
 		}}})
 	default:
-		if s.handleGroupFrame(ctx, f) {
+		if s.handleGroupFrame(ctx, f) || s.handleSocialFrame(ctx, f) {
 			return
 		}
 		s.refuse(ctx, f.ReqId, courierpb.ErrorCode_UNKNOWN_FRAME, "frame has no body this server knows")

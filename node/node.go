@@ -26,6 +26,8 @@ import (
 	"github.com/courier-im/courier/persistence/embedded"
 	"github.com/courier-im/courier/persistence/scylla"
 	"github.com/courier-im/courier/protos/clusterpb"
+	"github.com/courier-im/courier/protos/courierpb"
+	"github.com/courier-im/courier/push"
 )
 
 // Config is everything a node can be told. Zero values take defaults.
@@ -102,10 +104,29 @@ type Config struct {
 	// RequestRetries is how often a grain request is retried on a retryable
 	// failure (default 3).
 	RequestRetries int
+	// PresenceDebounce is the least time between two presence updates of
+	// one user (default 2s).
+	PresenceDebounce time.Duration
+	// PushWebhookURL, when set, sends a content-free push for offline
+	// devices with a registered token to this URL (HMAC-signed with
+	// PushWebhookSecret).
+	PushWebhookURL    string
+	PushWebhookSecret string
+	// PushAttempts is how often one push is tried before it is dead-lettered
+	// (default 5); PushDeadLetter is a file that gets one JSON line per
+	// push given up on (default: the log only).
+	PushAttempts   int
+	PushDeadLetter string
+	// PushBackoff is the wait before the first retry of a failed push,
+	// doubling per attempt up to a minute (default 1s).
+	PushBackoff time.Duration
 	// AdminToken enables the admin API (/v1/admin/…) behind this bearer
 	// token; empty serves none.
 	AdminToken string
 	Logger     *slog.Logger
+	// DropDeliveryForTest is passed to the gateway (gateway.Config): a
+	// fault hook for tests that drops live entries. Never set in production.
+	DropDeliveryForTest func(e *courierpb.InboxEntry) bool
 }
 
 // Node is a running Courier node.
@@ -122,6 +143,9 @@ type Node struct {
 	ln      net.Listener
 	served  chan error
 	tls     bool
+	// push sends pushes to offline devices (nil without a webhook).
+	push       *push.Dispatcher
+	deadLetter *os.File
 }
 
 // Start opens the store, starts the cluster and serves the gateway.
@@ -208,14 +232,21 @@ func (n *Node) start(ctx context.Context) error {
 	if !ok {
 		return fmt.Errorf("store %q cannot keep groups (it does not implement persistence.GroupStore), so this node cannot host the group kind", cfg.Store)
 	}
+	dispatcher, err := n.pushDispatcher()
+	if err != nil {
+		return err
+	}
+	n.push = dispatcher
 	deps := &actors.Deps{
+		Push:   dispatcher,
 		Store:  n.store,
 		Groups: groups,
 		Logger: cfg.Logger,
 		Config: actors.UserConfig{
-			SeqBlockSize:   cfg.SeqBlockSize,
-			RequestTimeout: cfg.RequestTimeout,
-			PassivateAfter: cfg.PassivateAfter,
+			SeqBlockSize:     cfg.SeqBlockSize,
+			RequestTimeout:   cfg.RequestTimeout,
+			PassivateAfter:   cfg.PassivateAfter,
+			PresenceDebounce: cfg.PresenceDebounce,
 		},
 		Group: actors.GroupConfig{FanoutBatch: cfg.FanoutBatch},
 	}
@@ -287,12 +318,19 @@ func (n *Node) start(ctx context.Context) error {
 		RateBurst:      cfg.RateBurst,
 		RequestTimeout: cfg.RequestTimeout,
 		LeaseRenew:     leaseRenew(cfg.PassivateAfter),
+
+		DropDeliveryForTest: cfg.DropDeliveryForTest,
 	})
 	if err != nil {
 		return err
 	}
 	n.gateway = gw
-	cl.SetStatsHook(func(st *clusterpb.NodeStats) { st.Sessions = int64(gw.Sessions()) })
+	presence := deps.Presence
+	cl.SetStatsHook(func(st *clusterpb.NodeStats) {
+		st.Sessions = int64(gw.Sessions())
+		st.PresenceChanges, st.PresenceSent, st.PresenceCoalesced = presence.Changes.Load(), presence.Sent.Load(), presence.Coalesced.Load()
+		st.EphemeralDropped = gw.DroppedEphemeral()
+	})
 	handler := gw.Handler()
 	if cfg.AdminToken != "" {
 		ah, err := admin.Handler(cl, cfg.AdminToken, cfg.Logger)
@@ -314,6 +352,31 @@ func (n *Node) start(ctx context.Context) error {
 	go func() { n.served <- n.http.Serve(ln) }()
 	n.log.Info("courier node serving", "addr", n.Addr(), "tls", n.tls, "store", cfg.Store, "data", cfg.DataDir)
 	return nil
+}
+
+func (n *Node) pushDispatcher() (*push.Dispatcher, error) {
+	cfg := n.cfg
+	if cfg.PushWebhookURL == "" {
+		return nil, nil
+	}
+	if cfg.PushWebhookSecret == "" {
+		return nil, errors.New("--push-webhook-url needs --push-webhook-secret: receivers must be able to tell real pushes from forged ones")
+	}
+	dc := push.DispatcherConfig{
+		Provider: &push.Webhook{URL: cfg.PushWebhookURL, Secret: []byte(cfg.PushWebhookSecret)},
+		Attempts: cfg.PushAttempts,
+		Backoff:  cfg.PushBackoff,
+		Logger:   cfg.Logger,
+	}
+	if cfg.PushDeadLetter != "" {
+		f, err := os.OpenFile(cfg.PushDeadLetter, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("open push dead-letter log: %w", err)
+		}
+		n.deadLetter = f
+		dc.DeadLetter = f
+	}
+	return push.NewDispatcher(dc)
 }
 
 func (n *Node) membership() (cluster.Membership, error) {
@@ -398,6 +461,12 @@ func (n *Node) Close(ctx context.Context) error {
 	}
 	if n.cluster != nil {
 		errs = append(errs, n.cluster.Shutdown(ctx))
+	}
+	if n.push != nil {
+		errs = append(errs, n.push.Close(ctx))
+	}
+	if n.deadLetter != nil {
+		errs = append(errs, n.deadLetter.Close())
 	}
 	if n.store != nil {
 		errs = append(errs, n.store.Close())

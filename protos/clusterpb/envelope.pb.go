@@ -282,10 +282,17 @@ type NodeStats struct {
 	Goroutines  int64            `protobuf:"varint,4,opt,name=goroutines,proto3" json:"goroutines,omitempty"`
 	HeapBytes   uint64           `protobuf:"varint,5,opt,name=heap_bytes,json=heapBytes,proto3" json:"heap_bytes,omitempty"`
 	// Gateway sessions (open sockets) on this node, when it runs a gateway.
-	Sessions      int64 `protobuf:"varint,6,opt,name=sessions,proto3" json:"sessions,omitempty"`
-	UptimeMs      int64 `protobuf:"varint,7,opt,name=uptime_ms,json=uptimeMs,proto3" json:"uptime_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Sessions int64 `protobuf:"varint,6,opt,name=sessions,proto3" json:"sessions,omitempty"`
+	UptimeMs int64 `protobuf:"varint,7,opt,name=uptime_ms,json=uptimeMs,proto3" json:"uptime_ms,omitempty"`
+	// Presence: online/offline transitions of users hosted here, updates sent
+	// to subscribers, transitions folded into a later update by the debounce,
+	// and presence/typing frames dropped for clients with a half-full queue.
+	PresenceChanges   int64 `protobuf:"varint,8,opt,name=presence_changes,json=presenceChanges,proto3" json:"presence_changes,omitempty"`
+	PresenceSent      int64 `protobuf:"varint,9,opt,name=presence_sent,json=presenceSent,proto3" json:"presence_sent,omitempty"`
+	PresenceCoalesced int64 `protobuf:"varint,10,opt,name=presence_coalesced,json=presenceCoalesced,proto3" json:"presence_coalesced,omitempty"`
+	EphemeralDropped  int64 `protobuf:"varint,11,opt,name=ephemeral_dropped,json=ephemeralDropped,proto3" json:"ephemeral_dropped,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *NodeStats) Reset() {
@@ -367,6 +374,34 @@ func (x *NodeStats) GetUptimeMs() int64 {
 	return 0
 }
 
+func (x *NodeStats) GetPresenceChanges() int64 {
+	if x != nil {
+		return x.PresenceChanges
+	}
+	return 0
+}
+
+func (x *NodeStats) GetPresenceSent() int64 {
+	if x != nil {
+		return x.PresenceSent
+	}
+	return 0
+}
+
+func (x *NodeStats) GetPresenceCoalesced() int64 {
+	if x != nil {
+		return x.PresenceCoalesced
+	}
+	return 0
+}
+
+func (x *NodeStats) GetEphemeralDropped() int64 {
+	if x != nil {
+		return x.EphemeralDropped
+	}
+	return 0
+}
+
 var File_envelope_proto protoreflect.FileDescriptor
 
 const file_envelope_proto_rawDesc = "" +
@@ -383,7 +418,7 @@ const file_envelope_proto_rawDesc = "" +
 	"\x06Status\x122\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x1e.courier.cluster.v1.StatusCodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"\x12\n" +
-	"\x10NodeStatsRequest\"\xcc\x02\n" +
+	"\x10NodeStatsRequest\"\xf8\x03\n" +
 	"\tNodeStats\x12\x1b\n" +
 	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12P\n" +
@@ -394,7 +429,12 @@ const file_envelope_proto_rawDesc = "" +
 	"\n" +
 	"heap_bytes\x18\x05 \x01(\x04R\theapBytes\x12\x1a\n" +
 	"\bsessions\x18\x06 \x01(\x03R\bsessions\x12\x1b\n" +
-	"\tuptime_ms\x18\a \x01(\x03R\buptimeMs\x1a>\n" +
+	"\tuptime_ms\x18\a \x01(\x03R\buptimeMs\x12)\n" +
+	"\x10presence_changes\x18\b \x01(\x03R\x0fpresenceChanges\x12#\n" +
+	"\rpresence_sent\x18\t \x01(\x03R\fpresenceSent\x12-\n" +
+	"\x12presence_coalesced\x18\n" +
+	" \x01(\x03R\x11presenceCoalesced\x12+\n" +
+	"\x11ephemeral_dropped\x18\v \x01(\x03R\x10ephemeralDropped\x1a>\n" +
 	"\x10ActivationsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01*\x96\x01\n" +

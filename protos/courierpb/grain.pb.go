@@ -361,6 +361,9 @@ func (x *AttachDevice) GetRenew() bool {
 
 type AttachDeviceReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user's presence visibility, which sessions pass on when they
+	// subscribe to others (NOBODY is reciprocal).
+	PresenceVisibility Visibility `protobuf:"varint,5,opt,name=presence_visibility,json=presenceVisibility,proto3,enum=courier.v1.Visibility" json:"presence_visibility,omitempty"`
 	// Every entry up to here is already stored; entries after it are pushed.
 	ReplayThrough uint64 `protobuf:"varint,1,opt,name=replay_through,json=replayThrough,proto3" json:"replay_through,omitempty"`
 	Error         *Error `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
@@ -402,6 +405,13 @@ func (x *AttachDeviceReply) ProtoReflect() protoreflect.Message {
 // Deprecated: Use AttachDeviceReply.ProtoReflect.Descriptor instead.
 func (*AttachDeviceReply) Descriptor() ([]byte, []int) {
 	return file_grain_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AttachDeviceReply) GetPresenceVisibility() Visibility {
+	if x != nil {
+		return x.PresenceVisibility
+	}
+	return Visibility_VISIBILITY_EVERYONE
 }
 
 func (x *AttachDeviceReply) GetReplayThrough() uint64 {
@@ -2062,6 +2072,633 @@ func (x *GroupState) GetMembers() []*GroupMemberState {
 	return nil
 }
 
+// A change to (or a read of) the user's own settings, from one of its
+// sessions.
+type UserSettings struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId uint32                 `protobuf:"varint,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*UserSettings_Contacts
+	//	*UserSettings_List
+	//	*UserSettings_Block
+	//	*UserSettings_Privacy
+	//	*UserSettings_PushToken
+	Op            isUserSettings_Op `protobuf_oneof:"op"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserSettings) Reset() {
+	*x = UserSettings{}
+	mi := &file_grain_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserSettings) ProtoMessage() {}
+
+func (x *UserSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserSettings.ProtoReflect.Descriptor instead.
+func (*UserSettings) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *UserSettings) GetDeviceId() uint32 {
+	if x != nil {
+		return x.DeviceId
+	}
+	return 0
+}
+
+func (x *UserSettings) GetOp() isUserSettings_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *UserSettings) GetContacts() *ContactsUpdate {
+	if x != nil {
+		if x, ok := x.Op.(*UserSettings_Contacts); ok {
+			return x.Contacts
+		}
+	}
+	return nil
+}
+
+func (x *UserSettings) GetList() *ContactsRequest {
+	if x != nil {
+		if x, ok := x.Op.(*UserSettings_List); ok {
+			return x.List
+		}
+	}
+	return nil
+}
+
+func (x *UserSettings) GetBlock() *BlockUpdate {
+	if x != nil {
+		if x, ok := x.Op.(*UserSettings_Block); ok {
+			return x.Block
+		}
+	}
+	return nil
+}
+
+func (x *UserSettings) GetPrivacy() *PrivacyUpdate {
+	if x != nil {
+		if x, ok := x.Op.(*UserSettings_Privacy); ok {
+			return x.Privacy
+		}
+	}
+	return nil
+}
+
+func (x *UserSettings) GetPushToken() *PushTokenUpdate {
+	if x != nil {
+		if x, ok := x.Op.(*UserSettings_PushToken); ok {
+			return x.PushToken
+		}
+	}
+	return nil
+}
+
+type isUserSettings_Op interface {
+	isUserSettings_Op()
+}
+
+type UserSettings_Contacts struct {
+	Contacts *ContactsUpdate `protobuf:"bytes,2,opt,name=contacts,proto3,oneof"`
+}
+
+type UserSettings_List struct {
+	List *ContactsRequest `protobuf:"bytes,3,opt,name=list,proto3,oneof"`
+}
+
+type UserSettings_Block struct {
+	Block *BlockUpdate `protobuf:"bytes,4,opt,name=block,proto3,oneof"`
+}
+
+type UserSettings_Privacy struct {
+	Privacy *PrivacyUpdate `protobuf:"bytes,5,opt,name=privacy,proto3,oneof"`
+}
+
+type UserSettings_PushToken struct {
+	PushToken *PushTokenUpdate `protobuf:"bytes,6,opt,name=push_token,json=pushToken,proto3,oneof"`
+}
+
+func (*UserSettings_Contacts) isUserSettings_Op() {}
+
+func (*UserSettings_List) isUserSettings_Op() {}
+
+func (*UserSettings_Block) isUserSettings_Op() {}
+
+func (*UserSettings_Privacy) isUserSettings_Op() {}
+
+func (*UserSettings_PushToken) isUserSettings_Op() {}
+
+type UserSettingsReply struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Error              *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	Contacts           *ContactList           `protobuf:"bytes,2,opt,name=contacts,proto3" json:"contacts,omitempty"`
+	PresenceVisibility Visibility             `protobuf:"varint,3,opt,name=presence_visibility,json=presenceVisibility,proto3,enum=courier.v1.Visibility" json:"presence_visibility,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *UserSettingsReply) Reset() {
+	*x = UserSettingsReply{}
+	mi := &file_grain_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserSettingsReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserSettingsReply) ProtoMessage() {}
+
+func (x *UserSettingsReply) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserSettingsReply.ProtoReflect.Descriptor instead.
+func (*UserSettingsReply) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *UserSettingsReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *UserSettingsReply) GetContacts() *ContactList {
+	if x != nil {
+		return x.Contacts
+	}
+	return nil
+}
+
+func (x *UserSettingsReply) GetPresenceVisibility() Visibility {
+	if x != nil {
+		return x.PresenceVisibility
+	}
+	return Visibility_VISIBILITY_EVERYONE
+}
+
+// A session subscribes to (or leaves) this user's presence.
+type WatchPresence struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	ViewerUserId     string                 `protobuf:"bytes,1,opt,name=viewer_user_id,json=viewerUserId,proto3" json:"viewer_user_id,omitempty"`
+	SessionAddress   string                 `protobuf:"bytes,2,opt,name=session_address,json=sessionAddress,proto3" json:"session_address,omitempty"`
+	SessionId        string                 `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	ViewerVisibility Visibility             `protobuf:"varint,4,opt,name=viewer_visibility,json=viewerVisibility,proto3,enum=courier.v1.Visibility" json:"viewer_visibility,omitempty"`
+	Unwatch          bool                   `protobuf:"varint,5,opt,name=unwatch,proto3" json:"unwatch,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *WatchPresence) Reset() {
+	*x = WatchPresence{}
+	mi := &file_grain_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchPresence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchPresence) ProtoMessage() {}
+
+func (x *WatchPresence) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchPresence.ProtoReflect.Descriptor instead.
+func (*WatchPresence) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *WatchPresence) GetViewerUserId() string {
+	if x != nil {
+		return x.ViewerUserId
+	}
+	return ""
+}
+
+func (x *WatchPresence) GetSessionAddress() string {
+	if x != nil {
+		return x.SessionAddress
+	}
+	return ""
+}
+
+func (x *WatchPresence) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *WatchPresence) GetViewerVisibility() Visibility {
+	if x != nil {
+		return x.ViewerVisibility
+	}
+	return Visibility_VISIBILITY_EVERYONE
+}
+
+func (x *WatchPresence) GetUnwatch() bool {
+	if x != nil {
+		return x.Unwatch
+	}
+	return false
+}
+
+type WatchPresenceReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchPresenceReply) Reset() {
+	*x = WatchPresenceReply{}
+	mi := &file_grain_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchPresenceReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchPresenceReply) ProtoMessage() {}
+
+func (x *WatchPresenceReply) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchPresenceReply.ProtoReflect.Descriptor instead.
+func (*WatchPresenceReply) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *WatchPresenceReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+// A typing indicator for this user's attached devices.
+type TypingTo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FromUserId    string                 `protobuf:"bytes,1,opt,name=from_user_id,json=fromUserId,proto3" json:"from_user_id,omitempty"`
+	FromDeviceId  uint32                 `protobuf:"varint,2,opt,name=from_device_id,json=fromDeviceId,proto3" json:"from_device_id,omitempty"`
+	GroupId       string                 `protobuf:"bytes,3,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	State         TypingState            `protobuf:"varint,4,opt,name=state,proto3,enum=courier.v1.TypingState" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TypingTo) Reset() {
+	*x = TypingTo{}
+	mi := &file_grain_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TypingTo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TypingTo) ProtoMessage() {}
+
+func (x *TypingTo) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TypingTo.ProtoReflect.Descriptor instead.
+func (*TypingTo) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *TypingTo) GetFromUserId() string {
+	if x != nil {
+		return x.FromUserId
+	}
+	return ""
+}
+
+func (x *TypingTo) GetFromDeviceId() uint32 {
+	if x != nil {
+		return x.FromDeviceId
+	}
+	return 0
+}
+
+func (x *TypingTo) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *TypingTo) GetState() TypingState {
+	if x != nil {
+		return x.State
+	}
+	return TypingState_TYPING_STATE_UNSPECIFIED
+}
+
+type TypingToReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TypingToReply) Reset() {
+	*x = TypingToReply{}
+	mi := &file_grain_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TypingToReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TypingToReply) ProtoMessage() {}
+
+func (x *TypingToReply) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TypingToReply.ProtoReflect.Descriptor instead.
+func (*TypingToReply) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{40}
+}
+
+// A typing indicator to every member of a group but the sender.
+type GroupTyping struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	FromUserId    string                 `protobuf:"bytes,2,opt,name=from_user_id,json=fromUserId,proto3" json:"from_user_id,omitempty"`
+	FromDeviceId  uint32                 `protobuf:"varint,3,opt,name=from_device_id,json=fromDeviceId,proto3" json:"from_device_id,omitempty"`
+	State         TypingState            `protobuf:"varint,4,opt,name=state,proto3,enum=courier.v1.TypingState" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupTyping) Reset() {
+	*x = GroupTyping{}
+	mi := &file_grain_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupTyping) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupTyping) ProtoMessage() {}
+
+func (x *GroupTyping) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupTyping.ProtoReflect.Descriptor instead.
+func (*GroupTyping) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *GroupTyping) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *GroupTyping) GetFromUserId() string {
+	if x != nil {
+		return x.FromUserId
+	}
+	return ""
+}
+
+func (x *GroupTyping) GetFromDeviceId() uint32 {
+	if x != nil {
+		return x.FromDeviceId
+	}
+	return 0
+}
+
+func (x *GroupTyping) GetState() TypingState {
+	if x != nil {
+		return x.State
+	}
+	return TypingState_TYPING_STATE_UNSPECIFIED
+}
+
+type GroupTypingReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupTypingReply) Reset() {
+	*x = GroupTypingReply{}
+	mi := &file_grain_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupTypingReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupTypingReply) ProtoMessage() {}
+
+func (x *GroupTypingReply) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupTypingReply.ProtoReflect.Descriptor instead.
+func (*GroupTypingReply) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *GroupTypingReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+// What the store keeps of a user besides devices and inboxes.
+type UserProfile struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Contacts           []*Contact             `protobuf:"bytes,1,rep,name=contacts,proto3" json:"contacts,omitempty"`
+	BlockedUserIds     []string               `protobuf:"bytes,2,rep,name=blocked_user_ids,json=blockedUserIds,proto3" json:"blocked_user_ids,omitempty"`
+	PresenceVisibility Visibility             `protobuf:"varint,3,opt,name=presence_visibility,json=presenceVisibility,proto3,enum=courier.v1.Visibility" json:"presence_visibility,omitempty"`
+	LastSeenMs         int64                  `protobuf:"varint,4,opt,name=last_seen_ms,json=lastSeenMs,proto3" json:"last_seen_ms,omitempty"`
+	// Push token per device id.
+	PushTokens map[uint32]string `protobuf:"bytes,5,rep,name=push_tokens,json=pushTokens,proto3" json:"push_tokens,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Devices that were sent a push and have not connected since: at most
+	// one push per device per offline period.
+	PushedDevices []uint32 `protobuf:"varint,6,rep,packed,name=pushed_devices,json=pushedDevices,proto3" json:"pushed_devices,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserProfile) Reset() {
+	*x = UserProfile{}
+	mi := &file_grain_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserProfile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserProfile) ProtoMessage() {}
+
+func (x *UserProfile) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserProfile.ProtoReflect.Descriptor instead.
+func (*UserProfile) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *UserProfile) GetContacts() []*Contact {
+	if x != nil {
+		return x.Contacts
+	}
+	return nil
+}
+
+func (x *UserProfile) GetBlockedUserIds() []string {
+	if x != nil {
+		return x.BlockedUserIds
+	}
+	return nil
+}
+
+func (x *UserProfile) GetPresenceVisibility() Visibility {
+	if x != nil {
+		return x.PresenceVisibility
+	}
+	return Visibility_VISIBILITY_EVERYONE
+}
+
+func (x *UserProfile) GetLastSeenMs() int64 {
+	if x != nil {
+		return x.LastSeenMs
+	}
+	return 0
+}
+
+func (x *UserProfile) GetPushTokens() map[uint32]string {
+	if x != nil {
+		return x.PushTokens
+	}
+	return nil
+}
+
+func (x *UserProfile) GetPushedDevices() []uint32 {
+	if x != nil {
+		return x.PushedDevices
+	}
+	return nil
+}
+
 var File_grain_proto protoreflect.FileDescriptor
 
 const file_grain_proto_rawDesc = "" +
@@ -2095,8 +2732,9 @@ const file_grain_proto_rawDesc = "" +
 	"\n" +
 	"session_id\x18\x03 \x01(\tR\tsessionId\x12!\n" +
 	"\fresume_after\x18\x04 \x01(\x04R\vresumeAfter\x12\x14\n" +
-	"\x05renew\x18\x05 \x01(\bR\x05renew\"\xa2\x01\n" +
-	"\x11AttachDeviceReply\x12%\n" +
+	"\x05renew\x18\x05 \x01(\bR\x05renew\"\xeb\x01\n" +
+	"\x11AttachDeviceReply\x12G\n" +
+	"\x13presence_visibility\x18\x05 \x01(\x0e2\x16.courier.v1.VisibilityR\x12presenceVisibility\x12%\n" +
 	"\x0ereplay_through\x18\x01 \x01(\x04R\rreplayThrough\x12'\n" +
 	"\x05error\x18\x02 \x01(\v2\x11.courier.v1.ErrorR\x05error\x12!\n" +
 	"\fwas_attached\x18\x03 \x01(\bR\vwasAttached\x12\x1a\n" +
@@ -2205,7 +2843,56 @@ const file_grain_proto_rawDesc = "" +
 	"\bsettings\x18\b \x01(\v2\x19.courier.v1.GroupSettingsR\bsettings\x12(\n" +
 	"\x10sender_key_epoch\x18\t \x01(\x04R\x0esenderKeyEpoch\x126\n" +
 	"\amembers\x18\n" +
-	" \x03(\v2\x1c.courier.v1.GroupMemberStateR\amembersB0Z.github.com/courier-im/courier/protos/courierpbb\x06proto3"
+	" \x03(\v2\x1c.courier.v1.GroupMemberStateR\amembers\"\xc4\x02\n" +
+	"\fUserSettings\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\rR\bdeviceId\x128\n" +
+	"\bcontacts\x18\x02 \x01(\v2\x1a.courier.v1.ContactsUpdateH\x00R\bcontacts\x121\n" +
+	"\x04list\x18\x03 \x01(\v2\x1b.courier.v1.ContactsRequestH\x00R\x04list\x12/\n" +
+	"\x05block\x18\x04 \x01(\v2\x17.courier.v1.BlockUpdateH\x00R\x05block\x125\n" +
+	"\aprivacy\x18\x05 \x01(\v2\x19.courier.v1.PrivacyUpdateH\x00R\aprivacy\x12<\n" +
+	"\n" +
+	"push_token\x18\x06 \x01(\v2\x1b.courier.v1.PushTokenUpdateH\x00R\tpushTokenB\x04\n" +
+	"\x02op\"\xba\x01\n" +
+	"\x11UserSettingsReply\x12'\n" +
+	"\x05error\x18\x01 \x01(\v2\x11.courier.v1.ErrorR\x05error\x123\n" +
+	"\bcontacts\x18\x02 \x01(\v2\x17.courier.v1.ContactListR\bcontacts\x12G\n" +
+	"\x13presence_visibility\x18\x03 \x01(\x0e2\x16.courier.v1.VisibilityR\x12presenceVisibility\"\xdc\x01\n" +
+	"\rWatchPresence\x12$\n" +
+	"\x0eviewer_user_id\x18\x01 \x01(\tR\fviewerUserId\x12'\n" +
+	"\x0fsession_address\x18\x02 \x01(\tR\x0esessionAddress\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x03 \x01(\tR\tsessionId\x12C\n" +
+	"\x11viewer_visibility\x18\x04 \x01(\x0e2\x16.courier.v1.VisibilityR\x10viewerVisibility\x12\x18\n" +
+	"\aunwatch\x18\x05 \x01(\bR\aunwatch\"=\n" +
+	"\x12WatchPresenceReply\x12'\n" +
+	"\x05error\x18\x01 \x01(\v2\x11.courier.v1.ErrorR\x05error\"\x9c\x01\n" +
+	"\bTypingTo\x12 \n" +
+	"\ffrom_user_id\x18\x01 \x01(\tR\n" +
+	"fromUserId\x12$\n" +
+	"\x0efrom_device_id\x18\x02 \x01(\rR\ffromDeviceId\x12\x19\n" +
+	"\bgroup_id\x18\x03 \x01(\tR\agroupId\x12-\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x17.courier.v1.TypingStateR\x05state\"\x0f\n" +
+	"\rTypingToReply\"\x9f\x01\n" +
+	"\vGroupTyping\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12 \n" +
+	"\ffrom_user_id\x18\x02 \x01(\tR\n" +
+	"fromUserId\x12$\n" +
+	"\x0efrom_device_id\x18\x03 \x01(\rR\ffromDeviceId\x12-\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x17.courier.v1.TypingStateR\x05state\";\n" +
+	"\x10GroupTypingReply\x12'\n" +
+	"\x05error\x18\x01 \x01(\v2\x11.courier.v1.ErrorR\x05error\"\x83\x03\n" +
+	"\vUserProfile\x12/\n" +
+	"\bcontacts\x18\x01 \x03(\v2\x13.courier.v1.ContactR\bcontacts\x12(\n" +
+	"\x10blocked_user_ids\x18\x02 \x03(\tR\x0eblockedUserIds\x12G\n" +
+	"\x13presence_visibility\x18\x03 \x01(\x0e2\x16.courier.v1.VisibilityR\x12presenceVisibility\x12 \n" +
+	"\flast_seen_ms\x18\x04 \x01(\x03R\n" +
+	"lastSeenMs\x12H\n" +
+	"\vpush_tokens\x18\x05 \x03(\v2'.courier.v1.UserProfile.PushTokensEntryR\n" +
+	"pushTokens\x12%\n" +
+	"\x0epushed_devices\x18\x06 \x03(\rR\rpushedDevices\x1a=\n" +
+	"\x0fPushTokensEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B0Z.github.com/courier-im/courier/protos/courierpbb\x06proto3"
 
 var (
 	file_grain_proto_rawDescOnce sync.Once
@@ -2219,7 +2906,7 @@ func file_grain_proto_rawDescGZIP() []byte {
 	return file_grain_proto_rawDescData
 }
 
-var file_grain_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_grain_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_grain_proto_goTypes = []any{
 	(*DeliverMessage)(nil),           // 0: courier.v1.DeliverMessage
 	(*DeliverMessageReply)(nil),      // 1: courier.v1.DeliverMessageReply
@@ -2256,59 +2943,95 @@ var file_grain_proto_goTypes = []any{
 	(*SeqSpan)(nil),                  // 32: courier.v1.SeqSpan
 	(*GroupMemberState)(nil),         // 33: courier.v1.GroupMemberState
 	(*GroupState)(nil),               // 34: courier.v1.GroupState
-	(*Send)(nil),                     // 35: courier.v1.Send
-	(*Error)(nil),                    // 36: courier.v1.Error
-	(EntryKind)(0),                   // 37: courier.v1.EntryKind
-	(*InboxEntry)(nil),               // 38: courier.v1.InboxEntry
-	(*GroupCreate)(nil),              // 39: courier.v1.GroupCreate
-	(*GroupInfo)(nil),                // 40: courier.v1.GroupInfo
-	(*GroupUpdate)(nil),              // 41: courier.v1.GroupUpdate
-	(*GroupUpdateOk)(nil),            // 42: courier.v1.GroupUpdateOk
-	(*GroupSend)(nil),                // 43: courier.v1.GroupSend
-	(*GroupMemberList)(nil),          // 44: courier.v1.GroupMemberList
-	(*GroupReceipts)(nil),            // 45: courier.v1.GroupReceipts
-	(*GroupDeviceCiphertext)(nil),    // 46: courier.v1.GroupDeviceCiphertext
-	(GroupRole)(0),                   // 47: courier.v1.GroupRole
-	(*GroupSettings)(nil),            // 48: courier.v1.GroupSettings
+	(*UserSettings)(nil),             // 35: courier.v1.UserSettings
+	(*UserSettingsReply)(nil),        // 36: courier.v1.UserSettingsReply
+	(*WatchPresence)(nil),            // 37: courier.v1.WatchPresence
+	(*WatchPresenceReply)(nil),       // 38: courier.v1.WatchPresenceReply
+	(*TypingTo)(nil),                 // 39: courier.v1.TypingTo
+	(*TypingToReply)(nil),            // 40: courier.v1.TypingToReply
+	(*GroupTyping)(nil),              // 41: courier.v1.GroupTyping
+	(*GroupTypingReply)(nil),         // 42: courier.v1.GroupTypingReply
+	(*UserProfile)(nil),              // 43: courier.v1.UserProfile
+	nil,                              // 44: courier.v1.UserProfile.PushTokensEntry
+	(*Send)(nil),                     // 45: courier.v1.Send
+	(*Error)(nil),                    // 46: courier.v1.Error
+	(EntryKind)(0),                   // 47: courier.v1.EntryKind
+	(Visibility)(0),                  // 48: courier.v1.Visibility
+	(*InboxEntry)(nil),               // 49: courier.v1.InboxEntry
+	(*GroupCreate)(nil),              // 50: courier.v1.GroupCreate
+	(*GroupInfo)(nil),                // 51: courier.v1.GroupInfo
+	(*GroupUpdate)(nil),              // 52: courier.v1.GroupUpdate
+	(*GroupUpdateOk)(nil),            // 53: courier.v1.GroupUpdateOk
+	(*GroupSend)(nil),                // 54: courier.v1.GroupSend
+	(*GroupMemberList)(nil),          // 55: courier.v1.GroupMemberList
+	(*GroupReceipts)(nil),            // 56: courier.v1.GroupReceipts
+	(*GroupDeviceCiphertext)(nil),    // 57: courier.v1.GroupDeviceCiphertext
+	(GroupRole)(0),                   // 58: courier.v1.GroupRole
+	(*GroupSettings)(nil),            // 59: courier.v1.GroupSettings
+	(*ContactsUpdate)(nil),           // 60: courier.v1.ContactsUpdate
+	(*ContactsRequest)(nil),          // 61: courier.v1.ContactsRequest
+	(*BlockUpdate)(nil),              // 62: courier.v1.BlockUpdate
+	(*PrivacyUpdate)(nil),            // 63: courier.v1.PrivacyUpdate
+	(*PushTokenUpdate)(nil),          // 64: courier.v1.PushTokenUpdate
+	(*ContactList)(nil),              // 65: courier.v1.ContactList
+	(TypingState)(0),                 // 66: courier.v1.TypingState
+	(*Contact)(nil),                  // 67: courier.v1.Contact
 }
 var file_grain_proto_depIdxs = []int32{
-	35, // 0: courier.v1.DeliverMessage.send:type_name -> courier.v1.Send
-	36, // 1: courier.v1.DeliverMessageReply.error:type_name -> courier.v1.Error
-	37, // 2: courier.v1.DeliverReceipt.kind:type_name -> courier.v1.EntryKind
-	36, // 3: courier.v1.DeliverReceiptReply.error:type_name -> courier.v1.Error
-	36, // 4: courier.v1.AttachDeviceReply.error:type_name -> courier.v1.Error
-	36, // 5: courier.v1.AckInboxReply.error:type_name -> courier.v1.Error
-	38, // 6: courier.v1.PushEntries.entries:type_name -> courier.v1.InboxEntry
-	38, // 7: courier.v1.StoredEntry.entry:type_name -> courier.v1.InboxEntry
-	39, // 8: courier.v1.CreateGroup.create:type_name -> courier.v1.GroupCreate
-	40, // 9: courier.v1.CreateGroupReply.info:type_name -> courier.v1.GroupInfo
-	36, // 10: courier.v1.CreateGroupReply.error:type_name -> courier.v1.Error
-	41, // 11: courier.v1.UpdateGroup.update:type_name -> courier.v1.GroupUpdate
-	42, // 12: courier.v1.UpdateGroupReply.ok:type_name -> courier.v1.GroupUpdateOk
-	36, // 13: courier.v1.UpdateGroupReply.error:type_name -> courier.v1.Error
-	43, // 14: courier.v1.SendGroupMessage.send:type_name -> courier.v1.GroupSend
-	36, // 15: courier.v1.SendGroupMessageReply.error:type_name -> courier.v1.Error
-	40, // 16: courier.v1.GetGroupInfoReply.info:type_name -> courier.v1.GroupInfo
-	36, // 17: courier.v1.GetGroupInfoReply.error:type_name -> courier.v1.Error
-	44, // 18: courier.v1.GetGroupMembersReply.members:type_name -> courier.v1.GroupMemberList
-	36, // 19: courier.v1.GetGroupMembersReply.error:type_name -> courier.v1.Error
-	45, // 20: courier.v1.GetGroupReceiptsReply.receipts:type_name -> courier.v1.GroupReceipts
-	36, // 21: courier.v1.GetGroupReceiptsReply.error:type_name -> courier.v1.Error
-	37, // 22: courier.v1.GroupReceipt.kind:type_name -> courier.v1.EntryKind
-	36, // 23: courier.v1.GroupReceiptReply.error:type_name -> courier.v1.Error
-	31, // 24: courier.v1.DeliverGroupEntries.entries:type_name -> courier.v1.GroupLogEntry
-	36, // 25: courier.v1.DeliverGroupEntriesReply.error:type_name -> courier.v1.Error
-	38, // 26: courier.v1.GroupLogEntry.entry:type_name -> courier.v1.InboxEntry
-	46, // 27: courier.v1.GroupLogEntry.per_device:type_name -> courier.v1.GroupDeviceCiphertext
-	47, // 28: courier.v1.GroupMemberState.role:type_name -> courier.v1.GroupRole
-	32, // 29: courier.v1.GroupMemberState.spans:type_name -> courier.v1.SeqSpan
-	48, // 30: courier.v1.GroupState.settings:type_name -> courier.v1.GroupSettings
-	33, // 31: courier.v1.GroupState.members:type_name -> courier.v1.GroupMemberState
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	45, // 0: courier.v1.DeliverMessage.send:type_name -> courier.v1.Send
+	46, // 1: courier.v1.DeliverMessageReply.error:type_name -> courier.v1.Error
+	47, // 2: courier.v1.DeliverReceipt.kind:type_name -> courier.v1.EntryKind
+	46, // 3: courier.v1.DeliverReceiptReply.error:type_name -> courier.v1.Error
+	48, // 4: courier.v1.AttachDeviceReply.presence_visibility:type_name -> courier.v1.Visibility
+	46, // 5: courier.v1.AttachDeviceReply.error:type_name -> courier.v1.Error
+	46, // 6: courier.v1.AckInboxReply.error:type_name -> courier.v1.Error
+	49, // 7: courier.v1.PushEntries.entries:type_name -> courier.v1.InboxEntry
+	49, // 8: courier.v1.StoredEntry.entry:type_name -> courier.v1.InboxEntry
+	50, // 9: courier.v1.CreateGroup.create:type_name -> courier.v1.GroupCreate
+	51, // 10: courier.v1.CreateGroupReply.info:type_name -> courier.v1.GroupInfo
+	46, // 11: courier.v1.CreateGroupReply.error:type_name -> courier.v1.Error
+	52, // 12: courier.v1.UpdateGroup.update:type_name -> courier.v1.GroupUpdate
+	53, // 13: courier.v1.UpdateGroupReply.ok:type_name -> courier.v1.GroupUpdateOk
+	46, // 14: courier.v1.UpdateGroupReply.error:type_name -> courier.v1.Error
+	54, // 15: courier.v1.SendGroupMessage.send:type_name -> courier.v1.GroupSend
+	46, // 16: courier.v1.SendGroupMessageReply.error:type_name -> courier.v1.Error
+	51, // 17: courier.v1.GetGroupInfoReply.info:type_name -> courier.v1.GroupInfo
+	46, // 18: courier.v1.GetGroupInfoReply.error:type_name -> courier.v1.Error
+	55, // 19: courier.v1.GetGroupMembersReply.members:type_name -> courier.v1.GroupMemberList
+	46, // 20: courier.v1.GetGroupMembersReply.error:type_name -> courier.v1.Error
+	56, // 21: courier.v1.GetGroupReceiptsReply.receipts:type_name -> courier.v1.GroupReceipts
+	46, // 22: courier.v1.GetGroupReceiptsReply.error:type_name -> courier.v1.Error
+	47, // 23: courier.v1.GroupReceipt.kind:type_name -> courier.v1.EntryKind
+	46, // 24: courier.v1.GroupReceiptReply.error:type_name -> courier.v1.Error
+	31, // 25: courier.v1.DeliverGroupEntries.entries:type_name -> courier.v1.GroupLogEntry
+	46, // 26: courier.v1.DeliverGroupEntriesReply.error:type_name -> courier.v1.Error
+	49, // 27: courier.v1.GroupLogEntry.entry:type_name -> courier.v1.InboxEntry
+	57, // 28: courier.v1.GroupLogEntry.per_device:type_name -> courier.v1.GroupDeviceCiphertext
+	58, // 29: courier.v1.GroupMemberState.role:type_name -> courier.v1.GroupRole
+	32, // 30: courier.v1.GroupMemberState.spans:type_name -> courier.v1.SeqSpan
+	59, // 31: courier.v1.GroupState.settings:type_name -> courier.v1.GroupSettings
+	33, // 32: courier.v1.GroupState.members:type_name -> courier.v1.GroupMemberState
+	60, // 33: courier.v1.UserSettings.contacts:type_name -> courier.v1.ContactsUpdate
+	61, // 34: courier.v1.UserSettings.list:type_name -> courier.v1.ContactsRequest
+	62, // 35: courier.v1.UserSettings.block:type_name -> courier.v1.BlockUpdate
+	63, // 36: courier.v1.UserSettings.privacy:type_name -> courier.v1.PrivacyUpdate
+	64, // 37: courier.v1.UserSettings.push_token:type_name -> courier.v1.PushTokenUpdate
+	46, // 38: courier.v1.UserSettingsReply.error:type_name -> courier.v1.Error
+	65, // 39: courier.v1.UserSettingsReply.contacts:type_name -> courier.v1.ContactList
+	48, // 40: courier.v1.UserSettingsReply.presence_visibility:type_name -> courier.v1.Visibility
+	48, // 41: courier.v1.WatchPresence.viewer_visibility:type_name -> courier.v1.Visibility
+	46, // 42: courier.v1.WatchPresenceReply.error:type_name -> courier.v1.Error
+	66, // 43: courier.v1.TypingTo.state:type_name -> courier.v1.TypingState
+	66, // 44: courier.v1.GroupTyping.state:type_name -> courier.v1.TypingState
+	46, // 45: courier.v1.GroupTypingReply.error:type_name -> courier.v1.Error
+	67, // 46: courier.v1.UserProfile.contacts:type_name -> courier.v1.Contact
+	48, // 47: courier.v1.UserProfile.presence_visibility:type_name -> courier.v1.Visibility
+	44, // 48: courier.v1.UserProfile.push_tokens:type_name -> courier.v1.UserProfile.PushTokensEntry
+	49, // [49:49] is the sub-list for method output_type
+	49, // [49:49] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_grain_proto_init() }
@@ -2317,13 +3040,20 @@ func file_grain_proto_init() {
 		return
 	}
 	file_wire_proto_init()
+	file_grain_proto_msgTypes[35].OneofWrappers = []any{
+		(*UserSettings_Contacts)(nil),
+		(*UserSettings_List)(nil),
+		(*UserSettings_Block)(nil),
+		(*UserSettings_Privacy)(nil),
+		(*UserSettings_PushToken)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_grain_proto_rawDesc), len(file_grain_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

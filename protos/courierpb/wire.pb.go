@@ -377,6 +377,106 @@ func (GroupEventType) EnumDescriptor() ([]byte, []int) {
 	return file_wire_proto_rawDescGZIP(), []int{4}
 }
 
+// Who sees this user's online state and last seen. NOBODY is reciprocal:
+// a user who hides theirs sees nobody's.
+type Visibility int32
+
+const (
+	Visibility_VISIBILITY_EVERYONE Visibility = 0
+	Visibility_VISIBILITY_CONTACTS Visibility = 1
+	Visibility_VISIBILITY_NOBODY   Visibility = 2
+)
+
+// Enum value maps for Visibility.
+var (
+	Visibility_name = map[int32]string{
+		0: "VISIBILITY_EVERYONE",
+		1: "VISIBILITY_CONTACTS",
+		2: "VISIBILITY_NOBODY",
+	}
+	Visibility_value = map[string]int32{
+		"VISIBILITY_EVERYONE": 0,
+		"VISIBILITY_CONTACTS": 1,
+		"VISIBILITY_NOBODY":   2,
+	}
+)
+
+func (x Visibility) Enum() *Visibility {
+	p := new(Visibility)
+	*p = x
+	return p
+}
+
+func (x Visibility) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Visibility) Descriptor() protoreflect.EnumDescriptor {
+	return file_wire_proto_enumTypes[5].Descriptor()
+}
+
+func (Visibility) Type() protoreflect.EnumType {
+	return &file_wire_proto_enumTypes[5]
+}
+
+func (x Visibility) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Visibility.Descriptor instead.
+func (Visibility) EnumDescriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{5}
+}
+
+type TypingState int32
+
+const (
+	TypingState_TYPING_STATE_UNSPECIFIED TypingState = 0
+	TypingState_TYPING_STATE_TYPING      TypingState = 1
+	TypingState_TYPING_STATE_PAUSED      TypingState = 2
+)
+
+// Enum value maps for TypingState.
+var (
+	TypingState_name = map[int32]string{
+		0: "TYPING_STATE_UNSPECIFIED",
+		1: "TYPING_STATE_TYPING",
+		2: "TYPING_STATE_PAUSED",
+	}
+	TypingState_value = map[string]int32{
+		"TYPING_STATE_UNSPECIFIED": 0,
+		"TYPING_STATE_TYPING":      1,
+		"TYPING_STATE_PAUSED":      2,
+	}
+)
+
+func (x TypingState) Enum() *TypingState {
+	p := new(TypingState)
+	*p = x
+	return p
+}
+
+func (x TypingState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TypingState) Descriptor() protoreflect.EnumDescriptor {
+	return file_wire_proto_enumTypes[6].Descriptor()
+}
+
+func (TypingState) Type() protoreflect.EnumType {
+	return &file_wire_proto_enumTypes[6]
+}
+
+func (x TypingState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TypingState.Descriptor instead.
+func (TypingState) EnumDescriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{6}
+}
+
 // ClientFrame is one frame a device sends.
 type ClientFrame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -396,6 +496,14 @@ type ClientFrame struct {
 	//	*ClientFrame_GroupMembers
 	//	*ClientFrame_GroupReceipts
 	//	*ClientFrame_GroupRead
+	//	*ClientFrame_ContactsUpdate
+	//	*ClientFrame_Contacts
+	//	*ClientFrame_Block
+	//	*ClientFrame_Privacy
+	//	*ClientFrame_PresenceSubscribe
+	//	*ClientFrame_PresenceUnsubscribe
+	//	*ClientFrame_Typing
+	//	*ClientFrame_PushToken
 	Body          isClientFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -553,6 +661,78 @@ func (x *ClientFrame) GetGroupRead() *GroupReadReceipt {
 	return nil
 }
 
+func (x *ClientFrame) GetContactsUpdate() *ContactsUpdate {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_ContactsUpdate); ok {
+			return x.ContactsUpdate
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetContacts() *ContactsRequest {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_Contacts); ok {
+			return x.Contacts
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetBlock() *BlockUpdate {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_Block); ok {
+			return x.Block
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetPrivacy() *PrivacyUpdate {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_Privacy); ok {
+			return x.Privacy
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetPresenceSubscribe() *PresenceSubscribe {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_PresenceSubscribe); ok {
+			return x.PresenceSubscribe
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetPresenceUnsubscribe() *PresenceUnsubscribe {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_PresenceUnsubscribe); ok {
+			return x.PresenceUnsubscribe
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetTyping() *Typing {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_Typing); ok {
+			return x.Typing
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetPushToken() *PushTokenUpdate {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_PushToken); ok {
+			return x.PushToken
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Body interface {
 	isClientFrame_Body()
 }
@@ -606,6 +786,40 @@ type ClientFrame_GroupRead struct {
 	GroupRead *GroupReadReceipt `protobuf:"bytes,27,opt,name=group_read,json=groupRead,proto3,oneof"`
 }
 
+type ClientFrame_ContactsUpdate struct {
+	// Contacts, blocks, privacy, presence, typing and push ("Contacts and
+	// presence" below).
+	ContactsUpdate *ContactsUpdate `protobuf:"bytes,30,opt,name=contacts_update,json=contactsUpdate,proto3,oneof"`
+}
+
+type ClientFrame_Contacts struct {
+	Contacts *ContactsRequest `protobuf:"bytes,31,opt,name=contacts,proto3,oneof"`
+}
+
+type ClientFrame_Block struct {
+	Block *BlockUpdate `protobuf:"bytes,32,opt,name=block,proto3,oneof"`
+}
+
+type ClientFrame_Privacy struct {
+	Privacy *PrivacyUpdate `protobuf:"bytes,33,opt,name=privacy,proto3,oneof"`
+}
+
+type ClientFrame_PresenceSubscribe struct {
+	PresenceSubscribe *PresenceSubscribe `protobuf:"bytes,34,opt,name=presence_subscribe,json=presenceSubscribe,proto3,oneof"`
+}
+
+type ClientFrame_PresenceUnsubscribe struct {
+	PresenceUnsubscribe *PresenceUnsubscribe `protobuf:"bytes,35,opt,name=presence_unsubscribe,json=presenceUnsubscribe,proto3,oneof"`
+}
+
+type ClientFrame_Typing struct {
+	Typing *Typing `protobuf:"bytes,36,opt,name=typing,proto3,oneof"`
+}
+
+type ClientFrame_PushToken struct {
+	PushToken *PushTokenUpdate `protobuf:"bytes,37,opt,name=push_token,json=pushToken,proto3,oneof"`
+}
+
 func (*ClientFrame_Send) isClientFrame_Body() {}
 
 func (*ClientFrame_Ack) isClientFrame_Body() {}
@@ -630,6 +844,22 @@ func (*ClientFrame_GroupReceipts) isClientFrame_Body() {}
 
 func (*ClientFrame_GroupRead) isClientFrame_Body() {}
 
+func (*ClientFrame_ContactsUpdate) isClientFrame_Body() {}
+
+func (*ClientFrame_Contacts) isClientFrame_Body() {}
+
+func (*ClientFrame_Block) isClientFrame_Body() {}
+
+func (*ClientFrame_Privacy) isClientFrame_Body() {}
+
+func (*ClientFrame_PresenceSubscribe) isClientFrame_Body() {}
+
+func (*ClientFrame_PresenceUnsubscribe) isClientFrame_Body() {}
+
+func (*ClientFrame_Typing) isClientFrame_Body() {}
+
+func (*ClientFrame_PushToken) isClientFrame_Body() {}
+
 // ServerFrame is one frame a gateway sends.
 type ServerFrame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -649,6 +879,11 @@ type ServerFrame struct {
 	//	*ServerFrame_GroupList
 	//	*ServerFrame_GroupMemberList
 	//	*ServerFrame_GroupReceipts
+	//	*ServerFrame_ContactList
+	//	*ServerFrame_Ok
+	//	*ServerFrame_Presence
+	//	*ServerFrame_Typing
+	//	*ServerFrame_PresenceGone
 	Body          isServerFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -806,6 +1041,51 @@ func (x *ServerFrame) GetGroupReceipts() *GroupReceipts {
 	return nil
 }
 
+func (x *ServerFrame) GetContactList() *ContactList {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_ContactList); ok {
+			return x.ContactList
+		}
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetOk() *Ok {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_Ok); ok {
+			return x.Ok
+		}
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetPresence() *PresenceUpdate {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_Presence); ok {
+			return x.Presence
+		}
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetTyping() *TypingNotice {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_Typing); ok {
+			return x.Typing
+		}
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetPresenceGone() *PresenceGone {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_PresenceGone); ok {
+			return x.PresenceGone
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Body interface {
 	isServerFrame_Body()
 }
@@ -859,6 +1139,33 @@ type ServerFrame_GroupReceipts struct {
 	GroupReceipts *GroupReceipts `protobuf:"bytes,24,opt,name=group_receipts,json=groupReceipts,proto3,oneof"`
 }
 
+type ServerFrame_ContactList struct {
+	// Answers ContactsUpdate, ContactsRequest and BlockUpdate.
+	ContactList *ContactList `protobuf:"bytes,30,opt,name=contact_list,json=contactList,proto3,oneof"`
+}
+
+type ServerFrame_Ok struct {
+	// Answers PrivacyUpdate, PresenceSubscribe, PresenceUnsubscribe and
+	// PushTokenUpdate.
+	Ok *Ok `protobuf:"bytes,31,opt,name=ok,proto3,oneof"`
+}
+
+type ServerFrame_Presence struct {
+	// Pushed (req_id 0) to presence subscribers.
+	Presence *PresenceUpdate `protobuf:"bytes,32,opt,name=presence,proto3,oneof"`
+}
+
+type ServerFrame_Typing struct {
+	// Pushed (req_id 0); never stored.
+	Typing *TypingNotice `protobuf:"bytes,33,opt,name=typing,proto3,oneof"`
+}
+
+type ServerFrame_PresenceGone struct {
+	// Pushed (req_id 0) when the server stops presence updates about a user
+	// to this session (its privacy changed); the client shows nothing.
+	PresenceGone *PresenceGone `protobuf:"bytes,34,opt,name=presence_gone,json=presenceGone,proto3,oneof"`
+}
+
 func (*ServerFrame_SendAck) isServerFrame_Body() {}
 
 func (*ServerFrame_Deliver) isServerFrame_Body() {}
@@ -882,6 +1189,16 @@ func (*ServerFrame_GroupList) isServerFrame_Body() {}
 func (*ServerFrame_GroupMemberList) isServerFrame_Body() {}
 
 func (*ServerFrame_GroupReceipts) isServerFrame_Body() {}
+
+func (*ServerFrame_ContactList) isServerFrame_Body() {}
+
+func (*ServerFrame_Ok) isServerFrame_Body() {}
+
+func (*ServerFrame_Presence) isServerFrame_Body() {}
+
+func (*ServerFrame_Typing) isServerFrame_Body() {}
+
+func (*ServerFrame_PresenceGone) isServerFrame_Body() {}
 
 // Send asks the server to store a message in every device inbox of to_user_id.
 type Send struct {
@@ -3073,13 +3390,718 @@ func (x *GroupEvent) GetMemberCount() uint32 {
 	return 0
 }
 
+type ContactsUpdate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AddUserIds    []string               `protobuf:"bytes,1,rep,name=add_user_ids,json=addUserIds,proto3" json:"add_user_ids,omitempty"`
+	AddHandles    []string               `protobuf:"bytes,2,rep,name=add_handles,json=addHandles,proto3" json:"add_handles,omitempty"`
+	RemoveUserIds []string               `protobuf:"bytes,3,rep,name=remove_user_ids,json=removeUserIds,proto3" json:"remove_user_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContactsUpdate) Reset() {
+	*x = ContactsUpdate{}
+	mi := &file_wire_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContactsUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContactsUpdate) ProtoMessage() {}
+
+func (x *ContactsUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContactsUpdate.ProtoReflect.Descriptor instead.
+func (*ContactsUpdate) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ContactsUpdate) GetAddUserIds() []string {
+	if x != nil {
+		return x.AddUserIds
+	}
+	return nil
+}
+
+func (x *ContactsUpdate) GetAddHandles() []string {
+	if x != nil {
+		return x.AddHandles
+	}
+	return nil
+}
+
+func (x *ContactsUpdate) GetRemoveUserIds() []string {
+	if x != nil {
+		return x.RemoveUserIds
+	}
+	return nil
+}
+
+type ContactsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContactsRequest) Reset() {
+	*x = ContactsRequest{}
+	mi := &file_wire_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContactsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContactsRequest) ProtoMessage() {}
+
+func (x *ContactsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContactsRequest.ProtoReflect.Descriptor instead.
+func (*ContactsRequest) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{35}
+}
+
+type Contact struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Handle        string                 `protobuf:"bytes,2,opt,name=handle,proto3" json:"handle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Contact) Reset() {
+	*x = Contact{}
+	mi := &file_wire_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Contact) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Contact) ProtoMessage() {}
+
+func (x *Contact) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Contact.ProtoReflect.Descriptor instead.
+func (*Contact) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *Contact) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Contact) GetHandle() string {
+	if x != nil {
+		return x.Handle
+	}
+	return ""
+}
+
+type ContactList struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Contacts       []*Contact             `protobuf:"bytes,1,rep,name=contacts,proto3" json:"contacts,omitempty"`
+	BlockedUserIds []string               `protobuf:"bytes,2,rep,name=blocked_user_ids,json=blockedUserIds,proto3" json:"blocked_user_ids,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ContactList) Reset() {
+	*x = ContactList{}
+	mi := &file_wire_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContactList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContactList) ProtoMessage() {}
+
+func (x *ContactList) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContactList.ProtoReflect.Descriptor instead.
+func (*ContactList) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ContactList) GetContacts() []*Contact {
+	if x != nil {
+		return x.Contacts
+	}
+	return nil
+}
+
+func (x *ContactList) GetBlockedUserIds() []string {
+	if x != nil {
+		return x.BlockedUserIds
+	}
+	return nil
+}
+
+type BlockUpdate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Blocked       bool                   `protobuf:"varint,2,opt,name=blocked,proto3" json:"blocked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockUpdate) Reset() {
+	*x = BlockUpdate{}
+	mi := &file_wire_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockUpdate) ProtoMessage() {}
+
+func (x *BlockUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockUpdate.ProtoReflect.Descriptor instead.
+func (*BlockUpdate) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *BlockUpdate) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *BlockUpdate) GetBlocked() bool {
+	if x != nil {
+		return x.Blocked
+	}
+	return false
+}
+
+type PrivacyUpdate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Presence      Visibility             `protobuf:"varint,1,opt,name=presence,proto3,enum=courier.v1.Visibility" json:"presence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrivacyUpdate) Reset() {
+	*x = PrivacyUpdate{}
+	mi := &file_wire_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrivacyUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrivacyUpdate) ProtoMessage() {}
+
+func (x *PrivacyUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrivacyUpdate.ProtoReflect.Descriptor instead.
+func (*PrivacyUpdate) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *PrivacyUpdate) GetPresence() Visibility {
+	if x != nil {
+		return x.Presence
+	}
+	return Visibility_VISIBILITY_EVERYONE
+}
+
+type Ok struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Ok) Reset() {
+	*x = Ok{}
+	mi := &file_wire_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Ok) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Ok) ProtoMessage() {}
+
+func (x *Ok) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Ok.ProtoReflect.Descriptor instead.
+func (*Ok) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{40}
+}
+
+// Subscribe this session to the presence of users (the chats it has open).
+// Answered with ok; then one PresenceUpdate per user whose presence this
+// user may see, and one more on each change (debounced per user).
+type PresenceSubscribe struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserIds       []string               `protobuf:"bytes,1,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceSubscribe) Reset() {
+	*x = PresenceSubscribe{}
+	mi := &file_wire_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceSubscribe) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceSubscribe) ProtoMessage() {}
+
+func (x *PresenceSubscribe) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceSubscribe.ProtoReflect.Descriptor instead.
+func (*PresenceSubscribe) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *PresenceSubscribe) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+type PresenceUnsubscribe struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserIds       []string               `protobuf:"bytes,1,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceUnsubscribe) Reset() {
+	*x = PresenceUnsubscribe{}
+	mi := &file_wire_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceUnsubscribe) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceUnsubscribe) ProtoMessage() {}
+
+func (x *PresenceUnsubscribe) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceUnsubscribe.ProtoReflect.Descriptor instead.
+func (*PresenceUnsubscribe) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *PresenceUnsubscribe) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+type PresenceUpdate struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Online bool                   `protobuf:"varint,2,opt,name=online,proto3" json:"online,omitempty"`
+	// When the user's last device went offline (0: never seen, or online).
+	LastSeenMs    int64 `protobuf:"varint,3,opt,name=last_seen_ms,json=lastSeenMs,proto3" json:"last_seen_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceUpdate) Reset() {
+	*x = PresenceUpdate{}
+	mi := &file_wire_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceUpdate) ProtoMessage() {}
+
+func (x *PresenceUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceUpdate.ProtoReflect.Descriptor instead.
+func (*PresenceUpdate) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *PresenceUpdate) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *PresenceUpdate) GetOnline() bool {
+	if x != nil {
+		return x.Online
+	}
+	return false
+}
+
+func (x *PresenceUpdate) GetLastSeenMs() int64 {
+	if x != nil {
+		return x.LastSeenMs
+	}
+	return 0
+}
+
+type PresenceGone struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceGone) Reset() {
+	*x = PresenceGone{}
+	mi := &file_wire_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceGone) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceGone) ProtoMessage() {}
+
+func (x *PresenceGone) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceGone.ProtoReflect.Descriptor instead.
+func (*PresenceGone) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *PresenceGone) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// A typing indicator to a user or a group (exactly one of the two). One-way:
+// no answer unless it is malformed. Clients expire an indicator by
+// themselves (WhatsApp: ~25 s) when no PAUSED arrives.
+type Typing struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ToUserId      string                 `protobuf:"bytes,1,opt,name=to_user_id,json=toUserId,proto3" json:"to_user_id,omitempty"`
+	GroupId       string                 `protobuf:"bytes,2,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	State         TypingState            `protobuf:"varint,3,opt,name=state,proto3,enum=courier.v1.TypingState" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Typing) Reset() {
+	*x = Typing{}
+	mi := &file_wire_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Typing) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Typing) ProtoMessage() {}
+
+func (x *Typing) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Typing.ProtoReflect.Descriptor instead.
+func (*Typing) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *Typing) GetToUserId() string {
+	if x != nil {
+		return x.ToUserId
+	}
+	return ""
+}
+
+func (x *Typing) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *Typing) GetState() TypingState {
+	if x != nil {
+		return x.State
+	}
+	return TypingState_TYPING_STATE_UNSPECIFIED
+}
+
+type TypingNotice struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FromUserId    string                 `protobuf:"bytes,1,opt,name=from_user_id,json=fromUserId,proto3" json:"from_user_id,omitempty"`
+	FromDeviceId  uint32                 `protobuf:"varint,2,opt,name=from_device_id,json=fromDeviceId,proto3" json:"from_device_id,omitempty"`
+	GroupId       string                 `protobuf:"bytes,3,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	State         TypingState            `protobuf:"varint,4,opt,name=state,proto3,enum=courier.v1.TypingState" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TypingNotice) Reset() {
+	*x = TypingNotice{}
+	mi := &file_wire_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TypingNotice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TypingNotice) ProtoMessage() {}
+
+func (x *TypingNotice) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TypingNotice.ProtoReflect.Descriptor instead.
+func (*TypingNotice) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *TypingNotice) GetFromUserId() string {
+	if x != nil {
+		return x.FromUserId
+	}
+	return ""
+}
+
+func (x *TypingNotice) GetFromDeviceId() uint32 {
+	if x != nil {
+		return x.FromDeviceId
+	}
+	return 0
+}
+
+func (x *TypingNotice) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *TypingNotice) GetState() TypingState {
+	if x != nil {
+		return x.State
+	}
+	return TypingState_TYPING_STATE_UNSPECIFIED
+}
+
+// Registers this device's push token (an opaque string for the configured
+// push provider); an empty token unregisters it.
+type PushTokenUpdate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushTokenUpdate) Reset() {
+	*x = PushTokenUpdate{}
+	mi := &file_wire_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushTokenUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushTokenUpdate) ProtoMessage() {}
+
+func (x *PushTokenUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushTokenUpdate.ProtoReflect.Descriptor instead.
+func (*PushTokenUpdate) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *PushTokenUpdate) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
 var File_wire_proto protoreflect.FileDescriptor
 
 const file_wire_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
 	"wire.proto\x12\n" +
-	"courier.v1\"\xd4\x05\n" +
+	"courier.v1\"\xd0\t\n" +
 	"\vClientFrame\x12\x15\n" +
 	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\x12&\n" +
 	"\x04send\x18\n" +
@@ -3098,8 +4120,17 @@ const file_wire_proto_rawDesc = "" +
 	"\rgroup_members\x18\x19 \x01(\v2\x1f.courier.v1.GroupMembersRequestH\x00R\fgroupMembers\x12I\n" +
 	"\x0egroup_receipts\x18\x1a \x01(\v2 .courier.v1.GroupReceiptsRequestH\x00R\rgroupReceipts\x12=\n" +
 	"\n" +
-	"group_read\x18\x1b \x01(\v2\x1c.courier.v1.GroupReadReceiptH\x00R\tgroupReadB\x06\n" +
-	"\x04body\"\xb5\x05\n" +
+	"group_read\x18\x1b \x01(\v2\x1c.courier.v1.GroupReadReceiptH\x00R\tgroupRead\x12E\n" +
+	"\x0fcontacts_update\x18\x1e \x01(\v2\x1a.courier.v1.ContactsUpdateH\x00R\x0econtactsUpdate\x129\n" +
+	"\bcontacts\x18\x1f \x01(\v2\x1b.courier.v1.ContactsRequestH\x00R\bcontacts\x12/\n" +
+	"\x05block\x18  \x01(\v2\x17.courier.v1.BlockUpdateH\x00R\x05block\x125\n" +
+	"\aprivacy\x18! \x01(\v2\x19.courier.v1.PrivacyUpdateH\x00R\aprivacy\x12N\n" +
+	"\x12presence_subscribe\x18\" \x01(\v2\x1d.courier.v1.PresenceSubscribeH\x00R\x11presenceSubscribe\x12T\n" +
+	"\x14presence_unsubscribe\x18# \x01(\v2\x1f.courier.v1.PresenceUnsubscribeH\x00R\x13presenceUnsubscribe\x12,\n" +
+	"\x06typing\x18$ \x01(\v2\x12.courier.v1.TypingH\x00R\x06typing\x12<\n" +
+	"\n" +
+	"push_token\x18% \x01(\v2\x1b.courier.v1.PushTokenUpdateH\x00R\tpushTokenB\x06\n" +
+	"\x04body\"\xc4\a\n" +
 	"\vServerFrame\x12\x15\n" +
 	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\x120\n" +
 	"\bsend_ack\x18\n" +
@@ -3116,7 +4147,12 @@ const file_wire_proto_rawDesc = "" +
 	"\n" +
 	"group_list\x18\x16 \x01(\v2\x15.courier.v1.GroupListH\x00R\tgroupList\x12I\n" +
 	"\x11group_member_list\x18\x17 \x01(\v2\x1b.courier.v1.GroupMemberListH\x00R\x0fgroupMemberList\x12B\n" +
-	"\x0egroup_receipts\x18\x18 \x01(\v2\x19.courier.v1.GroupReceiptsH\x00R\rgroupReceiptsB\x06\n" +
+	"\x0egroup_receipts\x18\x18 \x01(\v2\x19.courier.v1.GroupReceiptsH\x00R\rgroupReceipts\x12<\n" +
+	"\fcontact_list\x18\x1e \x01(\v2\x17.courier.v1.ContactListH\x00R\vcontactList\x12 \n" +
+	"\x02ok\x18\x1f \x01(\v2\x0e.courier.v1.OkH\x00R\x02ok\x128\n" +
+	"\bpresence\x18  \x01(\v2\x1a.courier.v1.PresenceUpdateH\x00R\bpresence\x122\n" +
+	"\x06typing\x18! \x01(\v2\x18.courier.v1.TypingNoticeH\x00R\x06typing\x12?\n" +
+	"\rpresence_gone\x18\" \x01(\v2\x18.courier.v1.PresenceGoneH\x00R\fpresenceGoneB\x06\n" +
 	"\x04body\"\xc8\x01\n" +
 	"\x04Send\x12\"\n" +
 	"\rclient_msg_id\x18\x01 \x01(\tR\vclientMsgId\x12\x1c\n" +
@@ -3292,7 +4328,50 @@ const file_wire_proto_rawDesc = "" +
 	"\vdescription\x18\x05 \x01(\tR\vdescription\x125\n" +
 	"\bsettings\x18\x06 \x01(\v2\x19.courier.v1.GroupSettingsR\bsettings\x12(\n" +
 	"\x10sender_key_epoch\x18\a \x01(\x04R\x0esenderKeyEpoch\x12!\n" +
-	"\fmember_count\x18\b \x01(\rR\vmemberCount*\x83\x02\n" +
+	"\fmember_count\x18\b \x01(\rR\vmemberCount\"{\n" +
+	"\x0eContactsUpdate\x12 \n" +
+	"\fadd_user_ids\x18\x01 \x03(\tR\n" +
+	"addUserIds\x12\x1f\n" +
+	"\vadd_handles\x18\x02 \x03(\tR\n" +
+	"addHandles\x12&\n" +
+	"\x0fremove_user_ids\x18\x03 \x03(\tR\rremoveUserIds\"\x11\n" +
+	"\x0fContactsRequest\":\n" +
+	"\aContact\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
+	"\x06handle\x18\x02 \x01(\tR\x06handle\"h\n" +
+	"\vContactList\x12/\n" +
+	"\bcontacts\x18\x01 \x03(\v2\x13.courier.v1.ContactR\bcontacts\x12(\n" +
+	"\x10blocked_user_ids\x18\x02 \x03(\tR\x0eblockedUserIds\"@\n" +
+	"\vBlockUpdate\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x18\n" +
+	"\ablocked\x18\x02 \x01(\bR\ablocked\"C\n" +
+	"\rPrivacyUpdate\x122\n" +
+	"\bpresence\x18\x01 \x01(\x0e2\x16.courier.v1.VisibilityR\bpresence\"\x04\n" +
+	"\x02Ok\".\n" +
+	"\x11PresenceSubscribe\x12\x19\n" +
+	"\buser_ids\x18\x01 \x03(\tR\auserIds\"0\n" +
+	"\x13PresenceUnsubscribe\x12\x19\n" +
+	"\buser_ids\x18\x01 \x03(\tR\auserIds\"c\n" +
+	"\x0ePresenceUpdate\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
+	"\x06online\x18\x02 \x01(\bR\x06online\x12 \n" +
+	"\flast_seen_ms\x18\x03 \x01(\x03R\n" +
+	"lastSeenMs\"'\n" +
+	"\fPresenceGone\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"p\n" +
+	"\x06Typing\x12\x1c\n" +
+	"\n" +
+	"to_user_id\x18\x01 \x01(\tR\btoUserId\x12\x19\n" +
+	"\bgroup_id\x18\x02 \x01(\tR\agroupId\x12-\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x17.courier.v1.TypingStateR\x05state\"\xa0\x01\n" +
+	"\fTypingNotice\x12 \n" +
+	"\ffrom_user_id\x18\x01 \x01(\tR\n" +
+	"fromUserId\x12$\n" +
+	"\x0efrom_device_id\x18\x02 \x01(\rR\ffromDeviceId\x12\x19\n" +
+	"\bgroup_id\x18\x03 \x01(\tR\agroupId\x12-\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x17.courier.v1.TypingStateR\x05state\"'\n" +
+	"\x0fPushTokenUpdate\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token*\x83\x02\n" +
 	"\tEntryKind\x12\x1a\n" +
 	"\x16ENTRY_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12ENTRY_KIND_MESSAGE\x10\x01\x12\x1e\n" +
@@ -3344,7 +4423,16 @@ const file_wire_proto_rawDesc = "" +
 	"\x1aGROUP_EVENT_ADMINS_DEMOTED\x10\x06\x12\x1f\n" +
 	"\x1bGROUP_EVENT_SUBJECT_CHANGED\x10\a\x12#\n" +
 	"\x1fGROUP_EVENT_DESCRIPTION_CHANGED\x10\b\x12 \n" +
-	"\x1cGROUP_EVENT_SETTINGS_CHANGED\x10\tB0Z.github.com/courier-im/courier/protos/courierpbb\x06proto3"
+	"\x1cGROUP_EVENT_SETTINGS_CHANGED\x10\t*U\n" +
+	"\n" +
+	"Visibility\x12\x17\n" +
+	"\x13VISIBILITY_EVERYONE\x10\x00\x12\x17\n" +
+	"\x13VISIBILITY_CONTACTS\x10\x01\x12\x15\n" +
+	"\x11VISIBILITY_NOBODY\x10\x02*]\n" +
+	"\vTypingState\x12\x1c\n" +
+	"\x18TYPING_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13TYPING_STATE_TYPING\x10\x01\x12\x17\n" +
+	"\x13TYPING_STATE_PAUSED\x10\x02B0Z.github.com/courier-im/courier/protos/courierpbb\x06proto3"
 
 var (
 	file_wire_proto_rawDescOnce sync.Once
@@ -3358,103 +4446,136 @@ func file_wire_proto_rawDescGZIP() []byte {
 	return file_wire_proto_rawDescData
 }
 
-var file_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_wire_proto_goTypes = []any{
 	(EntryKind)(0),                // 0: courier.v1.EntryKind
 	(ErrorCode)(0),                // 1: courier.v1.ErrorCode
 	(GroupRole)(0),                // 2: courier.v1.GroupRole
 	(GroupPermission)(0),          // 3: courier.v1.GroupPermission
 	(GroupEventType)(0),           // 4: courier.v1.GroupEventType
-	(*ClientFrame)(nil),           // 5: courier.v1.ClientFrame
-	(*ServerFrame)(nil),           // 6: courier.v1.ServerFrame
-	(*Send)(nil),                  // 7: courier.v1.Send
-	(*DeviceCiphertext)(nil),      // 8: courier.v1.DeviceCiphertext
-	(*SendAck)(nil),               // 9: courier.v1.SendAck
-	(*Ack)(nil),                   // 10: courier.v1.Ack
-	(*AckOk)(nil),                 // 11: courier.v1.AckOk
-	(*ReadReceipt)(nil),           // 12: courier.v1.ReadReceipt
-	(*ReadOk)(nil),                // 13: courier.v1.ReadOk
-	(*Ping)(nil),                  // 14: courier.v1.Ping
-	(*Pong)(nil),                  // 15: courier.v1.Pong
-	(*Attached)(nil),              // 16: courier.v1.Attached
-	(*Deliver)(nil),               // 17: courier.v1.Deliver
-	(*InboxEntry)(nil),            // 18: courier.v1.InboxEntry
-	(*Error)(nil),                 // 19: courier.v1.Error
-	(*GroupSettings)(nil),         // 20: courier.v1.GroupSettings
-	(*GroupCreate)(nil),           // 21: courier.v1.GroupCreate
-	(*GroupUserIds)(nil),          // 22: courier.v1.GroupUserIds
-	(*GroupLeave)(nil),            // 23: courier.v1.GroupLeave
-	(*GroupUpdate)(nil),           // 24: courier.v1.GroupUpdate
-	(*GroupUpdateOk)(nil),         // 25: courier.v1.GroupUpdateOk
-	(*GroupDeviceCiphertext)(nil), // 26: courier.v1.GroupDeviceCiphertext
-	(*GroupSend)(nil),             // 27: courier.v1.GroupSend
-	(*GroupInfoRequest)(nil),      // 28: courier.v1.GroupInfoRequest
-	(*GroupListRequest)(nil),      // 29: courier.v1.GroupListRequest
-	(*GroupMembersRequest)(nil),   // 30: courier.v1.GroupMembersRequest
-	(*GroupReceiptsRequest)(nil),  // 31: courier.v1.GroupReceiptsRequest
-	(*GroupReadReceipt)(nil),      // 32: courier.v1.GroupReadReceipt
-	(*GroupInfo)(nil),             // 33: courier.v1.GroupInfo
-	(*GroupList)(nil),             // 34: courier.v1.GroupList
-	(*GroupMember)(nil),           // 35: courier.v1.GroupMember
-	(*GroupMemberList)(nil),       // 36: courier.v1.GroupMemberList
-	(*GroupReceipts)(nil),         // 37: courier.v1.GroupReceipts
-	(*GroupEvent)(nil),            // 38: courier.v1.GroupEvent
+	(Visibility)(0),               // 5: courier.v1.Visibility
+	(TypingState)(0),              // 6: courier.v1.TypingState
+	(*ClientFrame)(nil),           // 7: courier.v1.ClientFrame
+	(*ServerFrame)(nil),           // 8: courier.v1.ServerFrame
+	(*Send)(nil),                  // 9: courier.v1.Send
+	(*DeviceCiphertext)(nil),      // 10: courier.v1.DeviceCiphertext
+	(*SendAck)(nil),               // 11: courier.v1.SendAck
+	(*Ack)(nil),                   // 12: courier.v1.Ack
+	(*AckOk)(nil),                 // 13: courier.v1.AckOk
+	(*ReadReceipt)(nil),           // 14: courier.v1.ReadReceipt
+	(*ReadOk)(nil),                // 15: courier.v1.ReadOk
+	(*Ping)(nil),                  // 16: courier.v1.Ping
+	(*Pong)(nil),                  // 17: courier.v1.Pong
+	(*Attached)(nil),              // 18: courier.v1.Attached
+	(*Deliver)(nil),               // 19: courier.v1.Deliver
+	(*InboxEntry)(nil),            // 20: courier.v1.InboxEntry
+	(*Error)(nil),                 // 21: courier.v1.Error
+	(*GroupSettings)(nil),         // 22: courier.v1.GroupSettings
+	(*GroupCreate)(nil),           // 23: courier.v1.GroupCreate
+	(*GroupUserIds)(nil),          // 24: courier.v1.GroupUserIds
+	(*GroupLeave)(nil),            // 25: courier.v1.GroupLeave
+	(*GroupUpdate)(nil),           // 26: courier.v1.GroupUpdate
+	(*GroupUpdateOk)(nil),         // 27: courier.v1.GroupUpdateOk
+	(*GroupDeviceCiphertext)(nil), // 28: courier.v1.GroupDeviceCiphertext
+	(*GroupSend)(nil),             // 29: courier.v1.GroupSend
+	(*GroupInfoRequest)(nil),      // 30: courier.v1.GroupInfoRequest
+	(*GroupListRequest)(nil),      // 31: courier.v1.GroupListRequest
+	(*GroupMembersRequest)(nil),   // 32: courier.v1.GroupMembersRequest
+	(*GroupReceiptsRequest)(nil),  // 33: courier.v1.GroupReceiptsRequest
+	(*GroupReadReceipt)(nil),      // 34: courier.v1.GroupReadReceipt
+	(*GroupInfo)(nil),             // 35: courier.v1.GroupInfo
+	(*GroupList)(nil),             // 36: courier.v1.GroupList
+	(*GroupMember)(nil),           // 37: courier.v1.GroupMember
+	(*GroupMemberList)(nil),       // 38: courier.v1.GroupMemberList
+	(*GroupReceipts)(nil),         // 39: courier.v1.GroupReceipts
+	(*GroupEvent)(nil),            // 40: courier.v1.GroupEvent
+	(*ContactsUpdate)(nil),        // 41: courier.v1.ContactsUpdate
+	(*ContactsRequest)(nil),       // 42: courier.v1.ContactsRequest
+	(*Contact)(nil),               // 43: courier.v1.Contact
+	(*ContactList)(nil),           // 44: courier.v1.ContactList
+	(*BlockUpdate)(nil),           // 45: courier.v1.BlockUpdate
+	(*PrivacyUpdate)(nil),         // 46: courier.v1.PrivacyUpdate
+	(*Ok)(nil),                    // 47: courier.v1.Ok
+	(*PresenceSubscribe)(nil),     // 48: courier.v1.PresenceSubscribe
+	(*PresenceUnsubscribe)(nil),   // 49: courier.v1.PresenceUnsubscribe
+	(*PresenceUpdate)(nil),        // 50: courier.v1.PresenceUpdate
+	(*PresenceGone)(nil),          // 51: courier.v1.PresenceGone
+	(*Typing)(nil),                // 52: courier.v1.Typing
+	(*TypingNotice)(nil),          // 53: courier.v1.TypingNotice
+	(*PushTokenUpdate)(nil),       // 54: courier.v1.PushTokenUpdate
 }
 var file_wire_proto_depIdxs = []int32{
-	7,  // 0: courier.v1.ClientFrame.send:type_name -> courier.v1.Send
-	10, // 1: courier.v1.ClientFrame.ack:type_name -> courier.v1.Ack
-	12, // 2: courier.v1.ClientFrame.read:type_name -> courier.v1.ReadReceipt
-	14, // 3: courier.v1.ClientFrame.ping:type_name -> courier.v1.Ping
-	21, // 4: courier.v1.ClientFrame.group_create:type_name -> courier.v1.GroupCreate
-	24, // 5: courier.v1.ClientFrame.group_update:type_name -> courier.v1.GroupUpdate
-	27, // 6: courier.v1.ClientFrame.group_send:type_name -> courier.v1.GroupSend
-	28, // 7: courier.v1.ClientFrame.group_info:type_name -> courier.v1.GroupInfoRequest
-	29, // 8: courier.v1.ClientFrame.group_list:type_name -> courier.v1.GroupListRequest
-	30, // 9: courier.v1.ClientFrame.group_members:type_name -> courier.v1.GroupMembersRequest
-	31, // 10: courier.v1.ClientFrame.group_receipts:type_name -> courier.v1.GroupReceiptsRequest
-	32, // 11: courier.v1.ClientFrame.group_read:type_name -> courier.v1.GroupReadReceipt
-	9,  // 12: courier.v1.ServerFrame.send_ack:type_name -> courier.v1.SendAck
-	17, // 13: courier.v1.ServerFrame.deliver:type_name -> courier.v1.Deliver
-	19, // 14: courier.v1.ServerFrame.error:type_name -> courier.v1.Error
-	15, // 15: courier.v1.ServerFrame.pong:type_name -> courier.v1.Pong
-	16, // 16: courier.v1.ServerFrame.attached:type_name -> courier.v1.Attached
-	11, // 17: courier.v1.ServerFrame.ack_ok:type_name -> courier.v1.AckOk
-	13, // 18: courier.v1.ServerFrame.read_ok:type_name -> courier.v1.ReadOk
-	33, // 19: courier.v1.ServerFrame.group_info:type_name -> courier.v1.GroupInfo
-	25, // 20: courier.v1.ServerFrame.group_update_ok:type_name -> courier.v1.GroupUpdateOk
-	34, // 21: courier.v1.ServerFrame.group_list:type_name -> courier.v1.GroupList
-	36, // 22: courier.v1.ServerFrame.group_member_list:type_name -> courier.v1.GroupMemberList
-	37, // 23: courier.v1.ServerFrame.group_receipts:type_name -> courier.v1.GroupReceipts
-	8,  // 24: courier.v1.Send.per_device:type_name -> courier.v1.DeviceCiphertext
-	18, // 25: courier.v1.Deliver.entries:type_name -> courier.v1.InboxEntry
-	0,  // 26: courier.v1.InboxEntry.kind:type_name -> courier.v1.EntryKind
-	38, // 27: courier.v1.InboxEntry.group_event:type_name -> courier.v1.GroupEvent
-	1,  // 28: courier.v1.Error.code:type_name -> courier.v1.ErrorCode
-	3,  // 29: courier.v1.GroupSettings.send:type_name -> courier.v1.GroupPermission
-	3,  // 30: courier.v1.GroupSettings.edit_info:type_name -> courier.v1.GroupPermission
-	3,  // 31: courier.v1.GroupSettings.add_members:type_name -> courier.v1.GroupPermission
-	20, // 32: courier.v1.GroupCreate.settings:type_name -> courier.v1.GroupSettings
-	22, // 33: courier.v1.GroupUpdate.add_members:type_name -> courier.v1.GroupUserIds
-	22, // 34: courier.v1.GroupUpdate.remove_members:type_name -> courier.v1.GroupUserIds
-	22, // 35: courier.v1.GroupUpdate.promote_admins:type_name -> courier.v1.GroupUserIds
-	22, // 36: courier.v1.GroupUpdate.demote_admins:type_name -> courier.v1.GroupUserIds
-	23, // 37: courier.v1.GroupUpdate.leave:type_name -> courier.v1.GroupLeave
-	20, // 38: courier.v1.GroupUpdate.settings:type_name -> courier.v1.GroupSettings
-	33, // 39: courier.v1.GroupUpdateOk.info:type_name -> courier.v1.GroupInfo
-	26, // 40: courier.v1.GroupSend.per_device:type_name -> courier.v1.GroupDeviceCiphertext
-	20, // 41: courier.v1.GroupInfo.settings:type_name -> courier.v1.GroupSettings
-	2,  // 42: courier.v1.GroupInfo.my_role:type_name -> courier.v1.GroupRole
-	33, // 43: courier.v1.GroupList.groups:type_name -> courier.v1.GroupInfo
-	2,  // 44: courier.v1.GroupMember.role:type_name -> courier.v1.GroupRole
-	35, // 45: courier.v1.GroupMemberList.members:type_name -> courier.v1.GroupMember
-	4,  // 46: courier.v1.GroupEvent.type:type_name -> courier.v1.GroupEventType
-	20, // 47: courier.v1.GroupEvent.settings:type_name -> courier.v1.GroupSettings
-	48, // [48:48] is the sub-list for method output_type
-	48, // [48:48] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	9,  // 0: courier.v1.ClientFrame.send:type_name -> courier.v1.Send
+	12, // 1: courier.v1.ClientFrame.ack:type_name -> courier.v1.Ack
+	14, // 2: courier.v1.ClientFrame.read:type_name -> courier.v1.ReadReceipt
+	16, // 3: courier.v1.ClientFrame.ping:type_name -> courier.v1.Ping
+	23, // 4: courier.v1.ClientFrame.group_create:type_name -> courier.v1.GroupCreate
+	26, // 5: courier.v1.ClientFrame.group_update:type_name -> courier.v1.GroupUpdate
+	29, // 6: courier.v1.ClientFrame.group_send:type_name -> courier.v1.GroupSend
+	30, // 7: courier.v1.ClientFrame.group_info:type_name -> courier.v1.GroupInfoRequest
+	31, // 8: courier.v1.ClientFrame.group_list:type_name -> courier.v1.GroupListRequest
+	32, // 9: courier.v1.ClientFrame.group_members:type_name -> courier.v1.GroupMembersRequest
+	33, // 10: courier.v1.ClientFrame.group_receipts:type_name -> courier.v1.GroupReceiptsRequest
+	34, // 11: courier.v1.ClientFrame.group_read:type_name -> courier.v1.GroupReadReceipt
+	41, // 12: courier.v1.ClientFrame.contacts_update:type_name -> courier.v1.ContactsUpdate
+	42, // 13: courier.v1.ClientFrame.contacts:type_name -> courier.v1.ContactsRequest
+	45, // 14: courier.v1.ClientFrame.block:type_name -> courier.v1.BlockUpdate
+	46, // 15: courier.v1.ClientFrame.privacy:type_name -> courier.v1.PrivacyUpdate
+	48, // 16: courier.v1.ClientFrame.presence_subscribe:type_name -> courier.v1.PresenceSubscribe
+	49, // 17: courier.v1.ClientFrame.presence_unsubscribe:type_name -> courier.v1.PresenceUnsubscribe
+	52, // 18: courier.v1.ClientFrame.typing:type_name -> courier.v1.Typing
+	54, // 19: courier.v1.ClientFrame.push_token:type_name -> courier.v1.PushTokenUpdate
+	11, // 20: courier.v1.ServerFrame.send_ack:type_name -> courier.v1.SendAck
+	19, // 21: courier.v1.ServerFrame.deliver:type_name -> courier.v1.Deliver
+	21, // 22: courier.v1.ServerFrame.error:type_name -> courier.v1.Error
+	17, // 23: courier.v1.ServerFrame.pong:type_name -> courier.v1.Pong
+	18, // 24: courier.v1.ServerFrame.attached:type_name -> courier.v1.Attached
+	13, // 25: courier.v1.ServerFrame.ack_ok:type_name -> courier.v1.AckOk
+	15, // 26: courier.v1.ServerFrame.read_ok:type_name -> courier.v1.ReadOk
+	35, // 27: courier.v1.ServerFrame.group_info:type_name -> courier.v1.GroupInfo
+	27, // 28: courier.v1.ServerFrame.group_update_ok:type_name -> courier.v1.GroupUpdateOk
+	36, // 29: courier.v1.ServerFrame.group_list:type_name -> courier.v1.GroupList
+	38, // 30: courier.v1.ServerFrame.group_member_list:type_name -> courier.v1.GroupMemberList
+	39, // 31: courier.v1.ServerFrame.group_receipts:type_name -> courier.v1.GroupReceipts
+	44, // 32: courier.v1.ServerFrame.contact_list:type_name -> courier.v1.ContactList
+	47, // 33: courier.v1.ServerFrame.ok:type_name -> courier.v1.Ok
+	50, // 34: courier.v1.ServerFrame.presence:type_name -> courier.v1.PresenceUpdate
+	53, // 35: courier.v1.ServerFrame.typing:type_name -> courier.v1.TypingNotice
+	51, // 36: courier.v1.ServerFrame.presence_gone:type_name -> courier.v1.PresenceGone
+	10, // 37: courier.v1.Send.per_device:type_name -> courier.v1.DeviceCiphertext
+	20, // 38: courier.v1.Deliver.entries:type_name -> courier.v1.InboxEntry
+	0,  // 39: courier.v1.InboxEntry.kind:type_name -> courier.v1.EntryKind
+	40, // 40: courier.v1.InboxEntry.group_event:type_name -> courier.v1.GroupEvent
+	1,  // 41: courier.v1.Error.code:type_name -> courier.v1.ErrorCode
+	3,  // 42: courier.v1.GroupSettings.send:type_name -> courier.v1.GroupPermission
+	3,  // 43: courier.v1.GroupSettings.edit_info:type_name -> courier.v1.GroupPermission
+	3,  // 44: courier.v1.GroupSettings.add_members:type_name -> courier.v1.GroupPermission
+	22, // 45: courier.v1.GroupCreate.settings:type_name -> courier.v1.GroupSettings
+	24, // 46: courier.v1.GroupUpdate.add_members:type_name -> courier.v1.GroupUserIds
+	24, // 47: courier.v1.GroupUpdate.remove_members:type_name -> courier.v1.GroupUserIds
+	24, // 48: courier.v1.GroupUpdate.promote_admins:type_name -> courier.v1.GroupUserIds
+	24, // 49: courier.v1.GroupUpdate.demote_admins:type_name -> courier.v1.GroupUserIds
+	25, // 50: courier.v1.GroupUpdate.leave:type_name -> courier.v1.GroupLeave
+	22, // 51: courier.v1.GroupUpdate.settings:type_name -> courier.v1.GroupSettings
+	35, // 52: courier.v1.GroupUpdateOk.info:type_name -> courier.v1.GroupInfo
+	28, // 53: courier.v1.GroupSend.per_device:type_name -> courier.v1.GroupDeviceCiphertext
+	22, // 54: courier.v1.GroupInfo.settings:type_name -> courier.v1.GroupSettings
+	2,  // 55: courier.v1.GroupInfo.my_role:type_name -> courier.v1.GroupRole
+	35, // 56: courier.v1.GroupList.groups:type_name -> courier.v1.GroupInfo
+	2,  // 57: courier.v1.GroupMember.role:type_name -> courier.v1.GroupRole
+	37, // 58: courier.v1.GroupMemberList.members:type_name -> courier.v1.GroupMember
+	4,  // 59: courier.v1.GroupEvent.type:type_name -> courier.v1.GroupEventType
+	22, // 60: courier.v1.GroupEvent.settings:type_name -> courier.v1.GroupSettings
+	43, // 61: courier.v1.ContactList.contacts:type_name -> courier.v1.Contact
+	5,  // 62: courier.v1.PrivacyUpdate.presence:type_name -> courier.v1.Visibility
+	6,  // 63: courier.v1.Typing.state:type_name -> courier.v1.TypingState
+	6,  // 64: courier.v1.TypingNotice.state:type_name -> courier.v1.TypingState
+	65, // [65:65] is the sub-list for method output_type
+	65, // [65:65] is the sub-list for method input_type
+	65, // [65:65] is the sub-list for extension type_name
+	65, // [65:65] is the sub-list for extension extendee
+	0,  // [0:65] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }
@@ -3475,6 +4596,14 @@ func file_wire_proto_init() {
 		(*ClientFrame_GroupMembers)(nil),
 		(*ClientFrame_GroupReceipts)(nil),
 		(*ClientFrame_GroupRead)(nil),
+		(*ClientFrame_ContactsUpdate)(nil),
+		(*ClientFrame_Contacts)(nil),
+		(*ClientFrame_Block)(nil),
+		(*ClientFrame_Privacy)(nil),
+		(*ClientFrame_PresenceSubscribe)(nil),
+		(*ClientFrame_PresenceUnsubscribe)(nil),
+		(*ClientFrame_Typing)(nil),
+		(*ClientFrame_PushToken)(nil),
 	}
 	file_wire_proto_msgTypes[1].OneofWrappers = []any{
 		(*ServerFrame_SendAck)(nil),
@@ -3489,6 +4618,11 @@ func file_wire_proto_init() {
 		(*ServerFrame_GroupList)(nil),
 		(*ServerFrame_GroupMemberList)(nil),
 		(*ServerFrame_GroupReceipts)(nil),
+		(*ServerFrame_ContactList)(nil),
+		(*ServerFrame_Ok)(nil),
+		(*ServerFrame_Presence)(nil),
+		(*ServerFrame_Typing)(nil),
+		(*ServerFrame_PresenceGone)(nil),
 	}
 	file_wire_proto_msgTypes[19].OneofWrappers = []any{
 		(*GroupUpdate_AddMembers)(nil),
@@ -3505,8 +4639,8 @@ func file_wire_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   34,
+			NumEnums:      7,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

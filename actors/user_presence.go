@@ -1,0 +1,292 @@
+package actors
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/courier-im/courier/protos/courierpb"
+	"github.com/courier-im/courier/push"
+)
+
+// Presence: a user is online while any of its devices has a session. Only
+// sessions that subscribed (the chats a client has open) hear about it,
+// never every contact, and each user's updates are debounced: at most one
+// per PresenceDebounce, carrying the latest state, so a flapping connection
+// produces a bounded trickle instead of a storm. Nothing but last seen is
+// stored.
+
+// MaxPresenceWatchers bounds the sessions one user's presence keeps.
+const MaxPresenceWatchers = 10000
+
+// PresenceStats counts presence work on a node (for benchmarks and admin).
+type PresenceStats struct {
+	// Changes counts online/offline transitions of users.
+	Changes atomic.Int64
+	// Sent counts updates handed to subscribed sessions.
+	Sent atomic.Int64
+	// Coalesced counts transitions that produced no update of their own
+	// because the debounce folded them into a later one.
+	Coalesced atomic.Int64
+}
+
+type watcher struct {
+	pid    *actor.PID
+	viewer string
+	// hides: the viewer hides its own presence (NOBODY is reciprocal).
+	hides bool
+}
+
+type presenceState struct {
+	watchers map[string]*watcher // by session PID
+	// What the watchers were last told, and when.
+	sentOnline   bool
+	sentLastSeen int64
+	sentAt       time.Time
+	timerArmed   bool
+	// pendingChanges counts transitions since the last broadcast.
+	pendingChanges int
+}
+
+// presenceTick fires when a debounced update is due.
+type presenceTick struct{}
+
+func pidKey(p *actor.PID) string { return p.Address + "/" + p.Id }
+
+func (g *userGrain) online() bool { return len(g.sessions) > 0 }
+
+// visibleTo reports whether viewer may see this user's presence.
+func (g *userGrain) visibleTo(w *watcher) bool {
+	if w.hides || g.profile.blocked[w.viewer] {
+		return false
+	}
+	switch g.profile.pb.PresenceVisibility {
+	case courierpb.Visibility_VISIBILITY_EVERYONE:
+		return true
+	case courierpb.Visibility_VISIBILITY_CONTACTS:
+		_, ok := g.profile.contacts[w.viewer]
+		return ok
+	default:
+		return false
+	}
+}
+
+func (g *userGrain) presenceUpdate() *courierpb.PresenceUpdate {
+	u := &courierpb.PresenceUpdate{UserId: g.id, Online: g.online()}
+	if !u.Online {
+		u.LastSeenMs = g.profile.pb.LastSeenMs
+	}
+	return u
+}
+
+func (g *userGrain) watchPresence(ctx actor.Context, msg *courierpb.WatchPresence) {
+	if e := g.ready(); e != nil {
+		ctx.Respond(&courierpb.WatchPresenceReply{Error: e})
+		return
+	}
+	if msg.SessionId == "" || msg.ViewerUserId == "" {
+		ctx.Respond(&courierpb.WatchPresenceReply{Error: codeError(courierpb.ErrorCode_INVALID_ARGUMENT, "session and viewer are required", false)})
+		return
+	}
+	pid := actor.NewPID(msg.SessionAddress, msg.SessionId)
+	key := pidKey(pid)
+	if msg.Unwatch {
+		if _, ok := g.presence.watchers[key]; ok {
+			delete(g.presence.watchers, key)
+			g.unwatchIfUnused(ctx, pid)
+		}
+		ctx.Respond(&courierpb.WatchPresenceReply{})
+		return
+	}
+	w, existed := g.presence.watchers[key]
+	if !existed {
+		if len(g.presence.watchers) >= MaxPresenceWatchers {
+			ctx.Respond(&courierpb.WatchPresenceReply{Error: codeError(courierpb.ErrorCode_RATE_LIMITED, "too many presence subscribers", true)})
+			return
+		}
+		w = &watcher{pid: pid}
+		g.presence.watchers[key] = w
+		ctx.Watch(pid)
+	}
+	wasVisible := existed && g.visibleTo(w)
+	w.viewer, w.hides = msg.ViewerUserId, msg.ViewerVisibility == courierpb.Visibility_VISIBILITY_NOBODY
+	ctx.Respond(&courierpb.WatchPresenceReply{})
+	switch visible := g.visibleTo(w); {
+	case visible && !wasVisible:
+		g.deps.Cluster.Tell(pid, g.presenceUpdate())
+	case !visible && wasVisible:
+		g.deps.Cluster.Tell(pid, &courierpb.PresenceGone{UserId: g.id})
+	}
+}
+
+// unwatchIfUnused stops watching pid unless it is still a device session or
+// a presence watcher of this grain.
+func (g *userGrain) unwatchIfUnused(ctx actor.Context, pid *actor.PID) {
+	if _, ok := g.presence.watchers[pidKey(pid)]; ok {
+		return
+	}
+	for _, s := range g.sessions {
+		if s.Equal(pid) {
+			return
+		}
+	}
+	ctx.Unwatch(pid)
+}
+
+// presenceChanged records a transition and tells watchers now, or when the
+// debounce period ends.
+func (g *userGrain) presenceChanged(ctx actor.Context) {
+	g.deps.Presence.Changes.Add(1)
+	g.presence.pendingChanges++
+	if len(g.presence.watchers) == 0 {
+		// Nobody listens: nothing to send, but the state is what the next
+		// watcher gets.
+		g.presence.sentOnline, g.presence.sentLastSeen = g.online(), g.profile.pb.LastSeenMs
+		g.presence.pendingChanges = 0
+		return
+	}
+	wait := g.deps.Config.PresenceDebounce - g.deps.Now().Sub(g.presence.sentAt)
+	if wait <= 0 {
+		g.broadcastPresence()
+		return
+	}
+	if !g.presence.timerArmed {
+		g.presence.timerArmed = true
+		self, root := ctx.Self(), ctx.ActorSystem().Root
+		t := time.AfterFunc(wait, func() { root.Send(self, presenceTick{}) })
+		context.AfterFunc(g.stop, func() { t.Stop() })
+	}
+}
+
+func (g *userGrain) onPresenceTick() {
+	g.presence.timerArmed = false
+	if g.online() != g.presence.sentOnline || (!g.online() && g.profile.pb.LastSeenMs != g.presence.sentLastSeen) {
+		g.broadcastPresence()
+		return
+	}
+	// Flapped back to what watchers already know: nothing to say.
+	g.deps.Presence.Coalesced.Add(int64(g.presence.pendingChanges))
+	g.presence.pendingChanges = 0
+}
+
+func (g *userGrain) broadcastPresence() {
+	u := g.presenceUpdate()
+	for _, w := range g.presence.watchers {
+		if g.visibleTo(w) {
+			g.deps.Cluster.Tell(w.pid, u)
+			g.deps.Presence.Sent.Add(1)
+		}
+	}
+	if g.presence.pendingChanges > 1 {
+		g.deps.Presence.Coalesced.Add(int64(g.presence.pendingChanges - 1))
+	}
+	g.presence.pendingChanges = 0
+	g.presence.sentOnline, g.presence.sentLastSeen, g.presence.sentAt = u.Online, g.profile.pb.LastSeenMs, g.deps.Now()
+}
+
+// presenceVisibilityChanged re-checks watchers after a settings change
+// (all, or those of the given viewers): one that may no longer see gets
+// PresenceGone, one that newly may gets the current state.
+func (g *userGrain) presenceVisibilityChanged(all bool, viewers []string) {
+	if !all && len(viewers) == 0 {
+		return
+	}
+	affected := make(map[string]bool, len(viewers))
+	for _, v := range viewers {
+		affected[v] = true
+	}
+	u := g.presenceUpdate()
+	for _, w := range g.presence.watchers {
+		if !all && !affected[w.viewer] {
+			continue
+		}
+		if g.visibleTo(w) {
+			g.deps.Cluster.Tell(w.pid, u)
+		} else {
+			g.deps.Cluster.Tell(w.pid, &courierpb.PresenceGone{UserId: g.id})
+		}
+	}
+}
+
+// deviceOnline runs when a device gets a session.
+func (g *userGrain) deviceOnline(ctx actor.Context, device uint32, wasOnline bool) {
+	g.cancelPush(device)
+	if !wasOnline {
+		g.presenceChanged(ctx)
+	}
+}
+
+// deviceOffline runs when a device's session went away.
+func (g *userGrain) deviceOffline(ctx actor.Context) {
+	if g.online() {
+		return
+	}
+	g.profile.pb.LastSeenMs = g.deps.Now().UnixMilli()
+	if err := g.saveProfile(); err != nil {
+		// Last seen is a courtesy, not a message: log and go on.
+		g.log.Warn("saving last seen failed", "err", err)
+	}
+	g.presenceChanged(ctx)
+}
+
+// typingTo forwards a typing indicator to this user's attached devices. It
+// is never stored; a blocked sender's indicator is dropped without a word.
+func (g *userGrain) typingTo(ctx actor.Context, msg *courierpb.TypingTo) {
+	ctx.Respond(&courierpb.TypingToReply{})
+	if g.ready() != nil || g.profile.blocked[msg.FromUserId] {
+		return
+	}
+	n := &courierpb.TypingNotice{FromUserId: msg.FromUserId, FromDeviceId: msg.FromDeviceId, GroupId: msg.GroupId, State: msg.State}
+	for dev, pid := range g.sessions {
+		if msg.FromUserId == g.id && dev == msg.FromDeviceId {
+			continue
+		}
+		g.deps.Cluster.Tell(pid, n)
+	}
+}
+
+// maybePush queues one push per offline device that has a token, at most
+// once per offline period.
+func (g *userGrain) maybePush(devices map[uint32]bool) {
+	if g.deps.Push == nil || g.profile == nil {
+		return
+	}
+	changed := false
+	for dev := range devices {
+		if _, attached := g.sessions[dev]; attached || g.profile.pushed[dev] {
+			continue
+		}
+		tok := g.profile.pb.PushTokens[dev]
+		if tok == "" {
+			continue
+		}
+		g.deps.Push.Enqueue(push.Notification{Token: tok, UserID: g.id, DeviceID: dev, At: g.deps.Now()})
+		g.profile.pushed[dev] = true
+		changed = true
+	}
+	if changed {
+		// Remembered so a restarted grain does not push again for the same
+		// offline period; a lost write only risks one extra push.
+		if err := g.saveProfile(); err != nil {
+			g.log.Warn("saving push state failed", "err", err)
+		}
+	}
+}
+
+// cancelPush re-arms a device that connected: its pending push is moot and
+// the next offline period may push again.
+func (g *userGrain) cancelPush(device uint32) {
+	if g.profile == nil || !g.profile.pushed[device] {
+		return
+	}
+	delete(g.profile.pushed, device)
+	if g.deps.Push != nil {
+		g.deps.Push.Cancel(g.id, device)
+	}
+	if err := g.saveProfile(); err != nil {
+		g.log.Warn("saving push state failed", "err", err)
+	}
+}
+

@@ -35,6 +35,7 @@ type Store interface {
 	SequenceStore
 	SecretStore
 	ProfileStore
+	KeyStore
 	// Close flushes pending writes and releases the store. Calls after Close
 	// fail with ErrClosed.
 	Close() error
@@ -68,6 +69,9 @@ type UserStore interface {
 	GetDevice(ctx context.Context, userID string, deviceID uint32) (Device, error)
 	// ListDevices returns a user's devices ordered by DeviceID.
 	ListDevices(ctx context.Context, userID string) ([]Device, error)
+	// DeleteDevice removes a device (unlinking); removing one that does not
+	// exist is not an error.
+	DeleteDevice(ctx context.Context, userID string, deviceID uint32) error
 }
 
 // InboxAppend is one entry for one device inbox.
@@ -114,6 +118,44 @@ type SequenceStore interface {
 	// returns the first and last of them. Numbers start at 1. Concurrent
 	// leases of one counter, from any process, never overlap.
 	LeaseBlock(ctx context.Context, counter string, size uint64) (first, last uint64, err error)
+}
+
+// DeviceKeys is a device's long-lived public key material for the Signal
+// protocol: its identity key and current signed prekey. The server stores
+// public keys only.
+type DeviceKeys struct {
+	RegistrationID        uint32
+	IdentityKey           []byte
+	SignedPrekeyID        uint32
+	SignedPrekey          []byte
+	SignedPrekeySignature []byte
+}
+
+// OneTimePrekey is one single-use public prekey of a device.
+type OneTimePrekey struct {
+	ID        uint32
+	PublicKey []byte
+}
+
+// KeyStore is the key directory: per device, its keys and a pool of
+// one-time prekeys that senders consume.
+type KeyStore interface {
+	// PutDeviceKeys replaces a device's keys and returns the identity key
+	// it replaced (nil when the device had none).
+	PutDeviceKeys(ctx context.Context, userID string, deviceID uint32, k DeviceKeys) (previousIdentity []byte, err error)
+	// GetDeviceKeys returns ErrNotFound for a device that uploaded none.
+	GetDeviceKeys(ctx context.Context, userID string, deviceID uint32) (DeviceKeys, error)
+	// AddOneTimePrekeys adds to the pool; a prekey id already there is
+	// replaced.
+	AddOneTimePrekeys(ctx context.Context, userID string, deviceID uint32, keys []OneTimePrekey) error
+	// TakeOneTimePrekey removes and returns one prekey of the pool (ok false
+	// when it is empty). Concurrent takes, from any process, never return
+	// the same prekey.
+	TakeOneTimePrekey(ctx context.Context, userID string, deviceID uint32) (key OneTimePrekey, ok bool, err error)
+	// CountOneTimePrekeys returns the pool's size.
+	CountOneTimePrekeys(ctx context.Context, userID string, deviceID uint32) (int, error)
+	// DeleteDeviceKeys removes a device's keys and pool (unlinking).
+	DeleteDeviceKeys(ctx context.Context, userID string, deviceID uint32) error
 }
 
 // ProfileStore keeps what a User grain persists besides devices and

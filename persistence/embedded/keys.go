@@ -25,6 +25,8 @@ import (
 //	0x07 secret    str(name)                                -> raw bytes
 //	0x08 expiry    u64(expiresAtMs) <full key of the expiring record>  -> empty
 //	0x0A profile   str(userID)                              -> raw bytes (courierpb.UserProfile)
+//	0x0B devkeys   str(userID) u32(deviceID)                -> courierpb.KeyUpload (no one-time prekeys)
+//	0x0C prekey    str(userID) u32(deviceID) u32(prekeyID)  -> public key
 //
 // The expiry index (0x08) lets the sweeper find due records by scanning a
 // prefix of the keyspace ordered by time instead of reading every inbox. An
@@ -41,6 +43,8 @@ const (
 	prefixSecret   byte = 0x07
 	prefixExpiry   byte = 0x08
 	prefixProfile  byte = 0x0A
+	prefixDevKeys  byte = 0x0B
+	prefixPrekey   byte = 0x0C
 )
 
 func appendStr(b []byte, s string) []byte {
@@ -86,6 +90,19 @@ func dedupeKey(recipientID, senderID, clientMsgID string) []byte {
 
 func sequenceKey(counter string) []byte {
 	return appendStr([]byte{prefixSequence}, counter)
+}
+
+func devKeysKey(userID string, deviceID uint32) []byte {
+	return binary.BigEndian.AppendUint32(appendStr([]byte{prefixDevKeys}, userID), deviceID)
+}
+
+// prekeyPrefix is every one-time prekey of one device.
+func prekeyPrefix(userID string, deviceID uint32) []byte {
+	return binary.BigEndian.AppendUint32(appendStr([]byte{prefixPrekey}, userID), deviceID)
+}
+
+func prekeyKey(userID string, deviceID, prekeyID uint32) []byte {
+	return binary.BigEndian.AppendUint32(prekeyPrefix(userID, deviceID), prekeyID)
 }
 
 func profileKey(userID string) []byte {

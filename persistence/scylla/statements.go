@@ -1,6 +1,7 @@
 package scylla
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/scylladb/gocqlx/v2/qb"
@@ -67,6 +68,11 @@ type statements struct {
 	getSequence, createSequence, casSeq   string
 	insertSecret, getSecret               string
 	putProfile, getProfile                string
+	deleteDevice                          string
+	putDeviceKeys, getDeviceKeys          string
+	deleteDeviceKeys                      string
+	putPrekey, listPrekeys, takePrekey    string
+	countPrekeys, deletePrekeys           string
 }
 
 func buildStatements(ttlSec int) statements {
@@ -103,6 +109,19 @@ func buildStatements(ttlSec int) statements {
 
 	st.insertSecret, _ = secretsTable.InsertBuilder().Unique().ToCql()
 	st.getSecret, _ = secretsTable.Get("value")
+
+	st.deleteDevice, _ = qb.Delete("devices").Where(qb.Eq("user_id"), qb.Eq("device_id")).ToCql()
+
+	st.putDeviceKeys = "INSERT INTO device_keys (user_id, device_id, registration_id, identity_key, signed_prekey_id, signed_prekey, signed_prekey_signature) VALUES (?, ?, ?, ?, ?, ?, ?)"
+	st.getDeviceKeys = "SELECT registration_id, identity_key, signed_prekey_id, signed_prekey, signed_prekey_signature FROM device_keys WHERE user_id = ? AND device_id = ?"
+	st.deleteDeviceKeys = "DELETE FROM device_keys WHERE user_id = ? AND device_id = ?"
+	st.putPrekey = "INSERT INTO one_time_prekeys (user_id, device_id, prekey_id, public_key) VALUES (?, ?, ?, ?)"
+	st.listPrekeys = "SELECT prekey_id, public_key FROM one_time_prekeys WHERE user_id = ? AND device_id = ? LIMIT " + strconv.Itoa(takeCandidates)
+	// The one LWT of the key directory: only the take whose delete applied
+	// owns the prekey.
+	st.takePrekey = "DELETE FROM one_time_prekeys WHERE user_id = ? AND device_id = ? AND prekey_id = ? IF EXISTS"
+	st.countPrekeys = "SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = ? AND device_id = ?"
+	st.deletePrekeys = "DELETE FROM one_time_prekeys WHERE user_id = ? AND device_id = ?"
 
 	st.putProfile, _ = profilesTable.Insert()
 	st.getProfile, _ = profilesTable.Get("profile")

@@ -114,6 +114,8 @@ func testClosed(t *testing.T, factory Factory) {
 			{"LeaseBlock", func() error { _, _, err := f.s.LeaseBlock(c, f.id("c"), 1); return err }},
 			{"LoadOrStoreSecret", func() error { _, err := f.s.LoadOrStoreSecret(c, f.id("s"), []byte("v")); return err }},
 			{"GetProfile", func() error { _, err := f.s.GetProfile(c, uid); return err }},
+			{"TakeOneTimePrekey", func() error { _, _, err := f.s.TakeOneTimePrekey(c, uid, 1); return err }},
+			{"DeleteDevice", func() error { return f.s.DeleteDevice(c, uid, 1) }},
 			{"PutProfile", func() error { return f.s.PutProfile(c, uid, []byte("p")) }},
 			{"Close", func() error { return f.s.Close() }},
 		}

@@ -64,6 +64,7 @@ func Run(t *testing.T, factory Factory) {
 		{"LeaseBlock", testLeaseBlock},
 		{"Secrets", testSecrets},
 		{"Profiles", testProfiles},
+		{"Keys", testKeys},
 		{"TTL", testTTL},
 		{"Reopen", testReopen},
 		{"Closed", testClosed},

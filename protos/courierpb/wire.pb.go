@@ -46,31 +46,40 @@ const (
 	EntryKind_ENTRY_KIND_GROUP_DELIVERED EntryKind = 7
 	// Every member the group message was sent to read it (blue ticks).
 	EntryKind_ENTRY_KIND_GROUP_READ EntryKind = 8
+	// A contact's device has a new identity key (from_user_id,
+	// from_device_id): its safety number changed.
+	EntryKind_ENTRY_KIND_IDENTITY_CHANGED EntryKind = 9
+	// This device's pool of one-time prekeys is running low: upload more.
+	EntryKind_ENTRY_KIND_PREKEYS_LOW EntryKind = 10
 )
 
 // Enum value maps for EntryKind.
 var (
 	EntryKind_name = map[int32]string{
-		0: "ENTRY_KIND_UNSPECIFIED",
-		1: "ENTRY_KIND_MESSAGE",
-		2: "ENTRY_KIND_SENT_TRANSCRIPT",
-		3: "ENTRY_KIND_DELIVERED",
-		4: "ENTRY_KIND_READ",
-		5: "ENTRY_KIND_GROUP_MESSAGE",
-		6: "ENTRY_KIND_GROUP_EVENT",
-		7: "ENTRY_KIND_GROUP_DELIVERED",
-		8: "ENTRY_KIND_GROUP_READ",
+		0:  "ENTRY_KIND_UNSPECIFIED",
+		1:  "ENTRY_KIND_MESSAGE",
+		2:  "ENTRY_KIND_SENT_TRANSCRIPT",
+		3:  "ENTRY_KIND_DELIVERED",
+		4:  "ENTRY_KIND_READ",
+		5:  "ENTRY_KIND_GROUP_MESSAGE",
+		6:  "ENTRY_KIND_GROUP_EVENT",
+		7:  "ENTRY_KIND_GROUP_DELIVERED",
+		8:  "ENTRY_KIND_GROUP_READ",
+		9:  "ENTRY_KIND_IDENTITY_CHANGED",
+		10: "ENTRY_KIND_PREKEYS_LOW",
 	}
 	EntryKind_value = map[string]int32{
-		"ENTRY_KIND_UNSPECIFIED":     0,
-		"ENTRY_KIND_MESSAGE":         1,
-		"ENTRY_KIND_SENT_TRANSCRIPT": 2,
-		"ENTRY_KIND_DELIVERED":       3,
-		"ENTRY_KIND_READ":            4,
-		"ENTRY_KIND_GROUP_MESSAGE":   5,
-		"ENTRY_KIND_GROUP_EVENT":     6,
-		"ENTRY_KIND_GROUP_DELIVERED": 7,
-		"ENTRY_KIND_GROUP_READ":      8,
+		"ENTRY_KIND_UNSPECIFIED":      0,
+		"ENTRY_KIND_MESSAGE":          1,
+		"ENTRY_KIND_SENT_TRANSCRIPT":  2,
+		"ENTRY_KIND_DELIVERED":        3,
+		"ENTRY_KIND_READ":             4,
+		"ENTRY_KIND_GROUP_MESSAGE":    5,
+		"ENTRY_KIND_GROUP_EVENT":      6,
+		"ENTRY_KIND_GROUP_DELIVERED":  7,
+		"ENTRY_KIND_GROUP_READ":       8,
+		"ENTRY_KIND_IDENTITY_CHANGED": 9,
+		"ENTRY_KIND_PREKEYS_LOW":      10,
 	}
 )
 
@@ -4095,6 +4104,301 @@ func (x *PushTokenUpdate) GetToken() string {
 	return ""
 }
 
+type OneTimePrekey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint32                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	PublicKey     []byte                 `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OneTimePrekey) Reset() {
+	*x = OneTimePrekey{}
+	mi := &file_wire_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OneTimePrekey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OneTimePrekey) ProtoMessage() {}
+
+func (x *OneTimePrekey) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OneTimePrekey.ProtoReflect.Descriptor instead.
+func (*OneTimePrekey) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *OneTimePrekey) GetId() uint32 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *OneTimePrekey) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+// KeyUpload is PUT /v1/keys: the device's identity key and signed prekey
+// (replacing earlier ones) and more one-time prekeys (added to the pool).
+// The signed prekey's signature is verified against the identity key.
+type KeyUpload struct {
+	state                 protoimpl.MessageState `protogen:"open.v1"`
+	RegistrationId        uint32                 `protobuf:"varint,1,opt,name=registration_id,json=registrationId,proto3" json:"registration_id,omitempty"`
+	IdentityKey           []byte                 `protobuf:"bytes,2,opt,name=identity_key,json=identityKey,proto3" json:"identity_key,omitempty"`
+	SignedPrekeyId        uint32                 `protobuf:"varint,3,opt,name=signed_prekey_id,json=signedPrekeyId,proto3" json:"signed_prekey_id,omitempty"`
+	SignedPrekey          []byte                 `protobuf:"bytes,4,opt,name=signed_prekey,json=signedPrekey,proto3" json:"signed_prekey,omitempty"`
+	SignedPrekeySignature []byte                 `protobuf:"bytes,5,opt,name=signed_prekey_signature,json=signedPrekeySignature,proto3" json:"signed_prekey_signature,omitempty"`
+	OneTimePrekeys        []*OneTimePrekey       `protobuf:"bytes,6,rep,name=one_time_prekeys,json=oneTimePrekeys,proto3" json:"one_time_prekeys,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *KeyUpload) Reset() {
+	*x = KeyUpload{}
+	mi := &file_wire_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyUpload) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyUpload) ProtoMessage() {}
+
+func (x *KeyUpload) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyUpload.ProtoReflect.Descriptor instead.
+func (*KeyUpload) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *KeyUpload) GetRegistrationId() uint32 {
+	if x != nil {
+		return x.RegistrationId
+	}
+	return 0
+}
+
+func (x *KeyUpload) GetIdentityKey() []byte {
+	if x != nil {
+		return x.IdentityKey
+	}
+	return nil
+}
+
+func (x *KeyUpload) GetSignedPrekeyId() uint32 {
+	if x != nil {
+		return x.SignedPrekeyId
+	}
+	return 0
+}
+
+func (x *KeyUpload) GetSignedPrekey() []byte {
+	if x != nil {
+		return x.SignedPrekey
+	}
+	return nil
+}
+
+func (x *KeyUpload) GetSignedPrekeySignature() []byte {
+	if x != nil {
+		return x.SignedPrekeySignature
+	}
+	return nil
+}
+
+func (x *KeyUpload) GetOneTimePrekeys() []*OneTimePrekey {
+	if x != nil {
+		return x.OneTimePrekeys
+	}
+	return nil
+}
+
+// DeviceBundle is what a sender needs to start a session with one device.
+// one_time_prekey is empty when the device's pool ran dry.
+type DeviceBundle struct {
+	state                 protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId              uint32                 `protobuf:"varint,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	RegistrationId        uint32                 `protobuf:"varint,2,opt,name=registration_id,json=registrationId,proto3" json:"registration_id,omitempty"`
+	IdentityKey           []byte                 `protobuf:"bytes,3,opt,name=identity_key,json=identityKey,proto3" json:"identity_key,omitempty"`
+	SignedPrekeyId        uint32                 `protobuf:"varint,4,opt,name=signed_prekey_id,json=signedPrekeyId,proto3" json:"signed_prekey_id,omitempty"`
+	SignedPrekey          []byte                 `protobuf:"bytes,5,opt,name=signed_prekey,json=signedPrekey,proto3" json:"signed_prekey,omitempty"`
+	SignedPrekeySignature []byte                 `protobuf:"bytes,6,opt,name=signed_prekey_signature,json=signedPrekeySignature,proto3" json:"signed_prekey_signature,omitempty"`
+	OneTimePrekeyId       uint32                 `protobuf:"varint,7,opt,name=one_time_prekey_id,json=oneTimePrekeyId,proto3" json:"one_time_prekey_id,omitempty"`
+	OneTimePrekey         []byte                 `protobuf:"bytes,8,opt,name=one_time_prekey,json=oneTimePrekey,proto3" json:"one_time_prekey,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *DeviceBundle) Reset() {
+	*x = DeviceBundle{}
+	mi := &file_wire_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceBundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceBundle) ProtoMessage() {}
+
+func (x *DeviceBundle) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceBundle.ProtoReflect.Descriptor instead.
+func (*DeviceBundle) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *DeviceBundle) GetDeviceId() uint32 {
+	if x != nil {
+		return x.DeviceId
+	}
+	return 0
+}
+
+func (x *DeviceBundle) GetRegistrationId() uint32 {
+	if x != nil {
+		return x.RegistrationId
+	}
+	return 0
+}
+
+func (x *DeviceBundle) GetIdentityKey() []byte {
+	if x != nil {
+		return x.IdentityKey
+	}
+	return nil
+}
+
+func (x *DeviceBundle) GetSignedPrekeyId() uint32 {
+	if x != nil {
+		return x.SignedPrekeyId
+	}
+	return 0
+}
+
+func (x *DeviceBundle) GetSignedPrekey() []byte {
+	if x != nil {
+		return x.SignedPrekey
+	}
+	return nil
+}
+
+func (x *DeviceBundle) GetSignedPrekeySignature() []byte {
+	if x != nil {
+		return x.SignedPrekeySignature
+	}
+	return nil
+}
+
+func (x *DeviceBundle) GetOneTimePrekeyId() uint32 {
+	if x != nil {
+		return x.OneTimePrekeyId
+	}
+	return 0
+}
+
+func (x *DeviceBundle) GetOneTimePrekey() []byte {
+	if x != nil {
+		return x.OneTimePrekey
+	}
+	return nil
+}
+
+// UserBundles answers GET /v1/keys/{user_id}: one bundle per device of the
+// user that uploaded keys, each consuming one one-time prekey.
+type UserBundles struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Devices       []*DeviceBundle        `protobuf:"bytes,2,rep,name=devices,proto3" json:"devices,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserBundles) Reset() {
+	*x = UserBundles{}
+	mi := &file_wire_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserBundles) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserBundles) ProtoMessage() {}
+
+func (x *UserBundles) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserBundles.ProtoReflect.Descriptor instead.
+func (*UserBundles) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *UserBundles) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *UserBundles) GetDevices() []*DeviceBundle {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
 var File_wire_proto protoreflect.FileDescriptor
 
 const file_wire_proto_rawDesc = "" +
@@ -4371,7 +4675,30 @@ const file_wire_proto_rawDesc = "" +
 	"\bgroup_id\x18\x03 \x01(\tR\agroupId\x12-\n" +
 	"\x05state\x18\x04 \x01(\x0e2\x17.courier.v1.TypingStateR\x05state\"'\n" +
 	"\x0fPushTokenUpdate\x12\x14\n" +
-	"\x05token\x18\x01 \x01(\tR\x05token*\x83\x02\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\">\n" +
+	"\rOneTimePrekey\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\rR\x02id\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\"\xa3\x02\n" +
+	"\tKeyUpload\x12'\n" +
+	"\x0fregistration_id\x18\x01 \x01(\rR\x0eregistrationId\x12!\n" +
+	"\fidentity_key\x18\x02 \x01(\fR\videntityKey\x12(\n" +
+	"\x10signed_prekey_id\x18\x03 \x01(\rR\x0esignedPrekeyId\x12#\n" +
+	"\rsigned_prekey\x18\x04 \x01(\fR\fsignedPrekey\x126\n" +
+	"\x17signed_prekey_signature\x18\x05 \x01(\fR\x15signedPrekeySignature\x12C\n" +
+	"\x10one_time_prekeys\x18\x06 \x03(\v2\x19.courier.v1.OneTimePrekeyR\x0eoneTimePrekeys\"\xd3\x02\n" +
+	"\fDeviceBundle\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\rR\bdeviceId\x12'\n" +
+	"\x0fregistration_id\x18\x02 \x01(\rR\x0eregistrationId\x12!\n" +
+	"\fidentity_key\x18\x03 \x01(\fR\videntityKey\x12(\n" +
+	"\x10signed_prekey_id\x18\x04 \x01(\rR\x0esignedPrekeyId\x12#\n" +
+	"\rsigned_prekey\x18\x05 \x01(\fR\fsignedPrekey\x126\n" +
+	"\x17signed_prekey_signature\x18\x06 \x01(\fR\x15signedPrekeySignature\x12+\n" +
+	"\x12one_time_prekey_id\x18\a \x01(\rR\x0foneTimePrekeyId\x12&\n" +
+	"\x0fone_time_prekey\x18\b \x01(\fR\roneTimePrekey\"Z\n" +
+	"\vUserBundles\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x122\n" +
+	"\adevices\x18\x02 \x03(\v2\x18.courier.v1.DeviceBundleR\adevices*\xc0\x02\n" +
 	"\tEntryKind\x12\x1a\n" +
 	"\x16ENTRY_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12ENTRY_KIND_MESSAGE\x10\x01\x12\x1e\n" +
@@ -4381,7 +4708,10 @@ const file_wire_proto_rawDesc = "" +
 	"\x18ENTRY_KIND_GROUP_MESSAGE\x10\x05\x12\x1a\n" +
 	"\x16ENTRY_KIND_GROUP_EVENT\x10\x06\x12\x1e\n" +
 	"\x1aENTRY_KIND_GROUP_DELIVERED\x10\a\x12\x19\n" +
-	"\x15ENTRY_KIND_GROUP_READ\x10\b*\xd3\x02\n" +
+	"\x15ENTRY_KIND_GROUP_READ\x10\b\x12\x1f\n" +
+	"\x1bENTRY_KIND_IDENTITY_CHANGED\x10\t\x12\x1a\n" +
+	"\x16ENTRY_KIND_PREKEYS_LOW\x10\n" +
+	"*\xd3\x02\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tBAD_FRAME\x10\x01\x12\x11\n" +
@@ -4447,7 +4777,7 @@ func file_wire_proto_rawDescGZIP() []byte {
 }
 
 var file_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_wire_proto_goTypes = []any{
 	(EntryKind)(0),                // 0: courier.v1.EntryKind
 	(ErrorCode)(0),                // 1: courier.v1.ErrorCode
@@ -4504,6 +4834,10 @@ var file_wire_proto_goTypes = []any{
 	(*Typing)(nil),                // 52: courier.v1.Typing
 	(*TypingNotice)(nil),          // 53: courier.v1.TypingNotice
 	(*PushTokenUpdate)(nil),       // 54: courier.v1.PushTokenUpdate
+	(*OneTimePrekey)(nil),         // 55: courier.v1.OneTimePrekey
+	(*KeyUpload)(nil),             // 56: courier.v1.KeyUpload
+	(*DeviceBundle)(nil),          // 57: courier.v1.DeviceBundle
+	(*UserBundles)(nil),           // 58: courier.v1.UserBundles
 }
 var file_wire_proto_depIdxs = []int32{
 	9,  // 0: courier.v1.ClientFrame.send:type_name -> courier.v1.Send
@@ -4571,11 +4905,13 @@ var file_wire_proto_depIdxs = []int32{
 	5,  // 62: courier.v1.PrivacyUpdate.presence:type_name -> courier.v1.Visibility
 	6,  // 63: courier.v1.Typing.state:type_name -> courier.v1.TypingState
 	6,  // 64: courier.v1.TypingNotice.state:type_name -> courier.v1.TypingState
-	65, // [65:65] is the sub-list for method output_type
-	65, // [65:65] is the sub-list for method input_type
-	65, // [65:65] is the sub-list for extension type_name
-	65, // [65:65] is the sub-list for extension extendee
-	0,  // [0:65] is the sub-list for field type_name
+	55, // 65: courier.v1.KeyUpload.one_time_prekeys:type_name -> courier.v1.OneTimePrekey
+	57, // 66: courier.v1.UserBundles.devices:type_name -> courier.v1.DeviceBundle
+	67, // [67:67] is the sub-list for method output_type
+	67, // [67:67] is the sub-list for method input_type
+	67, // [67:67] is the sub-list for extension type_name
+	67, // [67:67] is the sub-list for extension extendee
+	0,  // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }
@@ -4640,7 +4976,7 @@ func file_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   48,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

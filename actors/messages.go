@@ -31,5 +31,10 @@ func Messages() []proto.Message {
 		&courierpb.TypingTo{}, &courierpb.TypingToReply{},
 		&courierpb.GroupTyping{}, &courierpb.GroupTypingReply{},
 		&courierpb.PresenceUpdate{}, &courierpb.PresenceGone{}, &courierpb.TypingNotice{},
+		&courierpb.CreateLinkCode{}, &courierpb.CreateLinkCodeReply{},
+		&courierpb.RedeemLinkCode{}, &courierpb.RedeemLinkCodeReply{},
+		&courierpb.UnlinkDevice{}, &courierpb.UnlinkDeviceReply{},
+		&courierpb.IdentityChanged{}, &courierpb.IdentityChangedReply{},
+		&courierpb.StoreTranscript{}, &courierpb.StoreTranscriptReply{},
 	}
 }

@@ -157,6 +157,9 @@ type userGrain struct {
 	// (user_profile.go); loaded with the user.
 	profile  *profile
 	presence presenceState
+	// linkCodes are the primary's pending approvals of new devices
+	// (user_devices.go); in memory only, so a restart voids them.
+	linkCodes map[string]linkCode
 }
 
 type dedupeState struct {
@@ -176,6 +179,9 @@ type pendingWrite struct {
 	group *groupDelivery
 	// after, when set, runs once the write is answered (err nil: stored).
 	after func(ctx actor.Context, err error)
+	// dupReply answers a write the store already had (default: a
+	// DeliverMessageReply marked duplicate).
+	dupReply func(storedAtMs int64) proto.Message
 }
 
 // ackState serialises one device's acknowledgements: one delete (with its
@@ -226,6 +232,16 @@ func (g *userGrain) Receive(ctx actor.Context) {
 		g.typingTo(ctx, msg)
 	case presenceTick:
 		g.onPresenceTick()
+	case *courierpb.CreateLinkCode:
+		g.createLinkCode(ctx, msg)
+	case *courierpb.RedeemLinkCode:
+		g.redeemLinkCode(ctx, msg)
+	case *courierpb.UnlinkDevice:
+		g.unlinkDevice(ctx, msg)
+	case *courierpb.IdentityChanged:
+		g.announceIdentity(ctx, msg)
+	case *courierpb.StoreTranscript:
+		g.storeTranscript(ctx, msg)
 	}
 }
 
@@ -344,6 +360,15 @@ func (g *userGrain) deliverMessage(ctx actor.Context, msg *courierpb.DeliverMess
 	if g.answerDuplicate(ctx, key) {
 		return
 	}
+	if len(send.PerDevice) > 0 {
+		// End-to-end encrypted: one ciphertext per device, and exactly the
+		// current devices (a device missing from the send could never read
+		// the message).
+		if e := g.checkDevices(send.PerDevice, 0); e != nil {
+			ctx.Respond(reply(e, false))
+			return
+		}
+	}
 
 	perDevice := make(map[uint32][]byte, len(send.PerDevice))
 	for _, dc := range send.PerDevice {
@@ -385,6 +410,14 @@ func (g *userGrain) deliverMessage(ctx actor.Context, msg *courierpb.DeliverMess
 // in flight. Older retries (or ones from before this activation) are caught
 // by the store's dedupe records when the write is flushed.
 func (g *userGrain) answerDuplicate(ctx actor.Context, key string) bool {
+	return g.answerDuplicateWith(ctx, key, func(storedAtMs int64) proto.Message {
+		return &courierpb.DeliverMessageReply{StoredAtMs: storedAtMs, Duplicate: true}
+	})
+}
+
+// answerDuplicateWith is answerDuplicate for writes whose reply is not a
+// DeliverMessageReply.
+func (g *userGrain) answerDuplicateWith(ctx actor.Context, key string, dup func(storedAtMs int64) proto.Message) bool {
 	if g.dedupe == nil {
 		g.dedupe = recent.New[string, dedupeState](g.deps.Config.DedupeWindow)
 	}
@@ -396,7 +429,7 @@ func (g *userGrain) answerDuplicate(ctx actor.Context, key string) bool {
 		st.inflight.replyTo = append(st.inflight.replyTo, ctx.Sender())
 		return true
 	}
-	ctx.Respond(&courierpb.DeliverMessageReply{StoredAtMs: st.storedAtMs, Duplicate: true})
+	ctx.Respond(dup(st.storedAtMs))
 	return true
 }
 
@@ -423,6 +456,7 @@ func (g *userGrain) deliverReceipt(ctx actor.Context, msg *courierpb.DeliverRece
 		ctx.Respond(reply(e, false))
 		return
 	}
+	system := false
 	switch msg.Kind {
 	case courierpb.EntryKind_ENTRY_KIND_DELIVERED, courierpb.EntryKind_ENTRY_KIND_READ:
 	case courierpb.EntryKind_ENTRY_KIND_GROUP_DELIVERED, courierpb.EntryKind_ENTRY_KIND_GROUP_READ:
@@ -430,11 +464,18 @@ func (g *userGrain) deliverReceipt(ctx actor.Context, msg *courierpb.DeliverRece
 			ctx.Respond(reply(codeError(courierpb.ErrorCode_INVALID_ARGUMENT, "a group receipt names its group", false), false))
 			return
 		}
+	case courierpb.EntryKind_ENTRY_KIND_IDENTITY_CHANGED, courierpb.EntryKind_ENTRY_KIND_PREKEYS_LOW:
+		// System notices: about a device, not about messages.
+		system = true
 	default:
 		ctx.Respond(reply(codeError(courierpb.ErrorCode_INVALID_ARGUMENT, "receipt kind must be delivered or read", false), false))
 		return
 	}
-	if len(msg.ClientMsgIds) == 0 || len(msg.ClientMsgIds) > MaxReceiptIDs {
+	if msg.OnlyDeviceId != 0 && !g.hasDevice(msg.OnlyDeviceId) {
+		ctx.Respond(reply(codeError(courierpb.ErrorCode_NOT_FOUND, "no such device", false), false))
+		return
+	}
+	if !system && (len(msg.ClientMsgIds) == 0 || len(msg.ClientMsgIds) > MaxReceiptIDs) {
 		ctx.Respond(reply(codeError(courierpb.ErrorCode_INVALID_ARGUMENT, fmt.Sprintf("a receipt names 1..%d messages", MaxReceiptIDs), false), false))
 		return
 	}
@@ -457,6 +498,9 @@ func (g *userGrain) deliverReceipt(ctx actor.Context, msg *courierpb.DeliverRece
 	now := g.deps.Now().UnixMilli()
 	w := &pendingWrite{replyTo: []*actor.PID{ctx.Sender()}, reply: reply, maxSeq: seq}
 	for _, dev := range g.devices {
+		if msg.OnlyDeviceId != 0 && dev != msg.OnlyDeviceId {
+			continue
+		}
 		w.entries = append(w.entries, persistence.InboxAppend{UserID: g.id, DeviceID: dev, Entry: &courierpb.InboxEntry{
 			InboxSeq:     seq,
 			Kind:         msg.Kind,
@@ -516,7 +560,11 @@ func (g *userGrain) flush(ctx actor.Context) {
 				// Stored before this activation: answer as a duplicate; its
 				// number stays unused.
 				g.dedupe.Put(w.dedupeKey, dedupeState{storedAtMs: storedAt})
-				g.respondAll(ctx, w, &courierpb.DeliverMessageReply{StoredAtMs: storedAt, Duplicate: true})
+				var dup proto.Message = &courierpb.DeliverMessageReply{StoredAtMs: storedAt, Duplicate: true}
+				if w.dupReply != nil {
+					dup = w.dupReply(storedAt)
+				}
+				g.respondAll(ctx, w, dup)
 				continue
 			}
 			if w.dedupeKey != "" {

@@ -62,6 +62,13 @@ func (g *Gateway) routes() {
 	g.mux.HandleFunc("POST /v1/token", g.handleToken)
 	g.mux.HandleFunc("GET /v1/users/by-handle/{handle}", g.handleLookup)
 	g.mux.HandleFunc("GET /v1/ws", g.handleWS)
+	g.mux.HandleFunc("PUT /v1/keys", g.handlePutKeys)
+	g.mux.HandleFunc("GET /v1/keys", g.handleCountKeys)
+	g.mux.HandleFunc("GET /v1/keys/{user_id}", g.handleBundles)
+	g.mux.HandleFunc("POST /v1/devices/link-code", g.handleLinkCode)
+	g.mux.HandleFunc("POST /v1/devices/link", g.handleLink)
+	g.mux.HandleFunc("GET /v1/devices", g.handleListDevices)
+	g.mux.HandleFunc("DELETE /v1/devices/{device_id}", g.handleUnlink)
 }
 
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {

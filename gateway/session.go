@@ -340,12 +340,27 @@ func (s *session) send(ctx actor.Context, reqID uint64, m *courierpb.Send) {
 	if !s.admit(ctx, reqID) {
 		return
 	}
+	s.inflight++
+	s.deliver(ctx, reqID, m)
+}
+
+// deliver stores m in the recipient's inboxes and answers the frame; the
+// caller counted it in flight. An end-to-end encrypted send (per_device)
+// also stores the transcript for the sender's other devices, after the
+// recipient: the recipient's grain is the authority on whether the message
+// exists, so a refused send never leaves a transcript behind, and a retry
+// after MISMATCHED_DEVICES (same client_msg_id) is a duplicate for the
+// recipient and completes the transcript.
+func (s *session) deliver(ctx actor.Context, reqID uint64, m *courierpb.Send) {
 	msg := &courierpb.DeliverMessage{FromUserId: s.claims.UserID, FromDeviceId: s.claims.DeviceID, Send: m}
 	key := s.claims.UserID + "/" + m.ClientMsgId
-	s.inflight++
 	s.requestRetrying(ctx, m.ToUserId, msg, key, 0, func(reply proto.Message, err error) {
-		s.inflight--
 		r, _ := reply.(*courierpb.DeliverMessageReply)
+		if err == nil && r.GetError() == nil && len(m.PerDevice) > 0 {
+			s.transcript(ctx, reqID, m, r)
+			return
+		}
+		s.inflight--
 		switch {
 		case err != nil:
 			s.enqueue(ctx, frameError(reqID, courierpb.ErrorCode_UNAVAILABLE, "message not stored, retry with the same client_msg_id", true))
@@ -354,6 +369,27 @@ func (s *session) send(ctx actor.Context, reqID uint64, m *courierpb.Send) {
 		default:
 			s.enqueue(ctx, &courierpb.ServerFrame{ReqId: reqID, Body: &courierpb.ServerFrame_SendAck{SendAck: &courierpb.SendAck{
 				ClientMsgId: m.ClientMsgId, StoredAtMs: r.StoredAtMs, Duplicate: r.Duplicate,
+			}}})
+		}
+	})
+}
+
+// transcript stores the sender's other devices' copies once the recipient
+// has the message, then answers the frame.
+func (s *session) transcript(ctx actor.Context, reqID uint64, m *courierpb.Send, stored *courierpb.DeliverMessageReply) {
+	tr := &courierpb.StoreTranscript{FromDeviceId: s.claims.DeviceID, ToUserId: m.ToUserId, ClientMsgId: m.ClientMsgId,
+		PerDevice: m.SenderDevices, ContentType: m.ContentType}
+	s.requestRetrying(ctx, s.claims.UserID, tr, s.claims.UserID+"/sent/"+m.ClientMsgId, 0, func(reply proto.Message, err error) {
+		s.inflight--
+		r, _ := reply.(*courierpb.StoreTranscriptReply)
+		switch {
+		case err != nil || r == nil:
+			s.enqueue(ctx, frameError(reqID, courierpb.ErrorCode_UNAVAILABLE, "message not fully stored, retry with the same client_msg_id", true))
+		case r.Error != nil:
+			s.enqueue(ctx, &courierpb.ServerFrame{ReqId: reqID, Body: &courierpb.ServerFrame_Error{Error: r.Error}})
+		default:
+			s.enqueue(ctx, &courierpb.ServerFrame{ReqId: reqID, Body: &courierpb.ServerFrame_SendAck{SendAck: &courierpb.SendAck{
+				ClientMsgId: m.ClientMsgId, StoredAtMs: stored.StoredAtMs, Duplicate: stored.Duplicate,
 			}}})
 		}
 	})

@@ -156,8 +156,10 @@ type DeliverReceipt struct {
 	ClientMsgIds []string               `protobuf:"bytes,4,rep,name=client_msg_ids,json=clientMsgIds,proto3" json:"client_msg_ids,omitempty"`
 	// For ENTRY_KIND_GROUP_DELIVERED / ENTRY_KIND_GROUP_READ: the group and
 	// the latest group_seq the receipt covers.
-	GroupId       string `protobuf:"bytes,5,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
-	GroupSeq      uint64 `protobuf:"varint,6,opt,name=group_seq,json=groupSeq,proto3" json:"group_seq,omitempty"`
+	GroupId  string `protobuf:"bytes,5,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	GroupSeq uint64 `protobuf:"varint,6,opt,name=group_seq,json=groupSeq,proto3" json:"group_seq,omitempty"`
+	// When set, the entry goes to this device only (PREKEYS_LOW).
+	OnlyDeviceId  uint32 `protobuf:"varint,7,opt,name=only_device_id,json=onlyDeviceId,proto3" json:"only_device_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -230,6 +232,13 @@ func (x *DeliverReceipt) GetGroupId() string {
 func (x *DeliverReceipt) GetGroupSeq() uint64 {
 	if x != nil {
 		return x.GroupSeq
+	}
+	return 0
+}
+
+func (x *DeliverReceipt) GetOnlyDeviceId() uint32 {
+	if x != nil {
+		return x.OnlyDeviceId
 	}
 	return 0
 }
@@ -2699,6 +2708,521 @@ func (x *UserProfile) GetPushedDevices() []uint32 {
 	return nil
 }
 
+// CreateLinkCode: the primary device approves linking one more device. The
+// code is held by the grain (in memory, 10 minutes) and works once.
+type CreateLinkCode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId      uint32                 `protobuf:"varint,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateLinkCode) Reset() {
+	*x = CreateLinkCode{}
+	mi := &file_grain_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateLinkCode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateLinkCode) ProtoMessage() {}
+
+func (x *CreateLinkCode) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateLinkCode.ProtoReflect.Descriptor instead.
+func (*CreateLinkCode) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *CreateLinkCode) GetDeviceId() uint32 {
+	if x != nil {
+		return x.DeviceId
+	}
+	return 0
+}
+
+type CreateLinkCodeReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	Code          string                 `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
+	ExpiresAtMs   int64                  `protobuf:"varint,3,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateLinkCodeReply) Reset() {
+	*x = CreateLinkCodeReply{}
+	mi := &file_grain_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateLinkCodeReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateLinkCodeReply) ProtoMessage() {}
+
+func (x *CreateLinkCodeReply) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateLinkCodeReply.ProtoReflect.Descriptor instead.
+func (*CreateLinkCodeReply) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *CreateLinkCodeReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *CreateLinkCodeReply) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *CreateLinkCodeReply) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
+// RedeemLinkCode adds a device; the gateway made its secret and passes only
+// the hash.
+type RedeemLinkCode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          string                 `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	SecretHash    []byte                 `protobuf:"bytes,2,opt,name=secret_hash,json=secretHash,proto3" json:"secret_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedeemLinkCode) Reset() {
+	*x = RedeemLinkCode{}
+	mi := &file_grain_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedeemLinkCode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedeemLinkCode) ProtoMessage() {}
+
+func (x *RedeemLinkCode) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedeemLinkCode.ProtoReflect.Descriptor instead.
+func (*RedeemLinkCode) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *RedeemLinkCode) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *RedeemLinkCode) GetSecretHash() []byte {
+	if x != nil {
+		return x.SecretHash
+	}
+	return nil
+}
+
+type RedeemLinkCodeReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	DeviceId      uint32                 `protobuf:"varint,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedeemLinkCodeReply) Reset() {
+	*x = RedeemLinkCodeReply{}
+	mi := &file_grain_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedeemLinkCodeReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedeemLinkCodeReply) ProtoMessage() {}
+
+func (x *RedeemLinkCodeReply) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedeemLinkCodeReply.ProtoReflect.Descriptor instead.
+func (*RedeemLinkCodeReply) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *RedeemLinkCodeReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *RedeemLinkCodeReply) GetDeviceId() uint32 {
+	if x != nil {
+		return x.DeviceId
+	}
+	return 0
+}
+
+// UnlinkDevice removes a device, its inbox and its keys; its session is
+// closed. The primary may unlink any other device, a device itself.
+type UnlinkDevice struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	RequesterDeviceId uint32                 `protobuf:"varint,1,opt,name=requester_device_id,json=requesterDeviceId,proto3" json:"requester_device_id,omitempty"`
+	DeviceId          uint32                 `protobuf:"varint,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *UnlinkDevice) Reset() {
+	*x = UnlinkDevice{}
+	mi := &file_grain_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnlinkDevice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnlinkDevice) ProtoMessage() {}
+
+func (x *UnlinkDevice) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnlinkDevice.ProtoReflect.Descriptor instead.
+func (*UnlinkDevice) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *UnlinkDevice) GetRequesterDeviceId() uint32 {
+	if x != nil {
+		return x.RequesterDeviceId
+	}
+	return 0
+}
+
+func (x *UnlinkDevice) GetDeviceId() uint32 {
+	if x != nil {
+		return x.DeviceId
+	}
+	return 0
+}
+
+type UnlinkDeviceReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnlinkDeviceReply) Reset() {
+	*x = UnlinkDeviceReply{}
+	mi := &file_grain_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnlinkDeviceReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnlinkDeviceReply) ProtoMessage() {}
+
+func (x *UnlinkDeviceReply) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnlinkDeviceReply.ProtoReflect.Descriptor instead.
+func (*UnlinkDeviceReply) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *UnlinkDeviceReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+// IdentityChanged: a device of this user uploaded a new identity key; the
+// grain tells the user's contacts (ENTRY_KIND_IDENTITY_CHANGED).
+type IdentityChanged struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId      uint32                 `protobuf:"varint,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdentityChanged) Reset() {
+	*x = IdentityChanged{}
+	mi := &file_grain_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdentityChanged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdentityChanged) ProtoMessage() {}
+
+func (x *IdentityChanged) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdentityChanged.ProtoReflect.Descriptor instead.
+func (*IdentityChanged) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *IdentityChanged) GetDeviceId() uint32 {
+	if x != nil {
+		return x.DeviceId
+	}
+	return 0
+}
+
+type IdentityChangedReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdentityChangedReply) Reset() {
+	*x = IdentityChangedReply{}
+	mi := &file_grain_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdentityChangedReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdentityChangedReply) ProtoMessage() {}
+
+func (x *IdentityChangedReply) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdentityChangedReply.ProtoReflect.Descriptor instead.
+func (*IdentityChangedReply) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{51}
+}
+
+// StoreTranscript stores a sent message for the sender's other devices
+// (ENTRY_KIND_SENT_TRANSCRIPT), after checking that per_device names
+// exactly those devices.
+type StoreTranscript struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FromDeviceId  uint32                 `protobuf:"varint,1,opt,name=from_device_id,json=fromDeviceId,proto3" json:"from_device_id,omitempty"`
+	ToUserId      string                 `protobuf:"bytes,2,opt,name=to_user_id,json=toUserId,proto3" json:"to_user_id,omitempty"`
+	ClientMsgId   string                 `protobuf:"bytes,3,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	PerDevice     []*DeviceCiphertext    `protobuf:"bytes,4,rep,name=per_device,json=perDevice,proto3" json:"per_device,omitempty"`
+	ContentType   string                 `protobuf:"bytes,5,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoreTranscript) Reset() {
+	*x = StoreTranscript{}
+	mi := &file_grain_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoreTranscript) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoreTranscript) ProtoMessage() {}
+
+func (x *StoreTranscript) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoreTranscript.ProtoReflect.Descriptor instead.
+func (*StoreTranscript) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *StoreTranscript) GetFromDeviceId() uint32 {
+	if x != nil {
+		return x.FromDeviceId
+	}
+	return 0
+}
+
+func (x *StoreTranscript) GetToUserId() string {
+	if x != nil {
+		return x.ToUserId
+	}
+	return ""
+}
+
+func (x *StoreTranscript) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+func (x *StoreTranscript) GetPerDevice() []*DeviceCiphertext {
+	if x != nil {
+		return x.PerDevice
+	}
+	return nil
+}
+
+func (x *StoreTranscript) GetContentType() string {
+	if x != nil {
+		return x.ContentType
+	}
+	return ""
+}
+
+type StoreTranscriptReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoreTranscriptReply) Reset() {
+	*x = StoreTranscriptReply{}
+	mi := &file_grain_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoreTranscriptReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoreTranscriptReply) ProtoMessage() {}
+
+func (x *StoreTranscriptReply) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoreTranscriptReply.ProtoReflect.Descriptor instead.
+func (*StoreTranscriptReply) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *StoreTranscriptReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 var File_grain_proto protoreflect.FileDescriptor
 
 const file_grain_proto_rawDesc = "" +
@@ -2715,7 +3239,7 @@ const file_grain_proto_rawDesc = "" +
 	"\fstored_at_ms\x18\x01 \x01(\x03R\n" +
 	"storedAtMs\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12'\n" +
-	"\x05error\x18\x03 \x01(\v2\x11.courier.v1.ErrorR\x05error\"\xe1\x01\n" +
+	"\x05error\x18\x03 \x01(\v2\x11.courier.v1.ErrorR\x05error\"\x87\x02\n" +
 	"\x0eDeliverReceipt\x12 \n" +
 	"\ffrom_user_id\x18\x01 \x01(\tR\n" +
 	"fromUserId\x12$\n" +
@@ -2723,7 +3247,8 @@ const file_grain_proto_rawDesc = "" +
 	"\x04kind\x18\x03 \x01(\x0e2\x15.courier.v1.EntryKindR\x04kind\x12$\n" +
 	"\x0eclient_msg_ids\x18\x04 \x03(\tR\fclientMsgIds\x12\x19\n" +
 	"\bgroup_id\x18\x05 \x01(\tR\agroupId\x12\x1b\n" +
-	"\tgroup_seq\x18\x06 \x01(\x04R\bgroupSeq\">\n" +
+	"\tgroup_seq\x18\x06 \x01(\x04R\bgroupSeq\x12$\n" +
+	"\x0eonly_device_id\x18\a \x01(\rR\fonlyDeviceId\">\n" +
 	"\x13DeliverReceiptReply\x12'\n" +
 	"\x05error\x18\x01 \x01(\v2\x11.courier.v1.ErrorR\x05error\"\xac\x01\n" +
 	"\fAttachDevice\x12\x1b\n" +
@@ -2892,7 +3417,38 @@ const file_grain_proto_rawDesc = "" +
 	"\x0epushed_devices\x18\x06 \x03(\rR\rpushedDevices\x1a=\n" +
 	"\x0fPushTokensEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B0Z.github.com/courier-im/courier/protos/courierpbb\x06proto3"
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"-\n" +
+	"\x0eCreateLinkCode\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\rR\bdeviceId\"v\n" +
+	"\x13CreateLinkCodeReply\x12'\n" +
+	"\x05error\x18\x01 \x01(\v2\x11.courier.v1.ErrorR\x05error\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\tR\x04code\x12\"\n" +
+	"\rexpires_at_ms\x18\x03 \x01(\x03R\vexpiresAtMs\"E\n" +
+	"\x0eRedeemLinkCode\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\x12\x1f\n" +
+	"\vsecret_hash\x18\x02 \x01(\fR\n" +
+	"secretHash\"[\n" +
+	"\x13RedeemLinkCodeReply\x12'\n" +
+	"\x05error\x18\x01 \x01(\v2\x11.courier.v1.ErrorR\x05error\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\rR\bdeviceId\"[\n" +
+	"\fUnlinkDevice\x12.\n" +
+	"\x13requester_device_id\x18\x01 \x01(\rR\x11requesterDeviceId\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\rR\bdeviceId\"<\n" +
+	"\x11UnlinkDeviceReply\x12'\n" +
+	"\x05error\x18\x01 \x01(\v2\x11.courier.v1.ErrorR\x05error\".\n" +
+	"\x0fIdentityChanged\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\rR\bdeviceId\"\x16\n" +
+	"\x14IdentityChangedReply\"\xd9\x01\n" +
+	"\x0fStoreTranscript\x12$\n" +
+	"\x0efrom_device_id\x18\x01 \x01(\rR\ffromDeviceId\x12\x1c\n" +
+	"\n" +
+	"to_user_id\x18\x02 \x01(\tR\btoUserId\x12\"\n" +
+	"\rclient_msg_id\x18\x03 \x01(\tR\vclientMsgId\x12;\n" +
+	"\n" +
+	"per_device\x18\x04 \x03(\v2\x1c.courier.v1.DeviceCiphertextR\tperDevice\x12!\n" +
+	"\fcontent_type\x18\x05 \x01(\tR\vcontentType\"?\n" +
+	"\x14StoreTranscriptReply\x12'\n" +
+	"\x05error\x18\x01 \x01(\v2\x11.courier.v1.ErrorR\x05errorB0Z.github.com/courier-im/courier/protos/courierpbb\x06proto3"
 
 var (
 	file_grain_proto_rawDescOnce sync.Once
@@ -2906,7 +3462,7 @@ func file_grain_proto_rawDescGZIP() []byte {
 	return file_grain_proto_rawDescData
 }
 
-var file_grain_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_grain_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_grain_proto_goTypes = []any{
 	(*DeliverMessage)(nil),           // 0: courier.v1.DeliverMessage
 	(*DeliverMessageReply)(nil),      // 1: courier.v1.DeliverMessageReply
@@ -2952,86 +3508,102 @@ var file_grain_proto_goTypes = []any{
 	(*GroupTyping)(nil),              // 41: courier.v1.GroupTyping
 	(*GroupTypingReply)(nil),         // 42: courier.v1.GroupTypingReply
 	(*UserProfile)(nil),              // 43: courier.v1.UserProfile
-	nil,                              // 44: courier.v1.UserProfile.PushTokensEntry
-	(*Send)(nil),                     // 45: courier.v1.Send
-	(*Error)(nil),                    // 46: courier.v1.Error
-	(EntryKind)(0),                   // 47: courier.v1.EntryKind
-	(Visibility)(0),                  // 48: courier.v1.Visibility
-	(*InboxEntry)(nil),               // 49: courier.v1.InboxEntry
-	(*GroupCreate)(nil),              // 50: courier.v1.GroupCreate
-	(*GroupInfo)(nil),                // 51: courier.v1.GroupInfo
-	(*GroupUpdate)(nil),              // 52: courier.v1.GroupUpdate
-	(*GroupUpdateOk)(nil),            // 53: courier.v1.GroupUpdateOk
-	(*GroupSend)(nil),                // 54: courier.v1.GroupSend
-	(*GroupMemberList)(nil),          // 55: courier.v1.GroupMemberList
-	(*GroupReceipts)(nil),            // 56: courier.v1.GroupReceipts
-	(*GroupDeviceCiphertext)(nil),    // 57: courier.v1.GroupDeviceCiphertext
-	(GroupRole)(0),                   // 58: courier.v1.GroupRole
-	(*GroupSettings)(nil),            // 59: courier.v1.GroupSettings
-	(*ContactsUpdate)(nil),           // 60: courier.v1.ContactsUpdate
-	(*ContactsRequest)(nil),          // 61: courier.v1.ContactsRequest
-	(*BlockUpdate)(nil),              // 62: courier.v1.BlockUpdate
-	(*PrivacyUpdate)(nil),            // 63: courier.v1.PrivacyUpdate
-	(*PushTokenUpdate)(nil),          // 64: courier.v1.PushTokenUpdate
-	(*ContactList)(nil),              // 65: courier.v1.ContactList
-	(TypingState)(0),                 // 66: courier.v1.TypingState
-	(*Contact)(nil),                  // 67: courier.v1.Contact
+	(*CreateLinkCode)(nil),           // 44: courier.v1.CreateLinkCode
+	(*CreateLinkCodeReply)(nil),      // 45: courier.v1.CreateLinkCodeReply
+	(*RedeemLinkCode)(nil),           // 46: courier.v1.RedeemLinkCode
+	(*RedeemLinkCodeReply)(nil),      // 47: courier.v1.RedeemLinkCodeReply
+	(*UnlinkDevice)(nil),             // 48: courier.v1.UnlinkDevice
+	(*UnlinkDeviceReply)(nil),        // 49: courier.v1.UnlinkDeviceReply
+	(*IdentityChanged)(nil),          // 50: courier.v1.IdentityChanged
+	(*IdentityChangedReply)(nil),     // 51: courier.v1.IdentityChangedReply
+	(*StoreTranscript)(nil),          // 52: courier.v1.StoreTranscript
+	(*StoreTranscriptReply)(nil),     // 53: courier.v1.StoreTranscriptReply
+	nil,                              // 54: courier.v1.UserProfile.PushTokensEntry
+	(*Send)(nil),                     // 55: courier.v1.Send
+	(*Error)(nil),                    // 56: courier.v1.Error
+	(EntryKind)(0),                   // 57: courier.v1.EntryKind
+	(Visibility)(0),                  // 58: courier.v1.Visibility
+	(*InboxEntry)(nil),               // 59: courier.v1.InboxEntry
+	(*GroupCreate)(nil),              // 60: courier.v1.GroupCreate
+	(*GroupInfo)(nil),                // 61: courier.v1.GroupInfo
+	(*GroupUpdate)(nil),              // 62: courier.v1.GroupUpdate
+	(*GroupUpdateOk)(nil),            // 63: courier.v1.GroupUpdateOk
+	(*GroupSend)(nil),                // 64: courier.v1.GroupSend
+	(*GroupMemberList)(nil),          // 65: courier.v1.GroupMemberList
+	(*GroupReceipts)(nil),            // 66: courier.v1.GroupReceipts
+	(*GroupDeviceCiphertext)(nil),    // 67: courier.v1.GroupDeviceCiphertext
+	(GroupRole)(0),                   // 68: courier.v1.GroupRole
+	(*GroupSettings)(nil),            // 69: courier.v1.GroupSettings
+	(*ContactsUpdate)(nil),           // 70: courier.v1.ContactsUpdate
+	(*ContactsRequest)(nil),          // 71: courier.v1.ContactsRequest
+	(*BlockUpdate)(nil),              // 72: courier.v1.BlockUpdate
+	(*PrivacyUpdate)(nil),            // 73: courier.v1.PrivacyUpdate
+	(*PushTokenUpdate)(nil),          // 74: courier.v1.PushTokenUpdate
+	(*ContactList)(nil),              // 75: courier.v1.ContactList
+	(TypingState)(0),                 // 76: courier.v1.TypingState
+	(*Contact)(nil),                  // 77: courier.v1.Contact
+	(*DeviceCiphertext)(nil),         // 78: courier.v1.DeviceCiphertext
 }
 var file_grain_proto_depIdxs = []int32{
-	45, // 0: courier.v1.DeliverMessage.send:type_name -> courier.v1.Send
-	46, // 1: courier.v1.DeliverMessageReply.error:type_name -> courier.v1.Error
-	47, // 2: courier.v1.DeliverReceipt.kind:type_name -> courier.v1.EntryKind
-	46, // 3: courier.v1.DeliverReceiptReply.error:type_name -> courier.v1.Error
-	48, // 4: courier.v1.AttachDeviceReply.presence_visibility:type_name -> courier.v1.Visibility
-	46, // 5: courier.v1.AttachDeviceReply.error:type_name -> courier.v1.Error
-	46, // 6: courier.v1.AckInboxReply.error:type_name -> courier.v1.Error
-	49, // 7: courier.v1.PushEntries.entries:type_name -> courier.v1.InboxEntry
-	49, // 8: courier.v1.StoredEntry.entry:type_name -> courier.v1.InboxEntry
-	50, // 9: courier.v1.CreateGroup.create:type_name -> courier.v1.GroupCreate
-	51, // 10: courier.v1.CreateGroupReply.info:type_name -> courier.v1.GroupInfo
-	46, // 11: courier.v1.CreateGroupReply.error:type_name -> courier.v1.Error
-	52, // 12: courier.v1.UpdateGroup.update:type_name -> courier.v1.GroupUpdate
-	53, // 13: courier.v1.UpdateGroupReply.ok:type_name -> courier.v1.GroupUpdateOk
-	46, // 14: courier.v1.UpdateGroupReply.error:type_name -> courier.v1.Error
-	54, // 15: courier.v1.SendGroupMessage.send:type_name -> courier.v1.GroupSend
-	46, // 16: courier.v1.SendGroupMessageReply.error:type_name -> courier.v1.Error
-	51, // 17: courier.v1.GetGroupInfoReply.info:type_name -> courier.v1.GroupInfo
-	46, // 18: courier.v1.GetGroupInfoReply.error:type_name -> courier.v1.Error
-	55, // 19: courier.v1.GetGroupMembersReply.members:type_name -> courier.v1.GroupMemberList
-	46, // 20: courier.v1.GetGroupMembersReply.error:type_name -> courier.v1.Error
-	56, // 21: courier.v1.GetGroupReceiptsReply.receipts:type_name -> courier.v1.GroupReceipts
-	46, // 22: courier.v1.GetGroupReceiptsReply.error:type_name -> courier.v1.Error
-	47, // 23: courier.v1.GroupReceipt.kind:type_name -> courier.v1.EntryKind
-	46, // 24: courier.v1.GroupReceiptReply.error:type_name -> courier.v1.Error
+	55, // 0: courier.v1.DeliverMessage.send:type_name -> courier.v1.Send
+	56, // 1: courier.v1.DeliverMessageReply.error:type_name -> courier.v1.Error
+	57, // 2: courier.v1.DeliverReceipt.kind:type_name -> courier.v1.EntryKind
+	56, // 3: courier.v1.DeliverReceiptReply.error:type_name -> courier.v1.Error
+	58, // 4: courier.v1.AttachDeviceReply.presence_visibility:type_name -> courier.v1.Visibility
+	56, // 5: courier.v1.AttachDeviceReply.error:type_name -> courier.v1.Error
+	56, // 6: courier.v1.AckInboxReply.error:type_name -> courier.v1.Error
+	59, // 7: courier.v1.PushEntries.entries:type_name -> courier.v1.InboxEntry
+	59, // 8: courier.v1.StoredEntry.entry:type_name -> courier.v1.InboxEntry
+	60, // 9: courier.v1.CreateGroup.create:type_name -> courier.v1.GroupCreate
+	61, // 10: courier.v1.CreateGroupReply.info:type_name -> courier.v1.GroupInfo
+	56, // 11: courier.v1.CreateGroupReply.error:type_name -> courier.v1.Error
+	62, // 12: courier.v1.UpdateGroup.update:type_name -> courier.v1.GroupUpdate
+	63, // 13: courier.v1.UpdateGroupReply.ok:type_name -> courier.v1.GroupUpdateOk
+	56, // 14: courier.v1.UpdateGroupReply.error:type_name -> courier.v1.Error
+	64, // 15: courier.v1.SendGroupMessage.send:type_name -> courier.v1.GroupSend
+	56, // 16: courier.v1.SendGroupMessageReply.error:type_name -> courier.v1.Error
+	61, // 17: courier.v1.GetGroupInfoReply.info:type_name -> courier.v1.GroupInfo
+	56, // 18: courier.v1.GetGroupInfoReply.error:type_name -> courier.v1.Error
+	65, // 19: courier.v1.GetGroupMembersReply.members:type_name -> courier.v1.GroupMemberList
+	56, // 20: courier.v1.GetGroupMembersReply.error:type_name -> courier.v1.Error
+	66, // 21: courier.v1.GetGroupReceiptsReply.receipts:type_name -> courier.v1.GroupReceipts
+	56, // 22: courier.v1.GetGroupReceiptsReply.error:type_name -> courier.v1.Error
+	57, // 23: courier.v1.GroupReceipt.kind:type_name -> courier.v1.EntryKind
+	56, // 24: courier.v1.GroupReceiptReply.error:type_name -> courier.v1.Error
 	31, // 25: courier.v1.DeliverGroupEntries.entries:type_name -> courier.v1.GroupLogEntry
-	46, // 26: courier.v1.DeliverGroupEntriesReply.error:type_name -> courier.v1.Error
-	49, // 27: courier.v1.GroupLogEntry.entry:type_name -> courier.v1.InboxEntry
-	57, // 28: courier.v1.GroupLogEntry.per_device:type_name -> courier.v1.GroupDeviceCiphertext
-	58, // 29: courier.v1.GroupMemberState.role:type_name -> courier.v1.GroupRole
+	56, // 26: courier.v1.DeliverGroupEntriesReply.error:type_name -> courier.v1.Error
+	59, // 27: courier.v1.GroupLogEntry.entry:type_name -> courier.v1.InboxEntry
+	67, // 28: courier.v1.GroupLogEntry.per_device:type_name -> courier.v1.GroupDeviceCiphertext
+	68, // 29: courier.v1.GroupMemberState.role:type_name -> courier.v1.GroupRole
 	32, // 30: courier.v1.GroupMemberState.spans:type_name -> courier.v1.SeqSpan
-	59, // 31: courier.v1.GroupState.settings:type_name -> courier.v1.GroupSettings
+	69, // 31: courier.v1.GroupState.settings:type_name -> courier.v1.GroupSettings
 	33, // 32: courier.v1.GroupState.members:type_name -> courier.v1.GroupMemberState
-	60, // 33: courier.v1.UserSettings.contacts:type_name -> courier.v1.ContactsUpdate
-	61, // 34: courier.v1.UserSettings.list:type_name -> courier.v1.ContactsRequest
-	62, // 35: courier.v1.UserSettings.block:type_name -> courier.v1.BlockUpdate
-	63, // 36: courier.v1.UserSettings.privacy:type_name -> courier.v1.PrivacyUpdate
-	64, // 37: courier.v1.UserSettings.push_token:type_name -> courier.v1.PushTokenUpdate
-	46, // 38: courier.v1.UserSettingsReply.error:type_name -> courier.v1.Error
-	65, // 39: courier.v1.UserSettingsReply.contacts:type_name -> courier.v1.ContactList
-	48, // 40: courier.v1.UserSettingsReply.presence_visibility:type_name -> courier.v1.Visibility
-	48, // 41: courier.v1.WatchPresence.viewer_visibility:type_name -> courier.v1.Visibility
-	46, // 42: courier.v1.WatchPresenceReply.error:type_name -> courier.v1.Error
-	66, // 43: courier.v1.TypingTo.state:type_name -> courier.v1.TypingState
-	66, // 44: courier.v1.GroupTyping.state:type_name -> courier.v1.TypingState
-	46, // 45: courier.v1.GroupTypingReply.error:type_name -> courier.v1.Error
-	67, // 46: courier.v1.UserProfile.contacts:type_name -> courier.v1.Contact
-	48, // 47: courier.v1.UserProfile.presence_visibility:type_name -> courier.v1.Visibility
-	44, // 48: courier.v1.UserProfile.push_tokens:type_name -> courier.v1.UserProfile.PushTokensEntry
-	49, // [49:49] is the sub-list for method output_type
-	49, // [49:49] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	70, // 33: courier.v1.UserSettings.contacts:type_name -> courier.v1.ContactsUpdate
+	71, // 34: courier.v1.UserSettings.list:type_name -> courier.v1.ContactsRequest
+	72, // 35: courier.v1.UserSettings.block:type_name -> courier.v1.BlockUpdate
+	73, // 36: courier.v1.UserSettings.privacy:type_name -> courier.v1.PrivacyUpdate
+	74, // 37: courier.v1.UserSettings.push_token:type_name -> courier.v1.PushTokenUpdate
+	56, // 38: courier.v1.UserSettingsReply.error:type_name -> courier.v1.Error
+	75, // 39: courier.v1.UserSettingsReply.contacts:type_name -> courier.v1.ContactList
+	58, // 40: courier.v1.UserSettingsReply.presence_visibility:type_name -> courier.v1.Visibility
+	58, // 41: courier.v1.WatchPresence.viewer_visibility:type_name -> courier.v1.Visibility
+	56, // 42: courier.v1.WatchPresenceReply.error:type_name -> courier.v1.Error
+	76, // 43: courier.v1.TypingTo.state:type_name -> courier.v1.TypingState
+	76, // 44: courier.v1.GroupTyping.state:type_name -> courier.v1.TypingState
+	56, // 45: courier.v1.GroupTypingReply.error:type_name -> courier.v1.Error
+	77, // 46: courier.v1.UserProfile.contacts:type_name -> courier.v1.Contact
+	58, // 47: courier.v1.UserProfile.presence_visibility:type_name -> courier.v1.Visibility
+	54, // 48: courier.v1.UserProfile.push_tokens:type_name -> courier.v1.UserProfile.PushTokensEntry
+	56, // 49: courier.v1.CreateLinkCodeReply.error:type_name -> courier.v1.Error
+	56, // 50: courier.v1.RedeemLinkCodeReply.error:type_name -> courier.v1.Error
+	56, // 51: courier.v1.UnlinkDeviceReply.error:type_name -> courier.v1.Error
+	78, // 52: courier.v1.StoreTranscript.per_device:type_name -> courier.v1.DeviceCiphertext
+	56, // 53: courier.v1.StoreTranscriptReply.error:type_name -> courier.v1.Error
+	54, // [54:54] is the sub-list for method output_type
+	54, // [54:54] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_grain_proto_init() }
@@ -3053,7 +3625,7 @@ func file_grain_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_grain_proto_rawDesc), len(file_grain_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   45,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1221,7 +1221,12 @@ type Send struct {
 	Ciphertext []byte              `protobuf:"bytes,3,opt,name=ciphertext,proto3" json:"ciphertext,omitempty"`
 	PerDevice  []*DeviceCiphertext `protobuf:"bytes,4,rep,name=per_device,json=perDevice,proto3" json:"per_device,omitempty"`
 	// A hint for the recipient ("text", "image", ...); never interpreted.
-	ContentType   string `protobuf:"bytes,5,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	ContentType string `protobuf:"bytes,5,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	// With per_device (end-to-end encrypted sends): a ciphertext for every
+	// other device of the sender, stored there as a SENT_TRANSCRIPT. The
+	// server checks both device sets and answers MISMATCHED_DEVICES when
+	// either is stale.
+	SenderDevices []*DeviceCiphertext `protobuf:"bytes,6,rep,name=sender_devices,json=senderDevices,proto3" json:"sender_devices,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1289,6 +1294,13 @@ func (x *Send) GetContentType() string {
 		return x.ContentType
 	}
 	return ""
+}
+
+func (x *Send) GetSenderDevices() []*DeviceCiphertext {
+	if x != nil {
+		return x.SenderDevices
+	}
+	return nil
 }
 
 type DeviceCiphertext struct {
@@ -1977,7 +1989,11 @@ type Error struct {
 	Code    ErrorCode              `protobuf:"varint,1,opt,name=code,proto3,enum=courier.v1.ErrorCode" json:"code,omitempty"`
 	Message string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
 	// True when the same request may succeed if sent again later.
-	Retryable     bool `protobuf:"varint,3,opt,name=retryable,proto3" json:"retryable,omitempty"`
+	Retryable bool `protobuf:"varint,3,opt,name=retryable,proto3" json:"retryable,omitempty"`
+	// Set with MISMATCHED_DEVICES: the devices of user_id the send missed
+	// and the ones it named that do not exist (any more). Fetch the user's
+	// bundles again and resend with the same client_msg_id.
+	Mismatch      *MismatchedDevices `protobuf:"bytes,4,opt,name=mismatch,proto3" json:"mismatch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2033,6 +2049,73 @@ func (x *Error) GetRetryable() bool {
 	return false
 }
 
+func (x *Error) GetMismatch() *MismatchedDevices {
+	if x != nil {
+		return x.Mismatch
+	}
+	return nil
+}
+
+type MismatchedDevices struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Missing       []uint32               `protobuf:"varint,2,rep,packed,name=missing,proto3" json:"missing,omitempty"`
+	Extra         []uint32               `protobuf:"varint,3,rep,packed,name=extra,proto3" json:"extra,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MismatchedDevices) Reset() {
+	*x = MismatchedDevices{}
+	mi := &file_wire_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MismatchedDevices) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MismatchedDevices) ProtoMessage() {}
+
+func (x *MismatchedDevices) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MismatchedDevices.ProtoReflect.Descriptor instead.
+func (*MismatchedDevices) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *MismatchedDevices) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *MismatchedDevices) GetMissing() []uint32 {
+	if x != nil {
+		return x.Missing
+	}
+	return nil
+}
+
+func (x *MismatchedDevices) GetExtra() []uint32 {
+	if x != nil {
+		return x.Extra
+	}
+	return nil
+}
+
 // GroupSettings say who may do what. Removing members, changing roles and
 // changing settings are always for admins only.
 type GroupSettings struct {
@@ -2046,7 +2129,7 @@ type GroupSettings struct {
 
 func (x *GroupSettings) Reset() {
 	*x = GroupSettings{}
-	mi := &file_wire_proto_msgTypes[15]
+	mi := &file_wire_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2058,7 +2141,7 @@ func (x *GroupSettings) String() string {
 func (*GroupSettings) ProtoMessage() {}
 
 func (x *GroupSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[15]
+	mi := &file_wire_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2071,7 +2154,7 @@ func (x *GroupSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupSettings.ProtoReflect.Descriptor instead.
 func (*GroupSettings) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{15}
+	return file_wire_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GroupSettings) GetSend() GroupPermission {
@@ -2112,7 +2195,7 @@ type GroupCreate struct {
 
 func (x *GroupCreate) Reset() {
 	*x = GroupCreate{}
-	mi := &file_wire_proto_msgTypes[16]
+	mi := &file_wire_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2124,7 +2207,7 @@ func (x *GroupCreate) String() string {
 func (*GroupCreate) ProtoMessage() {}
 
 func (x *GroupCreate) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[16]
+	mi := &file_wire_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2137,7 +2220,7 @@ func (x *GroupCreate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupCreate.ProtoReflect.Descriptor instead.
 func (*GroupCreate) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{16}
+	return file_wire_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GroupCreate) GetCreateId() string {
@@ -2184,7 +2267,7 @@ type GroupUserIds struct {
 
 func (x *GroupUserIds) Reset() {
 	*x = GroupUserIds{}
-	mi := &file_wire_proto_msgTypes[17]
+	mi := &file_wire_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2196,7 +2279,7 @@ func (x *GroupUserIds) String() string {
 func (*GroupUserIds) ProtoMessage() {}
 
 func (x *GroupUserIds) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[17]
+	mi := &file_wire_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2209,7 +2292,7 @@ func (x *GroupUserIds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupUserIds.ProtoReflect.Descriptor instead.
 func (*GroupUserIds) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{17}
+	return file_wire_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GroupUserIds) GetUserIds() []string {
@@ -2227,7 +2310,7 @@ type GroupLeave struct {
 
 func (x *GroupLeave) Reset() {
 	*x = GroupLeave{}
-	mi := &file_wire_proto_msgTypes[18]
+	mi := &file_wire_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2239,7 +2322,7 @@ func (x *GroupLeave) String() string {
 func (*GroupLeave) ProtoMessage() {}
 
 func (x *GroupLeave) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[18]
+	mi := &file_wire_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2252,7 +2335,7 @@ func (x *GroupLeave) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupLeave.ProtoReflect.Descriptor instead.
 func (*GroupLeave) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{18}
+	return file_wire_proto_rawDescGZIP(), []int{19}
 }
 
 // GroupUpdate changes a group; every change is a numbered group event that
@@ -2282,7 +2365,7 @@ type GroupUpdate struct {
 
 func (x *GroupUpdate) Reset() {
 	*x = GroupUpdate{}
-	mi := &file_wire_proto_msgTypes[19]
+	mi := &file_wire_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2294,7 +2377,7 @@ func (x *GroupUpdate) String() string {
 func (*GroupUpdate) ProtoMessage() {}
 
 func (x *GroupUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[19]
+	mi := &file_wire_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2307,7 +2390,7 @@ func (x *GroupUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupUpdate.ProtoReflect.Descriptor instead.
 func (*GroupUpdate) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{19}
+	return file_wire_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GroupUpdate) GetGroupId() string {
@@ -2467,7 +2550,7 @@ type GroupUpdateOk struct {
 
 func (x *GroupUpdateOk) Reset() {
 	*x = GroupUpdateOk{}
-	mi := &file_wire_proto_msgTypes[20]
+	mi := &file_wire_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2479,7 +2562,7 @@ func (x *GroupUpdateOk) String() string {
 func (*GroupUpdateOk) ProtoMessage() {}
 
 func (x *GroupUpdateOk) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[20]
+	mi := &file_wire_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2492,7 +2575,7 @@ func (x *GroupUpdateOk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupUpdateOk.ProtoReflect.Descriptor instead.
 func (*GroupUpdateOk) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{20}
+	return file_wire_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GroupUpdateOk) GetGroupSeq() uint64 {
@@ -2521,7 +2604,7 @@ type GroupDeviceCiphertext struct {
 
 func (x *GroupDeviceCiphertext) Reset() {
 	*x = GroupDeviceCiphertext{}
-	mi := &file_wire_proto_msgTypes[21]
+	mi := &file_wire_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2533,7 +2616,7 @@ func (x *GroupDeviceCiphertext) String() string {
 func (*GroupDeviceCiphertext) ProtoMessage() {}
 
 func (x *GroupDeviceCiphertext) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[21]
+	mi := &file_wire_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2546,7 +2629,7 @@ func (x *GroupDeviceCiphertext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupDeviceCiphertext.ProtoReflect.Descriptor instead.
 func (*GroupDeviceCiphertext) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{21}
+	return file_wire_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GroupDeviceCiphertext) GetUserId() string {
@@ -2590,7 +2673,7 @@ type GroupSend struct {
 
 func (x *GroupSend) Reset() {
 	*x = GroupSend{}
-	mi := &file_wire_proto_msgTypes[22]
+	mi := &file_wire_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2602,7 +2685,7 @@ func (x *GroupSend) String() string {
 func (*GroupSend) ProtoMessage() {}
 
 func (x *GroupSend) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[22]
+	mi := &file_wire_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2615,7 +2698,7 @@ func (x *GroupSend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupSend.ProtoReflect.Descriptor instead.
 func (*GroupSend) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{22}
+	return file_wire_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GroupSend) GetClientMsgId() string {
@@ -2669,7 +2752,7 @@ type GroupInfoRequest struct {
 
 func (x *GroupInfoRequest) Reset() {
 	*x = GroupInfoRequest{}
-	mi := &file_wire_proto_msgTypes[23]
+	mi := &file_wire_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2681,7 +2764,7 @@ func (x *GroupInfoRequest) String() string {
 func (*GroupInfoRequest) ProtoMessage() {}
 
 func (x *GroupInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[23]
+	mi := &file_wire_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2694,7 +2777,7 @@ func (x *GroupInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupInfoRequest.ProtoReflect.Descriptor instead.
 func (*GroupInfoRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{23}
+	return file_wire_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GroupInfoRequest) GetGroupId() string {
@@ -2712,7 +2795,7 @@ type GroupListRequest struct {
 
 func (x *GroupListRequest) Reset() {
 	*x = GroupListRequest{}
-	mi := &file_wire_proto_msgTypes[24]
+	mi := &file_wire_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2724,7 +2807,7 @@ func (x *GroupListRequest) String() string {
 func (*GroupListRequest) ProtoMessage() {}
 
 func (x *GroupListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[24]
+	mi := &file_wire_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2737,7 +2820,7 @@ func (x *GroupListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupListRequest.ProtoReflect.Descriptor instead.
 func (*GroupListRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{24}
+	return file_wire_proto_rawDescGZIP(), []int{25}
 }
 
 type GroupMembersRequest struct {
@@ -2749,7 +2832,7 @@ type GroupMembersRequest struct {
 
 func (x *GroupMembersRequest) Reset() {
 	*x = GroupMembersRequest{}
-	mi := &file_wire_proto_msgTypes[25]
+	mi := &file_wire_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2761,7 +2844,7 @@ func (x *GroupMembersRequest) String() string {
 func (*GroupMembersRequest) ProtoMessage() {}
 
 func (x *GroupMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[25]
+	mi := &file_wire_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2774,7 +2857,7 @@ func (x *GroupMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMembersRequest.ProtoReflect.Descriptor instead.
 func (*GroupMembersRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{25}
+	return file_wire_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GroupMembersRequest) GetGroupId() string {
@@ -2796,7 +2879,7 @@ type GroupReceiptsRequest struct {
 
 func (x *GroupReceiptsRequest) Reset() {
 	*x = GroupReceiptsRequest{}
-	mi := &file_wire_proto_msgTypes[26]
+	mi := &file_wire_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2808,7 +2891,7 @@ func (x *GroupReceiptsRequest) String() string {
 func (*GroupReceiptsRequest) ProtoMessage() {}
 
 func (x *GroupReceiptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[26]
+	mi := &file_wire_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2821,7 +2904,7 @@ func (x *GroupReceiptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupReceiptsRequest.ProtoReflect.Descriptor instead.
 func (*GroupReceiptsRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{26}
+	return file_wire_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GroupReceiptsRequest) GetGroupId() string {
@@ -2850,7 +2933,7 @@ type GroupReadReceipt struct {
 
 func (x *GroupReadReceipt) Reset() {
 	*x = GroupReadReceipt{}
-	mi := &file_wire_proto_msgTypes[27]
+	mi := &file_wire_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2862,7 +2945,7 @@ func (x *GroupReadReceipt) String() string {
 func (*GroupReadReceipt) ProtoMessage() {}
 
 func (x *GroupReadReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[27]
+	mi := &file_wire_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2875,7 +2958,7 @@ func (x *GroupReadReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupReadReceipt.ProtoReflect.Descriptor instead.
 func (*GroupReadReceipt) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{27}
+	return file_wire_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GroupReadReceipt) GetGroupId() string {
@@ -2916,7 +2999,7 @@ type GroupInfo struct {
 
 func (x *GroupInfo) Reset() {
 	*x = GroupInfo{}
-	mi := &file_wire_proto_msgTypes[28]
+	mi := &file_wire_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2928,7 +3011,7 @@ func (x *GroupInfo) String() string {
 func (*GroupInfo) ProtoMessage() {}
 
 func (x *GroupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[28]
+	mi := &file_wire_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2941,7 +3024,7 @@ func (x *GroupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupInfo.ProtoReflect.Descriptor instead.
 func (*GroupInfo) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{28}
+	return file_wire_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GroupInfo) GetGroupId() string {
@@ -3037,7 +3120,7 @@ type GroupList struct {
 
 func (x *GroupList) Reset() {
 	*x = GroupList{}
-	mi := &file_wire_proto_msgTypes[29]
+	mi := &file_wire_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3049,7 +3132,7 @@ func (x *GroupList) String() string {
 func (*GroupList) ProtoMessage() {}
 
 func (x *GroupList) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[29]
+	mi := &file_wire_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3062,7 +3145,7 @@ func (x *GroupList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupList.ProtoReflect.Descriptor instead.
 func (*GroupList) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{29}
+	return file_wire_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GroupList) GetGroups() []*GroupInfo {
@@ -3084,7 +3167,7 @@ type GroupMember struct {
 
 func (x *GroupMember) Reset() {
 	*x = GroupMember{}
-	mi := &file_wire_proto_msgTypes[30]
+	mi := &file_wire_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3096,7 +3179,7 @@ func (x *GroupMember) String() string {
 func (*GroupMember) ProtoMessage() {}
 
 func (x *GroupMember) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[30]
+	mi := &file_wire_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3109,7 +3192,7 @@ func (x *GroupMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMember.ProtoReflect.Descriptor instead.
 func (*GroupMember) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{30}
+	return file_wire_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GroupMember) GetUserId() string {
@@ -3150,7 +3233,7 @@ type GroupMemberList struct {
 
 func (x *GroupMemberList) Reset() {
 	*x = GroupMemberList{}
-	mi := &file_wire_proto_msgTypes[31]
+	mi := &file_wire_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3162,7 +3245,7 @@ func (x *GroupMemberList) String() string {
 func (*GroupMemberList) ProtoMessage() {}
 
 func (x *GroupMemberList) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[31]
+	mi := &file_wire_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3175,7 +3258,7 @@ func (x *GroupMemberList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMemberList.ProtoReflect.Descriptor instead.
 func (*GroupMemberList) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{31}
+	return file_wire_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GroupMemberList) GetGroupId() string {
@@ -3209,7 +3292,7 @@ type GroupReceipts struct {
 
 func (x *GroupReceipts) Reset() {
 	*x = GroupReceipts{}
-	mi := &file_wire_proto_msgTypes[32]
+	mi := &file_wire_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3221,7 +3304,7 @@ func (x *GroupReceipts) String() string {
 func (*GroupReceipts) ProtoMessage() {}
 
 func (x *GroupReceipts) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[32]
+	mi := &file_wire_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3234,7 +3317,7 @@ func (x *GroupReceipts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupReceipts.ProtoReflect.Descriptor instead.
 func (*GroupReceipts) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{32}
+	return file_wire_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GroupReceipts) GetGroupId() string {
@@ -3315,7 +3398,7 @@ type GroupEvent struct {
 
 func (x *GroupEvent) Reset() {
 	*x = GroupEvent{}
-	mi := &file_wire_proto_msgTypes[33]
+	mi := &file_wire_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3327,7 +3410,7 @@ func (x *GroupEvent) String() string {
 func (*GroupEvent) ProtoMessage() {}
 
 func (x *GroupEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[33]
+	mi := &file_wire_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3340,7 +3423,7 @@ func (x *GroupEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupEvent.ProtoReflect.Descriptor instead.
 func (*GroupEvent) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{33}
+	return file_wire_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GroupEvent) GetType() GroupEventType {
@@ -3410,7 +3493,7 @@ type ContactsUpdate struct {
 
 func (x *ContactsUpdate) Reset() {
 	*x = ContactsUpdate{}
-	mi := &file_wire_proto_msgTypes[34]
+	mi := &file_wire_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3422,7 +3505,7 @@ func (x *ContactsUpdate) String() string {
 func (*ContactsUpdate) ProtoMessage() {}
 
 func (x *ContactsUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[34]
+	mi := &file_wire_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3435,7 +3518,7 @@ func (x *ContactsUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactsUpdate.ProtoReflect.Descriptor instead.
 func (*ContactsUpdate) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{34}
+	return file_wire_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ContactsUpdate) GetAddUserIds() []string {
@@ -3467,7 +3550,7 @@ type ContactsRequest struct {
 
 func (x *ContactsRequest) Reset() {
 	*x = ContactsRequest{}
-	mi := &file_wire_proto_msgTypes[35]
+	mi := &file_wire_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3479,7 +3562,7 @@ func (x *ContactsRequest) String() string {
 func (*ContactsRequest) ProtoMessage() {}
 
 func (x *ContactsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[35]
+	mi := &file_wire_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3492,7 +3575,7 @@ func (x *ContactsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactsRequest.ProtoReflect.Descriptor instead.
 func (*ContactsRequest) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{35}
+	return file_wire_proto_rawDescGZIP(), []int{36}
 }
 
 type Contact struct {
@@ -3505,7 +3588,7 @@ type Contact struct {
 
 func (x *Contact) Reset() {
 	*x = Contact{}
-	mi := &file_wire_proto_msgTypes[36]
+	mi := &file_wire_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3517,7 +3600,7 @@ func (x *Contact) String() string {
 func (*Contact) ProtoMessage() {}
 
 func (x *Contact) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[36]
+	mi := &file_wire_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3530,7 +3613,7 @@ func (x *Contact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Contact.ProtoReflect.Descriptor instead.
 func (*Contact) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{36}
+	return file_wire_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Contact) GetUserId() string {
@@ -3557,7 +3640,7 @@ type ContactList struct {
 
 func (x *ContactList) Reset() {
 	*x = ContactList{}
-	mi := &file_wire_proto_msgTypes[37]
+	mi := &file_wire_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3569,7 +3652,7 @@ func (x *ContactList) String() string {
 func (*ContactList) ProtoMessage() {}
 
 func (x *ContactList) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[37]
+	mi := &file_wire_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3582,7 +3665,7 @@ func (x *ContactList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactList.ProtoReflect.Descriptor instead.
 func (*ContactList) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{37}
+	return file_wire_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ContactList) GetContacts() []*Contact {
@@ -3609,7 +3692,7 @@ type BlockUpdate struct {
 
 func (x *BlockUpdate) Reset() {
 	*x = BlockUpdate{}
-	mi := &file_wire_proto_msgTypes[38]
+	mi := &file_wire_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3621,7 +3704,7 @@ func (x *BlockUpdate) String() string {
 func (*BlockUpdate) ProtoMessage() {}
 
 func (x *BlockUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[38]
+	mi := &file_wire_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3634,7 +3717,7 @@ func (x *BlockUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockUpdate.ProtoReflect.Descriptor instead.
 func (*BlockUpdate) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{38}
+	return file_wire_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *BlockUpdate) GetUserId() string {
@@ -3660,7 +3743,7 @@ type PrivacyUpdate struct {
 
 func (x *PrivacyUpdate) Reset() {
 	*x = PrivacyUpdate{}
-	mi := &file_wire_proto_msgTypes[39]
+	mi := &file_wire_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3672,7 +3755,7 @@ func (x *PrivacyUpdate) String() string {
 func (*PrivacyUpdate) ProtoMessage() {}
 
 func (x *PrivacyUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[39]
+	mi := &file_wire_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3685,7 +3768,7 @@ func (x *PrivacyUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrivacyUpdate.ProtoReflect.Descriptor instead.
 func (*PrivacyUpdate) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{39}
+	return file_wire_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PrivacyUpdate) GetPresence() Visibility {
@@ -3703,7 +3786,7 @@ type Ok struct {
 
 func (x *Ok) Reset() {
 	*x = Ok{}
-	mi := &file_wire_proto_msgTypes[40]
+	mi := &file_wire_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3715,7 +3798,7 @@ func (x *Ok) String() string {
 func (*Ok) ProtoMessage() {}
 
 func (x *Ok) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[40]
+	mi := &file_wire_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3728,7 +3811,7 @@ func (x *Ok) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ok.ProtoReflect.Descriptor instead.
 func (*Ok) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{40}
+	return file_wire_proto_rawDescGZIP(), []int{41}
 }
 
 // Subscribe this session to the presence of users (the chats it has open).
@@ -3743,7 +3826,7 @@ type PresenceSubscribe struct {
 
 func (x *PresenceSubscribe) Reset() {
 	*x = PresenceSubscribe{}
-	mi := &file_wire_proto_msgTypes[41]
+	mi := &file_wire_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3755,7 +3838,7 @@ func (x *PresenceSubscribe) String() string {
 func (*PresenceSubscribe) ProtoMessage() {}
 
 func (x *PresenceSubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[41]
+	mi := &file_wire_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3768,7 +3851,7 @@ func (x *PresenceSubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSubscribe.ProtoReflect.Descriptor instead.
 func (*PresenceSubscribe) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{41}
+	return file_wire_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *PresenceSubscribe) GetUserIds() []string {
@@ -3787,7 +3870,7 @@ type PresenceUnsubscribe struct {
 
 func (x *PresenceUnsubscribe) Reset() {
 	*x = PresenceUnsubscribe{}
-	mi := &file_wire_proto_msgTypes[42]
+	mi := &file_wire_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3799,7 +3882,7 @@ func (x *PresenceUnsubscribe) String() string {
 func (*PresenceUnsubscribe) ProtoMessage() {}
 
 func (x *PresenceUnsubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[42]
+	mi := &file_wire_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3812,7 +3895,7 @@ func (x *PresenceUnsubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceUnsubscribe.ProtoReflect.Descriptor instead.
 func (*PresenceUnsubscribe) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{42}
+	return file_wire_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *PresenceUnsubscribe) GetUserIds() []string {
@@ -3834,7 +3917,7 @@ type PresenceUpdate struct {
 
 func (x *PresenceUpdate) Reset() {
 	*x = PresenceUpdate{}
-	mi := &file_wire_proto_msgTypes[43]
+	mi := &file_wire_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3846,7 +3929,7 @@ func (x *PresenceUpdate) String() string {
 func (*PresenceUpdate) ProtoMessage() {}
 
 func (x *PresenceUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[43]
+	mi := &file_wire_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3859,7 +3942,7 @@ func (x *PresenceUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceUpdate.ProtoReflect.Descriptor instead.
 func (*PresenceUpdate) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{43}
+	return file_wire_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *PresenceUpdate) GetUserId() string {
@@ -3892,7 +3975,7 @@ type PresenceGone struct {
 
 func (x *PresenceGone) Reset() {
 	*x = PresenceGone{}
-	mi := &file_wire_proto_msgTypes[44]
+	mi := &file_wire_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3904,7 +3987,7 @@ func (x *PresenceGone) String() string {
 func (*PresenceGone) ProtoMessage() {}
 
 func (x *PresenceGone) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[44]
+	mi := &file_wire_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3917,7 +4000,7 @@ func (x *PresenceGone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceGone.ProtoReflect.Descriptor instead.
 func (*PresenceGone) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{44}
+	return file_wire_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *PresenceGone) GetUserId() string {
@@ -3941,7 +4024,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_wire_proto_msgTypes[45]
+	mi := &file_wire_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3953,7 +4036,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[45]
+	mi := &file_wire_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3966,7 +4049,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{45}
+	return file_wire_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Typing) GetToUserId() string {
@@ -4002,7 +4085,7 @@ type TypingNotice struct {
 
 func (x *TypingNotice) Reset() {
 	*x = TypingNotice{}
-	mi := &file_wire_proto_msgTypes[46]
+	mi := &file_wire_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4014,7 +4097,7 @@ func (x *TypingNotice) String() string {
 func (*TypingNotice) ProtoMessage() {}
 
 func (x *TypingNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[46]
+	mi := &file_wire_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4027,7 +4110,7 @@ func (x *TypingNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingNotice.ProtoReflect.Descriptor instead.
 func (*TypingNotice) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{46}
+	return file_wire_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *TypingNotice) GetFromUserId() string {
@@ -4069,7 +4152,7 @@ type PushTokenUpdate struct {
 
 func (x *PushTokenUpdate) Reset() {
 	*x = PushTokenUpdate{}
-	mi := &file_wire_proto_msgTypes[47]
+	mi := &file_wire_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4081,7 +4164,7 @@ func (x *PushTokenUpdate) String() string {
 func (*PushTokenUpdate) ProtoMessage() {}
 
 func (x *PushTokenUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[47]
+	mi := &file_wire_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4094,7 +4177,7 @@ func (x *PushTokenUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushTokenUpdate.ProtoReflect.Descriptor instead.
 func (*PushTokenUpdate) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{47}
+	return file_wire_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *PushTokenUpdate) GetToken() string {
@@ -4114,7 +4197,7 @@ type OneTimePrekey struct {
 
 func (x *OneTimePrekey) Reset() {
 	*x = OneTimePrekey{}
-	mi := &file_wire_proto_msgTypes[48]
+	mi := &file_wire_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4126,7 +4209,7 @@ func (x *OneTimePrekey) String() string {
 func (*OneTimePrekey) ProtoMessage() {}
 
 func (x *OneTimePrekey) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[48]
+	mi := &file_wire_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4139,7 +4222,7 @@ func (x *OneTimePrekey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OneTimePrekey.ProtoReflect.Descriptor instead.
 func (*OneTimePrekey) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{48}
+	return file_wire_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *OneTimePrekey) GetId() uint32 {
@@ -4173,7 +4256,7 @@ type KeyUpload struct {
 
 func (x *KeyUpload) Reset() {
 	*x = KeyUpload{}
-	mi := &file_wire_proto_msgTypes[49]
+	mi := &file_wire_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4185,7 +4268,7 @@ func (x *KeyUpload) String() string {
 func (*KeyUpload) ProtoMessage() {}
 
 func (x *KeyUpload) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[49]
+	mi := &file_wire_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4198,7 +4281,7 @@ func (x *KeyUpload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyUpload.ProtoReflect.Descriptor instead.
 func (*KeyUpload) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{49}
+	return file_wire_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *KeyUpload) GetRegistrationId() uint32 {
@@ -4261,7 +4344,7 @@ type DeviceBundle struct {
 
 func (x *DeviceBundle) Reset() {
 	*x = DeviceBundle{}
-	mi := &file_wire_proto_msgTypes[50]
+	mi := &file_wire_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4273,7 +4356,7 @@ func (x *DeviceBundle) String() string {
 func (*DeviceBundle) ProtoMessage() {}
 
 func (x *DeviceBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[50]
+	mi := &file_wire_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4286,7 +4369,7 @@ func (x *DeviceBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceBundle.ProtoReflect.Descriptor instead.
 func (*DeviceBundle) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{50}
+	return file_wire_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *DeviceBundle) GetDeviceId() uint32 {
@@ -4357,7 +4440,7 @@ type UserBundles struct {
 
 func (x *UserBundles) Reset() {
 	*x = UserBundles{}
-	mi := &file_wire_proto_msgTypes[51]
+	mi := &file_wire_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4369,7 +4452,7 @@ func (x *UserBundles) String() string {
 func (*UserBundles) ProtoMessage() {}
 
 func (x *UserBundles) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[51]
+	mi := &file_wire_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4382,7 +4465,7 @@ func (x *UserBundles) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserBundles.ProtoReflect.Descriptor instead.
 func (*UserBundles) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{51}
+	return file_wire_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *UserBundles) GetUserId() string {
@@ -4457,7 +4540,7 @@ const file_wire_proto_rawDesc = "" +
 	"\bpresence\x18  \x01(\v2\x1a.courier.v1.PresenceUpdateH\x00R\bpresence\x122\n" +
 	"\x06typing\x18! \x01(\v2\x18.courier.v1.TypingNoticeH\x00R\x06typing\x12?\n" +
 	"\rpresence_gone\x18\" \x01(\v2\x18.courier.v1.PresenceGoneH\x00R\fpresenceGoneB\x06\n" +
-	"\x04body\"\xc8\x01\n" +
+	"\x04body\"\x8d\x02\n" +
 	"\x04Send\x12\"\n" +
 	"\rclient_msg_id\x18\x01 \x01(\tR\vclientMsgId\x12\x1c\n" +
 	"\n" +
@@ -4467,7 +4550,8 @@ const file_wire_proto_rawDesc = "" +
 	"ciphertext\x12;\n" +
 	"\n" +
 	"per_device\x18\x04 \x03(\v2\x1c.courier.v1.DeviceCiphertextR\tperDevice\x12!\n" +
-	"\fcontent_type\x18\x05 \x01(\tR\vcontentType\"O\n" +
+	"\fcontent_type\x18\x05 \x01(\tR\vcontentType\x12C\n" +
+	"\x0esender_devices\x18\x06 \x03(\v2\x1c.courier.v1.DeviceCiphertextR\rsenderDevices\"O\n" +
 	"\x10DeviceCiphertext\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\rR\bdeviceId\x12\x1e\n" +
 	"\n" +
@@ -4524,11 +4608,16 @@ const file_wire_proto_rawDesc = "" +
 	"\tgroup_seq\x18\f \x01(\x04R\bgroupSeq\x127\n" +
 	"\vgroup_event\x18\r \x01(\v2\x16.courier.v1.GroupEventR\n" +
 	"groupEvent\x12(\n" +
-	"\x10sender_key_epoch\x18\x0e \x01(\x04R\x0esenderKeyEpoch\"j\n" +
+	"\x10sender_key_epoch\x18\x0e \x01(\x04R\x0esenderKeyEpoch\"\xa5\x01\n" +
 	"\x05Error\x12)\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x15.courier.v1.ErrorCodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1c\n" +
-	"\tretryable\x18\x03 \x01(\bR\tretryable\"\xb8\x01\n" +
+	"\tretryable\x18\x03 \x01(\bR\tretryable\x129\n" +
+	"\bmismatch\x18\x04 \x01(\v2\x1d.courier.v1.MismatchedDevicesR\bmismatch\"\\\n" +
+	"\x11MismatchedDevices\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x18\n" +
+	"\amissing\x18\x02 \x03(\rR\amissing\x12\x14\n" +
+	"\x05extra\x18\x03 \x03(\rR\x05extra\"\xb8\x01\n" +
 	"\rGroupSettings\x12/\n" +
 	"\x04send\x18\x01 \x01(\x0e2\x1b.courier.v1.GroupPermissionR\x04send\x128\n" +
 	"\tedit_info\x18\x02 \x01(\x0e2\x1b.courier.v1.GroupPermissionR\beditInfo\x12<\n" +
@@ -4777,7 +4866,7 @@ func file_wire_proto_rawDescGZIP() []byte {
 }
 
 var file_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_wire_proto_goTypes = []any{
 	(EntryKind)(0),                // 0: courier.v1.EntryKind
 	(ErrorCode)(0),                // 1: courier.v1.ErrorCode
@@ -4801,65 +4890,66 @@ var file_wire_proto_goTypes = []any{
 	(*Deliver)(nil),               // 19: courier.v1.Deliver
 	(*InboxEntry)(nil),            // 20: courier.v1.InboxEntry
 	(*Error)(nil),                 // 21: courier.v1.Error
-	(*GroupSettings)(nil),         // 22: courier.v1.GroupSettings
-	(*GroupCreate)(nil),           // 23: courier.v1.GroupCreate
-	(*GroupUserIds)(nil),          // 24: courier.v1.GroupUserIds
-	(*GroupLeave)(nil),            // 25: courier.v1.GroupLeave
-	(*GroupUpdate)(nil),           // 26: courier.v1.GroupUpdate
-	(*GroupUpdateOk)(nil),         // 27: courier.v1.GroupUpdateOk
-	(*GroupDeviceCiphertext)(nil), // 28: courier.v1.GroupDeviceCiphertext
-	(*GroupSend)(nil),             // 29: courier.v1.GroupSend
-	(*GroupInfoRequest)(nil),      // 30: courier.v1.GroupInfoRequest
-	(*GroupListRequest)(nil),      // 31: courier.v1.GroupListRequest
-	(*GroupMembersRequest)(nil),   // 32: courier.v1.GroupMembersRequest
-	(*GroupReceiptsRequest)(nil),  // 33: courier.v1.GroupReceiptsRequest
-	(*GroupReadReceipt)(nil),      // 34: courier.v1.GroupReadReceipt
-	(*GroupInfo)(nil),             // 35: courier.v1.GroupInfo
-	(*GroupList)(nil),             // 36: courier.v1.GroupList
-	(*GroupMember)(nil),           // 37: courier.v1.GroupMember
-	(*GroupMemberList)(nil),       // 38: courier.v1.GroupMemberList
-	(*GroupReceipts)(nil),         // 39: courier.v1.GroupReceipts
-	(*GroupEvent)(nil),            // 40: courier.v1.GroupEvent
-	(*ContactsUpdate)(nil),        // 41: courier.v1.ContactsUpdate
-	(*ContactsRequest)(nil),       // 42: courier.v1.ContactsRequest
-	(*Contact)(nil),               // 43: courier.v1.Contact
-	(*ContactList)(nil),           // 44: courier.v1.ContactList
-	(*BlockUpdate)(nil),           // 45: courier.v1.BlockUpdate
-	(*PrivacyUpdate)(nil),         // 46: courier.v1.PrivacyUpdate
-	(*Ok)(nil),                    // 47: courier.v1.Ok
-	(*PresenceSubscribe)(nil),     // 48: courier.v1.PresenceSubscribe
-	(*PresenceUnsubscribe)(nil),   // 49: courier.v1.PresenceUnsubscribe
-	(*PresenceUpdate)(nil),        // 50: courier.v1.PresenceUpdate
-	(*PresenceGone)(nil),          // 51: courier.v1.PresenceGone
-	(*Typing)(nil),                // 52: courier.v1.Typing
-	(*TypingNotice)(nil),          // 53: courier.v1.TypingNotice
-	(*PushTokenUpdate)(nil),       // 54: courier.v1.PushTokenUpdate
-	(*OneTimePrekey)(nil),         // 55: courier.v1.OneTimePrekey
-	(*KeyUpload)(nil),             // 56: courier.v1.KeyUpload
-	(*DeviceBundle)(nil),          // 57: courier.v1.DeviceBundle
-	(*UserBundles)(nil),           // 58: courier.v1.UserBundles
+	(*MismatchedDevices)(nil),     // 22: courier.v1.MismatchedDevices
+	(*GroupSettings)(nil),         // 23: courier.v1.GroupSettings
+	(*GroupCreate)(nil),           // 24: courier.v1.GroupCreate
+	(*GroupUserIds)(nil),          // 25: courier.v1.GroupUserIds
+	(*GroupLeave)(nil),            // 26: courier.v1.GroupLeave
+	(*GroupUpdate)(nil),           // 27: courier.v1.GroupUpdate
+	(*GroupUpdateOk)(nil),         // 28: courier.v1.GroupUpdateOk
+	(*GroupDeviceCiphertext)(nil), // 29: courier.v1.GroupDeviceCiphertext
+	(*GroupSend)(nil),             // 30: courier.v1.GroupSend
+	(*GroupInfoRequest)(nil),      // 31: courier.v1.GroupInfoRequest
+	(*GroupListRequest)(nil),      // 32: courier.v1.GroupListRequest
+	(*GroupMembersRequest)(nil),   // 33: courier.v1.GroupMembersRequest
+	(*GroupReceiptsRequest)(nil),  // 34: courier.v1.GroupReceiptsRequest
+	(*GroupReadReceipt)(nil),      // 35: courier.v1.GroupReadReceipt
+	(*GroupInfo)(nil),             // 36: courier.v1.GroupInfo
+	(*GroupList)(nil),             // 37: courier.v1.GroupList
+	(*GroupMember)(nil),           // 38: courier.v1.GroupMember
+	(*GroupMemberList)(nil),       // 39: courier.v1.GroupMemberList
+	(*GroupReceipts)(nil),         // 40: courier.v1.GroupReceipts
+	(*GroupEvent)(nil),            // 41: courier.v1.GroupEvent
+	(*ContactsUpdate)(nil),        // 42: courier.v1.ContactsUpdate
+	(*ContactsRequest)(nil),       // 43: courier.v1.ContactsRequest
+	(*Contact)(nil),               // 44: courier.v1.Contact
+	(*ContactList)(nil),           // 45: courier.v1.ContactList
+	(*BlockUpdate)(nil),           // 46: courier.v1.BlockUpdate
+	(*PrivacyUpdate)(nil),         // 47: courier.v1.PrivacyUpdate
+	(*Ok)(nil),                    // 48: courier.v1.Ok
+	(*PresenceSubscribe)(nil),     // 49: courier.v1.PresenceSubscribe
+	(*PresenceUnsubscribe)(nil),   // 50: courier.v1.PresenceUnsubscribe
+	(*PresenceUpdate)(nil),        // 51: courier.v1.PresenceUpdate
+	(*PresenceGone)(nil),          // 52: courier.v1.PresenceGone
+	(*Typing)(nil),                // 53: courier.v1.Typing
+	(*TypingNotice)(nil),          // 54: courier.v1.TypingNotice
+	(*PushTokenUpdate)(nil),       // 55: courier.v1.PushTokenUpdate
+	(*OneTimePrekey)(nil),         // 56: courier.v1.OneTimePrekey
+	(*KeyUpload)(nil),             // 57: courier.v1.KeyUpload
+	(*DeviceBundle)(nil),          // 58: courier.v1.DeviceBundle
+	(*UserBundles)(nil),           // 59: courier.v1.UserBundles
 }
 var file_wire_proto_depIdxs = []int32{
 	9,  // 0: courier.v1.ClientFrame.send:type_name -> courier.v1.Send
 	12, // 1: courier.v1.ClientFrame.ack:type_name -> courier.v1.Ack
 	14, // 2: courier.v1.ClientFrame.read:type_name -> courier.v1.ReadReceipt
 	16, // 3: courier.v1.ClientFrame.ping:type_name -> courier.v1.Ping
-	23, // 4: courier.v1.ClientFrame.group_create:type_name -> courier.v1.GroupCreate
-	26, // 5: courier.v1.ClientFrame.group_update:type_name -> courier.v1.GroupUpdate
-	29, // 6: courier.v1.ClientFrame.group_send:type_name -> courier.v1.GroupSend
-	30, // 7: courier.v1.ClientFrame.group_info:type_name -> courier.v1.GroupInfoRequest
-	31, // 8: courier.v1.ClientFrame.group_list:type_name -> courier.v1.GroupListRequest
-	32, // 9: courier.v1.ClientFrame.group_members:type_name -> courier.v1.GroupMembersRequest
-	33, // 10: courier.v1.ClientFrame.group_receipts:type_name -> courier.v1.GroupReceiptsRequest
-	34, // 11: courier.v1.ClientFrame.group_read:type_name -> courier.v1.GroupReadReceipt
-	41, // 12: courier.v1.ClientFrame.contacts_update:type_name -> courier.v1.ContactsUpdate
-	42, // 13: courier.v1.ClientFrame.contacts:type_name -> courier.v1.ContactsRequest
-	45, // 14: courier.v1.ClientFrame.block:type_name -> courier.v1.BlockUpdate
-	46, // 15: courier.v1.ClientFrame.privacy:type_name -> courier.v1.PrivacyUpdate
-	48, // 16: courier.v1.ClientFrame.presence_subscribe:type_name -> courier.v1.PresenceSubscribe
-	49, // 17: courier.v1.ClientFrame.presence_unsubscribe:type_name -> courier.v1.PresenceUnsubscribe
-	52, // 18: courier.v1.ClientFrame.typing:type_name -> courier.v1.Typing
-	54, // 19: courier.v1.ClientFrame.push_token:type_name -> courier.v1.PushTokenUpdate
+	24, // 4: courier.v1.ClientFrame.group_create:type_name -> courier.v1.GroupCreate
+	27, // 5: courier.v1.ClientFrame.group_update:type_name -> courier.v1.GroupUpdate
+	30, // 6: courier.v1.ClientFrame.group_send:type_name -> courier.v1.GroupSend
+	31, // 7: courier.v1.ClientFrame.group_info:type_name -> courier.v1.GroupInfoRequest
+	32, // 8: courier.v1.ClientFrame.group_list:type_name -> courier.v1.GroupListRequest
+	33, // 9: courier.v1.ClientFrame.group_members:type_name -> courier.v1.GroupMembersRequest
+	34, // 10: courier.v1.ClientFrame.group_receipts:type_name -> courier.v1.GroupReceiptsRequest
+	35, // 11: courier.v1.ClientFrame.group_read:type_name -> courier.v1.GroupReadReceipt
+	42, // 12: courier.v1.ClientFrame.contacts_update:type_name -> courier.v1.ContactsUpdate
+	43, // 13: courier.v1.ClientFrame.contacts:type_name -> courier.v1.ContactsRequest
+	46, // 14: courier.v1.ClientFrame.block:type_name -> courier.v1.BlockUpdate
+	47, // 15: courier.v1.ClientFrame.privacy:type_name -> courier.v1.PrivacyUpdate
+	49, // 16: courier.v1.ClientFrame.presence_subscribe:type_name -> courier.v1.PresenceSubscribe
+	50, // 17: courier.v1.ClientFrame.presence_unsubscribe:type_name -> courier.v1.PresenceUnsubscribe
+	53, // 18: courier.v1.ClientFrame.typing:type_name -> courier.v1.Typing
+	55, // 19: courier.v1.ClientFrame.push_token:type_name -> courier.v1.PushTokenUpdate
 	11, // 20: courier.v1.ServerFrame.send_ack:type_name -> courier.v1.SendAck
 	19, // 21: courier.v1.ServerFrame.deliver:type_name -> courier.v1.Deliver
 	21, // 22: courier.v1.ServerFrame.error:type_name -> courier.v1.Error
@@ -4867,51 +4957,53 @@ var file_wire_proto_depIdxs = []int32{
 	18, // 24: courier.v1.ServerFrame.attached:type_name -> courier.v1.Attached
 	13, // 25: courier.v1.ServerFrame.ack_ok:type_name -> courier.v1.AckOk
 	15, // 26: courier.v1.ServerFrame.read_ok:type_name -> courier.v1.ReadOk
-	35, // 27: courier.v1.ServerFrame.group_info:type_name -> courier.v1.GroupInfo
-	27, // 28: courier.v1.ServerFrame.group_update_ok:type_name -> courier.v1.GroupUpdateOk
-	36, // 29: courier.v1.ServerFrame.group_list:type_name -> courier.v1.GroupList
-	38, // 30: courier.v1.ServerFrame.group_member_list:type_name -> courier.v1.GroupMemberList
-	39, // 31: courier.v1.ServerFrame.group_receipts:type_name -> courier.v1.GroupReceipts
-	44, // 32: courier.v1.ServerFrame.contact_list:type_name -> courier.v1.ContactList
-	47, // 33: courier.v1.ServerFrame.ok:type_name -> courier.v1.Ok
-	50, // 34: courier.v1.ServerFrame.presence:type_name -> courier.v1.PresenceUpdate
-	53, // 35: courier.v1.ServerFrame.typing:type_name -> courier.v1.TypingNotice
-	51, // 36: courier.v1.ServerFrame.presence_gone:type_name -> courier.v1.PresenceGone
+	36, // 27: courier.v1.ServerFrame.group_info:type_name -> courier.v1.GroupInfo
+	28, // 28: courier.v1.ServerFrame.group_update_ok:type_name -> courier.v1.GroupUpdateOk
+	37, // 29: courier.v1.ServerFrame.group_list:type_name -> courier.v1.GroupList
+	39, // 30: courier.v1.ServerFrame.group_member_list:type_name -> courier.v1.GroupMemberList
+	40, // 31: courier.v1.ServerFrame.group_receipts:type_name -> courier.v1.GroupReceipts
+	45, // 32: courier.v1.ServerFrame.contact_list:type_name -> courier.v1.ContactList
+	48, // 33: courier.v1.ServerFrame.ok:type_name -> courier.v1.Ok
+	51, // 34: courier.v1.ServerFrame.presence:type_name -> courier.v1.PresenceUpdate
+	54, // 35: courier.v1.ServerFrame.typing:type_name -> courier.v1.TypingNotice
+	52, // 36: courier.v1.ServerFrame.presence_gone:type_name -> courier.v1.PresenceGone
 	10, // 37: courier.v1.Send.per_device:type_name -> courier.v1.DeviceCiphertext
-	20, // 38: courier.v1.Deliver.entries:type_name -> courier.v1.InboxEntry
-	0,  // 39: courier.v1.InboxEntry.kind:type_name -> courier.v1.EntryKind
-	40, // 40: courier.v1.InboxEntry.group_event:type_name -> courier.v1.GroupEvent
-	1,  // 41: courier.v1.Error.code:type_name -> courier.v1.ErrorCode
-	3,  // 42: courier.v1.GroupSettings.send:type_name -> courier.v1.GroupPermission
-	3,  // 43: courier.v1.GroupSettings.edit_info:type_name -> courier.v1.GroupPermission
-	3,  // 44: courier.v1.GroupSettings.add_members:type_name -> courier.v1.GroupPermission
-	22, // 45: courier.v1.GroupCreate.settings:type_name -> courier.v1.GroupSettings
-	24, // 46: courier.v1.GroupUpdate.add_members:type_name -> courier.v1.GroupUserIds
-	24, // 47: courier.v1.GroupUpdate.remove_members:type_name -> courier.v1.GroupUserIds
-	24, // 48: courier.v1.GroupUpdate.promote_admins:type_name -> courier.v1.GroupUserIds
-	24, // 49: courier.v1.GroupUpdate.demote_admins:type_name -> courier.v1.GroupUserIds
-	25, // 50: courier.v1.GroupUpdate.leave:type_name -> courier.v1.GroupLeave
-	22, // 51: courier.v1.GroupUpdate.settings:type_name -> courier.v1.GroupSettings
-	35, // 52: courier.v1.GroupUpdateOk.info:type_name -> courier.v1.GroupInfo
-	28, // 53: courier.v1.GroupSend.per_device:type_name -> courier.v1.GroupDeviceCiphertext
-	22, // 54: courier.v1.GroupInfo.settings:type_name -> courier.v1.GroupSettings
-	2,  // 55: courier.v1.GroupInfo.my_role:type_name -> courier.v1.GroupRole
-	35, // 56: courier.v1.GroupList.groups:type_name -> courier.v1.GroupInfo
-	2,  // 57: courier.v1.GroupMember.role:type_name -> courier.v1.GroupRole
-	37, // 58: courier.v1.GroupMemberList.members:type_name -> courier.v1.GroupMember
-	4,  // 59: courier.v1.GroupEvent.type:type_name -> courier.v1.GroupEventType
-	22, // 60: courier.v1.GroupEvent.settings:type_name -> courier.v1.GroupSettings
-	43, // 61: courier.v1.ContactList.contacts:type_name -> courier.v1.Contact
-	5,  // 62: courier.v1.PrivacyUpdate.presence:type_name -> courier.v1.Visibility
-	6,  // 63: courier.v1.Typing.state:type_name -> courier.v1.TypingState
-	6,  // 64: courier.v1.TypingNotice.state:type_name -> courier.v1.TypingState
-	55, // 65: courier.v1.KeyUpload.one_time_prekeys:type_name -> courier.v1.OneTimePrekey
-	57, // 66: courier.v1.UserBundles.devices:type_name -> courier.v1.DeviceBundle
-	67, // [67:67] is the sub-list for method output_type
-	67, // [67:67] is the sub-list for method input_type
-	67, // [67:67] is the sub-list for extension type_name
-	67, // [67:67] is the sub-list for extension extendee
-	0,  // [0:67] is the sub-list for field type_name
+	10, // 38: courier.v1.Send.sender_devices:type_name -> courier.v1.DeviceCiphertext
+	20, // 39: courier.v1.Deliver.entries:type_name -> courier.v1.InboxEntry
+	0,  // 40: courier.v1.InboxEntry.kind:type_name -> courier.v1.EntryKind
+	41, // 41: courier.v1.InboxEntry.group_event:type_name -> courier.v1.GroupEvent
+	1,  // 42: courier.v1.Error.code:type_name -> courier.v1.ErrorCode
+	22, // 43: courier.v1.Error.mismatch:type_name -> courier.v1.MismatchedDevices
+	3,  // 44: courier.v1.GroupSettings.send:type_name -> courier.v1.GroupPermission
+	3,  // 45: courier.v1.GroupSettings.edit_info:type_name -> courier.v1.GroupPermission
+	3,  // 46: courier.v1.GroupSettings.add_members:type_name -> courier.v1.GroupPermission
+	23, // 47: courier.v1.GroupCreate.settings:type_name -> courier.v1.GroupSettings
+	25, // 48: courier.v1.GroupUpdate.add_members:type_name -> courier.v1.GroupUserIds
+	25, // 49: courier.v1.GroupUpdate.remove_members:type_name -> courier.v1.GroupUserIds
+	25, // 50: courier.v1.GroupUpdate.promote_admins:type_name -> courier.v1.GroupUserIds
+	25, // 51: courier.v1.GroupUpdate.demote_admins:type_name -> courier.v1.GroupUserIds
+	26, // 52: courier.v1.GroupUpdate.leave:type_name -> courier.v1.GroupLeave
+	23, // 53: courier.v1.GroupUpdate.settings:type_name -> courier.v1.GroupSettings
+	36, // 54: courier.v1.GroupUpdateOk.info:type_name -> courier.v1.GroupInfo
+	29, // 55: courier.v1.GroupSend.per_device:type_name -> courier.v1.GroupDeviceCiphertext
+	23, // 56: courier.v1.GroupInfo.settings:type_name -> courier.v1.GroupSettings
+	2,  // 57: courier.v1.GroupInfo.my_role:type_name -> courier.v1.GroupRole
+	36, // 58: courier.v1.GroupList.groups:type_name -> courier.v1.GroupInfo
+	2,  // 59: courier.v1.GroupMember.role:type_name -> courier.v1.GroupRole
+	38, // 60: courier.v1.GroupMemberList.members:type_name -> courier.v1.GroupMember
+	4,  // 61: courier.v1.GroupEvent.type:type_name -> courier.v1.GroupEventType
+	23, // 62: courier.v1.GroupEvent.settings:type_name -> courier.v1.GroupSettings
+	44, // 63: courier.v1.ContactList.contacts:type_name -> courier.v1.Contact
+	5,  // 64: courier.v1.PrivacyUpdate.presence:type_name -> courier.v1.Visibility
+	6,  // 65: courier.v1.Typing.state:type_name -> courier.v1.TypingState
+	6,  // 66: courier.v1.TypingNotice.state:type_name -> courier.v1.TypingState
+	56, // 67: courier.v1.KeyUpload.one_time_prekeys:type_name -> courier.v1.OneTimePrekey
+	58, // 68: courier.v1.UserBundles.devices:type_name -> courier.v1.DeviceBundle
+	69, // [69:69] is the sub-list for method output_type
+	69, // [69:69] is the sub-list for method input_type
+	69, // [69:69] is the sub-list for extension type_name
+	69, // [69:69] is the sub-list for extension extendee
+	0,  // [0:69] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }
@@ -4960,7 +5052,7 @@ func file_wire_proto_init() {
 		(*ServerFrame_Typing)(nil),
 		(*ServerFrame_PresenceGone)(nil),
 	}
-	file_wire_proto_msgTypes[19].OneofWrappers = []any{
+	file_wire_proto_msgTypes[20].OneofWrappers = []any{
 		(*GroupUpdate_AddMembers)(nil),
 		(*GroupUpdate_RemoveMembers)(nil),
 		(*GroupUpdate_PromoteAdmins)(nil),
@@ -4976,7 +5068,7 @@ func file_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   52,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,252 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"go.mau.fi/libsignal/ecc"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/courier-im/courier/actors"
+	"github.com/courier-im/courier/persistence"
+	"github.com/courier-im/courier/protos/courierpb"
+)
+
+// The key directory: devices upload public keys, senders fetch bundles.
+// Bodies are the protobuf messages of wire.proto as JSON (protojson), or
+// binary protobuf with Content-Type application/x-protobuf.
+
+// Limits of the key directory.
+const (
+	MaxPrekeysPerUpload = 200
+	// PrekeysLowWatermark: a device whose pool falls below this gets a
+	// PREKEYS_LOW entry telling it to upload more.
+	PrekeysLowWatermark = 10
+	publicKeyLen        = 33
+	signatureLen        = 64
+)
+
+// authenticateDevice is authenticate plus a check that the device still
+// exists: an unlinked device's unexpired token opens nothing.
+func (g *Gateway) authenticateDevice(w http.ResponseWriter, r *http.Request) (Claims, bool) {
+	c, ok := g.authenticate(w, r)
+	if !ok {
+		return Claims{}, false
+	}
+	ctx, cancel := g.storeCtx(r)
+	defer cancel()
+	_, err := g.cfg.Store.GetDevice(ctx, c.UserID, c.DeviceID)
+	switch {
+	case errors.Is(err, persistence.ErrNotFound):
+		writeError(w, http.StatusUnauthorized, courierpb.ErrorCode_UNAUTHENTICATED, "this device was unlinked")
+		return Claims{}, false
+	case err != nil:
+		g.storeFailed(w, "authenticate device", err)
+		return Claims{}, false
+	}
+	return c, true
+}
+
+func readProto(w http.ResponseWriter, r *http.Request, m proto.Message) bool {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err == nil {
+		if r.Header.Get("Content-Type") == "application/x-protobuf" {
+			err = proto.Unmarshal(b, m)
+		} else {
+			err = protojson.Unmarshal(b, m)
+		}
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, courierpb.ErrorCode_INVALID_ARGUMENT, "body: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func writeProto(w http.ResponseWriter, status int, m proto.Message) {
+	b, err := protojson.Marshal(m)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, courierpb.ErrorCode_INTERNAL, err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// VerifyKeys checks a key upload: well-formed public keys, and a signed
+// prekey really signed by the identity key (XEdDSA). A forged signed prekey
+// would let a server-side attacker sit in the middle of every new session.
+func VerifyKeys(u *courierpb.KeyUpload) error {
+	if len(u.IdentityKey) != publicKeyLen || u.IdentityKey[0] != ecc.DjbType {
+		return fmt.Errorf("identity_key must be a %d-byte Curve25519 public key (type 0x05)", publicKeyLen)
+	}
+	if len(u.SignedPrekey) != publicKeyLen || u.SignedPrekey[0] != ecc.DjbType {
+		return fmt.Errorf("signed_prekey must be a %d-byte Curve25519 public key (type 0x05)", publicKeyLen)
+	}
+	if len(u.SignedPrekeySignature) != signatureLen {
+		return fmt.Errorf("signed_prekey_signature must be %d bytes", signatureLen)
+	}
+	id, err := ecc.DecodePoint(u.IdentityKey, 0)
+	if err != nil {
+		return fmt.Errorf("identity_key: %w", err)
+	}
+	var sig [signatureLen]byte
+	copy(sig[:], u.SignedPrekeySignature)
+	if !ecc.VerifySignature(id, u.SignedPrekey, sig) {
+		return errors.New("signed_prekey_signature does not verify against identity_key")
+	}
+	if len(u.OneTimePrekeys) > MaxPrekeysPerUpload {
+		return fmt.Errorf("at most %d one-time prekeys per upload", MaxPrekeysPerUpload)
+	}
+	seen := make(map[uint32]bool, len(u.OneTimePrekeys))
+	for _, k := range u.OneTimePrekeys {
+		if len(k.PublicKey) != publicKeyLen || k.PublicKey[0] != ecc.DjbType {
+			return fmt.Errorf("one-time prekey %d must be a %d-byte Curve25519 public key", k.Id, publicKeyLen)
+		}
+		if seen[k.Id] {
+			return fmt.Errorf("one-time prekey id %d appears twice", k.Id)
+		}
+		seen[k.Id] = true
+	}
+	return nil
+}
+
+// handlePutKeys is PUT /v1/keys: replace the device's identity key and
+// signed prekey, add one-time prekeys. A changed identity key is announced
+// to the user's contacts.
+func (g *Gateway) handlePutKeys(w http.ResponseWriter, r *http.Request) {
+	c, ok := g.authenticateDevice(w, r)
+	if !ok {
+		return
+	}
+	var u courierpb.KeyUpload
+	if !readProto(w, r, &u) {
+		return
+	}
+	if err := VerifyKeys(&u); err != nil {
+		writeError(w, http.StatusBadRequest, courierpb.ErrorCode_INVALID_ARGUMENT, err.Error())
+		return
+	}
+	ctx, cancel := g.storeCtx(r)
+	defer cancel()
+	prev, err := g.cfg.Store.PutDeviceKeys(ctx, c.UserID, c.DeviceID, persistence.DeviceKeys{
+		RegistrationID: u.RegistrationId, IdentityKey: u.IdentityKey,
+		SignedPrekeyID: u.SignedPrekeyId, SignedPrekey: u.SignedPrekey, SignedPrekeySignature: u.SignedPrekeySignature,
+	})
+	if err != nil {
+		g.storeFailed(w, "put keys", err)
+		return
+	}
+	if len(u.OneTimePrekeys) > 0 {
+		keys := make([]persistence.OneTimePrekey, len(u.OneTimePrekeys))
+		for i, k := range u.OneTimePrekeys {
+			keys[i] = persistence.OneTimePrekey{ID: k.Id, PublicKey: k.PublicKey}
+		}
+		if err := g.cfg.Store.AddOneTimePrekeys(ctx, c.UserID, c.DeviceID, keys); err != nil {
+			g.storeFailed(w, "add prekeys", err)
+			return
+		}
+	}
+	if prev != nil && !bytes.Equal(prev, u.IdentityKey) {
+		g.log.Info("identity key changed", "user_id", c.UserID, "device_id", c.DeviceID)
+		g.cfg.Cluster.RequestFuture(actors.UserGrainID(c.UserID), &courierpb.IdentityChanged{DeviceId: c.DeviceID}, "", g.cfg.RequestTimeout)
+	}
+	n, err := g.cfg.Store.CountOneTimePrekeys(ctx, c.UserID, c.DeviceID)
+	if err != nil {
+		g.storeFailed(w, "count prekeys", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, PrekeyCount{OneTimePrekeys: n})
+}
+
+// PrekeyCount answers PUT and GET /v1/keys.
+type PrekeyCount struct {
+	OneTimePrekeys int `json:"one_time_prekeys"`
+}
+
+// handleCountKeys is GET /v1/keys: how many one-time prekeys this device
+// has left on the server.
+func (g *Gateway) handleCountKeys(w http.ResponseWriter, r *http.Request) {
+	c, ok := g.authenticateDevice(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := g.storeCtx(r)
+	defer cancel()
+	n, err := g.cfg.Store.CountOneTimePrekeys(ctx, c.UserID, c.DeviceID)
+	if err != nil {
+		g.storeFailed(w, "count prekeys", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, PrekeyCount{OneTimePrekeys: n})
+}
+
+// handleBundles is GET /v1/keys/{user_id}: a bundle for every device of the
+// user that uploaded keys, each with one one-time prekey consumed (none when
+// the pool is empty). A device of the caller itself is left out.
+func (g *Gateway) handleBundles(w http.ResponseWriter, r *http.Request) {
+	c, ok := g.authenticateDevice(w, r)
+	if !ok {
+		return
+	}
+	target := r.PathValue("user_id")
+	ctx, cancel := g.storeCtx(r)
+	defer cancel()
+	devs, err := g.cfg.Store.ListDevices(ctx, target)
+	if err != nil {
+		g.storeFailed(w, "list devices", err)
+		return
+	}
+	if len(devs) == 0 {
+		writeError(w, http.StatusNotFound, courierpb.ErrorCode_NOT_FOUND, "no such user")
+		return
+	}
+	out := &courierpb.UserBundles{UserId: target}
+	for _, d := range devs {
+		if target == c.UserID && d.DeviceID == c.DeviceID {
+			continue
+		}
+		b, err := g.bundle(ctx, target, d.DeviceID)
+		if errors.Is(err, persistence.ErrNotFound) {
+			continue // no keys uploaded yet
+		}
+		if err != nil {
+			g.storeFailed(w, "bundle", err)
+			return
+		}
+		out.Devices = append(out.Devices, b)
+	}
+	writeProto(w, http.StatusOK, out)
+}
+
+func (g *Gateway) bundle(ctx context.Context, userID string, deviceID uint32) (*courierpb.DeviceBundle, error) {
+	k, err := g.cfg.Store.GetDeviceKeys(ctx, userID, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	b := &courierpb.DeviceBundle{
+		DeviceId: deviceID, RegistrationId: k.RegistrationID, IdentityKey: k.IdentityKey,
+		SignedPrekeyId: k.SignedPrekeyID, SignedPrekey: k.SignedPrekey, SignedPrekeySignature: k.SignedPrekeySignature,
+	}
+	otpk, ok, err := g.cfg.Store.TakeOneTimePrekey(ctx, userID, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		b.OneTimePrekeyId, b.OneTimePrekey = otpk.ID, otpk.PublicKey
+		// Tell the device when its pool crosses the watermark (and once
+		// more when it runs dry), not on every fetch below it.
+		if n, err := g.cfg.Store.CountOneTimePrekeys(ctx, userID, deviceID); err == nil && (n == PrekeysLowWatermark-1 || n == 0) {
+			g.cfg.Cluster.RequestFuture(actors.UserGrainID(userID), &courierpb.DeliverReceipt{
+				FromUserId: userID, FromDeviceId: deviceID, Kind: courierpb.EntryKind_ENTRY_KIND_PREKEYS_LOW, OnlyDeviceId: deviceID,
+			}, "", g.cfg.RequestTimeout)
+		}
+	}
+	return b, nil
+}

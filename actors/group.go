@@ -1087,6 +1087,14 @@ func (g *groupGrain) send(ctx actor.Context, msg *courierpb.SendGroupMessage) {
 		ctx.Respond(&courierpb.SendGroupMessageReply{GroupSeq: st.seq, StoredAtMs: st.storedAtMs, Duplicate: true})
 		return
 	}
+	if s.SenderKeyEpoch != 0 && s.SenderKeyEpoch != g.st.SenderKeyEpoch {
+		// Encrypted with a sender key from before the last membership
+		// change: a removed member could still read it, and a new one
+		// could not. The sender rotates its key and resends.
+		fail(&courierpb.Error{Code: courierpb.ErrorCode_SENDER_KEY_STALE,
+			Message: fmt.Sprintf("sender_key_epoch %d is stale, the group is at %d: rotate the sender key and resend with the same client_msg_id", s.SenderKeyEpoch, g.st.SenderKeyEpoch)})
+		return
+	}
 	seq, err := g.nextSeq()
 	if err != nil {
 		fail(storeError(err))

@@ -139,6 +139,9 @@ const (
 	ErrorCode_GROUP_FULL ErrorCode = 16
 	// Only a group admin may do this.
 	ErrorCode_NOT_ADMIN ErrorCode = 17
+	// A group message was encrypted for an old sender-key epoch (the
+	// membership changed since): rotate the sender key and resend.
+	ErrorCode_SENDER_KEY_STALE ErrorCode = 18
 )
 
 // Enum value maps for ErrorCode.
@@ -162,6 +165,7 @@ var (
 		15: "MISMATCHED_DEVICES",
 		16: "GROUP_FULL",
 		17: "NOT_ADMIN",
+		18: "SENDER_KEY_STALE",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED": 0,
@@ -182,6 +186,7 @@ var (
 		"MISMATCHED_DEVICES":     15,
 		"GROUP_FULL":             16,
 		"NOT_ADMIN":              17,
+		"SENDER_KEY_STALE":       18,
 	}
 )
 
@@ -4800,7 +4805,7 @@ const file_wire_proto_rawDesc = "" +
 	"\x15ENTRY_KIND_GROUP_READ\x10\b\x12\x1f\n" +
 	"\x1bENTRY_KIND_IDENTITY_CHANGED\x10\t\x12\x1a\n" +
 	"\x16ENTRY_KIND_PREKEYS_LOW\x10\n" +
-	"*\xd3\x02\n" +
+	"*\xe9\x02\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tBAD_FRAME\x10\x01\x12\x11\n" +
@@ -4822,7 +4827,8 @@ const file_wire_proto_rawDesc = "" +
 	"\x12MISMATCHED_DEVICES\x10\x0f\x12\x0e\n" +
 	"\n" +
 	"GROUP_FULL\x10\x10\x12\r\n" +
-	"\tNOT_ADMIN\x10\x11*l\n" +
+	"\tNOT_ADMIN\x10\x11\x12\x14\n" +
+	"\x10SENDER_KEY_STALE\x10\x12*l\n" +
 	"\tGroupRole\x12\x1a\n" +
 	"\x16GROUP_ROLE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11GROUP_ROLE_MEMBER\x10\x01\x12\x14\n" +

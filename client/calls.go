@@ -290,6 +290,10 @@ func WithClientMsgID(id string) SendOption {
 type PendingSend struct {
 	id string
 	cl *call
+	// resend, when set, starts the send again after a failure it can fix
+	// (an encrypted send whose device set was stale) and reports whether it
+	// did.
+	resend func() bool
 }
 
 // ClientMsgID is the id the message is sent with.
@@ -301,6 +305,9 @@ func (p *PendingSend) Done() <-chan struct{} { return p.cl.done }
 // Result waits for the outcome.
 func (p *PendingSend) Result() (SendResult, error) {
 	<-p.cl.done
+	for p.cl.err != nil && p.resend != nil && p.resend() {
+		<-p.cl.done
+	}
 	if p.cl.err != nil {
 		return SendResult{ClientMsgID: p.id}, p.cl.err
 	}
@@ -312,7 +319,10 @@ func (p *PendingSend) Result() (SendResult, error) {
 }
 
 // Send stores ciphertext in every device inbox of toUserID and returns on
-// the single tick. It picks a client_msg_id (UUIDv7) and, on a retryable
+// the single tick. With WithE2EE, ciphertext is the plaintext: the SDK
+// encrypts it for each of the recipient's devices and the sender's other
+// devices, and handles MISMATCHED_DEVICES by fetching fresh bundles and
+// resending with the same client_msg_id. It picks a client_msg_id (UUIDv7) and, on a retryable
 // error, a request timeout or a reconnect, sends again with the same id
 // until ctx ends, so the message is stored exactly once. Other server
 // refusals are returned as *Error.
@@ -339,9 +349,11 @@ func (c *Client) SendAsync(ctx context.Context, toUserID string, ciphertext []by
 		s.ClientMsgId = newMsgID()
 	}
 	if err := validateSend(s); err != nil {
-		cl := &call{frame: &courierpb.ClientFrame{}, done: make(chan struct{}), err: err}
-		close(cl.done)
-		return &PendingSend{id: s.ClientMsgId, cl: cl}
+		return &PendingSend{id: s.ClientMsgId, cl: failedCall(err)}
+	}
+	if c.enc != nil {
+		// ciphertext is the plaintext: it is encrypted per device here.
+		return c.sendEncrypted(ctx, s, ciphertext)
 	}
 	return &PendingSend{id: s.ClientMsgId, cl: c.start(ctx, &courierpb.ClientFrame_Send{Send: s}, true)}
 }

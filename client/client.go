@@ -78,6 +78,10 @@ type Client struct {
 	presence     chan PresenceEvent
 	typing       chan TypingEvent
 	presenceSubs map[string]bool // guarded by mu
+
+	// enc is the end-to-end encryption state (encrypted.go); nil without
+	// WithE2EE.
+	enc *encryption
 }
 
 // Dial signs the device in (POST /v1/token), opens its session and returns
@@ -140,6 +144,16 @@ func Dial(ctx context.Context, creds Credentials, opts ...Option) (*Client, erro
 		c.dialer.Subprotocols = []string{subprotocolJSON}
 	}
 	c.acks.handed, c.acks.acked, c.queuedSeq = cfg.resumeAfter, cfg.resumeAfter, cfg.resumeAfter
+	if cfg.e2eeFile != "" {
+		if creds.UserID == "" {
+			return nil, errors.New("end-to-end encryption needs credentials with a user id")
+		}
+		// Opened before anything is received, so every entry is decrypted.
+		if c.enc, err = openEncryption(cfg.e2eeFile, creds); err != nil {
+			c.cancel()
+			return nil, fmt.Errorf("end-to-end encryption: %w", err)
+		}
+	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 
 	var cn *conn
@@ -173,6 +187,12 @@ func Dial(ctx context.Context, creds Credentials, opts ...Option) (*Client, erro
 	if err := c.waitFirst(ctx); err != nil {
 		_ = c.Close()
 		return nil, err
+	}
+	if c.enc != nil {
+		if err := c.publishKeys(ctx); err != nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("end-to-end encryption: %w", err)
+		}
 	}
 	return c, nil
 }
@@ -289,6 +309,9 @@ func (c *Client) Close() error {
 		c.wg.Wait()
 		if c.cfg.httpClient != sharedHTTP {
 			c.cfg.httpClient.CloseIdleConnections()
+		}
+		if c.enc != nil {
+			_ = c.enc.dev.Close()
 		}
 	})
 	return nil
@@ -622,7 +645,7 @@ func (c *Client) dispatch() {
 		}
 		dup := (e.Kind == courierpb.EntryKind_ENTRY_KIND_MESSAGE || e.Kind == courierpb.EntryKind_ENTRY_KIND_GROUP_MESSAGE) &&
 			e.ClientMsgID != "" && c.dedupe.seen(msgKey{from: e.FromUserID, id: e.ClientMsgID})
-		if !dup {
+		if !dup && c.open(&e) {
 			select {
 			case c.out <- e:
 			case <-c.stopDispatch:

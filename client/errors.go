@@ -26,6 +26,9 @@ type Error struct {
 	Retryable bool
 	// HTTPStatus is the status of an HTTP API answer; 0 for socket errors.
 	HTTPStatus int
+	// Mismatch is set with MISMATCHED_DEVICES: which devices of which user
+	// a per-device send missed or named wrongly.
+	Mismatch *courierpb.MismatchedDevices
 }
 
 func (e *Error) Error() string {
@@ -48,7 +51,7 @@ func IsCode(err error, code courierpb.ErrorCode) bool {
 }
 
 func errorFromProto(p *courierpb.Error) *Error {
-	return &Error{Code: p.GetCode(), Message: p.GetMessage(), Retryable: p.GetRetryable()}
+	return &Error{Code: p.GetCode(), Message: p.GetMessage(), Retryable: p.GetRetryable(), Mismatch: p.GetMismatch()}
 }
 
 // errorFromHTTP reads the API's {"code","message"} body of a non-2xx answer.

@@ -290,7 +290,25 @@ func WithGroupClientMsgID(id string) GroupSendOption {
 // delivers it to every member in the background. Like Send, it retries
 // with the same client_msg_id until ctx ends, so the message is stored
 // once.
+//
+// With WithE2EE, ciphertext is the plaintext: it is encrypted under this
+// device's sender key for the group's current epoch (distributed to the
+// members first when new) and the epoch is rotated automatically when the
+// membership changed.
 func (c *Client) SendGroup(ctx context.Context, groupID string, ciphertext []byte, opts ...GroupSendOption) (SendResult, error) {
+	if c.enc != nil {
+		s := &courierpb.GroupSend{GroupId: groupID}
+		for _, o := range opts {
+			o(s)
+		}
+		if s.ClientMsgId == "" {
+			s.ClientMsgId = newMsgID()
+		}
+		if err := validateGroupSend(&courierpb.GroupSend{GroupId: groupID, ClientMsgId: s.ClientMsgId, ContentType: s.ContentType, Ciphertext: ciphertext}); err != nil {
+			return SendResult{ClientMsgID: s.ClientMsgId}, err
+		}
+		return c.sendGroupEncrypted(ctx, s, ciphertext)
+	}
 	return c.SendGroupAsync(ctx, groupID, ciphertext, opts...).Result()
 }
 
@@ -304,10 +322,12 @@ func (c *Client) SendGroupAsync(ctx context.Context, groupID string, ciphertext 
 		s.ClientMsgId = newMsgID()
 	}
 	if err := validateGroupSend(s); err != nil {
-		cl := &call{frame: &courierpb.ClientFrame{}, done: make(chan struct{}), err: err}
-		close(cl.done)
-		return &PendingSend{id: s.ClientMsgId, cl: cl}
+		return &PendingSend{id: s.ClientMsgId, cl: failedCall(err)}
 	}
+	return c.groupSendFrame(ctx, s)
+}
+
+func (c *Client) groupSendFrame(ctx context.Context, s *courierpb.GroupSend) *PendingSend {
 	return &PendingSend{id: s.ClientMsgId, cl: c.start(ctx, &courierpb.ClientFrame_GroupSend{GroupSend: s}, true)}
 }
 

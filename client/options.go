@@ -41,6 +41,7 @@ type config struct {
 	maxBackoff     time.Duration
 	resumeAfter    uint64
 	servers        []string
+	e2eeFile       string
 }
 
 // WithTLSConfig sets the TLS configuration of https and wss connections.

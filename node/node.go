@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/courier-im/courier/actors"
@@ -146,6 +147,7 @@ type Node struct {
 	// push sends pushes to offline devices (nil without a webhook).
 	push       *push.Dispatcher
 	deadLetter *os.File
+	closed     atomic.Bool
 }
 
 // Start opens the store, starts the cluster and serves the gateway.
@@ -446,6 +448,11 @@ func (n *Node) Gateway() *gateway.Gateway { return n.gateway }
 // Close shuts the node down gracefully: sessions are closed with 1001 so
 // clients reconnect, grains stop, and the store is flushed and closed.
 func (n *Node) Close(ctx context.Context) error {
+	// A second Close (a test's cleanup after an explicit restart) finds
+	// nothing left to do.
+	if !n.closed.CompareAndSwap(false, true) {
+		return nil
+	}
 	var errs []error
 	if n.stopBg != nil {
 		n.stopBg()

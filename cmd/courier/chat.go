@@ -250,7 +250,10 @@ func (f *chatFlags) dial(ctx context.Context) (*client.Client, *names, error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	c, err := client.Dial(dctx, creds, f.options()...)
+	// End-to-end encrypted: the device's Signal keys and sessions live next
+	// to its profile, and the server only ever relays ciphertext.
+	keys := strings.TrimSuffix(path, filepath.Ext(path)) + ".keys"
+	c, err := client.Dial(dctx, creds, append(f.options(), client.WithE2EE(keys))...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to %s as %s: %w", creds.BaseURL, creds.Handle, err)
 	}
@@ -414,9 +417,13 @@ func printEntry(w io.Writer, e client.Entry, n *names) {
 	at := e.SentAt.Local().Format(time.TimeOnly)
 	switch e.Kind {
 	case courierpb.EntryKind_ENTRY_KIND_MESSAGE:
-		fmt.Fprintf(w, "[%s] %s: %s\n", at, n.name(e.FromUserID), text(e.Ciphertext))
+		fmt.Fprintf(w, "[%s] %s: %s\n", at, n.name(e.FromUserID), body(e))
 	case courierpb.EntryKind_ENTRY_KIND_SENT_TRANSCRIPT:
-		fmt.Fprintf(w, "[%s] you → %s: %s\n", at, n.name(e.ToUserID), text(e.Ciphertext))
+		fmt.Fprintf(w, "[%s] you → %s: %s\n", at, n.name(e.ToUserID), body(e))
+	case courierpb.EntryKind_ENTRY_KIND_IDENTITY_CHANGED:
+		fmt.Fprintf(w, "[%s] ⚠ %s's safety number changed (device %d has a new identity key)\n", at, n.name(e.FromUserID), e.FromDeviceID)
+	case courierpb.EntryKind_ENTRY_KIND_PREKEYS_LOW:
+		// The client uploads more keys by itself.
 	case courierpb.EntryKind_ENTRY_KIND_DELIVERED:
 		for _, id := range e.ReceiptFor {
 			fmt.Fprintf(w, "✓✓ delivered %s (to %s)\n", id, n.name(e.FromUserID))
@@ -430,6 +437,18 @@ func printEntry(w io.Writer, e client.Entry, n *names) {
 		printGroupEntry(w, e, n)
 	default:
 		fmt.Fprintf(w, "[%s] entry %d of kind %v from %s\n", at, e.Seq, e.Kind, n.name(e.FromUserID))
+	}
+}
+
+// body is what a message says: its decrypted text, or why it has none.
+func body(e client.Entry) string {
+	switch {
+	case e.DecryptErr != nil:
+		return "⚠ cannot decrypt: " + e.DecryptErr.Error()
+	case e.Plaintext != nil:
+		return text(e.Plaintext)
+	default:
+		return text(e.Ciphertext)
 	}
 }
 

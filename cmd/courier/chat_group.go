@@ -323,7 +323,7 @@ func printGroupEntry(w io.Writer, e client.Entry, n *names) {
 	}
 	switch e.Kind {
 	case courierpb.EntryKind_ENTRY_KIND_GROUP_MESSAGE:
-		fmt.Fprintf(w, "[%s] #%s %s: %s\n", at, g, n.name(e.FromUserID), text(e.Ciphertext))
+		fmt.Fprintf(w, "[%s] #%s %s: %s\n", at, g, n.name(e.FromUserID), body(e))
 	case courierpb.EntryKind_ENTRY_KIND_GROUP_DELIVERED:
 		for _, id := range e.ReceiptFor {
 			fmt.Fprintf(w, "✓✓ delivered to everyone in #%s: %s\n", g, id)

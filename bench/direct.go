@@ -2,21 +2,13 @@ package bench
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/tls"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/courier-im/courier/client"
 )
@@ -32,12 +24,20 @@ type DirectConfig struct {
 	Pairs int
 	// Messages each sender sends (default 100).
 	Messages int
-	// Window is how many sends each sender keeps in flight (default 8).
+	// Window is how many sends each sender keeps in flight in closed loop
+	// (default 8).
 	Window int
+	// Rate, when positive, switches to open loop: the senders together send
+	// Rate messages a second on a fixed schedule, whatever the server's
+	// answers, and latency counts from the scheduled send time.
+	Rate float64
 	// PayloadSize is the ciphertext size in bytes (default 64, at least 16).
 	PayloadSize int
 	// DurationLimit bounds the whole run (0: no bound but ctx).
 	DurationLimit time.Duration
+	// StallTimeout gives up waiting for the last deliveries when none
+	// arrived for this long after the last send (default 1 min).
+	StallTimeout time.Duration
 	// Concurrency bounds registrations and connects in flight (default 64).
 	Concurrency int
 	// CAFile trusts a private CA for https/wss.
@@ -48,408 +48,199 @@ type DirectConfig struct {
 	AckInterval time.Duration
 	// Logger receives SDK logs (default: discard).
 	Logger *slog.Logger
-	// Progress receives one line per phase (nil: quiet).
+	// Progress receives phase lines and a progress bar (a terminal) or
+	// periodic progress lines (anything else); nil: quiet.
 	Progress io.Writer
+	// ProgressInterval is the period of plain progress lines (default 2s).
+	ProgressInterval time.Duration
 }
 
 func (c DirectConfig) withDefaults() (DirectConfig, error) {
 	if c.URL == "" {
 		return c, errors.New("bench: a server URL is required")
 	}
-	if c.Pairs == 0 {
-		c.Pairs = 100
-	}
-	if c.Messages == 0 {
-		c.Messages = 100
-	}
-	if c.Window == 0 {
-		c.Window = 8
-	}
-	if c.PayloadSize == 0 {
-		c.PayloadSize = 64
-	}
-	if c.Concurrency == 0 {
-		c.Concurrency = 64
-	}
+	c.Pairs = orDefault(c.Pairs, 100)
+	c.Messages = orDefault(c.Messages, 100)
+	c.Window = orDefault(c.Window, 8)
+	c.PayloadSize = orDefault(c.PayloadSize, 64)
+	c.Concurrency = orDefault(c.Concurrency, 64)
 	switch {
-	case c.Pairs < 0 || c.Messages < 0 || c.Window < 0 || c.Concurrency < 0:
-		return c, errors.New("bench: pairs, messages, window and concurrency must be positive")
+	case c.Pairs < 0 || c.Messages < 0 || c.Window < 0 || c.Concurrency < 0 || c.Rate < 0:
+		return c, errors.New("bench: pairs, messages, window, rate and concurrency must be positive")
 	case c.PayloadSize < payloadHeader:
 		return c, fmt.Errorf("bench: payload size must be at least %d bytes", payloadHeader)
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return c, nil
 }
 
-// The payload starts with the send time (unix ns), the sender's sequence
-// number and the pair index; the rest is filler.
-const payloadHeader = 16
+func (c DirectConfig) net() netConfig {
+	return netConfig{URL: c.URL, Concurrency: c.Concurrency, CAFile: c.CAFile, JSON: c.JSON, AckInterval: c.AckInterval, Logger: c.Logger}
+}
 
-// pair is one sender and its receiver, and what each observed. Sender
-// fields belong to the sender goroutine, receiver fields to the receiver
-// goroutine, until the run joins them.
-type pair struct {
-	index    int
-	senderID string
-
-	// Sender side.
-	acked    []bool
-	sent     int64
-	sendErrs int64
-	sentDone atomic.Int64 // sent, published when the sender is done (-1 before)
-
-	// Receiver side.
-	got       []bool
-	ids       map[string]struct{}
-	latUS     []int64
-	maxSeq    int
-	dups      int64
-	reordered int64
-	foreign   int64
-	count     atomic.Int64 // distinct messages received
-	lastAt    atomic.Int64 // unix ns of the last one
-
-	receipts atomic.Int64 // delivered receipts the sender saw (message ids)
+func orDefault[T int | float64 | time.Duration](v, def T) T {
+	if v == 0 {
+		return def
+	}
+	return v
 }
 
 // Direct runs the direct-messaging scenario and reports what was delivered.
 // It returns an error only when the run could not be set up; delivery
-// problems are in the report (see Report.OK).
+// problems are in the report (see Report.OK). When ctx ends during the
+// run, the report holds what was measured until then (Interrupted).
 func Direct(ctx context.Context, cfg DirectConfig) (*Report, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	if cfg.DurationLimit > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, cfg.DurationLimit)
-		defer cancel()
+	run := newRun(ctx, cfg.DurationLimit)
+	defer run.cancel()
+	con := newConsole(cfg.Progress, cfg.ProgressInterval)
+	f, err := newFleet(cfg.net(), con)
+	if err != nil {
+		return nil, err
 	}
-	progress := func(format string, args ...any) {
-		if cfg.Progress != nil {
-			fmt.Fprintf(cfg.Progress, "bench: "+format+"\n", args...)
-		}
-	}
-	var bases []string
-	for _, u := range strings.Split(cfg.URL, ",") {
-		base, err := client.BaseURL(u)
-		if err != nil {
-			return nil, err
-		}
-		bases = append(bases, base)
-	}
-	var tlsConf *tls.Config
-	if cfg.CAFile != "" {
-		if tlsConf, err = client.TLSConfigWithCA(cfg.CAFile); err != nil {
-			return nil, err
-		}
-	}
-	hc := client.NewHTTPClient(tlsConf, cfg.Concurrency)
-	defer hc.CloseIdleConnections()
-	opts := []client.Option{client.WithHTTPClient(hc), client.WithLogger(cfg.Logger)}
-	if tlsConf != nil {
-		opts = append(opts, client.WithTLSConfig(tlsConf))
-	}
-	if cfg.JSON {
-		opts = append(opts, client.WithJSON())
-	}
-	if cfg.AckInterval > 0 {
-		opts = append(opts, client.WithAckInterval(cfg.AckInterval))
-	}
+	defer f.close()
 
 	setupStart := time.Now()
 	users := 2 * cfg.Pairs
-	runID := make([]byte, 4)
-	_, _ = rand.Read(runID)
-	prefix := "bench-" + hex.EncodeToString(runID)
-	progress("registering %d users at %s", users, strings.Join(bases, ", "))
-	creds := make([]client.Credentials, users)
-	err = forEach(ctx, users, cfg.Concurrency, func(ctx context.Context, i int) error {
-		var err error
-		for attempt := range 5 {
-			creds[i], err = client.Register(ctx, bases[i%len(bases)], fmt.Sprintf("%s-%d", prefix, i), opts...)
-			if err == nil || !retryable(err) {
-				return err
-			}
-			sleep(ctx, time.Duration(50<<attempt)*time.Millisecond)
-		}
-		return err
-	})
+	creds, err := f.register(run.ctx, users)
 	if err != nil {
-		return nil, fmt.Errorf("bench: register: %w", err)
+		return nil, run.setupErr(err)
 	}
-	// Client i starts on the gateway it registered at (i mod n; its
-	// BaseURL); the others are its fail-overs.
-	dialOpts := append(slices.Clip(opts), client.WithServers(bases...))
-	progress("connecting %d clients", users)
-	clients := make([]*client.Client, users)
-	defer closeAll(clients, cfg.Concurrency)
-	err = forEach(ctx, users, cfg.Concurrency, func(ctx context.Context, i int) error {
-		dctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		var err error
-		clients[i], err = client.Dial(dctx, creds[i], dialOpts...)
-		return err
-	})
+	clients, err := f.dial(run.ctx, creds, 0)
 	if err != nil {
-		return nil, fmt.Errorf("bench: connect: %w", err)
+		return nil, run.setupErr(err)
 	}
+	defer closeAll(clients, f.conc)
 	setup := time.Since(setupStart)
 
-	pairs := make([]*pair, cfg.Pairs)
-	for i := range pairs {
-		p := &pair{
-			index:    i,
-			senderID: creds[2*i].UserID,
-			acked:    make([]bool, cfg.Messages),
-			got:      make([]bool, cfg.Messages),
-			ids:      make(map[string]struct{}, cfg.Messages),
-			latUS:    make([]int64, 0, cfg.Messages),
-			maxSeq:   -1,
-		}
-		p.sentDone.Store(-1)
-		pairs[i] = p
-	}
+	// User 2i sends to user 2i+1 on stream i.
+	receivers := func(k streamKey) []int { return []int{int(k.conv)} }
+	inboxes := make([]*inbox, users)
+	start := time.Now()
+	rec := newRecorder(start)
+	var receipts atomic.Int64
 	var readers sync.WaitGroup
-	for i, p := range pairs {
+	for i := range cfg.Pairs {
+		in := newInbox()
+		inboxes[2*i+1] = in
+		from := creds[2*i].UserID
+		classify := func(e client.Entry, h header) (streamKey, bool) {
+			ok := e.IsMessage() && e.FromUserID == from && int(h.stream) == i && int(h.seq) < cfg.Messages
+			return streamKey{from: int32(2 * i), conv: directConv(2*i + 1)}, ok
+		}
 		readers.Add(2)
-		go func() { defer readers.Done(); p.receive(clients[2*i+1], cfg.Messages) }()
-		go func() { defer readers.Done(); p.countReceipts(clients[2*i]) }()
+		go func() { defer readers.Done(); receive(clients[2*i+1], in, classify, latencyTo(rec, i), nil) }()
+		go func() { defer readers.Done(); countReceipts(clients[2*i], &receipts) }()
 	}
 
-	progress("sending %d messages (%d pairs x %d, window %d)", cfg.Pairs*cfg.Messages, cfg.Pairs, cfg.Messages, cfg.Window)
-	start := time.Now()
+	window, mode := cfg.Window, "closed-loop"
+	if cfg.Rate > 0 {
+		window, mode = 0, "open-loop"
+	}
+	con.say("sending %d messages (%d pairs x %d, %s)", cfg.Pairs*cfg.Messages, cfg.Pairs, cfg.Messages, mode)
+	ackers := make([]*acker, cfg.Pairs)
 	var senders sync.WaitGroup
-	for i, p := range pairs {
+	for i := range cfg.Pairs {
+		a := newAcker(window)
+		ackers[i] = a
+		c, to := clients[2*i], creds[2*i+1].UserID
+		p := openLoop(start, cfg.Rate, i, cfg.Pairs)
 		senders.Add(1)
 		go func() {
 			defer senders.Done()
-			p.send(ctx, clients[2*i], creds[2*i+1].UserID, cfg)
+			// A context per sender keeps the SDK's per-send cancellation
+			// hooks off one shared, contended parent.
+			ctx, cancel := context.WithCancel(run.ctx)
+			defer cancel()
+			sendStream(ctx, a, p, streamKey{from: int32(2 * i), conv: directConv(2*i + 1)}, uint32(i), cfg.Messages, cfg.PayloadSize,
+				func(ctx context.Context, b []byte) *client.PendingSend { return c.SendAsync(ctx, to, b) })
+			a.close()
 		}()
 	}
+	total := int64(cfg.Pairs * cfg.Messages)
+	m := con.track("sending", func() status {
+		sent, _ := sentOf(ackers)
+		return status{Done: sumDistinct(inboxes), Total: total, Unit: "msgs delivered", Extra: fmt.Sprintf("%d acked", sent)}
+	})
 	senders.Wait()
-	timedOut := !waitDelivered(ctx, pairs)
+	caughtUp := run.settle(inboxes, expectedPer(allStreams(ackers), receivers, users), cfg.stall())
+	m.Stop()
 	end := time.Now()
-	if last := lastReceipt(pairs); !last.IsZero() && !timedOut {
+	if last := lastArrival(inboxes); !last.IsZero() && caughtUp {
 		end = last
 	}
-	// Late duplicates would show up now.
-	sleep(context.Background(), 200*time.Millisecond)
-
-	var reconnects int64
-	for _, c := range clients {
-		reconnects += c.Reconnects()
+	if caughtUp {
+		sleep(run.ctx, lateDuplicates) // late duplicates would show up now
 	}
-	progress("closing %d clients", users)
-	closeAll(clients, cfg.Concurrency)
+	reconnects := reconnectsOf(clients)
+	con.say("closing %d clients", users)
+	closeAll(clients, f.conc)
 	readers.Wait()
 
-	r := &Report{Scenario: "direct", Pairs: cfg.Pairs, Messages: cfg.Messages, Window: cfg.Window, TimedOut: timedOut, Reconnects: reconnects}
-	h := hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3)
-	for _, p := range pairs {
-		r.Sent += p.sent
-		r.SendErrors += p.sendErrs
-		r.Duplicates += p.dups
-		r.Reordered += p.reordered
-		r.Foreign += p.foreign
-		r.DeliveredReceipts += p.receipts.Load()
-		for seq, ok := range p.got {
-			if ok {
-				r.Delivered++
-			} else if p.acked[seq] {
-				r.Lost++
-			}
-		}
-		for _, us := range p.latUS {
-			_ = h.RecordValue(max(us, 1))
-		}
+	r := &Report{Scenario: "direct", Pairs: cfg.Pairs, Messages: cfg.Messages, Window: window, Mode: mode, Rate: cfg.Rate,
+		Gateways: f.bases, Reconnects: reconnects, DeliveredReceipts: receipts.Load(), LatencyOf: latencyOf(mode)}
+	r.Sent, r.SendErrors = sentOf(ackers)
+	if err := lastErrOf(ackers); err != nil {
+		r.LastSendError = err.Error()
 	}
+	r.setTally(account(allStreams(ackers), receivers, inboxes))
 	r.SetupSec = setup.Seconds()
-	r.ElapsedSec = end.Sub(start).Seconds()
-	if r.ElapsedSec > 0 {
-		r.MsgsPerSec = float64(r.Delivered) / r.ElapsedSec
-	}
+	r.setElapsed(end.Sub(start), r.Delivered)
+	h, tl := rec.result()
 	r.setLatency(h)
+	r.setTimeline("deliveries", tl)
+	run.finish(r, caughtUp)
 	return r, nil
 }
 
-// send sends the pair's messages in order, keeping up to Window in flight.
-func (p *pair) send(ctx context.Context, c *client.Client, to string, cfg DirectConfig) {
-	// A context per sender keeps the SDK's per-send cancellation hooks off
-	// one shared, contended parent.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type slot struct {
-		ps  *client.PendingSend
-		seq int
+// lateDuplicates is how long a run listens on after the last delivery.
+const lateDuplicates = 200 * time.Millisecond
+
+func (c DirectConfig) stall() time.Duration { return orDefault(c.StallTimeout, defaultStall) }
+
+const defaultStall = time.Minute
+
+func latencyOf(mode string) string {
+	if mode == "open-loop" {
+		return "scheduled send to receive"
 	}
-	ring := make([]slot, cfg.Window)
-	head, n := 0, 0
-	wait := func() {
-		s := ring[head]
-		if _, err := s.ps.Result(); err == nil {
-			p.acked[s.seq] = true
-			p.sent++
-		} else {
-			p.sendErrs++
-		}
-		ring[head] = slot{}
-		head = (head + 1) % len(ring)
-		n--
-	}
-	for i := 0; i < cfg.Messages; i++ {
-		if ctx.Err() != nil {
-			p.sendErrs += int64(cfg.Messages - i)
-			break
-		}
-		if n == len(ring) {
-			wait()
-		}
-		buf := make([]byte, cfg.PayloadSize)
-		binary.LittleEndian.PutUint32(buf[8:], uint32(i))
-		binary.LittleEndian.PutUint32(buf[12:], uint32(p.index))
-		binary.LittleEndian.PutUint64(buf[0:], uint64(time.Now().UnixNano()))
-		ring[(head+n)%len(ring)] = slot{ps: c.SendAsync(ctx, to, buf), seq: i}
-		n++
-	}
-	for n > 0 {
-		wait()
-	}
-	p.sentDone.Store(p.sent)
+	return "send to receive"
 }
 
-// receive checks every message the receiver gets until its client closes.
-func (p *pair) receive(c *client.Client, messages int) {
-	for e := range c.Entries() {
-		if !e.IsMessage() {
-			continue
-		}
-		now := time.Now().UnixNano()
-		ct := e.Ciphertext
-		if len(ct) < payloadHeader || e.FromUserID != p.senderID || int(binary.LittleEndian.Uint32(ct[12:])) != p.index {
-			p.foreign++
-			continue
-		}
-		seq := int(binary.LittleEndian.Uint32(ct[8:]))
-		if seq >= messages {
-			p.foreign++
-			continue
-		}
-		if _, dup := p.ids[e.ClientMsgID]; dup || p.got[seq] {
-			p.dups++
-			continue
-		}
-		p.ids[e.ClientMsgID] = struct{}{}
-		p.got[seq] = true
-		if seq < p.maxSeq {
-			p.reordered++
-		} else {
-			p.maxSeq = seq
-		}
-		p.latUS = append(p.latUS, (now-int64(binary.LittleEndian.Uint64(ct)))/1000)
-		p.count.Add(1)
-		p.lastAt.Store(now)
-	}
-}
-
-// countReceipts drains the sender's inbox (delivered receipts), which it
+// countReceipts drains a sender's inbox (delivered receipts), which it
 // must read anyway so the SDK acknowledges them.
-func (p *pair) countReceipts(c *client.Client) {
+func countReceipts(c *client.Client, n *atomic.Int64) {
 	for e := range c.Entries() {
 		if e.IsDelivered() {
-			p.receipts.Add(int64(len(e.ReceiptFor)))
+			n.Add(int64(len(e.ReceiptFor)))
 		}
 	}
 }
 
-// waitDelivered waits until every receiver has every message its sender
-// got acknowledged; false when ctx ended first.
-func waitDelivered(ctx context.Context, pairs []*pair) bool {
-	t := time.NewTicker(5 * time.Millisecond)
-	defer t.Stop()
-	next := 0
-	for {
-		for next < len(pairs) {
-			p := pairs[next]
-			sent := p.sentDone.Load()
-			if sent < 0 || p.count.Load() < sent {
-				break
-			}
-			next++
-		}
-		if next == len(pairs) {
-			return true
-		}
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return false
+// sentOf sums what the ackers counted so far.
+func sentOf(ackers []*acker) (sent, errs int64) {
+	for _, a := range ackers {
+		if a != nil {
+			sent += a.sent.Load()
+			errs += a.errs.Load()
 		}
 	}
+	return sent, errs
 }
 
-func lastReceipt(pairs []*pair) time.Time {
-	var last int64
-	for _, p := range pairs {
-		last = max(last, p.lastAt.Load())
-	}
-	if last == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, last)
+func (r *Report) setTally(t tally) {
+	r.Expected, r.Delivered, r.Lost = t.expected, t.delivered, t.lost
+	r.Duplicates, r.Reordered, r.Foreign = t.dups, t.reordered, t.foreign
 }
 
-// forEach runs fn for 0..n-1 with at most limit at once and stops at the
-// first error.
-func forEach(ctx context.Context, n, limit int, fn func(ctx context.Context, i int) error) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	sem := make(chan struct{}, max(limit, 1))
-	var wg sync.WaitGroup
-	for i := 0; i < n; i++ {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if err := fn(ctx, i); err != nil {
-				cancel(fmt.Errorf("#%d: %w", i, err))
-			}
-		}()
-	}
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
-		return err
-	}
-	return nil
-}
-
-func closeAll(clients []*client.Client, limit int) {
-	_ = forEach(context.Background(), len(clients), limit, func(_ context.Context, i int) error {
-		if clients[i] != nil {
-			_ = clients[i].Close()
-		}
-		return nil
-	})
-}
-
-func retryable(err error) bool {
-	var e *client.Error
-	return errors.As(err, &e) && e.Retryable
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
+// setElapsed sets the run time and the per-second rates: msgs is what
+// msgs_per_sec counts.
+func (r *Report) setElapsed(d time.Duration, msgs int64) {
+	r.ElapsedSec = d.Seconds()
+	if r.ElapsedSec > 0 {
+		r.MsgsPerSec = float64(msgs) / r.ElapsedSec
+		r.DeliveriesPerSec = float64(r.Delivered) / r.ElapsedSec
 	}
 }

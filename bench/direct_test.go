@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,11 +36,24 @@ func TestDirectScenarioReportsNoLoss(t *testing.T) {
 	var text bytes.Buffer
 	_ = r.WriteText(&text)
 	t.Log("\n" + text.String())
-	if !r.OK() || r.Sent != 20*50 || r.Delivered != r.Sent || r.Lost != 0 || r.Duplicates != 0 || r.Reordered != 0 {
+	if !r.OK() || r.Sent != 20*50 || r.Delivered != r.Sent || r.Expected != r.Sent || r.Lost != 0 || r.Duplicates != 0 || r.Reordered != 0 {
 		t.Fatalf("report not clean: %s", r.Problem())
 	}
 	if r.MsgsPerSec <= 0 || r.P50Ms <= 0 || r.P99Ms < r.P50Ms || r.P999Ms < r.P99Ms {
 		t.Fatalf("implausible figures: %+v", r)
+	}
+	if h := r.LatencyHistogram(); h == nil || h.TotalCount() != r.Delivered {
+		t.Fatalf("the histogram does not count every delivery")
+	}
+	var tl int64
+	for _, c := range r.Timeline.Counts {
+		tl += c
+	}
+	if tl != r.Delivered || r.Timeline.Of != "deliveries" {
+		t.Fatalf("timeline counts %d %s, delivered %d", tl, r.Timeline.Of, r.Delivered)
+	}
+	if !strings.Contains(progress.String(), "bench: sending") {
+		t.Fatalf("no progress lines:\n%s", progress.String())
 	}
 
 	var js bytes.Buffer
@@ -49,13 +64,15 @@ func TestDirectScenarioReportsNoLoss(t *testing.T) {
 	if err := json.Unmarshal(js.Bytes(), &m); err != nil {
 		t.Fatalf("report JSON %q: %v", js.String(), err)
 	}
-	for _, k := range []string{"sent", "delivered", "lost", "duplicates", "reordered", "msgs_per_sec", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "elapsed_sec", "pairs", "messages"} {
+	for _, k := range []string{"scenario", "pairs", "messages", "window", "sent", "send_errors", "delivered", "lost", "duplicates",
+		"reordered", "foreign", "delivered_receipts", "reconnects", "setup_sec", "elapsed_sec", "msgs_per_sec", "p50_ms", "p90_ms",
+		"p99_ms", "p999_ms", "max_ms", "mean_ms", "timed_out", "deliveries_per_sec", "held", "rss_per_conn_kib", "histogram"} {
 		if _, ok := m[k]; !ok {
-			t.Errorf("report JSON lacks %q: %s", k, js.String())
+			t.Errorf("report JSON lacks %q", k)
 		}
 	}
 	if m["sent"].(float64) != 1000 || m["lost"].(float64) != 0 {
-		t.Errorf("JSON figures differ from the report: %s", js.String())
+		t.Errorf("JSON figures differ from the report: sent %v lost %v", m["sent"], m["lost"])
 	}
 }
 
@@ -70,34 +87,106 @@ func TestDirectScenarioOverJSON(t *testing.T) {
 	}
 }
 
-func TestReportProblem(t *testing.T) {
-	tests := []struct {
-		name string
-		r    Report
-		ok   bool
-	}{
-		{"clean", Report{Sent: 10, Delivered: 10}, true},
-		{"lost", Report{Sent: 10, Delivered: 9, Lost: 1}, false},
-		{"duplicate", Report{Sent: 10, Delivered: 10, Duplicates: 1}, false},
-		{"reordered", Report{Sent: 10, Delivered: 10, Reordered: 1}, false},
-		{"send errors", Report{Sent: 9, Delivered: 9, SendErrors: 1}, false},
-		{"timed out", Report{Sent: 10, Delivered: 10, TimedOut: true}, false},
+// TestDirectOpenLoopKeepsItsSchedule sends on a schedule: the run takes
+// as long as the schedule says, however fast the server is, and latency
+// is counted from the scheduled send times.
+func TestDirectOpenLoopKeepsItsSchedule(t *testing.T) {
+	n := startNode(t)
+	const pairs, messages, rate = 4, 25, 100.0 // 100 msgs in 1 s
+	r, err := Direct(context.Background(), DirectConfig{URL: n.URL(), Pairs: pairs, Messages: messages, Rate: rate, DurationLimit: time.Minute})
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if tt.r.OK() != tt.ok || (tt.r.Problem() == "") != tt.ok {
-				t.Fatalf("OK = %v, Problem = %q; want ok=%v", tt.r.OK(), tt.r.Problem(), tt.ok)
-			}
-		})
+	if !r.OK() || r.Delivered != pairs*messages {
+		t.Fatalf("open loop: %s", r.Problem())
+	}
+	if r.Mode != "open-loop" || r.Rate != rate || !strings.Contains(r.LatencyOf, "scheduled") {
+		t.Fatalf("mode %q rate %v latency of %q", r.Mode, r.Rate, r.LatencyOf)
+	}
+	// The last message is scheduled (messages-1)/rate*pairs s after the start.
+	if min := time.Duration(float64(messages-1) * pairs / rate * float64(time.Second)); secs(r.ElapsedSec) < min {
+		t.Fatalf("open loop ran %v, its schedule needs %v", secs(r.ElapsedSec), min)
+	}
+	if r.MsgsPerSec > 1.3*rate {
+		t.Fatalf("open loop sent %.0f msgs/s, the schedule says %.0f", r.MsgsPerSec, rate)
 	}
 }
 
-func TestDirectConfigValidation(t *testing.T) {
-	if _, err := Direct(context.Background(), DirectConfig{}); err == nil {
-		t.Fatal("no URL accepted")
+// TestInterruptReportsWhatWasMeasured stops a long run as Ctrl-C would:
+// the report comes back at once with what was measured and says so.
+func TestInterruptReportsWhatWasMeasured(t *testing.T) {
+	n := startNode(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	seen := newWatch("bench: sending")
+	done := make(chan struct{})
+	var r *Report
+	var err error
+	go func() {
+		defer close(done)
+		// 2 x 1,000 messages at 40/s would take 50 s.
+		r, err = Direct(ctx, DirectConfig{URL: n.URL(), Pairs: 2, Messages: 1000, Rate: 40, DurationLimit: time.Minute, Progress: seen})
+	}()
+	select {
+	case <-seen.hit:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the run never started sending")
 	}
-	if _, err := Direct(context.Background(), DirectConfig{URL: "ws://x", PayloadSize: 8}); err == nil {
-		t.Fatal("payload below the header size accepted")
+	time.Sleep(700 * time.Millisecond)
+	stopped := time.Now()
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the run did not stop on interrupt")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stopped in %v: sent %d delivered %d", time.Since(stopped).Round(time.Millisecond), r.Sent, r.Delivered)
+	if !r.Interrupted || r.OK() || !strings.Contains(r.Problem(), "interrupted") {
+		t.Fatalf("interrupted run reported as interrupted=%v ok=%v problem %q", r.Interrupted, r.OK(), r.Problem())
+	}
+	if r.Delivered == 0 || r.Sent >= 2000 || r.Lost != 0 || r.Duplicates != 0 {
+		t.Fatalf("measured so far: sent %d delivered %d lost %d dups %d", r.Sent, r.Delivered, r.Lost, r.Duplicates)
+	}
+}
+
+// watch is a progress writer that notices a line.
+type watch struct {
+	mu   sync.Mutex
+	word string
+	hit  chan struct{}
+	once sync.Once
+}
+
+func newWatch(word string) *watch { return &watch{word: word, hit: make(chan struct{})} }
+
+func (w *watch) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if strings.Contains(string(p), w.word) {
+		w.once.Do(func() { close(w.hit) })
+	}
+	return len(p), nil
+}
+
+func TestDirectConfigValidation(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  DirectConfig
+	}{
+		{"no URL", DirectConfig{}},
+		{"payload below the header", DirectConfig{URL: "ws://x", PayloadSize: 8}},
+		{"negative rate", DirectConfig{URL: "ws://x", Rate: -1}},
+		{"bad scheme", DirectConfig{URL: "ftp://x"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := Direct(context.Background(), tt.cfg); err == nil {
+				t.Fatal("accepted")
+			}
+		})
 	}
 }
 

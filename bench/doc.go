@@ -2,4 +2,11 @@
 // and checks what it delivers: every scenario counts loss, duplicates and
 // reordering as well as throughput and latency, so a fast but wrong server
 // fails the run.
+//
+// Scenarios: Direct (1:1, closed or open loop), Fanout (groups), Mixed (1:1,
+// groups, read receipts and reconnects at once), Storm (many clients
+// resuming their inboxes at once) and Conns (idle connections, spread over
+// worker processes running ConnsWorker). Each returns a Report, which
+// prints as a table (WriteText), as JSON with the full latency histogram
+// (WriteJSON) and as a PNG plot (WritePlot). See README.md.
 package bench

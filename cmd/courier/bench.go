@@ -1,7 +1,9 @@
 package main
 
 import (
-	"errors"
+	"context"
+	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/courier-im/courier/bench"
 )
@@ -18,82 +21,125 @@ func newBenchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Load a Courier server and check that it delivers every message exactly once, in order",
+		Long: `Scenarios: direct (1:1), fanout (groups), mixed (a realistic mix), storm
+(reconnect storm), conns (idle connections and their memory). Every
+scenario checks exactly-once, in-order delivery as well as speed, prints a
+summary table (--json: one JSON document with the full latency histogram),
+can draw --plot out.png, and exits non-zero when anything was lost,
+duplicated or reordered. --url may list several gateways of a cluster.
+Ctrl-C stops a run and prints what was measured so far. See bench/README.md.`,
 	}
-	cmd.AddCommand(newBenchDirectCmd())
+	cmd.AddCommand(newBenchDirectCmd(), newBenchFanoutCmd(), newBenchMixedCmd(), newBenchStormCmd(),
+		newBenchConnsCmd(), newBenchConnsWorkerCmd(), newBenchPlotCmd())
 	return cmd
 }
 
-func newBenchDirectCmd() *cobra.Command {
-	var cfg bench.DirectConfig
-	var asJSON, verbose bool
-	var cpuProfile string
-	cmd := &cobra.Command{
-		Use:   "direct",
-		Short: "Pairs of users: each sender sends its receiver a numbered stream of messages",
-		Long: `Registers 2 x --pairs users, connects them all, and lets each sender send
---messages messages to its own receiver, keeping --window sends in flight.
-Every payload carries its send time and sequence number, so each receiver
-measures send-to-receive latency and checks exactly-once, in-order delivery.
+// benchFlags are the flags every scenario has.
+type benchFlags struct {
+	url           string
+	durationLimit time.Duration
+	concurrency   int
+	caFile        string
+	jsonProtocol  bool
+	ackInterval   time.Duration
+	asJSON        bool
+	plot          string
+	verbose       bool
+	progressEvery time.Duration
+	cpuProfile    string
+}
 
-Prints sent, delivered, lost, duplicates, reordered, msgs/s (delivered per
-second of sending) and latency percentiles; --json prints one JSON object
-instead. Exits non-zero when a message was lost, duplicated or reordered,
-a send failed, or the time bound ended the run.`,
-		Example: `  courier bench direct --url ws://127.0.0.1:8080 --pairs 500 --messages 200
-  courier bench direct --url wss://chat.example.com --ca-file ca.pem --json`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			level := slog.LevelError
-			if verbose {
-				level = slog.LevelInfo
-			}
-			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			cfg.Progress = os.Stderr
-			if cpuProfile != "" {
-				f, err := os.Create(cpuProfile)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return err
-				}
-				defer pprof.StopCPUProfile()
-			}
-			r, err := bench.Direct(ctx, cfg)
+// add registers the flags; sdk adds those of scenarios that run SDK clients.
+func (b *benchFlags) add(f *pflag.FlagSet, sdk bool) {
+	f.StringVar(&b.url, "url", "ws://127.0.0.1:8080", "server URL (ws, wss, http or https); several gateways of one cluster separated by commas")
+	f.DurationVar(&b.durationLimit, "duration-limit", 5*time.Minute, "bound on the whole run")
+	f.IntVar(&b.concurrency, "concurrency", 64, "registrations and connects in flight during setup")
+	f.StringVar(&b.caFile, "ca-file", "", "PEM file of a private CA to trust for https/wss")
+	f.BoolVar(&b.asJSON, "json", false, "print the report as one JSON document (with the full latency histogram)")
+	f.StringVar(&b.plot, "plot", "", "write a PNG with the latency CDF and the throughput over time to this file")
+	f.DurationVar(&b.progressEvery, "progress-interval", 2*time.Second, "period of progress lines when stderr is not a terminal")
+	f.StringVar(&b.cpuProfile, "cpuprofile", "", "write a CPU profile of the bench process (not the server) to this file")
+	if sdk {
+		f.BoolVar(&b.jsonProtocol, "json-protocol", false, "speak the json subprotocol instead of binary protobuf")
+		f.DurationVar(&b.ackInterval, "ack-interval", 0, "SDK ack batching interval (0: SDK default)")
+		f.BoolVar(&b.verbose, "verbose", false, "log SDK reconnects and warnings to stderr")
+	}
+}
+
+func (b *benchFlags) logger(cmd *cobra.Command) *slog.Logger {
+	level := slog.LevelError
+	if b.verbose {
+		level = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+}
+
+// progress is where progress goes: stderr (a bar on a terminal).
+func progressOf(cmd *cobra.Command) io.Writer { return cmd.ErrOrStderr() }
+
+// run runs a scenario until it ends or a signal stops it, prints the
+// report (also after a signal: what was measured so far), draws the plot,
+// and fails when the report is not clean.
+func (b *benchFlags) run(cmd *cobra.Command, scenario func(ctx context.Context) (*bench.Report, error)) error {
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		// After the first signal a second one kills the process.
+		<-ctx.Done()
+		stop()
+	}()
+	if b.cpuProfile != "" {
+		f, err := os.Create(b.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	r, err := scenario(ctx)
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	if b.asJSON {
+		err = r.WriteJSON(out)
+	} else {
+		err = r.WriteText(out)
+	}
+	if err != nil {
+		return err
+	}
+	if b.plot != "" {
+		if err := bench.WritePlot(r, b.plot); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "bench: plot written to %s\n", b.plot)
+	}
+	if !r.OK() {
+		return fmt.Errorf("bench %s failed: %s", r.Scenario, r.Problem())
+	}
+	return nil
+}
+
+func newBenchPlotCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "plot REPORT.json OUT.png",
+		Short: "Draw the plot of a report saved with --json",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := os.Open(args[0])
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			if asJSON {
-				err = r.WriteJSON(out)
-			} else {
-				err = r.WriteText(out)
-			}
+			defer f.Close()
+			r, err := bench.ReadJSON(f)
 			if err != nil {
 				return err
 			}
-			if !r.OK() {
-				return errors.New("bench failed: " + r.Problem())
-			}
-			return nil
+			return bench.WritePlot(r, args[1])
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8080", "server URL (ws, wss, http or https); several gateways of one cluster separated by commas")
-	f.IntVar(&cfg.Pairs, "pairs", 100, "sender/receiver pairs (2 x pairs clients)")
-	f.IntVar(&cfg.Messages, "messages", 100, "messages each sender sends")
-	f.IntVar(&cfg.Window, "window", 8, "sends each sender keeps in flight")
-	f.IntVar(&cfg.PayloadSize, "payload", 64, "ciphertext bytes per message (at least 16)")
-	f.DurationVar(&cfg.DurationLimit, "duration-limit", 5*time.Minute, "bound on the whole run")
-	f.IntVar(&cfg.Concurrency, "concurrency", 64, "registrations and connects in flight during setup")
-	f.StringVar(&cfg.CAFile, "ca-file", "", "PEM file of a private CA to trust for https/wss")
-	f.BoolVar(&cfg.JSON, "json-protocol", false, "speak the json subprotocol instead of binary protobuf")
-	f.DurationVar(&cfg.AckInterval, "ack-interval", 0, "SDK ack batching interval (0: SDK default)")
-	f.BoolVar(&asJSON, "json", false, "print the report as one JSON object")
-	f.BoolVar(&verbose, "verbose", false, "log SDK reconnects and warnings to stderr")
-	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the bench process (not the server) to this file")
-	return cmd
 }

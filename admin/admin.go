@@ -65,6 +65,15 @@ type GrainsReply struct {
 type StatsReply struct {
 	MemberGrains
 	RSSBytes uint64 `json:"rss_bytes"`
+	// CPUSeconds is the process's user+system CPU time so far (Linux).
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// Presence work since start: user online/offline transitions, updates
+	// sent to subscribers, transitions folded into a later update by the
+	// debounce, and presence/typing frames dropped for slow clients.
+	PresenceChanges   int64 `json:"presence_changes"`
+	PresenceSent      int64 `json:"presence_sent"`
+	PresenceCoalesced int64 `json:"presence_coalesced"`
+	EphemeralDropped  int64 `json:"ephemeral_dropped"`
 }
 
 // Handler serves the admin API for cl. An empty token is refused: running
@@ -171,7 +180,10 @@ func (h *handler) stats(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, StatsReply{
 		MemberGrains: MemberGrains{MemberInfo: h.info(h.cl.Self()), Activations: st.Activations,
 			Sessions: st.Sessions, Goroutines: st.Goroutines, HeapBytes: st.HeapBytes},
-		RSSBytes: selfRSS(),
+		RSSBytes:        selfRSS(),
+		CPUSeconds:      selfCPU(),
+		PresenceChanges: st.PresenceChanges, PresenceSent: st.PresenceSent,
+		PresenceCoalesced: st.PresenceCoalesced, EphemeralDropped: st.EphemeralDropped,
 	})
 }
 
@@ -190,6 +202,30 @@ func selfRSS() uint64 {
 		}
 	}
 	return 0
+}
+
+// selfCPU reads utime+stime from /proc/self/stat (Linux, 100 ticks a
+// second); 0 elsewhere.
+func selfCPU() float64 {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0
+	}
+	// The command name may hold spaces; fields are counted after its ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return float64(ut+st) / 100
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

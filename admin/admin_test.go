@@ -57,7 +57,7 @@ func TestAdminAPIAnswersOnlyWithItsToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stats.RSSBytes == 0 || stats.Goroutines == 0 {
+	if stats.RSSBytes == 0 || stats.Goroutines == 0 || stats.CPUSeconds <= 0 {
 		t.Fatalf("stats without process figures: %+v", stats)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,11 @@ type DirectConfig struct {
 	URL string
 	// Pairs of users (default 100); 2*Pairs clients connect.
 	Pairs int
+	// E2EE makes every client end-to-end encrypted (Signal protocol, key
+	// files in a temporary directory): the server's work is the same, the
+	// clients encrypt and decrypt every message.
+	E2EE    bool
+	e2eeDir string
 	// Messages each sender sends (default 100).
 	Messages int
 	// Window is how many sends each sender keeps in flight in closed loop
@@ -74,7 +80,7 @@ func (c DirectConfig) withDefaults() (DirectConfig, error) {
 }
 
 func (c DirectConfig) net() netConfig {
-	return netConfig{URL: c.URL, Concurrency: c.Concurrency, CAFile: c.CAFile, JSON: c.JSON, AckInterval: c.AckInterval, Logger: c.Logger}
+	return netConfig{URL: c.URL, Concurrency: c.Concurrency, CAFile: c.CAFile, JSON: c.JSON, AckInterval: c.AckInterval, Logger: c.Logger, E2EEDir: c.e2eeDir}
 }
 
 func orDefault[T int | float64 | time.Duration](v, def T) T {
@@ -95,6 +101,12 @@ func Direct(ctx context.Context, cfg DirectConfig) (*Report, error) {
 	}
 	run := newRun(ctx, cfg.DurationLimit)
 	defer run.cancel()
+	if cfg.E2EE {
+		if cfg.e2eeDir, err = os.MkdirTemp("", "courier-bench-keys"); err != nil {
+			return nil, fmt.Errorf("bench: key directory: %w", err)
+		}
+		defer os.RemoveAll(cfg.e2eeDir)
+	}
 	con := newConsole(cfg.Progress, cfg.ProgressInterval)
 	f, err := newFleet(cfg.net(), con)
 	if err != nil {

@@ -204,3 +204,14 @@ func TestDirectScenarioOverWSSWithCAFile(t *testing.T) {
 		t.Fatal("the bench trusted a self-signed certificate without the CA file")
 	}
 }
+
+func TestDirectScenarioEndToEndEncrypted(t *testing.T) {
+	n := startNode(t)
+	r, err := Direct(context.Background(), DirectConfig{URL: n.URL(), Pairs: 5, Messages: 20, E2EE: true, DurationLimit: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.OK() || r.Delivered != 100 {
+		t.Fatalf("encrypted run: %s (delivered %d)", r.Problem(), r.Delivered)
+	}
+}

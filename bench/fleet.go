@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/courier-im/courier/client"
@@ -25,6 +27,10 @@ type netConfig struct {
 	JSON        bool
 	AckInterval time.Duration
 	Logger      *slog.Logger
+	// E2EEDir, when set, makes every client end-to-end encrypted with its
+	// key file in this directory (the bench then measures the clients'
+	// encryption too).
+	E2EEDir string
 }
 
 // fleet registers and connects the bench's users, spread over the
@@ -37,6 +43,7 @@ type fleet struct {
 	prefix string // unique per run, so runs against one server never collide
 	conc   int
 	con    *console
+	e2ee   string // key file directory; "" for plain clients
 }
 
 // parseURLs splits a comma-separated list of gateways into base URLs.
@@ -82,7 +89,7 @@ func newFleet(nc netConfig, con *console) (*fleet, error) {
 		}
 	}
 	conc := max(nc.Concurrency, 1)
-	f := &fleet{bases: bases, hc: newHTTPClient(tlsConf, conc), prefix: runPrefix(), conc: conc, con: con}
+	f := &fleet{bases: bases, hc: newHTTPClient(tlsConf, conc), prefix: runPrefix(), conc: conc, con: con, e2ee: nc.E2EEDir}
 	logger := nc.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -165,6 +172,10 @@ func (f *fleet) dial(ctx context.Context, creds []client.Credentials, conc int) 
 func (f *fleet) dialOne(ctx context.Context, cr client.Credentials) (*client.Client, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
+	if f.e2ee != "" {
+		keys := filepath.Join(f.e2ee, fmt.Sprintf("%s-%d.keys", cr.UserID, cr.DeviceID))
+		return client.Dial(ctx, cr, append(slices.Clip(f.opts), client.WithE2EE(keys))...)
+	}
 	return client.Dial(ctx, cr, f.opts...)
 }
 

@@ -63,7 +63,11 @@ func receive(c *client.Client, in *inbox, classify classifier, fresh func(now ti
 			continue
 		}
 		now := time.Now()
-		h, ok := readHeader(e.Ciphertext)
+		payload := e.Ciphertext
+		if e.Plaintext != nil || e.DecryptErr != nil {
+			payload = e.Plaintext // end-to-end encrypted clients
+		}
+		h, ok := readHeader(payload)
 		var k streamKey
 		if ok {
 			k, ok = classify(e, h)

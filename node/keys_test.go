@@ -23,7 +23,7 @@ import (
 
 // keyUpload makes real Curve25519 keys with a valid XEdDSA signature, as a
 // device would, with prekey ids first..first+n-1.
-func keyUpload(t *testing.T, first uint32, n int) *courierpb.KeyUpload {
+func keyUpload(t testing.TB, first uint32, n int) *courierpb.KeyUpload {
 	t.Helper()
 	id, err := ecc.GenerateKeyPair()
 	if err != nil {
@@ -48,7 +48,7 @@ func keyUpload(t *testing.T, first uint32, n int) *courierpb.KeyUpload {
 
 // api calls the HTTP API with a bearer token; body is a proto (protojson)
 // or any JSON value.
-func api(t *testing.T, method, url, token string, body any) (int, []byte) {
+func api(t testing.TB, method, url, token string, body any) (int, []byte) {
 	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
@@ -78,7 +78,7 @@ func api(t *testing.T, method, url, token string, body any) (int, []byte) {
 	return resp.StatusCode, raw
 }
 
-func putKeys(t *testing.T, n *node.Node, token string, u *courierpb.KeyUpload) {
+func putKeys(t testing.TB, n *node.Node, token string, u *courierpb.KeyUpload) {
 	t.Helper()
 	if code, raw := api(t, http.MethodPut, n.URL()+"/v1/keys", token, u); code != http.StatusOK {
 		t.Fatalf("PUT /v1/keys: %d %s", code, raw)
@@ -386,7 +386,7 @@ func TestIdentityKeyChangeIsAnnouncedToContacts(t *testing.T) {
 	}
 }
 
-func mustJSON(t *testing.T, v any) []byte {
+func mustJSON(t testing.TB, v any) []byte {
 	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {

@@ -30,7 +30,7 @@ duplicated or reordered. --url may list several gateways of a cluster.
 Ctrl-C stops a run and prints what was measured so far. See bench/README.md.`,
 	}
 	cmd.AddCommand(newBenchDirectCmd(), newBenchFanoutCmd(), newBenchMixedCmd(), newBenchStormCmd(),
-		newBenchConnsCmd(), newBenchConnsWorkerCmd(), newBenchPlotCmd())
+		newBenchConnsCmd(), newBenchConnsWorkerCmd(), newBenchPlotCmd(), newBenchPresenceCmd())
 	return cmd
 }
 

@@ -40,6 +40,7 @@ failed, or the run did not finish.`,
 	f := cmd.Flags()
 	b.add(f, true)
 	f.IntVar(&cfg.Pairs, "pairs", 100, "sender/receiver pairs (2 x pairs clients)")
+	f.BoolVar(&cfg.E2EE, "e2ee", false, "end-to-end encrypt every message (Signal protocol in the clients; compare with and without)")
 	f.IntVar(&cfg.Messages, "messages", 100, "messages each sender sends")
 	f.IntVar(&cfg.Window, "window", 8, "sends each sender keeps in flight (closed loop)")
 	f.Float64Var(&cfg.Rate, "rate", 0, "open loop: messages a second over all senders (0: closed loop)")

@@ -289,4 +289,3 @@ func (g *userGrain) cancelPush(device uint32) {
 		g.log.Warn("saving push state failed", "err", err)
 	}
 }
-

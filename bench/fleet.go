@@ -9,11 +9,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/courier-im/courier/client"

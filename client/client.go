@@ -30,16 +30,16 @@ const (
 // Client is one signed-in device: a WebSocket session that reconnects and
 // resumes by itself. Its methods are safe for concurrent use.
 type Client struct {
-	cfg      config
+	cfg     config
 	creds   Credentials
 	servers []server
 	// current indexes servers: the gateway connections and API calls use.
 	current atomic.Int32
-	dialer   *websocket.Dialer
-	log      *slog.Logger
-	tokens   *tokenSource
-	backoff  backoff
-	retry    backoff
+	dialer  *websocket.Dialer
+	log     *slog.Logger
+	tokens  *tokenSource
+	backoff backoff
+	retry   backoff
 
 	ctx    context.Context // ends when Close starts shutting down
 	cancel context.CancelFunc
@@ -115,13 +115,13 @@ func Dial(ctx context.Context, creds Credentials, opts ...Option) (*Client, erro
 	}
 	creds.BaseURL = httpBase
 	c := &Client{
-		cfg:      cfg,
-		creds:    creds,
-		servers:  servers,
-		log:      cfg.logger.With("user_id", creds.UserID, "device_id", creds.DeviceID),
-		tokens:   &tokenSource{hc: cfg.httpClient, creds: creds, now: time.Now},
-		backoff:  backoff{min: cfg.minBackoff, max: cfg.maxBackoff},
-		retry:    backoff{min: 50 * time.Millisecond, max: 2 * time.Second},
+		cfg:     cfg,
+		creds:   creds,
+		servers: servers,
+		log:     cfg.logger.With("user_id", creds.UserID, "device_id", creds.DeviceID),
+		tokens:  &tokenSource{hc: cfg.httpClient, creds: creds, now: time.Now},
+		backoff: backoff{min: cfg.minBackoff, max: cfg.maxBackoff},
+		retry:   backoff{min: 50 * time.Millisecond, max: 2 * time.Second},
 		dialer: &websocket.Dialer{
 			Proxy:            http.ProxyFromEnvironment,
 			HandshakeTimeout: defaultHandshake,

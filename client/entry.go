@@ -23,8 +23,8 @@ type Entry struct {
 	// Plaintext is the decrypted message (WithE2EE; messages, transcripts
 	// and group messages), or nil with DecryptErr saying why not (a
 	// tampered or undecryptable message, an unknown sender key).
-	Plaintext  []byte
-	DecryptErr error
+	Plaintext   []byte
+	DecryptErr  error
 	ContentType string
 	// SentAt is when the server stored the entry.
 	SentAt time.Time

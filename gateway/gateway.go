@@ -118,8 +118,8 @@ type Gateway struct {
 	// droppedEphemeral counts presence and typing frames dropped because a
 	// client's send queue was half full.
 	droppedEphemeral atomic.Int64
-	closing  bool
-	wg       sync.WaitGroup
+	closing          bool
+	wg               sync.WaitGroup
 }
 
 // New returns a gateway; serve its Handler with an http.Server.

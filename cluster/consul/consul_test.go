@@ -20,7 +20,6 @@ import (
 // These tests talk to a real Consul agent: the one `make test` starts, and
 // for the outage test a private agent they stop and restart.
 
-
 func testLogger(t *testing.T) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())

@@ -37,7 +37,9 @@ The node must run with --admin-token; pass the same token here
 	cmd.PersistentFlags().StringVar(&c.URL, "url", "http://127.0.0.1:8080", "base URL of any node")
 	cmd.PersistentFlags().StringVar(&c.Token, "token", "", "admin token (default $COURIER_ADMIN_TOKEN)")
 	cmd.PersistentFlags().BoolVar(&asJSON, "json", false, "print the API's JSON")
-	ctx := func() (context.Context, context.CancelFunc) { return context.WithTimeout(context.Background(), 15*time.Second) }
+	ctx := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), 15*time.Second)
+	}
 	print := func(v any, table func(w *tabwriter.Writer)) error {
 		if asJSON {
 			enc := json.NewEncoder(os.Stdout)

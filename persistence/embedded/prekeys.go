@@ -141,7 +141,9 @@ func (s *Store) TakeOneTimePrekey(ctx context.Context, userID string, deviceID u
 
 // CountOneTimePrekeys implements persistence.KeyStore.
 func (s *Store) CountOneTimePrekeys(ctx context.Context, userID string, deviceID uint32) (int, error) {
-	wrap := func(err error) error { return fmt.Errorf("embedded: count prekeys of %q/%d: %w", userID, deviceID, err) }
+	wrap := func(err error) error {
+		return fmt.Errorf("embedded: count prekeys of %q/%d: %w", userID, deviceID, err)
+	}
 	release, err := s.enter(ctx)
 	if err != nil {
 		return 0, wrap(err)

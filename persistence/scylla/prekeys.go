@@ -18,7 +18,9 @@ const takeCandidates = 16
 // PutDeviceKeys implements persistence.KeyStore. Only the device itself
 // writes its keys, so read-then-write needs no compare-and-set.
 func (s *Store) PutDeviceKeys(ctx context.Context, userID string, deviceID uint32, k persistence.DeviceKeys) ([]byte, error) {
-	wrap := func(err error) error { return fmt.Errorf("scylla: put keys of %q/%d: %w", userID, deviceID, classify(err)) }
+	wrap := func(err error) error {
+		return fmt.Errorf("scylla: put keys of %q/%d: %w", userID, deviceID, classify(err))
+	}
 	release, err := s.enter(ctx)
 	if err != nil {
 		return nil, wrap(err)
@@ -39,7 +41,9 @@ func (s *Store) PutDeviceKeys(ctx context.Context, userID string, deviceID uint3
 
 // GetDeviceKeys implements persistence.KeyStore.
 func (s *Store) GetDeviceKeys(ctx context.Context, userID string, deviceID uint32) (persistence.DeviceKeys, error) {
-	wrap := func(err error) error { return fmt.Errorf("scylla: get keys of %q/%d: %w", userID, deviceID, classify(err)) }
+	wrap := func(err error) error {
+		return fmt.Errorf("scylla: get keys of %q/%d: %w", userID, deviceID, classify(err))
+	}
 	release, err := s.enter(ctx)
 	if err != nil {
 		return persistence.DeviceKeys{}, wrap(err)
@@ -61,7 +65,9 @@ func (s *Store) GetDeviceKeys(ctx context.Context, userID string, deviceID uint3
 // AddOneTimePrekeys implements persistence.KeyStore: one unlogged batch
 // (one partition).
 func (s *Store) AddOneTimePrekeys(ctx context.Context, userID string, deviceID uint32, keys []persistence.OneTimePrekey) error {
-	wrap := func(err error) error { return fmt.Errorf("scylla: add prekeys of %q/%d: %w", userID, deviceID, classify(err)) }
+	wrap := func(err error) error {
+		return fmt.Errorf("scylla: add prekeys of %q/%d: %w", userID, deviceID, classify(err))
+	}
 	release, err := s.enter(ctx)
 	if err != nil {
 		return wrap(err)
@@ -84,7 +90,9 @@ func (s *Store) AddOneTimePrekeys(ctx context.Context, userID string, deviceID u
 // then DELETE ... IF EXISTS one of them; the take whose delete applied owns
 // the key, a take that lost every race reads again.
 func (s *Store) TakeOneTimePrekey(ctx context.Context, userID string, deviceID uint32) (persistence.OneTimePrekey, bool, error) {
-	wrap := func(err error) error { return fmt.Errorf("scylla: take prekey of %q/%d: %w", userID, deviceID, classify(err)) }
+	wrap := func(err error) error {
+		return fmt.Errorf("scylla: take prekey of %q/%d: %w", userID, deviceID, classify(err))
+	}
 	release, err := s.enter(ctx)
 	if err != nil {
 		return persistence.OneTimePrekey{}, false, wrap(err)
@@ -125,7 +133,9 @@ func (s *Store) TakeOneTimePrekey(ctx context.Context, userID string, deviceID u
 
 // CountOneTimePrekeys implements persistence.KeyStore.
 func (s *Store) CountOneTimePrekeys(ctx context.Context, userID string, deviceID uint32) (int, error) {
-	wrap := func(err error) error { return fmt.Errorf("scylla: count prekeys of %q/%d: %w", userID, deviceID, classify(err)) }
+	wrap := func(err error) error {
+		return fmt.Errorf("scylla: count prekeys of %q/%d: %w", userID, deviceID, classify(err))
+	}
 	release, err := s.enter(ctx)
 	if err != nil {
 		return 0, wrap(err)
@@ -140,7 +150,9 @@ func (s *Store) CountOneTimePrekeys(ctx context.Context, userID string, deviceID
 
 // DeleteDeviceKeys implements persistence.KeyStore.
 func (s *Store) DeleteDeviceKeys(ctx context.Context, userID string, deviceID uint32) error {
-	wrap := func(err error) error { return fmt.Errorf("scylla: delete keys of %q/%d: %w", userID, deviceID, classify(err)) }
+	wrap := func(err error) error {
+		return fmt.Errorf("scylla: delete keys of %q/%d: %w", userID, deviceID, classify(err))
+	}
 	release, err := s.enter(ctx)
 	if err != nil {
 		return wrap(err)
@@ -157,7 +169,9 @@ func (s *Store) DeleteDeviceKeys(ctx context.Context, userID string, deviceID ui
 
 // DeleteDevice implements persistence.UserStore.
 func (s *Store) DeleteDevice(ctx context.Context, userID string, deviceID uint32) error {
-	wrap := func(err error) error { return fmt.Errorf("scylla: delete device %q/%d: %w", userID, deviceID, classify(err)) }
+	wrap := func(err error) error {
+		return fmt.Errorf("scylla: delete device %q/%d: %w", userID, deviceID, classify(err))
+	}
 	release, err := s.enter(ctx)
 	if err != nil {
 		return wrap(err)

@@ -37,15 +37,17 @@ type watcher struct {
 	viewer string
 	// hides: the viewer hides its own presence (NOBODY is reciprocal).
 	hides bool
+	// told is what this watcher last heard (nil: nothing, or PresenceGone).
+	// Watchers subscribe at different moments, so each has its own: a
+	// debounced update goes to those whose view is out of date.
+	told *courierpb.PresenceUpdate
 }
 
 type presenceState struct {
 	watchers map[string]*watcher // by session PID
-	// What the watchers were last told, and when.
-	sentOnline   bool
-	sentLastSeen int64
-	sentAt       time.Time
-	timerArmed   bool
+	// sentAt is when watchers were last told about a change.
+	sentAt     time.Time
+	timerArmed bool
 	// pendingChanges counts transitions since the last broadcast.
 	pendingChanges int
 }
@@ -115,10 +117,21 @@ func (g *userGrain) watchPresence(ctx actor.Context, msg *courierpb.WatchPresenc
 	ctx.Respond(&courierpb.WatchPresenceReply{})
 	switch visible := g.visibleTo(w); {
 	case visible && !wasVisible:
-		g.deps.Cluster.Tell(pid, g.presenceUpdate())
+		g.tell(w, g.presenceUpdate())
 	case !visible && wasVisible:
-		g.deps.Cluster.Tell(pid, &courierpb.PresenceGone{UserId: g.id})
+		g.gone(w)
 	}
+}
+
+// tell sends u to w and remembers it.
+func (g *userGrain) tell(w *watcher, u *courierpb.PresenceUpdate) {
+	g.deps.Cluster.Tell(w.pid, u)
+	w.told = u
+}
+
+func (g *userGrain) gone(w *watcher) {
+	g.deps.Cluster.Tell(w.pid, &courierpb.PresenceGone{UserId: g.id})
+	w.told = nil
 }
 
 // unwatchIfUnused stops watching pid unless it is still a device session or
@@ -141,9 +154,7 @@ func (g *userGrain) presenceChanged(ctx actor.Context) {
 	g.deps.Presence.Changes.Add(1)
 	g.presence.pendingChanges++
 	if len(g.presence.watchers) == 0 {
-		// Nobody listens: nothing to send, but the state is what the next
-		// watcher gets.
-		g.presence.sentOnline, g.presence.sentLastSeen = g.online(), g.profile.pb.LastSeenMs
+		// Nobody listens: nothing to send; the next watcher gets the state.
 		g.presence.pendingChanges = 0
 		return
 	}
@@ -162,28 +173,33 @@ func (g *userGrain) presenceChanged(ctx actor.Context) {
 
 func (g *userGrain) onPresenceTick() {
 	g.presence.timerArmed = false
-	if g.online() != g.presence.sentOnline || (!g.online() && g.profile.pb.LastSeenMs != g.presence.sentLastSeen) {
-		g.broadcastPresence()
-		return
+	g.broadcastPresence()
+}
+
+// broadcastPresence tells every watcher whose view is out of date. A user
+// that flapped back to what its watchers already know sends nothing.
+func (g *userGrain) broadcastPresence() {
+	u := g.presenceUpdate()
+	sent := 0
+	for _, w := range g.presence.watchers {
+		if !g.visibleTo(w) || samePresence(w.told, u) {
+			continue
+		}
+		g.tell(w, u)
+		sent++
 	}
-	// Flapped back to what watchers already know: nothing to say.
-	g.deps.Presence.Coalesced.Add(int64(g.presence.pendingChanges))
+	g.deps.Presence.Sent.Add(int64(sent))
+	folded := g.presence.pendingChanges
+	if sent > 0 {
+		folded-- // one transition is what was sent
+		g.presence.sentAt = g.deps.Now()
+	}
+	g.deps.Presence.Coalesced.Add(int64(max(folded, 0)))
 	g.presence.pendingChanges = 0
 }
 
-func (g *userGrain) broadcastPresence() {
-	u := g.presenceUpdate()
-	for _, w := range g.presence.watchers {
-		if g.visibleTo(w) {
-			g.deps.Cluster.Tell(w.pid, u)
-			g.deps.Presence.Sent.Add(1)
-		}
-	}
-	if g.presence.pendingChanges > 1 {
-		g.deps.Presence.Coalesced.Add(int64(g.presence.pendingChanges - 1))
-	}
-	g.presence.pendingChanges = 0
-	g.presence.sentOnline, g.presence.sentLastSeen, g.presence.sentAt = u.Online, g.profile.pb.LastSeenMs, g.deps.Now()
+func samePresence(a, b *courierpb.PresenceUpdate) bool {
+	return a != nil && b != nil && a.Online == b.Online && a.LastSeenMs == b.LastSeenMs
 }
 
 // presenceVisibilityChanged re-checks watchers after a settings change
@@ -203,9 +219,9 @@ func (g *userGrain) presenceVisibilityChanged(all bool, viewers []string) {
 			continue
 		}
 		if g.visibleTo(w) {
-			g.deps.Cluster.Tell(w.pid, u)
+			g.tell(w, u)
 		} else {
-			g.deps.Cluster.Tell(w.pid, &courierpb.PresenceGone{UserId: g.id})
+			g.gone(w)
 		}
 	}
 }

@@ -415,3 +415,41 @@ func TestConnectingCancelsAPendingPush(t *testing.T) {
 		t.Fatal("a push was delivered")
 	}
 }
+
+// A subscriber that arrives while a debounced change is pending must end
+// up with the final state, even when the user flaps back to what earlier
+// subscribers were told (so they need no update).
+func TestLateSubscriberGetsTheFinalStateAfterAFlap(t *testing.T) {
+	const debounce = time.Second
+	n := socialNode(t, func(c *node.Config) { c.PresenceDebounce = debounce })
+	ctx := timeout(t, 30*time.Second)
+	fCreds := register(t, n, "flapper")
+	early := dial(t, register(t, n, "early"))
+	late := dial(t, register(t, n, "late"))
+	if err := early.SubscribePresence(ctx, fCreds.UserID); err != nil {
+		t.Fatal(err)
+	}
+	nextPresence(t, early, fCreds.UserID, 5*time.Second)
+	time.Sleep(debounce) // the next change is sent at once
+	f := dial(t, fCreds)
+	waitPresence(t, early, fCreds.UserID, 5*time.Second, func(ev client.PresenceEvent) bool { return ev.Online })
+	// Within one debounce period: offline (held back), a late subscriber
+	// (told "offline"), online again.
+	f.Close()
+	eventuallyTrue(t, "the flapper to be offline", 5*time.Second, func() bool {
+		if err := late.SubscribePresence(ctx, fCreds.UserID); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case ev := <-late.Presence():
+			return ev.UserID == fCreds.UserID && !ev.Online
+		case <-time.After(100 * time.Millisecond):
+			return false
+		}
+	})
+	f = dial(t, fCreds)
+	ev := waitPresence(t, late, fCreds.UserID, 3*debounce, func(ev client.PresenceEvent) bool { return ev.Online })
+	if !ev.Online {
+		t.Fatal("unreachable")
+	}
+}

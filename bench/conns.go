@@ -52,7 +52,7 @@ type ConnsConfig struct {
 	// WorkerStderr receives the worker processes' standard error (default:
 	// Progress).
 	WorkerStderr io.Writer
-	// Progress and ProgressInterval: see DirectConfig.
+	// Progress and ProgressInterval: see Target.
 	Progress         io.Writer
 	ProgressInterval time.Duration
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -17,10 +15,7 @@ import (
 // DirectConfig describes a direct-messaging run: Pairs senders each send
 // Messages messages to their own receiver.
 type DirectConfig struct {
-	// URL of the server: ws://, wss://, http:// or https://. Several
-	// gateways of one cluster may be given, separated by commas: clients are
-	// spread over them and fail over to the others.
-	URL string
+	Target
 	// Pairs of users (default 100); 2*Pairs clients connect.
 	Pairs int
 	// E2EE makes every client end-to-end encrypted (Signal protocol, key
@@ -39,37 +34,20 @@ type DirectConfig struct {
 	Rate float64
 	// PayloadSize is the ciphertext size in bytes (default 64, at least 16).
 	PayloadSize int
-	// DurationLimit bounds the whole run (0: no bound but ctx).
-	DurationLimit time.Duration
 	// StallTimeout gives up waiting for the last deliveries when none
 	// arrived for this long after the last send (default 1 min).
 	StallTimeout time.Duration
-	// Concurrency bounds registrations and connects in flight (default 64).
-	Concurrency int
-	// CAFile trusts a private CA for https/wss.
-	CAFile string
-	// JSON makes the clients use the json subprotocol.
-	JSON bool
-	// AckInterval is the SDK's ack batching interval (0: SDK default).
-	AckInterval time.Duration
-	// Logger receives SDK logs (default: discard).
-	Logger *slog.Logger
-	// Progress receives phase lines and a progress bar (a terminal) or
-	// periodic progress lines (anything else); nil: quiet.
-	Progress io.Writer
-	// ProgressInterval is the period of plain progress lines (default 2s).
-	ProgressInterval time.Duration
 }
 
 func (c DirectConfig) withDefaults() (DirectConfig, error) {
-	if c.URL == "" {
-		return c, errors.New("bench: a server URL is required")
+	var err error
+	if c.Target, err = c.Target.withDefaults(); err != nil {
+		return c, err
 	}
 	c.Pairs = orDefault(c.Pairs, 100)
 	c.Messages = orDefault(c.Messages, 100)
 	c.Window = orDefault(c.Window, 8)
 	c.PayloadSize = orDefault(c.PayloadSize, 64)
-	c.Concurrency = orDefault(c.Concurrency, 64)
 	switch {
 	case c.Pairs < 0 || c.Messages < 0 || c.Window < 0 || c.Concurrency < 0 || c.Rate < 0:
 		return c, errors.New("bench: pairs, messages, window, rate and concurrency must be positive")
@@ -80,7 +58,7 @@ func (c DirectConfig) withDefaults() (DirectConfig, error) {
 }
 
 func (c DirectConfig) net() netConfig {
-	return netConfig{URL: c.URL, Concurrency: c.Concurrency, CAFile: c.CAFile, JSON: c.JSON, AckInterval: c.AckInterval, Logger: c.Logger, E2EEDir: c.e2eeDir}
+	return netConfig{Target: c.Target, E2EEDir: c.e2eeDir}
 }
 
 func orDefault[T int | float64 | time.Duration](v, def T) T {

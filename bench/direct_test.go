@@ -23,12 +23,10 @@ func TestDirectScenarioReportsNoLoss(t *testing.T) {
 	n := startNode(t)
 	var progress bytes.Buffer
 	r, err := Direct(context.Background(), DirectConfig{
-		URL:           "ws://" + n.Addr(),
-		Pairs:         20,
-		Messages:      50,
-		Window:        8,
-		DurationLimit: 2 * time.Minute,
-		Progress:      &progress,
+		Target:   Target{URL: "ws://" + n.Addr(), DurationLimit: 2 * time.Minute, Progress: &progress},
+		Pairs:    20,
+		Messages: 50,
+		Window:   8,
 	})
 	if err != nil {
 		t.Fatalf("Direct: %v\n%s", err, progress.String())
@@ -78,7 +76,7 @@ func TestDirectScenarioReportsNoLoss(t *testing.T) {
 
 func TestDirectScenarioOverJSON(t *testing.T) {
 	n := startNode(t)
-	r, err := Direct(context.Background(), DirectConfig{URL: n.URL(), Pairs: 5, Messages: 20, JSON: true, DurationLimit: time.Minute})
+	r, err := Direct(context.Background(), DirectConfig{Target: Target{URL: n.URL(), JSON: true, DurationLimit: time.Minute}, Pairs: 5, Messages: 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +91,7 @@ func TestDirectScenarioOverJSON(t *testing.T) {
 func TestDirectOpenLoopKeepsItsSchedule(t *testing.T) {
 	n := startNode(t)
 	const pairs, messages, rate = 4, 25, 100.0 // 100 msgs in 1 s
-	r, err := Direct(context.Background(), DirectConfig{URL: n.URL(), Pairs: pairs, Messages: messages, Rate: rate, DurationLimit: time.Minute})
+	r, err := Direct(context.Background(), DirectConfig{Target: Target{URL: n.URL(), DurationLimit: time.Minute}, Pairs: pairs, Messages: messages, Rate: rate})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +123,7 @@ func TestInterruptReportsWhatWasMeasured(t *testing.T) {
 	go func() {
 		defer close(done)
 		// 2 x 1,000 messages at 40/s would take 50 s.
-		r, err = Direct(ctx, DirectConfig{URL: n.URL(), Pairs: 2, Messages: 1000, Rate: 40, DurationLimit: time.Minute, Progress: seen})
+		r, err = Direct(ctx, DirectConfig{Target: Target{URL: n.URL(), DurationLimit: time.Minute, Progress: seen}, Pairs: 2, Messages: 1000, Rate: 40})
 	}()
 	select {
 	case <-seen.hit:
@@ -177,9 +175,9 @@ func TestDirectConfigValidation(t *testing.T) {
 		cfg  DirectConfig
 	}{
 		{"no URL", DirectConfig{}},
-		{"payload below the header", DirectConfig{URL: "ws://x", PayloadSize: 8}},
-		{"negative rate", DirectConfig{URL: "ws://x", Rate: -1}},
-		{"bad scheme", DirectConfig{URL: "ftp://x"}},
+		{"payload below the header", DirectConfig{Target: Target{URL: "ws://x"}, PayloadSize: 8}},
+		{"negative rate", DirectConfig{Target: Target{URL: "ws://x"}, Rate: -1}},
+		{"bad scheme", DirectConfig{Target: Target{URL: "ftp://x"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -193,21 +191,21 @@ func TestDirectConfigValidation(t *testing.T) {
 func TestDirectScenarioOverWSSWithCAFile(t *testing.T) {
 	cert := testcert.Write(t)
 	n := nodetest.Start(t, node.Config{TLSCert: cert.CertFile, TLSKey: cert.KeyFile})
-	r, err := Direct(context.Background(), DirectConfig{URL: "wss://" + n.Addr(), CAFile: cert.CertFile, Pairs: 5, Messages: 20, DurationLimit: time.Minute})
+	r, err := Direct(context.Background(), DirectConfig{Target: Target{URL: "wss://" + n.Addr(), CAFile: cert.CertFile, DurationLimit: time.Minute}, Pairs: 5, Messages: 20})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !r.OK() || r.Delivered != 100 {
 		t.Fatalf("report not clean over wss: %s", r.Problem())
 	}
-	if _, err := Direct(context.Background(), DirectConfig{URL: "wss://" + n.Addr(), Pairs: 1, Messages: 1, DurationLimit: 10 * time.Second}); err == nil {
+	if _, err := Direct(context.Background(), DirectConfig{Target: Target{URL: "wss://" + n.Addr(), DurationLimit: 10 * time.Second}, Pairs: 1, Messages: 1}); err == nil {
 		t.Fatal("the bench trusted a self-signed certificate without the CA file")
 	}
 }
 
 func TestDirectScenarioEndToEndEncrypted(t *testing.T) {
 	n := startNode(t)
-	r, err := Direct(context.Background(), DirectConfig{URL: n.URL(), Pairs: 5, Messages: 20, E2EE: true, DurationLimit: time.Minute})
+	r, err := Direct(context.Background(), DirectConfig{Target: Target{URL: n.URL(), DurationLimit: time.Minute}, Pairs: 5, Messages: 20, E2EE: true})
 	if err != nil {
 		t.Fatal(err)
 	}

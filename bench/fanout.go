@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,7 +15,7 @@ import (
 // the first Senders members of every group send Messages numbered messages
 // to it, and every other member checks it gets each one once, in order.
 type FanoutConfig struct {
-	URL string
+	Target
 	// Groups is how many groups run side by side (default 1).
 	Groups int
 	// Members per group, the creator included (default 100, at most 1,024).
@@ -33,21 +31,14 @@ type FanoutConfig struct {
 	Rate float64
 	// PayloadSize is the ciphertext size in bytes (default 64, at least 16).
 	PayloadSize int
-
-	DurationLimit    time.Duration
-	StallTimeout     time.Duration
-	Concurrency      int
-	CAFile           string
-	JSON             bool
-	AckInterval      time.Duration
-	Logger           *slog.Logger
-	Progress         io.Writer
-	ProgressInterval time.Duration
+	// StallTimeout: see DirectConfig.
+	StallTimeout time.Duration
 }
 
 func (c FanoutConfig) withDefaults() (FanoutConfig, error) {
-	if c.URL == "" {
-		return c, errors.New("bench: a server URL is required")
+	var err error
+	if c.Target, err = c.Target.withDefaults(); err != nil {
+		return c, err
 	}
 	c.Groups = orDefault(c.Groups, 1)
 	c.Members = orDefault(c.Members, 100)
@@ -55,7 +46,6 @@ func (c FanoutConfig) withDefaults() (FanoutConfig, error) {
 	c.Messages = orDefault(c.Messages, 50)
 	c.Window = orDefault(c.Window, 4)
 	c.PayloadSize = orDefault(c.PayloadSize, 64)
-	c.Concurrency = orDefault(c.Concurrency, 64)
 	switch {
 	case c.Groups < 0 || c.Messages < 0 || c.Window < 0 || c.Concurrency < 0 || c.Rate < 0:
 		return c, errors.New("bench: groups, messages, window, rate and concurrency must be positive")
@@ -67,10 +57,6 @@ func (c FanoutConfig) withDefaults() (FanoutConfig, error) {
 		return c, fmt.Errorf("bench: payload size must be at least %d bytes", payloadHeader)
 	}
 	return c, nil
-}
-
-func (c FanoutConfig) net() netConfig {
-	return netConfig{URL: c.URL, Concurrency: c.Concurrency, CAFile: c.CAFile, JSON: c.JSON, AckInterval: c.AckInterval, Logger: c.Logger}
 }
 
 // Fanout runs the group scenario. User g*Members+j is member j of group g;

@@ -19,14 +19,10 @@ import (
 	"github.com/courier-im/courier/client"
 )
 
-// netConfig is how every scenario reaches the server.
+// netConfig is how every scenario reaches the server: newFleet reads the
+// Target's URL, Concurrency, CAFile, JSON, AckInterval and Logger.
 type netConfig struct {
-	URL         string
-	Concurrency int
-	CAFile      string
-	JSON        bool
-	AckInterval time.Duration
-	Logger      *slog.Logger
+	Target
 	// E2EEDir, when set, makes every client end-to-end encrypted with its
 	// key file in this directory (the bench then measures the clients'
 	// encryption too).

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -22,7 +20,7 @@ import (
 // TypingShare of messages are preceded by a typing indicator, and every
 // user watches the presence of PresenceSubs peers.
 type MixedConfig struct {
-	URL string
+	Target
 	// Users (default 200).
 	Users int
 	// Groups (default 10) and their sizes (default 5..200, at most Users
@@ -48,21 +46,14 @@ type MixedConfig struct {
 	Seed uint64
 	// PayloadSize is the ciphertext size in bytes (default 64, at least 16).
 	PayloadSize int
-
-	DurationLimit    time.Duration
-	StallTimeout     time.Duration
-	Concurrency      int
-	CAFile           string
-	JSON             bool
-	AckInterval      time.Duration
-	Logger           *slog.Logger
-	Progress         io.Writer
-	ProgressInterval time.Duration
+	// StallTimeout: see DirectConfig.
+	StallTimeout time.Duration
 }
 
 func (c MixedConfig) withDefaults() (MixedConfig, error) {
-	if c.URL == "" {
-		return c, errors.New("bench: a server URL is required")
+	var err error
+	if c.Target, err = c.Target.withDefaults(); err != nil {
+		return c, err
 	}
 	c.Users = orDefault(c.Users, 200)
 	c.Groups = orDefault(c.Groups, 10)
@@ -72,7 +63,6 @@ func (c MixedConfig) withDefaults() (MixedConfig, error) {
 	c.Rate = orDefault(c.Rate, 200)
 	c.Duration = orDefault(c.Duration, 10*time.Second)
 	c.PayloadSize = orDefault(c.PayloadSize, 64)
-	c.Concurrency = orDefault(c.Concurrency, 64)
 	switch {
 	case c.Users < 2:
 		return c, errors.New("bench: the mix needs at least 2 users")
@@ -84,10 +74,6 @@ func (c MixedConfig) withDefaults() (MixedConfig, error) {
 		return c, fmt.Errorf("bench: payload size must be at least %d bytes", payloadHeader)
 	}
 	return c, nil
-}
-
-func (c MixedConfig) net() netConfig {
-	return netConfig{URL: c.URL, Concurrency: c.Concurrency, CAFile: c.CAFile, JSON: c.JSON, AckInterval: c.AckInterval, Logger: c.Logger}
 }
 
 // mixPlan is who is in which group.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -20,7 +19,7 @@ import (
 // them drop their connection every FlapEvery (the SDK reconnects at once)
 // for Duration. It measures what the server's debounce lets through.
 type PresenceConfig struct {
-	URL           string
+	Target
 	Users         int           // default 1000
 	Subscriptions int           // per user, default 20
 	FlapShare     float64       // default 0.1
@@ -32,13 +31,6 @@ type PresenceConfig struct {
 	// AdminToken reads the server's CPU time and presence counters from its
 	// admin API (first URL); without it the server side is not reported.
 	AdminToken string
-
-	DurationLimit    time.Duration
-	Concurrency      int
-	CAFile           string
-	Logger           *slog.Logger
-	Progress         io.Writer
-	ProgressInterval time.Duration
 }
 
 // PresenceReport is what a presence run measured.
@@ -102,14 +94,17 @@ func Presence(ctx context.Context, cfg PresenceConfig) (*PresenceReport, error) 
 	cfg.FlapEvery = orDefault(cfg.FlapEvery, 2*time.Second)
 	cfg.Duration = orDefault(cfg.Duration, 30*time.Second)
 	cfg.Settle = orDefault(cfg.Settle, 5*time.Second)
-	cfg.Concurrency = orDefault(cfg.Concurrency, 64)
 	if cfg.Users < 2 || cfg.Subscriptions < 1 || cfg.Subscriptions >= cfg.Users || cfg.FlapShare < 0 || cfg.FlapShare > 1 {
 		return nil, errors.New("bench: presence needs users >= 2, 1 <= subscriptions < users and 0 <= flap share <= 1")
+	}
+	var err error
+	if cfg.Target, err = cfg.Target.withDefaults(); err != nil {
+		return nil, err
 	}
 	r := newRun(ctx, cfg.DurationLimit)
 	defer r.cancel()
 	con := newConsole(cfg.Progress, cfg.ProgressInterval)
-	f, err := newFleet(netConfig{URL: cfg.URL, Concurrency: cfg.Concurrency, CAFile: cfg.CAFile, Logger: cfg.Logger}, con)
+	f, err := newFleet(cfg.net(), con)
 	if err != nil {
 		return nil, err
 	}

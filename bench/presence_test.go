@@ -12,8 +12,8 @@ import (
 func TestPresenceScenarioReportsDebouncedFanout(t *testing.T) {
 	n := nodetest.Start(t, node.Config{AdminToken: "tok", PresenceDebounce: 300 * time.Millisecond})
 	r, err := Presence(context.Background(), PresenceConfig{
-		URL: n.URL(), Users: 40, Subscriptions: 5, FlapShare: 0.25, FlapEvery: 400 * time.Millisecond,
-		Duration: 3 * time.Second, Settle: 2 * time.Second, AdminToken: "tok", DurationLimit: time.Minute,
+		Target: Target{URL: n.URL(), DurationLimit: time.Minute}, Users: 40, Subscriptions: 5, FlapShare: 0.25, FlapEvery: 400 * time.Millisecond,
+		Duration: 3 * time.Second, Settle: 2 * time.Second, AdminToken: "tok",
 	})
 	if err != nil {
 		t.Fatal(err)

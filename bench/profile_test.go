@@ -19,7 +19,7 @@ func TestDirectProfile(t *testing.T) {
 		t.Skip("set COURIER_BENCH_PAIRS and COURIER_BENCH_MESSAGES to run")
 	}
 	n := startNode(t)
-	r, err := Direct(context.Background(), DirectConfig{URL: n.URL(), Pairs: pairs, Messages: messages, DurationLimit: 10 * time.Minute, Progress: os.Stderr})
+	r, err := Direct(context.Background(), DirectConfig{Target: Target{URL: n.URL(), DurationLimit: 10 * time.Minute, Progress: os.Stderr}, Pairs: pairs, Messages: messages})
 	if err != nil {
 		t.Fatal(err)
 	}

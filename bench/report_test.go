@@ -23,10 +23,10 @@ func TestReportJSONRoundTrips(t *testing.T) {
 		run  func() (*Report, error)
 	}{
 		{"direct", func() (*Report, error) {
-			return Direct(context.Background(), DirectConfig{URL: n.URL(), Pairs: 4, Messages: 25, DurationLimit: time.Minute})
+			return Direct(context.Background(), DirectConfig{Target: Target{URL: n.URL(), DurationLimit: time.Minute}, Pairs: 4, Messages: 25})
 		}},
 		{"fanout", func() (*Report, error) {
-			return Fanout(context.Background(), FanoutConfig{URL: n.URL(), Members: 5, Senders: 2, Messages: 10, DurationLimit: time.Minute})
+			return Fanout(context.Background(), FanoutConfig{Target: Target{URL: n.URL(), DurationLimit: time.Minute}, Members: 5, Senders: 2, Messages: 10})
 		}},
 	}
 	for _, tt := range tests {

@@ -26,7 +26,7 @@ func TestScenariosDeliverEverythingOnce(t *testing.T) {
 		{
 			name: "direct",
 			run: func(ctx context.Context, p *bytes.Buffer) (*Report, error) {
-				return Direct(ctx, DirectConfig{URL: url, Pairs: 8, Messages: 30, DurationLimit: time.Minute, Progress: p})
+				return Direct(ctx, DirectConfig{Target: Target{URL: url, DurationLimit: time.Minute, Progress: p}, Pairs: 8, Messages: 30})
 			},
 			check: func(t *testing.T, r *Report) {
 				want(t, "delivered", r.Delivered, 8*30)
@@ -35,7 +35,7 @@ func TestScenariosDeliverEverythingOnce(t *testing.T) {
 		{
 			name: "direct open loop",
 			run: func(ctx context.Context, p *bytes.Buffer) (*Report, error) {
-				return Direct(ctx, DirectConfig{URL: url, Pairs: 5, Messages: 20, Rate: 200, DurationLimit: time.Minute, Progress: p})
+				return Direct(ctx, DirectConfig{Target: Target{URL: url, DurationLimit: time.Minute, Progress: p}, Pairs: 5, Messages: 20, Rate: 200})
 			},
 			check: func(t *testing.T, r *Report) {
 				want(t, "delivered", r.Delivered, 5*20)
@@ -44,7 +44,7 @@ func TestScenariosDeliverEverythingOnce(t *testing.T) {
 		{
 			name: "fanout",
 			run: func(ctx context.Context, p *bytes.Buffer) (*Report, error) {
-				return Fanout(ctx, FanoutConfig{URL: url, Groups: 2, Members: 12, Senders: 3, Messages: 10, DurationLimit: time.Minute, Progress: p})
+				return Fanout(ctx, FanoutConfig{Target: Target{URL: url, DurationLimit: time.Minute, Progress: p}, Groups: 2, Members: 12, Senders: 3, Messages: 10})
 			},
 			check: func(t *testing.T, r *Report) {
 				want(t, "sent", r.Sent, 2*3*10)
@@ -60,8 +60,8 @@ func TestScenariosDeliverEverythingOnce(t *testing.T) {
 		{
 			name: "mixed",
 			run: func(ctx context.Context, p *bytes.Buffer) (*Report, error) {
-				return Mixed(ctx, MixedConfig{URL: url, Users: 24, Groups: 3, GroupMin: 5, GroupMax: 12, Rate: 120, Duration: 2 * time.Second,
-					GroupShare: 0.3, ReadShare: 0.5, ReconnectRate: 3, TypingShare: 0.5, PresenceSubs: 3, DurationLimit: time.Minute, Progress: p})
+				return Mixed(ctx, MixedConfig{Target: Target{URL: url, DurationLimit: time.Minute, Progress: p}, Users: 24, Groups: 3, GroupMin: 5, GroupMax: 12, Rate: 120, Duration: 2 * time.Second,
+					GroupShare: 0.3, ReadShare: 0.5, ReconnectRate: 3, TypingShare: 0.5, PresenceSubs: 3})
 			},
 			check: func(t *testing.T, r *Report) {
 				m := r.Mixed
@@ -79,7 +79,7 @@ func TestScenariosDeliverEverythingOnce(t *testing.T) {
 		{
 			name: "storm",
 			run: func(ctx context.Context, p *bytes.Buffer) (*Report, error) {
-				return Storm(ctx, StormConfig{URL: url, Clients: 30, Senders: 3, Messages: 8, DurationLimit: time.Minute, Progress: p})
+				return Storm(ctx, StormConfig{Target: Target{URL: url, DurationLimit: time.Minute, Progress: p}, Clients: 30, Senders: 3, Messages: 8})
 			},
 			check: func(t *testing.T, r *Report) {
 				want(t, "delivered", r.Delivered, 30*8)

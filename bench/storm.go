@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,7 +15,7 @@ import (
 // go offline, get Messages messages each while offline, and then all
 // reconnect at once and resume their inboxes.
 type StormConfig struct {
-	URL string
+	Target
 	// Clients that reconnect at once (default 1000).
 	Clients int
 	// Senders fill the inboxes while the clients are offline (default
@@ -31,28 +29,20 @@ type StormConfig struct {
 	StormConcurrency int
 	// PayloadSize is the ciphertext size in bytes (default 64, at least 16).
 	PayloadSize int
-
-	DurationLimit    time.Duration
-	StallTimeout     time.Duration
-	Concurrency      int
-	CAFile           string
-	JSON             bool
-	AckInterval      time.Duration
-	Logger           *slog.Logger
-	Progress         io.Writer
-	ProgressInterval time.Duration
+	// StallTimeout: see DirectConfig.
+	StallTimeout time.Duration
 }
 
 func (c StormConfig) withDefaults() (StormConfig, error) {
-	if c.URL == "" {
-		return c, errors.New("bench: a server URL is required")
+	var err error
+	if c.Target, err = c.Target.withDefaults(); err != nil {
+		return c, err
 	}
 	c.Clients = orDefault(c.Clients, 1000)
 	c.Senders = orDefault(c.Senders, max(1, c.Clients/50))
 	c.Messages = orDefault(c.Messages, 10)
 	c.Window = orDefault(c.Window, 16)
 	c.PayloadSize = orDefault(c.PayloadSize, 64)
-	c.Concurrency = orDefault(c.Concurrency, 64)
 	switch {
 	case c.Clients < 0 || c.Senders < 0 || c.Messages < 0 || c.Window < 0 || c.Concurrency < 0 || c.StormConcurrency < 0:
 		return c, errors.New("bench: clients, senders, messages, window and concurrency must be positive")
@@ -60,10 +50,6 @@ func (c StormConfig) withDefaults() (StormConfig, error) {
 		return c, fmt.Errorf("bench: payload size must be at least %d bytes", payloadHeader)
 	}
 	return c, nil
-}
-
-func (c StormConfig) net() netConfig {
-	return netConfig{URL: c.URL, Concurrency: c.Concurrency, CAFile: c.CAFile, JSON: c.JSON, AckInterval: c.AckInterval, Logger: c.Logger}
 }
 
 // Storm runs the reconnect storm. Users 0..Clients-1 are the clients, the

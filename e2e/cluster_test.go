@@ -119,12 +119,10 @@ func TestKillNineWhileStreamingLosesNothing(t *testing.T) {
 	done := make(chan result, 1)
 	go func() {
 		r, err := bench.Direct(context.Background(), bench.DirectConfig{
-			URL:           c.urls(all...),
-			Pairs:         200,
-			Messages:      60,
-			Window:        1,
-			DurationLimit: 4 * time.Minute,
-			Progress:      sending,
+			Target:   bench.Target{URL: c.urls(all...), DurationLimit: 4 * time.Minute, Progress: sending},
+			Pairs:    200,
+			Messages: 60,
+			Window:   1,
 		})
 		done <- result{r, err}
 	}()
@@ -186,12 +184,10 @@ func TestNodeJoiningUnderLoadLosesNothing(t *testing.T) {
 	done := make(chan result, 1)
 	go func() {
 		r, err := bench.Direct(context.Background(), bench.DirectConfig{
-			URL:           c.urls(first...),
-			Pairs:         100,
-			Messages:      60,
-			Window:        1,
-			DurationLimit: 4 * time.Minute,
-			Progress:      sending,
+			Target:   bench.Target{URL: c.urls(first...), DurationLimit: 4 * time.Minute, Progress: sending},
+			Pairs:    100,
+			Messages: 60,
+			Window:   1,
 		})
 		done <- result{r, err}
 	}()

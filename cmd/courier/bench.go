@@ -77,6 +77,16 @@ func (b *benchFlags) logger(cmd *cobra.Command) *slog.Logger {
 // progress is where progress goes: stderr (a bar on a terminal).
 func progressOf(cmd *cobra.Command) io.Writer { return cmd.ErrOrStderr() }
 
+// target is what the flags say about the server and the run, for the
+// scenarios that run SDK clients.
+func (b *benchFlags) target(cmd *cobra.Command) bench.Target {
+	return bench.Target{
+		URL: b.url, Concurrency: b.concurrency, CAFile: b.caFile,
+		JSON: b.jsonProtocol, AckInterval: b.ackInterval, Logger: b.logger(cmd),
+		DurationLimit: b.durationLimit, Progress: progressOf(cmd), ProgressInterval: b.progressEvery,
+	}
+}
+
 // run runs a scenario until it ends or a signal stops it, prints the
 // report (also after a signal: what was measured so far), draws the plot,
 // and fails when the report is not clean.

@@ -31,9 +31,7 @@ failed, or the run did not finish.`,
   courier bench direct --url wss://chat.example.com --ca-file ca.pem --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.URL, cfg.DurationLimit, cfg.Concurrency, cfg.CAFile = b.url, b.durationLimit, b.concurrency, b.caFile
-			cfg.JSON, cfg.AckInterval, cfg.Logger = b.jsonProtocol, b.ackInterval, b.logger(cmd)
-			cfg.Progress, cfg.ProgressInterval = progressOf(cmd), b.progressEvery
+			cfg.Target = b.target(cmd)
 			return b.run(cmd, func(ctx context.Context) (*bench.Report, error) { return bench.Direct(ctx, cfg) })
 		},
 	}

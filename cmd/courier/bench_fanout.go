@@ -25,9 +25,7 @@ msgs/s (group messages stored). --rate switches to open loop as in direct.`,
   courier bench fanout --groups 20 --members 50 --rate 200 --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.URL, cfg.DurationLimit, cfg.Concurrency, cfg.CAFile = b.url, b.durationLimit, b.concurrency, b.caFile
-			cfg.JSON, cfg.AckInterval, cfg.Logger = b.jsonProtocol, b.ackInterval, b.logger(cmd)
-			cfg.Progress, cfg.ProgressInterval = progressOf(cmd), b.progressEvery
+			cfg.Target = b.target(cmd)
 			return b.run(cmd, func(ctx context.Context) (*bench.Report, error) { return bench.Fanout(ctx, cfg) })
 		},
 	}

@@ -29,9 +29,7 @@ in-order delivery per sender and conversation.`,
   courier bench mixed --group-share 0.5 --read-share 0.8 --reconnects-per-sec 5`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.URL, cfg.DurationLimit, cfg.Concurrency, cfg.CAFile = b.url, b.durationLimit, b.concurrency, b.caFile
-			cfg.JSON, cfg.AckInterval, cfg.Logger = b.jsonProtocol, b.ackInterval, b.logger(cmd)
-			cfg.Progress, cfg.ProgressInterval = progressOf(cmd), b.progressEvery
+			cfg.Target = b.target(cmd)
 			return b.run(cmd, func(ctx context.Context) (*bench.Report, error) { return bench.Mixed(ctx, cfg) })
 		},
 	}

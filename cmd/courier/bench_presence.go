@@ -30,8 +30,7 @@ subscriber's last word about an online user is "offline".`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			cfg.URL, cfg.DurationLimit, cfg.Concurrency, cfg.CAFile = b.url, b.durationLimit, b.concurrency, b.caFile
-			cfg.Logger, cfg.Progress, cfg.ProgressInterval = b.logger(cmd), progressOf(cmd), b.progressEvery
+			cfg.Target = b.target(cmd)
 			r, err := bench.Presence(ctx, cfg)
 			if err != nil {
 				return err

@@ -135,8 +135,13 @@ func New(cfg Config) (*Gateway, error) {
 		sessions: make(map[*session]struct{}),
 		upgrader: websocket.Upgrader{
 			Subprotocols:    []string{SubprotocolProto, SubprotocolJSON},
-			ReadBufferSize:  4096,
+			// Read: 1 KiB per connection (frames are small; a larger one is
+			// read through it in pieces) instead of keeping the HTTP server's
+			// 4 KiB reader. Write: a pooled buffer held only while a message
+			// is written, so an idle connection keeps none.
+			ReadBufferSize:  1024,
 			WriteBufferSize: 4096,
+			WriteBufferPool: &sync.Pool{},
 			// Apps are native clients, not pages: a browser client is served
 			// through the same token check, so the origin adds nothing.
 			CheckOrigin: func(*http.Request) bool { return true },

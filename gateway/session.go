@@ -72,7 +72,7 @@ type session struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	out    chan outFrame
+	out    *frameQueue
 	once   sync.Once
 
 	// Actor state.
@@ -133,7 +133,7 @@ func newSession(g *Gateway, conn *websocket.Conn, claims Claims, resumeAfter uin
 		log:         g.log.With("session", id, "user_id", claims.UserID, "device_id", claims.DeviceID),
 		ctx:         ctx,
 		cancel:      cancel,
-		out:         make(chan outFrame, g.cfg.SendQueue),
+		out:         newFrameQueue(g.cfg.SendQueue),
 		subs:        make(map[string]bool),
 		resumeAfter: resumeAfter,
 	}
@@ -490,20 +490,18 @@ func (s *session) tryEnqueue(ctx actor.Context, f outFrame) bool {
 	if s.stopping {
 		return false
 	}
-	select {
-	case s.out <- f:
+	if s.out.push(f) {
 		return true
-	default:
-		s.slowConsumer(ctx)
-		return false
 	}
+	s.slowConsumer(ctx)
+	return false
 }
 
 func (s *session) slowConsumer(ctx actor.Context) {
 	if s.stopping {
 		return
 	}
-	s.log.Info("closing slow consumer", "queue", len(s.out))
+	s.log.Info("closing slow consumer", "queue", s.out.len())
 	s.stopping = true
 	s.closeWith(CloseSlowConsumer, "send queue full; reconnect and resume")
 	ctx.Stop(ctx.Self())
@@ -513,9 +511,7 @@ func (s *session) slowConsumer(ctx actor.Context) {
 // close) go out before the close frame.
 func (s *session) closeAfterFlush(ctx actor.Context, code int, reason string) {
 	s.stopping = true
-	select {
-	case s.out <- outFrame{frame: closeMarker(code, reason)}:
-	default:
+	if !s.out.push(outFrame{frame: closeMarker(code, reason)}) {
 		s.closeWith(code, reason)
 		ctx.Stop(ctx.Self())
 	}
@@ -600,10 +596,13 @@ func (s *session) writeLoop(system *actor.ActorSystem) {
 		if carry != nil {
 			item, carry = *carry, nil
 		} else {
-			select {
-			case <-s.ctx.Done():
-				return
-			case item = <-s.out:
+			var ok bool
+			for item, ok = s.out.pop(); !ok; item, ok = s.out.pop() {
+				select {
+				case <-s.ctx.Done():
+					return
+				case <-s.out.ready:
+				}
 			}
 		}
 		var err error
@@ -666,18 +665,17 @@ func (s *session) packDelivers(f *courierpb.ServerFrame) *outFrame {
 		size += len(e.Ciphertext)
 	}
 	for len(d.Entries) < maxPackedEntries && size < maxPackedBytes {
-		select {
-		case next := <-s.out:
-			nd := next.frame.GetDeliver()
-			if nd == nil || len(d.Entries)+len(nd.Entries) > maxPackedEntries {
-				return &next
-			}
-			d.Entries = append(d.Entries, nd.Entries...)
-			for _, e := range nd.Entries {
-				size += len(e.Ciphertext)
-			}
-		default:
+		next, ok := s.out.pop()
+		if !ok {
 			return nil
+		}
+		nd := next.frame.GetDeliver()
+		if nd == nil || len(d.Entries)+len(nd.Entries) > maxPackedEntries {
+			return &next
+		}
+		d.Entries = append(d.Entries, nd.Entries...)
+		for _, e := range nd.Entries {
+			size += len(e.Ciphertext)
 		}
 	}
 	return nil

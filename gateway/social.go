@@ -158,7 +158,7 @@ func (s *session) typing(ctx actor.Context, reqID uint64, t *courierpb.Typing) {
 // the send queue is less than half full: under backpressure these are the
 // first to go, and they never get a client disconnected.
 func (s *session) enqueueDroppable(ctx actor.Context, f *courierpb.ServerFrame) {
-	if s.stopping || len(s.out) >= cap(s.out)/2 {
+	if s.stopping || s.out.len() >= s.g.cfg.SendQueue/2 {
 		s.g.droppedEphemeral.Add(1)
 		return
 	}

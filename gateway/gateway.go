@@ -134,7 +134,7 @@ func New(cfg Config) (*Gateway, error) {
 		system:   cfg.Cluster.System(),
 		sessions: make(map[*session]struct{}),
 		upgrader: websocket.Upgrader{
-			Subprotocols:    []string{SubprotocolProto, SubprotocolJSON},
+			Subprotocols: []string{SubprotocolProto, SubprotocolJSON},
 			// Read: 1 KiB per connection (frames are small; a larger one is
 			// read through it in pieces) instead of keeping the HTTP server's
 			// 4 KiB reader. Write: a pooled buffer held only while a message

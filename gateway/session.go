@@ -143,8 +143,9 @@ func (s *session) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
 		s.self = ctx.Self()
-		go s.readLoop(ctx.ActorSystem())
-		go s.writeLoop(ctx.ActorSystem())
+		system := ctx.ActorSystem()
+		go s.readLoop(system)
+		s.out.startWriter = func() { go s.writeLoop(system) }
 		s.attach(ctx)
 	case *actor.Stopped:
 		s.shutdown()
@@ -586,7 +587,8 @@ func (s *session) readLoop(system *actor.ActorSystem) {
 }
 
 // writeLoop owns every data write to the socket, including inbox replays,
-// so frames leave in the order the actor queued them. Deliver frames queued
+// so frames leave in the order the actor queued them. It runs while the
+// queue has items (see frameQueue) and returns when it is drained. Deliver frames queued
 // back to back are packed into one frame: under load that saves a syscall
 // and a frame per entry, and when idle it costs nothing.
 func (s *session) writeLoop(system *actor.ActorSystem) {
@@ -597,13 +599,13 @@ func (s *session) writeLoop(system *actor.ActorSystem) {
 			item, carry = *carry, nil
 		} else {
 			var ok bool
-			for item, ok = s.out.pop(); !ok; item, ok = s.out.pop() {
-				select {
-				case <-s.ctx.Done():
-					return
-				case <-s.out.ready:
-				}
+			if item, ok = s.out.popOrStop(); !ok {
+				return // drained: the next push starts a writer again
 			}
+		}
+		if s.ctx.Err() != nil {
+			s.out.closeWriters()
+			return // the socket is closed; nothing queued can go out
 		}
 		var err error
 		switch {
@@ -619,6 +621,7 @@ func (s *session) writeLoop(system *actor.ActorSystem) {
 			err = s.write(item.frame)
 		default:
 			if code, ok := closeCodeOf(item.frame); ok {
+				s.out.closeWriters()
 				s.closeWith(code, item.frame.GetError().GetMessage())
 				system.Root.Send(s.self, connClosed{})
 				return
@@ -626,6 +629,7 @@ func (s *session) writeLoop(system *actor.ActorSystem) {
 			err = s.write(item.frame)
 		}
 		if err != nil {
+			s.out.closeWriters()
 			s.closeWith(websocket.CloseAbnormalClosure, "")
 			system.Root.Send(s.self, connClosed{err: err})
 			return

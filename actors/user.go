@@ -119,7 +119,6 @@ func UserKind(deps *Deps) cluster.Kind {
 type userGrain struct {
 	id   string
 	deps *Deps
-	log  *slog.Logger
 
 	stop   context.Context
 	cancel context.CancelFunc
@@ -199,7 +198,13 @@ type ackWaiter struct {
 }
 
 func newUserGrain(id string, deps *Deps) *userGrain {
-	return &userGrain{id: id, deps: deps, log: deps.Logger.With("grain", KindUser, "user_id", id)}
+	return &userGrain{id: id, deps: deps}
+}
+
+// logger is built when something is logged: a million idle grains keep no
+// preformatted loggers.
+func (g *userGrain) logger() *slog.Logger {
+	return g.deps.Logger.With("grain", KindUser, "user_id", g.id)
 }
 
 func (g *userGrain) Receive(ctx actor.Context) {
@@ -263,7 +268,7 @@ func (g *userGrain) start() {
 	if err := g.load(); err != nil {
 		// Not fatal: every request retries the load and answers UNAVAILABLE
 		// while the store is down.
-		g.log.Warn("user grain load failed", "err", err)
+		g.logger().Warn("user grain load failed", "err", err)
 	}
 }
 
@@ -539,7 +544,7 @@ func (g *userGrain) flush(ctx actor.Context) {
 	}, func(res any, err error) {
 		g.flushing = false
 		if err != nil {
-			g.log.Warn("inbox append failed", "writes", len(batch), "err", err)
+			g.logger().Warn("inbox append failed", "writes", len(batch), "err", err)
 			e := storeError(err)
 			for _, w := range batch {
 				if w.dedupeKey != "" {
@@ -818,7 +823,7 @@ func (g *userGrain) runAck(ctx actor.Context, device uint32, st *ackState) {
 	}, func(_ any, err error) {
 		st.inflight = false
 		if err != nil {
-			g.log.Warn("inbox ack failed", "device_id", device, "up_to", to, "err", err)
+			g.logger().Warn("inbox ack failed", "device_id", device, "up_to", to, "err", err)
 			e := storeError(err)
 			for _, w := range st.waiters {
 				ctx.Send(w.pid, &courierpb.AckInboxReply{Error: e})

@@ -242,7 +242,7 @@ func (g *userGrain) deviceOffline(ctx actor.Context) {
 	g.profile.pb.LastSeenMs = g.deps.Now().UnixMilli()
 	if err := g.saveProfile(); err != nil {
 		// Last seen is a courtesy, not a message: log and go on.
-		g.log.Warn("saving last seen failed", "err", err)
+		g.logger().Warn("saving last seen failed", "err", err)
 	}
 	g.presenceChanged(ctx)
 }
@@ -279,14 +279,14 @@ func (g *userGrain) maybePush(devices map[uint32]bool) {
 			continue
 		}
 		g.deps.Push.Enqueue(push.Notification{Token: tok, UserID: g.id, DeviceID: dev, At: g.deps.Now()})
-		g.profile.pushed[dev] = true
+		g.profile.setPushed(dev)
 		changed = true
 	}
 	if changed {
 		// Remembered so a restarted grain does not push again for the same
 		// offline period; a lost write only risks one extra push.
 		if err := g.saveProfile(); err != nil {
-			g.log.Warn("saving push state failed", "err", err)
+			g.logger().Warn("saving push state failed", "err", err)
 		}
 	}
 }
@@ -302,6 +302,6 @@ func (g *userGrain) cancelPush(device uint32) {
 		g.deps.Push.Cancel(g.id, device)
 	}
 	if err := g.saveProfile(); err != nil {
-		g.log.Warn("saving push state failed", "err", err)
+		g.logger().Warn("saving push state failed", "err", err)
 	}
 }

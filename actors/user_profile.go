@@ -35,17 +35,40 @@ func newProfile(pb *courierpb.UserProfile) *profile {
 	if pb == nil {
 		pb = &courierpb.UserProfile{}
 	}
-	p := &profile{pb: pb, contacts: make(map[string]string), blocked: make(map[string]bool), pushed: make(map[uint32]bool)}
+	// The sets stay nil until they hold something: most of a million idle
+	// users have no blocks and no pending push.
+	p := &profile{pb: pb}
 	for _, c := range pb.Contacts {
-		p.contacts[c.UserId] = c.Handle
+		p.setContact(c.UserId, c.Handle)
 	}
 	for _, b := range pb.BlockedUserIds {
-		p.blocked[b] = true
+		p.setBlocked(b)
 	}
 	for _, d := range pb.PushedDevices {
-		p.pushed[d] = true
+		p.setPushed(d)
 	}
 	return p
+}
+
+func (p *profile) setContact(id, handle string) {
+	if p.contacts == nil {
+		p.contacts = make(map[string]string)
+	}
+	p.contacts[id] = handle
+}
+
+func (p *profile) setBlocked(id string) {
+	if p.blocked == nil {
+		p.blocked = make(map[string]bool)
+	}
+	p.blocked[id] = true
+}
+
+func (p *profile) setPushed(device uint32) {
+	if p.pushed == nil {
+		p.pushed = make(map[uint32]bool)
+	}
+	p.pushed[device] = true
 }
 
 // record rebuilds the protobuf from the sets, in a stable order.
@@ -147,7 +170,7 @@ func (g *userGrain) settings(ctx actor.Context, msg *courierpb.UserSettings) {
 			return
 		}
 		if b.Blocked {
-			g.profile.blocked[b.UserId] = true
+			g.profile.setBlocked(b.UserId)
 		} else {
 			delete(g.profile.blocked, b.UserId)
 		}
@@ -183,7 +206,7 @@ func (g *userGrain) settings(ctx actor.Context, msg *courierpb.UserSettings) {
 		return
 	}
 	if err := g.saveProfile(); err != nil {
-		g.log.Warn("saving settings failed", "err", err)
+		g.logger().Warn("saving settings failed", "err", err)
 		fail(storeError(err))
 		return
 	}
@@ -230,7 +253,7 @@ func (g *userGrain) updateContacts(u *courierpb.ContactsUpdate) ([]string, *cour
 			}
 			changed = append(changed, id)
 		}
-		g.profile.contacts[id] = h
+		g.profile.setContact(id, h)
 	}
 	for _, id := range u.RemoveUserIds {
 		if _, ok := g.profile.contacts[id]; ok {

@@ -64,7 +64,7 @@ func (s *session) groupCall(ctx actor.Context, reqID uint64, groupID string, msg
 		s.inflight--
 		if err == nil && reply.ProtoReflect().Descriptor() != replyTypeOf(msg) {
 			err = fmt.Errorf("group grain answered %T to %T", reply, msg)
-			s.log.Error("unexpected grain reply", "err", err)
+			s.logger().Error("unexpected grain reply", "err", err)
 		}
 		switch {
 		case err != nil:
@@ -273,7 +273,7 @@ func (s *session) groupList(ctx actor.Context, reqID uint64) {
 			err = r.err
 		}
 		if err != nil {
-			s.log.Warn("list groups failed", "err", err)
+			s.logger().Warn("list groups failed", "err", err)
 			s.enqueue(ctx, frameError(reqID, courierpb.ErrorCode_UNAVAILABLE, "groups unavailable, retry", true))
 			return
 		}

@@ -68,7 +68,6 @@ type session struct {
 	conn   *websocket.Conn
 	codec  codec
 	claims Claims
-	log    *slog.Logger
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -89,6 +88,7 @@ type session struct {
 	// own presence visibility, passed along with them.
 	subs       map[string]bool
 	visibility courierpb.Visibility
+	renewTimer *time.Timer
 }
 
 // outFrame is one item for the writer: a frame, or a replay to run.
@@ -130,7 +130,6 @@ func newSession(g *Gateway, conn *websocket.Conn, claims Claims, resumeAfter uin
 		conn:        conn,
 		codec:       codec{json: conn.Subprotocol() == SubprotocolJSON},
 		claims:      claims,
-		log:         g.log.With("session", id, "user_id", claims.UserID, "device_id", claims.DeviceID),
 		ctx:         ctx,
 		cancel:      cancel,
 		out:         newFrameQueue(g.cfg.SendQueue),
@@ -191,7 +190,7 @@ func (s *session) attach(ctx actor.Context) {
 			err = fmt.Errorf("%s: %s", r.Error.Code, r.Error.Message)
 		}
 		if err != nil {
-			s.log.Warn("attach failed", "err", err)
+			s.logger().Warn("attach failed", "err", err)
 			code := CloseUnavailable
 			if r.GetError().GetCode() == courierpb.ErrorCode_NOT_FOUND || r.GetError().GetCode() == courierpb.ErrorCode_FORBIDDEN {
 				code = CloseUnauthorized
@@ -218,7 +217,7 @@ func (s *session) startReplay(ctx actor.Context, through uint64) {
 
 func (s *session) replayFinished(ctx actor.Context, msg replayDone) {
 	if msg.err != nil {
-		s.log.Warn("inbox replay failed", "err", msg.err)
+		s.logger().Warn("inbox replay failed", "err", msg.err)
 		s.closeWith(CloseUnavailable, "inbox replay failed, reconnect")
 		ctx.Stop(ctx.Self())
 		return
@@ -288,14 +287,27 @@ func (s *session) replaced(ctx actor.Context) {
 	if s.stopping {
 		return
 	}
-	s.log.Info("session replaced by a newer one of its device")
+	s.logger().Info("session replaced by a newer one of its device")
 	s.closeAfterFlush(ctx, CloseReplaced, "replaced by a newer connection of this device")
 }
 
+// scheduleRenew arms the session's one renewal timer. (A timer per renewal
+// with a stop hook on the session's context each time would pile up one
+// hook per renewal for as long as the connection lives.)
+// logger is built when something is logged: an idle session keeps no
+// preformatted logger.
+func (s *session) logger() *slog.Logger {
+	return s.g.log.With("session", s.id, "user_id", s.claims.UserID, "device_id", s.claims.DeviceID)
+}
+
 func (s *session) scheduleRenew(ctx actor.Context) {
+	if s.renewTimer != nil {
+		s.renewTimer.Reset(s.g.cfg.LeaseRenew)
+		return
+	}
 	system, self := ctx.ActorSystem(), ctx.Self()
-	t := time.AfterFunc(s.g.cfg.LeaseRenew, func() { system.Root.Send(self, renewLease{}) })
-	context.AfterFunc(s.ctx, func() { t.Stop() })
+	s.renewTimer = time.AfterFunc(s.g.cfg.LeaseRenew, func() { system.Root.Send(self, renewLease{}) })
+	context.AfterFunc(s.ctx, func() { s.renewTimer.Stop() })
 }
 
 func (s *session) handleFrame(ctx actor.Context, f *courierpb.ClientFrame) {
@@ -475,7 +487,7 @@ func (s *session) refuse(ctx actor.Context, reqID uint64, code courierpb.ErrorCo
 	}
 	s.abuse++
 	if s.abuse >= s.g.cfg.MaxAbuse && !s.stopping {
-		s.log.Info("closing abusive session", "bad_frames", s.abuse)
+		s.logger().Info("closing abusive session", "bad_frames", s.abuse)
 		s.closeAfterFlush(ctx, CloseAbuse, "too many bad frames")
 	}
 }
@@ -502,7 +514,7 @@ func (s *session) slowConsumer(ctx actor.Context) {
 	if s.stopping {
 		return
 	}
-	s.log.Info("closing slow consumer", "queue", s.out.len())
+	s.logger().Info("closing slow consumer", "queue", s.out.len())
 	s.stopping = true
 	s.closeWith(CloseSlowConsumer, "send queue full; reconnect and resume")
 	ctx.Stop(ctx.Self())

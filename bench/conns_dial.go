@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -199,6 +200,27 @@ type held struct {
 	ws     *websocket.Conn
 	wmu    sync.Mutex
 	closed bool
+	pinger *time.Timer
+}
+
+// keepAlive pings the connection every interval from the moment it is
+// open (the first after a random part of it, so pings spread evenly) until
+// it is closed: a connection opened early in a long connect phase must not
+// go silent past the server's idle timeout while the others connect.
+func (h *held) keepAlive(every time.Duration, frame []byte) {
+	h.wmu.Lock()
+	defer h.wmu.Unlock()
+	var tick func()
+	tick = func() {
+		if h.ping(frame) == nil {
+			h.wmu.Lock()
+			if !h.closed {
+				h.pinger.Reset(every)
+			}
+			h.wmu.Unlock()
+		}
+	}
+	h.pinger = time.AfterFunc(time.Duration(rand.Int64N(int64(every))), tick)
 }
 
 // ping writes one Ping frame; the server drops sockets silent for 60 s.
@@ -217,6 +239,9 @@ func (h *held) close() {
 	h.wmu.Lock()
 	if !h.closed {
 		h.closed = true
+		if h.pinger != nil {
+			h.pinger.Stop()
+		}
 		_ = h.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 	}
 	h.wmu.Unlock()

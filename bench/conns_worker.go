@@ -191,13 +191,8 @@ func (w *worker) run(ctx context.Context, cmds <-chan string) error {
 			w.closeAll(conns, conc, &readers)
 			return err
 		}
-		stopPing := make(chan struct{})
-		pingDone := make(chan struct{})
-		go func() { defer close(pingDone); w.keepAlive(conns, stopPing) }()
 		<-ctx.Done() // released
 		w.proc.Held = w.open.Load()
-		close(stopPing)
-		<-pingDone
 		w.closeAll(conns, conc, &readers)
 	}
 	w.proc.Connected, w.proc.Failed, w.proc.Dropped = w.connected.Load(), w.failed.Load(), w.dropped.Load()
@@ -282,6 +277,7 @@ func (w *worker) connect(ctx context.Context, hc *http.Client, gws []gateway, cr
 			now := time.Now()
 			rec.record(j, now, now.Sub(began))
 			out[j] = h
+			h.keepAlive(pingEvery(cfg.Ping), pingFrame())
 			w.connected.Add(1)
 			w.open.Add(1)
 			readers.Add(1)
@@ -324,32 +320,13 @@ func (w *worker) drain(h *held) {
 	}
 }
 
-// keepAlive pings every connection once per Ping interval, spread evenly
-// over it, until stop closes.
-func (w *worker) keepAlive(conns []*held, stop <-chan struct{}) {
-	const tick = 100 * time.Millisecond
-	every := w.cfg.Ping
-	if every <= 0 {
-		every = 25 * time.Second
+// pingEvery is the keep-alive interval (default 25 s: the server drops
+// sockets silent for 60 s).
+func pingEvery(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 25 * time.Second
 	}
-	frame := pingFrame()
-	per := max(1, int(int64(len(conns))*int64(tick)/int64(every)))
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	next := 0
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			for range min(per, len(conns)) {
-				if h := conns[next%len(conns)]; h != nil {
-					_ = h.ping(frame)
-				}
-				next++
-			}
-		}
-	}
+	return d
 }
 
 // closeAll closes the connections, conc at once, and waits for their

@@ -34,23 +34,11 @@ func (c *Client) CreateLinkCode(ctx context.Context) (string, error) {
 // Link redeems a link code on the new device and returns its credentials
 // (like Register, the secret is shown once).
 func Link(ctx context.Context, base, code string, opts ...Option) (Credentials, error) {
-	cfg, err := buildConfig(opts)
+	creds, err := newDevice(ctx, base, "/v1/devices/link", map[string]string{"code": code}, opts)
 	if err != nil {
-		return Credentials{}, err
-	}
-	httpBase, _, err := endpoints(base)
-	if err != nil {
-		return Credentials{}, err
-	}
-	var out struct {
-		UserID       string `json:"user_id"`
-		DeviceID     uint32 `json:"device_id"`
-		DeviceSecret string `json:"device_secret"`
-	}
-	if err := doJSON(ctx, cfg.httpClient, http.MethodPost, httpBase+"/v1/devices/link", "", map[string]string{"code": code}, &out); err != nil {
 		return Credentials{}, fmt.Errorf("link device: %w", err)
 	}
-	return Credentials{BaseURL: httpBase, UserID: out.UserID, DeviceID: out.DeviceID, DeviceSecret: out.DeviceSecret}, nil
+	return creds, nil
 }
 
 // ListDevices returns the user's devices.

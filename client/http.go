@@ -27,6 +27,17 @@ type Credentials struct {
 // Register creates a user with its first device. base may be an http(s) or
 // ws(s) URL. A taken handle fails with an *Error of code HANDLE_TAKEN.
 func Register(ctx context.Context, base, handle string, opts ...Option) (Credentials, error) {
+	creds, err := newDevice(ctx, base, "/v1/register", map[string]string{"handle": handle}, opts)
+	if err != nil {
+		return Credentials{}, fmt.Errorf("register %q: %w", handle, err)
+	}
+	creds.Handle = handle
+	return creds, nil
+}
+
+// newDevice posts to an endpoint that creates a device (registration,
+// linking) and returns its credentials; the secret is shown only here.
+func newDevice(ctx context.Context, base, path string, body any, opts []Option) (Credentials, error) {
 	cfg, err := buildConfig(opts)
 	if err != nil {
 		return Credentials{}, err
@@ -40,10 +51,10 @@ func Register(ctx context.Context, base, handle string, opts ...Option) (Credent
 		DeviceID     uint32 `json:"device_id"`
 		DeviceSecret string `json:"device_secret"`
 	}
-	if err := doJSON(ctx, cfg.httpClient, http.MethodPost, httpBase+"/v1/register", "", map[string]string{"handle": handle}, &out); err != nil {
-		return Credentials{}, fmt.Errorf("register %q: %w", handle, err)
+	if err := doJSON(ctx, cfg.httpClient, http.MethodPost, httpBase+path, "", body, &out); err != nil {
+		return Credentials{}, err
 	}
-	return Credentials{BaseURL: httpBase, UserID: out.UserID, Handle: handle, DeviceID: out.DeviceID, DeviceSecret: out.DeviceSecret}, nil
+	return Credentials{BaseURL: httpBase, UserID: out.UserID, DeviceID: out.DeviceID, DeviceSecret: out.DeviceSecret}, nil
 }
 
 // doJSON sends body as JSON (nil: no body) and decodes a 2xx answer into

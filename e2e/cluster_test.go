@@ -108,31 +108,9 @@ func TestKillNineWhileStreamingLosesNothing(t *testing.T) {
 	all := []*nodeProc{c.start(0), c.start(1), c.start(2)}
 	c.waitMembers(30*time.Second, all, all...)
 
-	// 200 pairs stream one message at a time per sender (so "in order per
-	// sender" is a promise the server must keep), spread over all three
-	// gateways; node 3 is killed mid-stream.
-	sending := newPhaseWriter("sending", testWriter{t})
-	type result struct {
-		r   *bench.Report
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		r, err := bench.Direct(context.Background(), bench.DirectConfig{
-			Target:   bench.Target{URL: c.urls(all...), DurationLimit: 4 * time.Minute, Progress: sending},
-			Pairs:    200,
-			Messages: 60,
-			Window:   1,
-		})
-		done <- result{r, err}
-	}()
-	select {
-	case <-sending.seen:
-	case res := <-done:
-		t.Fatalf("bench ended before sending: %v", res.err)
-	case <-time.After(3 * time.Minute):
-		t.Fatal("bench did not start sending")
-	}
+	// 200 pairs stream over all three gateways; node 3 is killed
+	// mid-stream.
+	done := streamPairs(t, c.urls(all...), 200)
 	time.Sleep(3 * time.Second)
 	killed := time.Now()
 	c.kill(2)
@@ -176,22 +154,7 @@ func TestNodeJoiningUnderLoadLosesNothing(t *testing.T) {
 	first := []*nodeProc{c.start(0), c.start(1)}
 	c.waitMembers(30*time.Second, first, first...)
 
-	sending := newPhaseWriter("sending", testWriter{t})
-	type result struct {
-		r   *bench.Report
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		r, err := bench.Direct(context.Background(), bench.DirectConfig{
-			Target:   bench.Target{URL: c.urls(first...), DurationLimit: 4 * time.Minute, Progress: sending},
-			Pairs:    100,
-			Messages: 60,
-			Window:   1,
-		})
-		done <- result{r, err}
-	}()
-	<-sending.seen
+	done := streamPairs(t, c.urls(first...), 100)
 	time.Sleep(2 * time.Second)
 	third := c.start(2)
 	all := append(first, third)
@@ -272,6 +235,38 @@ func TestPausedNodeRejoinsAndServesAgain(t *testing.T) {
 		t.Fatal("node 3 died")
 	}
 
+}
+
+type streamResult struct {
+	r   *bench.Report
+	err error
+}
+
+// streamPairs starts pairs senders streaming 60 numbered messages each, one
+// at a time (so "in order per sender" is a promise the server must keep),
+// over the gateways, and returns once they are sending; the report arrives
+// on the channel when the stream is done.
+func streamPairs(t *testing.T, urls string, pairs int) <-chan streamResult {
+	t.Helper()
+	sending := newPhaseWriter("sending", testWriter{t})
+	done := make(chan streamResult, 1)
+	go func() {
+		r, err := bench.Direct(context.Background(), bench.DirectConfig{
+			Target:   bench.Target{URL: urls, DurationLimit: 4 * time.Minute, Progress: sending},
+			Pairs:    pairs,
+			Messages: 60,
+			Window:   1,
+		})
+		done <- streamResult{r, err}
+	}()
+	select {
+	case <-sending.seen:
+	case res := <-done:
+		t.Fatalf("bench ended before sending: %v", res.err)
+	case <-time.After(3 * time.Minute):
+		t.Fatal("bench did not start sending")
+	}
+	return done
 }
 
 // connectedPair registers two users and connects one to each node.

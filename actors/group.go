@@ -207,10 +207,13 @@ type groupWrite struct {
 	// state: the group after this write (a snapshot), when it changes it.
 	state        *courierpb.GroupState
 	joined, left []string
-	// A send's dedupe record, checked against the store when flushed.
-	dedupe    *persistence.GroupDedupe
-	dedupeKey string
-	opKey     string
+	// A send's dedupe record, checked against the store when flushed
+	// unless the client sent it for the first time (pendingWrite has the
+	// same).
+	dedupe            *persistence.GroupDedupe
+	dedupeKey         string
+	firstTransmission bool
+	opKey             string
 
 	replyTo []*actor.PID
 	// reply answers the requester: success (e nil) or failure.
@@ -1122,6 +1125,8 @@ func (g *groupGrain) send(ctx actor.Context, msg *courierpb.SendGroupMessage) {
 		dedupe:    &persistence.GroupDedupe{GroupID: g.id, SenderID: msg.UserId, ClientMsgID: s.ClientMsgId, GroupSeq: seq, StoredAtMs: now},
 		dedupeKey: key,
 		replyTo:   []*actor.PID{pid},
+
+		firstTransmission: msg.FirstTransmission,
 	}
 	w.reply = func(e *courierpb.Error) proto.Message {
 		return &courierpb.SendGroupMessageReply{GroupSeq: seq, StoredAtMs: now, Error: e}
@@ -1315,16 +1320,18 @@ func commitGroupBatch(ctx context.Context, store persistence.GroupStore, commit 
 	var out committed
 	for i, w := range batch {
 		if w.dedupe != nil {
-			d, err := store.GetGroupDedupe(ctx, w.dedupe.GroupID, w.dedupe.SenderID, w.dedupe.ClientMsgID)
-			switch {
-			case err == nil:
-				if out.duplicates == nil {
-					out.duplicates = make(map[int]persistence.GroupDedupe)
+			if !w.firstTransmission {
+				d, err := store.GetGroupDedupe(ctx, w.dedupe.GroupID, w.dedupe.SenderID, w.dedupe.ClientMsgID)
+				switch {
+				case err == nil:
+					if out.duplicates == nil {
+						out.duplicates = make(map[int]persistence.GroupDedupe)
+					}
+					out.duplicates[i] = d
+					continue
+				case !errors.Is(err, persistence.ErrNotFound):
+					return committed{}, fmt.Errorf("check group dedupe record: %w", err)
 				}
-				out.duplicates[i] = d
-				continue
-			case !errors.Is(err, persistence.ErrNotFound):
-				return committed{}, fmt.Errorf("check group dedupe record: %w", err)
 			}
 			commit.Dedupe = append(commit.Dedupe, *w.dedupe)
 		}

@@ -171,9 +171,13 @@ type pendingWrite struct {
 	entries   []persistence.InboxAppend
 	dedupe    *persistence.DedupeRecord
 	dedupeKey string
-	replyTo   []*actor.PID
-	reply     func(err *courierpb.Error, duplicate bool) proto.Message
-	maxSeq    uint64
+	// firstTransmission: the client never sent this client_msg_id before,
+	// so the store is not asked whether it has the dedupe record (memory
+	// was). The record is still written, for the retries to come.
+	firstTransmission bool
+	replyTo           []*actor.PID
+	reply             func(err *courierpb.Error, duplicate bool) proto.Message
+	maxSeq            uint64
 	// group is set for a delivery of group entries (user_groups.go).
 	group *groupDelivery
 	// after, when set, runs once the write is answered (err nil: stored).
@@ -385,7 +389,7 @@ func (g *userGrain) deliverMessage(ctx actor.Context, msg *courierpb.DeliverMess
 		return
 	}
 	now := g.deps.Now().UnixMilli()
-	w := &pendingWrite{dedupeKey: key, replyTo: []*actor.PID{ctx.Sender()}, maxSeq: seq}
+	w := &pendingWrite{dedupeKey: key, replyTo: []*actor.PID{ctx.Sender()}, maxSeq: seq, firstTransmission: msg.FirstTransmission}
 	for _, dev := range g.devices {
 		ct, ok := perDevice[dev]
 		if !ok {
@@ -612,16 +616,18 @@ func storeBatch(ctx context.Context, store persistence.Store, batch []*pendingWr
 			continue
 		}
 		if w.dedupe != nil {
-			rec, err := store.GetDedupe(ctx, w.dedupe.RecipientID, w.dedupe.SenderID, w.dedupe.ClientMsgID)
-			switch {
-			case err == nil:
-				if out.duplicates == nil {
-					out.duplicates = make(map[int]int64)
+			if !w.firstTransmission {
+				rec, err := store.GetDedupe(ctx, w.dedupe.RecipientID, w.dedupe.SenderID, w.dedupe.ClientMsgID)
+				switch {
+				case err == nil:
+					if out.duplicates == nil {
+						out.duplicates = make(map[int]int64)
+					}
+					out.duplicates[i] = rec.StoredAtMs
+					continue
+				case !errors.Is(err, persistence.ErrNotFound):
+					return storedBatch{}, fmt.Errorf("check dedupe record: %w", err)
 				}
-				out.duplicates[i] = rec.StoredAtMs
-				continue
-			case !errors.Is(err, persistence.ErrNotFound):
-				return storedBatch{}, fmt.Errorf("check dedupe record: %w", err)
 			}
 			records = append(records, *w.dedupe)
 		}

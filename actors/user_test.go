@@ -181,3 +181,69 @@ func waitUntil(t *testing.T, timeout time.Duration, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// dedupeCountingStore counts the durable duplicate checks of 1:1 sends.
+type dedupeCountingStore struct {
+	persistence.Store
+	checks atomic.Int64
+}
+
+func (s *dedupeCountingStore) GetDedupe(ctx context.Context, recipientID, senderID, clientMsgID string) (persistence.DedupeRecord, error) {
+	s.checks.Add(1)
+	return s.Store.GetDedupe(ctx, recipientID, senderID, clientMsgID)
+}
+
+func TestFirstTransmissionSkipsTheStoreCheckAndAResendToANewActivationIsStillADuplicate(t *testing.T) {
+	store := &dedupeCountingStore{Store: openStore(t)}
+	createUser(t, store, "alice", "alice")
+	createUser(t, store, "bob", "bob")
+	// Two activations of bob through one store, as after a grain restart or
+	// a move: the second remembers nothing the first stored.
+	depsA := &actors.Deps{Store: store, Logger: testLogger()}
+	depsB := &actors.Deps{Store: store, Logger: testLogger()}
+	first, second := startCluster(t, depsA, actors.UserKind(depsA)), startCluster(t, depsB, actors.UserKind(depsB))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	steps := []struct {
+		name        string
+		on          *cluster.Cluster
+		id          string
+		first       bool
+		wantDup     bool
+		wantChecked bool
+	}{
+		{"first transmission is stored without a store read", first, "m1", true, false, false},
+		{"a resend the activation remembers is answered from memory", first, "m1", false, true, false},
+		{"a resend to a new activation is found in the store", second, "m1", false, true, true},
+		{"a resend of something never stored is checked and stored", second, "m2", false, false, true},
+		{"a first transmission to the new activation is not checked", second, "m3", true, false, false},
+	}
+	for _, st := range steps {
+		before := store.checks.Load()
+		msg := deliver("alice", st.id)
+		msg.FirstTransmission = st.first
+		r, err := st.on.Request(ctx, actors.UserGrainID("bob"), msg, "alice/"+st.id)
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		reply := r.(*courierpb.DeliverMessageReply)
+		if reply.Error != nil || reply.Duplicate != st.wantDup {
+			t.Fatalf("%s: reply %v, want duplicate=%v", st.name, reply, st.wantDup)
+		}
+		if checked := store.checks.Load() > before; checked != st.wantChecked {
+			t.Fatalf("%s: store checked = %v, want %v", st.name, checked, st.wantChecked)
+		}
+	}
+	entries, err := store.Range(ctx, "bob", 1, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range entries {
+		ids = append(ids, e.ClientMsgId)
+	}
+	if fmt.Sprint(ids) != "[m1 m2 m3]" {
+		t.Fatalf("bob's inbox holds %v, want each message once: [m1 m2 m3]", ids)
+	}
+}

@@ -44,6 +44,15 @@ type call struct {
 
 // start registers a request and writes it if a session is open.
 func (c *Client) start(ctx context.Context, body any, retry bool) *call {
+	return c.startCall(ctx, body, retry, false)
+}
+
+// startCall is start; first marks the frame's first write as its first
+// transmission (a send with a client_msg_id this client just chose), so
+// the server can skip its durable duplicate check. Every later write of
+// the same frame (after a timeout, a retryable error or a reconnect) goes
+// without the mark.
+func (c *Client) startCall(ctx context.Context, body any, retry, first bool) *call {
 	cl := &call{frame: &courierpb.ClientFrame{}, retry: retry, done: make(chan struct{})}
 	switch b := body.(type) {
 	case *courierpb.ClientFrame_Send:
@@ -107,7 +116,7 @@ func (c *Client) start(ctx context.Context, body any, retry bool) *call {
 	c.armJanitorLocked()
 	c.mu.Unlock()
 	if cn != nil {
-		_ = cn.write(cl.frame)
+		_ = cn.writeFirst(cl.frame, first)
 	} else {
 		select {
 		case c.wake <- struct{}{}:
@@ -345,7 +354,10 @@ func (c *Client) SendAsync(ctx context.Context, toUserID string, ciphertext []by
 	for _, o := range opts {
 		o(s)
 	}
-	if s.ClientMsgId == "" {
+	// An id the caller chose may have been sent before (persisted across a
+	// crash); only one chosen here is known to be new.
+	fresh := s.ClientMsgId == ""
+	if fresh {
 		s.ClientMsgId = newMsgID()
 	}
 	if err := validateSend(s); err != nil {
@@ -353,9 +365,9 @@ func (c *Client) SendAsync(ctx context.Context, toUserID string, ciphertext []by
 	}
 	if c.enc != nil {
 		// ciphertext is the plaintext: it is encrypted per device here.
-		return c.sendEncrypted(ctx, s, ciphertext)
+		return c.sendEncrypted(ctx, s, ciphertext, fresh)
 	}
-	return &PendingSend{id: s.ClientMsgId, cl: c.start(ctx, &courierpb.ClientFrame_Send{Send: s}, true)}
+	return &PendingSend{id: s.ClientMsgId, cl: c.startCall(ctx, &courierpb.ClientFrame_Send{Send: s}, true, fresh)}
 }
 
 func newMsgID() string {

@@ -404,7 +404,7 @@ func (c *Client) install(cn *conn) bool {
 	now := time.Now().UnixNano()
 	for _, cl := range pending {
 		cl.lastWrite.Store(now)
-		if cn.writeLocked(cl.frame) != nil {
+		if cn.writeLocked(cl.frame, false) != nil {
 			break
 		}
 	}

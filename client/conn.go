@@ -10,6 +10,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/courier-im/courier/protos/courierpb"
@@ -52,12 +53,24 @@ type conn struct {
 // write encodes and writes one frame. A failed write kills the socket so
 // the reader notices at once and the Client reconnects.
 func (cn *conn) write(f *courierpb.ClientFrame) error {
-	cn.wmu.Lock()
-	defer cn.wmu.Unlock()
-	return cn.writeLocked(f)
+	return cn.writeFirst(f, false)
 }
 
-func (cn *conn) writeLocked(f *courierpb.ClientFrame) error {
+// writeFirst is write; with first, the frame goes out marked as its first
+// transmission. The mark is appended to the encoding rather than set on f,
+// which other goroutines may be writing again on another session at the
+// same time. The json subprotocol goes without it (the server then only
+// does more work, never less).
+func (cn *conn) writeFirst(f *courierpb.ClientFrame, first bool) error {
+	cn.wmu.Lock()
+	defer cn.wmu.Unlock()
+	return cn.writeLocked(f, first)
+}
+
+// firstTransmissionField is ClientFrame.first_transmission's number.
+var firstTransmissionField = (&courierpb.ClientFrame{}).ProtoReflect().Descriptor().Fields().ByName("first_transmission").Number()
+
+func (cn *conn) writeLocked(f *courierpb.ClientFrame, first bool) error {
 	if cn.dead {
 		return errConnDead
 	}
@@ -72,6 +85,12 @@ func (cn *conn) writeLocked(f *courierpb.ClientFrame) error {
 	} else {
 		typ = websocket.BinaryMessage
 		cn.wbuf, err = binMarshal.MarshalAppend(cn.wbuf[:0], f)
+		if first && err == nil {
+			// A field may follow the others in any order; the last
+			// occurrence wins, as if f had it set.
+			cn.wbuf = protowire.AppendTag(cn.wbuf, firstTransmissionField, protowire.VarintType)
+			cn.wbuf = protowire.AppendVarint(cn.wbuf, 1)
+		}
 		b = cn.wbuf
 	}
 	if err != nil {

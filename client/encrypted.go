@@ -205,14 +205,17 @@ func mismatch(err error) (*courierpb.MismatchedDevices, bool) {
 // sends started in order are written in order) and, when the server says a
 // device set was stale, re-seals for the current devices and resends with
 // the same client_msg_id when the result is read.
-func (c *Client) sendEncrypted(ctx context.Context, s *courierpb.Send, plaintext []byte) *PendingSend {
+func (c *Client) sendEncrypted(ctx context.Context, s *courierpb.Send, plaintext []byte, fresh bool) *PendingSend {
 	p := &PendingSend{id: s.ClientMsgId}
 	start := func() {
 		if err := c.seal(ctx, s, plaintext); err != nil {
 			p.cl = failedCall(err)
 			return
 		}
-		p.cl = c.start(ctx, &courierpb.ClientFrame_Send{Send: s}, true)
+		p.cl = c.startCall(ctx, &courierpb.ClientFrame_Send{Send: s}, true, fresh)
+		// A resend after MISMATCHED_DEVICES may find the message already
+		// stored for the recipient (only the sender's devices were stale).
+		fresh = false
 	}
 	start()
 	attempts := 0
@@ -336,7 +339,7 @@ func (c *Client) groupEpoch(ctx context.Context, groupID string, fresh bool) (ui
 // first distributed to every other member over pairwise sessions; a send
 // refused as SENDER_KEY_STALE (the membership changed meanwhile) rotates to
 // the new epoch and is resent with the same client_msg_id.
-func (c *Client) sendGroupEncrypted(ctx context.Context, gs *courierpb.GroupSend, plaintext []byte) (SendResult, error) {
+func (c *Client) sendGroupEncrypted(ctx context.Context, gs *courierpb.GroupSend, plaintext []byte, first bool) (SendResult, error) {
 	fresh := false
 	for attempt := 0; ; attempt++ {
 		epoch, err := c.groupEpoch(ctx, gs.GroupId, fresh)
@@ -354,7 +357,7 @@ func (c *Client) sendGroupEncrypted(ctx context.Context, gs *courierpb.GroupSend
 		}
 		send := &courierpb.GroupSend{GroupId: gs.GroupId, ClientMsgId: gs.ClientMsgId, ContentType: gs.ContentType,
 			Ciphertext: ct, SenderKeyEpoch: epoch}
-		res, err := c.groupSendFrame(ctx, send).Result()
+		res, err := c.groupSendFrame(ctx, send, first && attempt == 0).Result()
 		var e *Error
 		if errors.As(err, &e) && e.Code == courierpb.ErrorCode_SENDER_KEY_STALE && attempt < mismatchRetries {
 			fresh = true

@@ -301,13 +301,14 @@ func (c *Client) SendGroup(ctx context.Context, groupID string, ciphertext []byt
 		for _, o := range opts {
 			o(s)
 		}
-		if s.ClientMsgId == "" {
+		fresh := s.ClientMsgId == ""
+		if fresh {
 			s.ClientMsgId = newMsgID()
 		}
 		if err := validateGroupSend(&courierpb.GroupSend{GroupId: groupID, ClientMsgId: s.ClientMsgId, ContentType: s.ContentType, Ciphertext: ciphertext}); err != nil {
 			return SendResult{ClientMsgID: s.ClientMsgId}, err
 		}
-		return c.sendGroupEncrypted(ctx, s, ciphertext)
+		return c.sendGroupEncrypted(ctx, s, ciphertext, fresh)
 	}
 	return c.SendGroupAsync(ctx, groupID, ciphertext, opts...).Result()
 }
@@ -318,17 +319,19 @@ func (c *Client) SendGroupAsync(ctx context.Context, groupID string, ciphertext 
 	for _, o := range opts {
 		o(s)
 	}
-	if s.ClientMsgId == "" {
+	fresh := s.ClientMsgId == ""
+	if fresh {
 		s.ClientMsgId = newMsgID()
 	}
 	if err := validateGroupSend(s); err != nil {
 		return &PendingSend{id: s.ClientMsgId, cl: failedCall(err)}
 	}
-	return c.groupSendFrame(ctx, s)
+	return c.groupSendFrame(ctx, s, fresh)
 }
 
-func (c *Client) groupSendFrame(ctx context.Context, s *courierpb.GroupSend) *PendingSend {
-	return &PendingSend{id: s.ClientMsgId, cl: c.start(ctx, &courierpb.ClientFrame_GroupSend{GroupSend: s}, true)}
+// groupSendFrame starts a GroupSend; first: see startCall.
+func (c *Client) groupSendFrame(ctx context.Context, s *courierpb.GroupSend, first bool) *PendingSend {
+	return &PendingSend{id: s.ClientMsgId, cl: c.startCall(ctx, &courierpb.ClientFrame_GroupSend{GroupSend: s}, true, first)}
 }
 
 func validateGroupSend(s *courierpb.GroupSend) error {

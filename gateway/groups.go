@@ -31,7 +31,7 @@ func (s *session) handleGroupFrame(ctx actor.Context, f *courierpb.ClientFrame) 
 	case *courierpb.ClientFrame_GroupUpdate:
 		s.groupUpdate(ctx, f.ReqId, b.GroupUpdate)
 	case *courierpb.ClientFrame_GroupSend:
-		s.groupSend(ctx, f.ReqId, b.GroupSend)
+		s.groupSend(ctx, f.ReqId, b.GroupSend, f.FirstTransmission)
 	case *courierpb.ClientFrame_GroupInfo:
 		s.groupInfo(ctx, f.ReqId, b.GroupInfo)
 	case *courierpb.ClientFrame_GroupList:
@@ -110,7 +110,7 @@ func (s *session) groupRequest(ctx actor.Context, groupID string, msg proto.Mess
 	ctx.ReenterAfter(f, func(res any, err error) {
 		reply, err := grainReply(res, err)
 		if err != nil && attempt < s.g.cfg.RequestRetries && !s.stopping {
-			s.groupRequest(ctx, groupID, msg, key, attempt+1, done)
+			s.groupRequest(ctx, groupID, asResend(msg), key, attempt+1, done)
 			return
 		}
 		done(reply, err)
@@ -162,7 +162,7 @@ func (s *session) groupUpdate(ctx actor.Context, reqID uint64, m *courierpb.Grou
 		})
 }
 
-func (s *session) groupSend(ctx actor.Context, reqID uint64, m *courierpb.GroupSend) {
+func (s *session) groupSend(ctx actor.Context, reqID uint64, m *courierpb.GroupSend, first bool) {
 	switch {
 	case !validGroupID(m.GroupId):
 		s.refuse(ctx, reqID, courierpb.ErrorCode_INVALID_ARGUMENT, badGroupID)
@@ -174,7 +174,7 @@ func (s *session) groupSend(ctx actor.Context, reqID uint64, m *courierpb.GroupS
 		s.refuse(ctx, reqID, courierpb.ErrorCode_INVALID_ARGUMENT, "a message needs a ciphertext")
 		return
 	}
-	msg := &courierpb.SendGroupMessage{UserId: s.claims.UserID, DeviceId: s.claims.DeviceID, Send: m}
+	msg := &courierpb.SendGroupMessage{UserId: s.claims.UserID, DeviceId: s.claims.DeviceID, Send: m, FirstTransmission: first}
 	key := s.claims.UserID + "/group/" + m.GroupId + "/" + m.ClientMsgId
 	s.groupCall(ctx, reqID, m.GroupId, msg, key, "message not stored, retry with the same client_msg_id",
 		func(r proto.Message) *courierpb.Error { return r.(*courierpb.SendGroupMessageReply).GetError() },

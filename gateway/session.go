@@ -313,7 +313,7 @@ func (s *session) scheduleRenew(ctx actor.Context) {
 func (s *session) handleFrame(ctx actor.Context, f *courierpb.ClientFrame) {
 	switch body := f.Body.(type) {
 	case *courierpb.ClientFrame_Send:
-		s.send(ctx, f.ReqId, body.Send)
+		s.send(ctx, f.ReqId, body.Send, f.FirstTransmission)
 	case *courierpb.ClientFrame_Ack:
 		s.ack(ctx, f.ReqId, body.Ack)
 	case *courierpb.ClientFrame_Read:
@@ -338,7 +338,7 @@ func (s *session) admit(ctx actor.Context, reqID uint64) bool {
 	return true
 }
 
-func (s *session) send(ctx actor.Context, reqID uint64, m *courierpb.Send) {
+func (s *session) send(ctx actor.Context, reqID uint64, m *courierpb.Send, first bool) {
 	switch {
 	case m.ToUserId == "":
 		s.refuse(ctx, reqID, courierpb.ErrorCode_INVALID_ARGUMENT, "to_user_id is required")
@@ -354,7 +354,7 @@ func (s *session) send(ctx actor.Context, reqID uint64, m *courierpb.Send) {
 		return
 	}
 	s.inflight++
-	s.deliver(ctx, reqID, m)
+	s.deliver(ctx, reqID, m, first)
 }
 
 // deliver stores m in the recipient's inboxes and answers the frame; the
@@ -364,8 +364,8 @@ func (s *session) send(ctx actor.Context, reqID uint64, m *courierpb.Send) {
 // exists, so a refused send never leaves a transcript behind, and a retry
 // after MISMATCHED_DEVICES (same client_msg_id) is a duplicate for the
 // recipient and completes the transcript.
-func (s *session) deliver(ctx actor.Context, reqID uint64, m *courierpb.Send) {
-	msg := &courierpb.DeliverMessage{FromUserId: s.claims.UserID, FromDeviceId: s.claims.DeviceID, Send: m}
+func (s *session) deliver(ctx actor.Context, reqID uint64, m *courierpb.Send, first bool) {
+	msg := &courierpb.DeliverMessage{FromUserId: s.claims.UserID, FromDeviceId: s.claims.DeviceID, Send: m, FirstTransmission: first}
 	key := s.claims.UserID + "/" + m.ClientMsgId
 	s.requestRetrying(ctx, m.ToUserId, msg, key, 0, func(reply proto.Message, err error) {
 		r, _ := reply.(*courierpb.DeliverMessageReply)
@@ -460,11 +460,34 @@ func (s *session) read(ctx actor.Context, reqID uint64, m *courierpb.ReadReceipt
 func (s *session) requestRetrying(ctx actor.Context, userID string, msg proto.Message, key string, attempt int, done func(proto.Message, error)) {
 	s.request(ctx, userID, msg, key, func(reply proto.Message, err error) {
 		if err != nil && attempt < s.g.cfg.RequestRetries && !s.stopping {
-			s.requestRetrying(ctx, userID, msg, key, attempt+1, done)
+			s.requestRetrying(ctx, userID, asResend(msg), key, attempt+1, done)
 			return
 		}
 		done(reply, err)
 	})
+}
+
+// asResend is msg as a later attempt must carry it. An attempt that timed
+// out may still have been stored (by a grain that has since moved or
+// restarted), so a resend of a first transmission must not skip the
+// grain's durable duplicate check. The original stays untouched: a local
+// grain may still be reading it.
+func asResend(msg proto.Message) proto.Message {
+	switch m := msg.(type) {
+	case *courierpb.DeliverMessage:
+		if m.FirstTransmission {
+			c := proto.Clone(m).(*courierpb.DeliverMessage)
+			c.FirstTransmission = false
+			return c
+		}
+	case *courierpb.SendGroupMessage:
+		if m.FirstTransmission {
+			c := proto.Clone(m).(*courierpb.SendGroupMessage)
+			c.FirstTransmission = false
+			return c
+		}
+	}
+	return msg
 }
 
 func (s *session) request(ctx actor.Context, userID string, msg proto.Message, key string, done func(proto.Message, error)) {

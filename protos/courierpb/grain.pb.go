@@ -28,11 +28,14 @@ const (
 type DeliverMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Authenticated by the gateway; never taken from the client's payload.
-	FromUserId    string `protobuf:"bytes,1,opt,name=from_user_id,json=fromUserId,proto3" json:"from_user_id,omitempty"`
-	FromDeviceId  uint32 `protobuf:"varint,2,opt,name=from_device_id,json=fromDeviceId,proto3" json:"from_device_id,omitempty"`
-	Send          *Send  `protobuf:"bytes,3,opt,name=send,proto3" json:"send,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	FromUserId   string `protobuf:"bytes,1,opt,name=from_user_id,json=fromUserId,proto3" json:"from_user_id,omitempty"`
+	FromDeviceId uint32 `protobuf:"varint,2,opt,name=from_device_id,json=fromDeviceId,proto3" json:"from_device_id,omitempty"`
+	Send         *Send  `protobuf:"bytes,3,opt,name=send,proto3" json:"send,omitempty"`
+	// The client wrote this send for the first time (ClientFrame.first_transmission):
+	// only the grain's memory is checked for a duplicate, not the store.
+	FirstTransmission bool `protobuf:"varint,4,opt,name=first_transmission,json=firstTransmission,proto3" json:"first_transmission,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *DeliverMessage) Reset() {
@@ -84,6 +87,13 @@ func (x *DeliverMessage) GetSend() *Send {
 		return x.Send
 	}
 	return nil
+}
+
+func (x *DeliverMessage) GetFirstTransmission() bool {
+	if x != nil {
+		return x.FirstTransmission
+	}
+	return false
 }
 
 type DeliverMessageReply struct {
@@ -1013,12 +1023,14 @@ func (x *UpdateGroupReply) GetError() *Error {
 }
 
 type SendGroupMessage struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	DeviceId      uint32                 `protobuf:"varint,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
-	Send          *GroupSend             `protobuf:"bytes,3,opt,name=send,proto3" json:"send,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	UserId   string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	DeviceId uint32                 `protobuf:"varint,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Send     *GroupSend             `protobuf:"bytes,3,opt,name=send,proto3" json:"send,omitempty"`
+	// As DeliverMessage.first_transmission.
+	FirstTransmission bool `protobuf:"varint,4,opt,name=first_transmission,json=firstTransmission,proto3" json:"first_transmission,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *SendGroupMessage) Reset() {
@@ -1070,6 +1082,13 @@ func (x *SendGroupMessage) GetSend() *GroupSend {
 		return x.Send
 	}
 	return nil
+}
+
+func (x *SendGroupMessage) GetFirstTransmission() bool {
+	if x != nil {
+		return x.FirstTransmission
+	}
+	return false
 }
 
 type SendGroupMessageReply struct {
@@ -3229,12 +3248,13 @@ const file_grain_proto_rawDesc = "" +
 	"\n" +
 	"\vgrain.proto\x12\n" +
 	"courier.v1\x1a\n" +
-	"wire.proto\"~\n" +
+	"wire.proto\"\xad\x01\n" +
 	"\x0eDeliverMessage\x12 \n" +
 	"\ffrom_user_id\x18\x01 \x01(\tR\n" +
 	"fromUserId\x12$\n" +
 	"\x0efrom_device_id\x18\x02 \x01(\rR\ffromDeviceId\x12$\n" +
-	"\x04send\x18\x03 \x01(\v2\x10.courier.v1.SendR\x04send\"~\n" +
+	"\x04send\x18\x03 \x01(\v2\x10.courier.v1.SendR\x04send\x12-\n" +
+	"\x12first_transmission\x18\x04 \x01(\bR\x11firstTransmission\"~\n" +
 	"\x13DeliverMessageReply\x12 \n" +
 	"\fstored_at_ms\x18\x01 \x01(\x03R\n" +
 	"storedAtMs\x12\x1c\n" +
@@ -3295,11 +3315,12 @@ const file_grain_proto_rawDesc = "" +
 	"\x06update\x18\x04 \x01(\v2\x17.courier.v1.GroupUpdateR\x06update\"f\n" +
 	"\x10UpdateGroupReply\x12)\n" +
 	"\x02ok\x18\x01 \x01(\v2\x19.courier.v1.GroupUpdateOkR\x02ok\x12'\n" +
-	"\x05error\x18\x02 \x01(\v2\x11.courier.v1.ErrorR\x05error\"s\n" +
+	"\x05error\x18\x02 \x01(\v2\x11.courier.v1.ErrorR\x05error\"\xa2\x01\n" +
 	"\x10SendGroupMessage\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\rR\bdeviceId\x12)\n" +
-	"\x04send\x18\x03 \x01(\v2\x15.courier.v1.GroupSendR\x04send\"\x9d\x01\n" +
+	"\x04send\x18\x03 \x01(\v2\x15.courier.v1.GroupSendR\x04send\x12-\n" +
+	"\x12first_transmission\x18\x04 \x01(\bR\x11firstTransmission\"\x9d\x01\n" +
 	"\x15SendGroupMessageReply\x12\x1b\n" +
 	"\tgroup_seq\x18\x01 \x01(\x04R\bgroupSeq\x12 \n" +
 	"\fstored_at_ms\x18\x02 \x01(\x03R\n" +

@@ -496,6 +496,14 @@ type ClientFrame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Chosen by the client; echoed by the response or error for this request.
 	ReqId uint64 `protobuf:"varint,1,opt,name=req_id,json=reqId,proto3" json:"req_id,omitempty"`
+	// Set only on the first transmission of a request: the client has never
+	// written this Send or GroupSend before (not a resend after a timeout,
+	// reconnect or restart). The server then skips the durable duplicate check
+	// of its client_msg_id, which costs a store read per message, and checks
+	// only what it remembers. Leave it unset when unsure: a resend marked
+	// first may be stored twice, and only the sender's own conversation
+	// suffers.
+	FirstTransmission bool `protobuf:"varint,2,opt,name=first_transmission,json=firstTransmission,proto3" json:"first_transmission,omitempty"`
 	// Types that are valid to be assigned to Body:
 	//
 	//	*ClientFrame_Send
@@ -558,6 +566,13 @@ func (x *ClientFrame) GetReqId() uint64 {
 		return x.ReqId
 	}
 	return 0
+}
+
+func (x *ClientFrame) GetFirstTransmission() bool {
+	if x != nil {
+		return x.FirstTransmission
+	}
+	return false
 }
 
 func (x *ClientFrame) GetBody() isClientFrame_Body {
@@ -4493,9 +4508,10 @@ const file_wire_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
 	"wire.proto\x12\n" +
-	"courier.v1\"\xd0\t\n" +
+	"courier.v1\"\xff\t\n" +
 	"\vClientFrame\x12\x15\n" +
-	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\x12&\n" +
+	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\x12-\n" +
+	"\x12first_transmission\x18\x02 \x01(\bR\x11firstTransmission\x12&\n" +
 	"\x04send\x18\n" +
 	" \x01(\v2\x10.courier.v1.SendH\x00R\x04send\x12#\n" +
 	"\x03ack\x18\v \x01(\v2\x0f.courier.v1.AckH\x00R\x03ack\x12-\n" +

@@ -56,6 +56,13 @@ const (
 	// holding writers off, so an Append never waits behind a long sweep.
 	sweepChunkSize = 512
 	casStripes     = 64
+	// blindDeleteLimit is the widest DeleteRange that deletes every number
+	// in the range without looking which exist. Acks of a connected device
+	// cover a few consecutive numbers: writing their tombstones costs less
+	// than the iterator that would find them (which opens every overlapping
+	// sstable). A tombstone for a number that was never used is harmless
+	// and dropped by compaction.
+	blindDeleteLimit = 64
 	// pointDeleteLimit is the largest DeleteRange done with point
 	// tombstones; see DeleteRange.
 	pointDeleteLimit = 1024
@@ -535,6 +542,20 @@ func (s *Store) DeleteRange(ctx context.Context, userID string, deviceID uint32,
 	end := prefixEnd(inboxPrefix(userID, deviceID))
 	if upTo < math.MaxUint64 {
 		end = inboxKey(userID, deviceID, upTo+1)
+	}
+
+	if after > 0 && upTo-after <= blindDeleteLimit {
+		b := s.db.NewBatch()
+		defer b.Close()
+		for seq := after + 1; seq <= upTo; seq++ {
+			if err := b.Delete(inboxKey(userID, deviceID, seq), nil); err != nil {
+				return wrap(err)
+			}
+		}
+		if err := s.db.Apply(b, pebble.Sync); err != nil {
+			return wrap(err)
+		}
+		return nil
 	}
 
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: start, UpperBound: end})

@@ -221,6 +221,7 @@ func testDeleteRange(t *testing.T, factory Factory) {
 		{0, 1 << 40, nil},
 		{3, 6, []uint64{1, 2, 3, 7, 8, 9, 10}},
 		{9, 10, []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9}},
+		{2, 1 << 20, []uint64{1, 2}}, // wider than any store deletes blindly
 		{5, 5, []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}},
 		{7, 2, []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}},
 	}

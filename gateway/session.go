@@ -38,7 +38,7 @@ func (g *Gateway) handleWS(w http.ResponseWriter, r *http.Request) {
 		}
 		resumeAfter = n
 	}
-	conn, err := g.upgrader.Upgrade(w, r, nil)
+	conn, err := g.upgrader.Upgrade(corkingResponseWriter{w}, r, nil)
 	if err != nil {
 		return // the upgrader already answered the client
 	}
@@ -625,7 +625,9 @@ func (s *session) readLoop(system *actor.ActorSystem) {
 // so frames leave in the order the actor queued them. It runs while the
 // queue has items (see frameQueue) and returns when it is drained. Deliver frames queued
 // back to back are packed into one frame: under load that saves a syscall
-// and a frame per entry, and when idle it costs nothing.
+// and a frame per entry, and when idle it costs nothing. The frames it
+// finds queued together leave in one write (corkedConn), sent before the
+// writer stops or waits for the store.
 func (s *session) writeLoop(system *actor.ActorSystem) {
 	var carry *outFrame
 	for {
@@ -634,14 +636,21 @@ func (s *session) writeLoop(system *actor.ActorSystem) {
 			item, carry = *carry, nil
 		} else {
 			var ok bool
-			if item, ok = s.out.popOrStop(); !ok {
-				return // drained: the next push starts a writer again
+			if item, ok = s.out.pop(); !ok {
+				if err := s.uncork(); err != nil {
+					s.writeFailed(system, err)
+					return
+				}
+				if item, ok = s.out.popOrStop(); !ok {
+					return // drained: the next push starts a writer again
+				}
 			}
 		}
 		if s.ctx.Err() != nil {
 			s.out.closeWriters()
 			return // the socket is closed; nothing queued can go out
 		}
+		s.cork()
 		var err error
 		switch {
 		case item.replay != nil:
@@ -664,12 +673,32 @@ func (s *session) writeLoop(system *actor.ActorSystem) {
 			err = s.write(item.frame)
 		}
 		if err != nil {
-			s.out.closeWriters()
-			s.closeWith(websocket.CloseAbnormalClosure, "")
-			system.Root.Send(s.self, connClosed{err: err})
+			s.writeFailed(system, err)
 			return
 		}
 	}
+}
+
+// writeFailed ends the session after a failed write.
+func (s *session) writeFailed(system *actor.ActorSystem, err error) {
+	s.out.closeWriters()
+	s.closeWith(websocket.CloseAbnormalClosure, "")
+	system.Root.Send(s.self, connClosed{err: err})
+}
+
+// cork holds the writer's next writes back until uncork.
+func (s *session) cork() {
+	if cc, ok := s.conn.NetConn().(*corkedConn); ok {
+		cc.cork()
+	}
+}
+
+// uncork sends what the writer has corked.
+func (s *session) uncork() error {
+	if cc, ok := s.conn.NetConn().(*corkedConn); ok {
+		return cc.uncork(time.Now().Add(s.g.cfg.WriteTimeout))
+	}
+	return nil
 }
 
 // Limits of one packed Deliver frame.
@@ -753,6 +782,11 @@ func (s *session) replay(job *replayJob) (uint64, error) {
 			}
 			last = batch[len(batch)-1].InboxSeq
 		}
+		// The page goes out before the next store read.
+		if err := s.uncork(); err != nil {
+			return last, err
+		}
+		s.cork()
 		if n < len(entries) {
 			return last, nil
 		}

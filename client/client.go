@@ -674,7 +674,8 @@ func (c *Client) flushAcks() {
 	}
 	id := c.nextReq.Add(1)
 	c.lastAck.Store(id)
-	if cn.write(&courierpb.ClientFrame{ReqId: id, Body: &courierpb.ClientFrame_Ack{Ack: &courierpb.Ack{UpToInboxSeq: upTo}}}) == nil {
+	// Quiet: only a refusal comes back (see resolve); success is silence.
+	if cn.write(&courierpb.ClientFrame{ReqId: id, Body: &courierpb.ClientFrame_Ack{Ack: &courierpb.Ack{UpToInboxSeq: upTo, Quiet: true}}}) == nil {
 		c.acks.sent(upTo)
 	}
 }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -366,8 +367,9 @@ func (s *session) send(ctx actor.Context, reqID uint64, m *courierpb.Send, first
 // recipient and completes the transcript.
 func (s *session) deliver(ctx actor.Context, reqID uint64, m *courierpb.Send, first bool) {
 	msg := &courierpb.DeliverMessage{FromUserId: s.claims.UserID, FromDeviceId: s.claims.DeviceID, Send: m, FirstTransmission: first}
-	key := s.claims.UserID + "/" + m.ClientMsgId
-	s.requestRetrying(ctx, m.ToUserId, msg, key, 0, func(reply proto.Message, err error) {
+	// No idempotency key: the grain recognises a repeated send by its
+	// client_msg_id, and a key costs a header map per request.
+	s.requestRetrying(ctx, m.ToUserId, msg, "", 0, func(reply proto.Message, err error) {
 		r, _ := reply.(*courierpb.DeliverMessageReply)
 		if err == nil && r.GetError() == nil && len(m.PerDevice) > 0 {
 			s.transcript(ctx, reqID, m, r)
@@ -414,8 +416,8 @@ func (s *session) ack(ctx actor.Context, reqID uint64, m *courierpb.Ack) {
 	}
 	s.inflight++
 	msg := &courierpb.AckInbox{DeviceId: s.claims.DeviceID, UpToInboxSeq: m.UpToInboxSeq}
-	key := fmt.Sprintf("%s/ack/%d", s.id, m.UpToInboxSeq)
-	s.requestRetrying(ctx, s.claims.UserID, msg, key, 0, func(reply proto.Message, err error) {
+	// An ack is idempotent by itself (through a number): no key.
+	s.requestRetrying(ctx, s.claims.UserID, msg, "", 0, func(reply proto.Message, err error) {
 		s.inflight--
 		r, _ := reply.(*courierpb.AckInboxReply)
 		switch {
@@ -423,7 +425,7 @@ func (s *session) ack(ctx actor.Context, reqID uint64, m *courierpb.Ack) {
 			s.enqueue(ctx, frameError(reqID, courierpb.ErrorCode_UNAVAILABLE, "ack not applied, send it again", true))
 		case r.GetError() != nil:
 			s.enqueue(ctx, &courierpb.ServerFrame{ReqId: reqID, Body: &courierpb.ServerFrame_Error{Error: r.Error}})
-		default:
+		case !m.Quiet:
 			s.enqueue(ctx, &courierpb.ServerFrame{ReqId: reqID, Body: &courierpb.ServerFrame_AckOk{AckOk: &courierpb.AckOk{UpToInboxSeq: m.UpToInboxSeq}}})
 		}
 	})
@@ -587,7 +589,7 @@ func (s *session) readLoop(system *actor.ActorSystem) {
 	limit := newTokenBucket(s.g.cfg.RatePerSec, s.g.cfg.RateBurst)
 	for {
 		_ = s.conn.SetReadDeadline(time.Now().Add(s.g.cfg.IdleTimeout))
-		typ, data, err := s.conn.ReadMessage()
+		typ, data, buf, err := s.readFrame()
 		if err != nil {
 			var ne net.Error
 			switch {
@@ -605,10 +607,12 @@ func (s *session) readLoop(system *actor.ActorSystem) {
 			return
 		}
 		if len(data) > s.g.cfg.MaxFrameBytes {
+			releaseReadBuffer(buf)
 			system.Root.Send(s.self, badFrame{code: courierpb.ErrorCode_TOO_LARGE, msg: fmt.Sprintf("frame is %d bytes, limit %d", len(data), s.g.cfg.MaxFrameBytes)})
 			continue
 		}
 		f, err := s.codec.decode(typ, data)
+		releaseReadBuffer(buf) // decoding copied what it keeps
 		if err != nil {
 			system.Root.Send(s.self, badFrame{code: courierpb.ErrorCode_BAD_FRAME, msg: err.Error()})
 			continue
@@ -618,6 +622,37 @@ func (s *session) readLoop(system *actor.ActorSystem) {
 			continue
 		}
 		system.Root.Send(s.self, inboundFrame{frame: f})
+	}
+}
+
+// readBuffers hold one frame while it is decoded. Pooled rather than one
+// per session: an idle session keeps none, and a busy one does not
+// allocate a growing buffer per frame as websocket.ReadMessage does.
+var readBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// readBufferKeepMax: buffers that grew past this (a large frame) are not
+// pooled again.
+const readBufferKeepMax = 64 << 10
+
+// readFrame reads the next message into a pooled buffer; data is valid
+// until releaseReadBuffer(buf).
+func (s *session) readFrame() (typ int, data []byte, buf *bytes.Buffer, err error) {
+	typ, r, err := s.conn.NextReader()
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	buf = readBuffers.Get().(*bytes.Buffer)
+	buf.Reset()
+	if _, err := buf.ReadFrom(r); err != nil {
+		releaseReadBuffer(buf)
+		return 0, nil, nil, err
+	}
+	return typ, buf.Bytes(), buf, nil
+}
+
+func releaseReadBuffer(buf *bytes.Buffer) {
+	if buf.Cap() <= readBufferKeepMax {
+		readBuffers.Put(buf)
 	}
 }
 

@@ -355,3 +355,40 @@ func TestFloodIsRateLimitedWithItsReqIDAndNotDisconnected(t *testing.T) {
 		t.Fatalf("got %v after the flood, want Pong 999", f)
 	}
 }
+
+// TestQuietAckIsAppliedWithoutAnAnswer: an ack marked quiet deletes like
+// any other but gets no AckOk; a plain ack still gets one.
+func TestQuietAckIsAppliedWithoutAnAnswer(t *testing.T) {
+	n := startNode(t, nil)
+	a := register(t, n.URL(), "alice")
+	b := register(t, n.URL(), "bob")
+	ca := dial(t, n.URL(), a.Token, 0)
+	ca.attached()
+	ca.sendAcked(1, b.UserID, "m1", []byte("one"))
+	ca.sendAcked(2, b.UserID, "m2", []byte("two"))
+
+	cb := dial(t, n.URL(), b.Token, 0)
+	cb.attached()
+	first, second := cb.mustEntry(), cb.mustEntry()
+	cb.write(&courierpb.ClientFrame{ReqId: 10, Body: &courierpb.ClientFrame_Ack{Ack: &courierpb.Ack{UpToInboxSeq: first.InboxSeq, Quiet: true}}})
+	cb.write(&courierpb.ClientFrame{ReqId: 11, Body: &courierpb.ClientFrame_Ack{Ack: &courierpb.Ack{UpToInboxSeq: second.InboxSeq}}})
+	for {
+		f := cb.mustRead()
+		if f.ReqId == 10 {
+			t.Fatalf("the quiet ack was answered: %v", f)
+		}
+		if f.ReqId == 11 {
+			if f.GetAckOk().GetUpToInboxSeq() != second.InboxSeq {
+				t.Fatalf("plain ack answered %v, want AckOk through %d", f, second.InboxSeq)
+			}
+			break
+		}
+	}
+	// Acks are applied in order, so the quiet one was before AckOk 11: a new
+	// session from the start replays nothing.
+	again := dial(t, n.URL(), b.Token, 0)
+	again.attached()
+	if f, err := again.read(300 * time.Millisecond); err == nil && f.GetDeliver() != nil {
+		t.Fatalf("acked entries replayed: %v", f)
+	}
+}

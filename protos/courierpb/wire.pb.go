@@ -1458,8 +1458,12 @@ func (x *SendAck) GetGroupSeq() uint64 {
 // Ack acknowledges every inbox entry up to and including up_to_inbox_seq;
 // acked entries are deleted and their senders get a delivered receipt.
 type Ack struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	UpToInboxSeq  uint64                 `protobuf:"varint,1,opt,name=up_to_inbox_seq,json=upToInboxSeq,proto3" json:"up_to_inbox_seq,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	UpToInboxSeq uint64                 `protobuf:"varint,1,opt,name=up_to_inbox_seq,json=upToInboxSeq,proto3" json:"up_to_inbox_seq,omitempty"`
+	// Answer only a failure: no AckOk when the ack is applied. A client that
+	// acknowledges in the background needs to hear only about an ack to
+	// send again, and saves the server a frame per ack.
+	Quiet         bool `protobuf:"varint,2,opt,name=quiet,proto3" json:"quiet,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1499,6 +1503,13 @@ func (x *Ack) GetUpToInboxSeq() uint64 {
 		return x.UpToInboxSeq
 	}
 	return 0
+}
+
+func (x *Ack) GetQuiet() bool {
+	if x != nil {
+		return x.Quiet
+	}
+	return false
 }
 
 type AckOk struct {
@@ -4584,9 +4595,10 @@ const file_wire_proto_rawDesc = "" +
 	"storedAtMs\x12\x1c\n" +
 	"\tduplicate\x18\x03 \x01(\bR\tduplicate\x12\x19\n" +
 	"\bgroup_id\x18\x04 \x01(\tR\agroupId\x12\x1b\n" +
-	"\tgroup_seq\x18\x05 \x01(\x04R\bgroupSeq\",\n" +
+	"\tgroup_seq\x18\x05 \x01(\x04R\bgroupSeq\"B\n" +
 	"\x03Ack\x12%\n" +
-	"\x0fup_to_inbox_seq\x18\x01 \x01(\x04R\fupToInboxSeq\".\n" +
+	"\x0fup_to_inbox_seq\x18\x01 \x01(\x04R\fupToInboxSeq\x12\x14\n" +
+	"\x05quiet\x18\x02 \x01(\bR\x05quiet\".\n" +
 	"\x05AckOk\x12%\n" +
 	"\x0fup_to_inbox_seq\x18\x01 \x01(\x04R\fupToInboxSeq\"U\n" +
 	"\vReadReceipt\x12 \n" +

@@ -113,8 +113,13 @@ type Gateway struct {
 	upgrader websocket.Upgrader
 	mux      *http.ServeMux
 
-	mu       sync.Mutex
-	sessions map[*session]struct{}
+	mu sync.Mutex
+	// sessions holds every open session in one of renewSlots slots; the
+	// renewer walks one slot per LeaseRenew/renewSlots (renew.go).
+	sessions  [renewSlots]map[*session]struct{}
+	nSessions int
+	slotAt    int // the slot the renewer visits next
+	renewing  bool
 	// droppedEphemeral counts presence and typing frames dropped because a
 	// client's send queue was half full.
 	droppedEphemeral atomic.Int64
@@ -129,10 +134,9 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, errors.New("gateway: Store, Cluster and Tokens are required")
 	}
 	g := &Gateway{
-		cfg:      cfg,
-		log:      cfg.Logger.With("component", "gateway"),
-		system:   cfg.Cluster.System(),
-		sessions: make(map[*session]struct{}),
+		cfg:    cfg,
+		log:    cfg.Logger.With("component", "gateway"),
+		system: cfg.Cluster.System(),
 		upgrader: websocket.Upgrader{
 			Subprotocols: []string{SubprotocolProto, SubprotocolJSON},
 			// Read: 1 KiB per connection (frames are small; a larger one is
@@ -169,7 +173,7 @@ func (g *Gateway) DroppedEphemeral() int64 { return g.droppedEphemeral.Load() }
 func (g *Gateway) Sessions() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return len(g.sessions)
+	return g.nSessions
 }
 
 func (g *Gateway) track(s *session) bool {
@@ -178,16 +182,28 @@ func (g *Gateway) track(s *session) bool {
 	if g.closing {
 		return false
 	}
-	g.sessions[s] = struct{}{}
+	// The slot the renewer visited last comes round again last: the first
+	// renewal is about one period after the session opened.
+	s.slot = uint8((g.slotAt + renewSlots - 1) % renewSlots)
+	if g.sessions[s.slot] == nil {
+		g.sessions[s.slot] = make(map[*session]struct{})
+	}
+	g.sessions[s.slot][s] = struct{}{}
+	g.nSessions++
 	g.wg.Add(1)
+	if !g.renewing {
+		g.renewing = true
+		go g.renewLoop()
+	}
 	return true
 }
 
 func (g *Gateway) untrack(s *session) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if _, ok := g.sessions[s]; ok {
-		delete(g.sessions, s)
+	if _, ok := g.sessions[s.slot][s]; ok {
+		delete(g.sessions[s.slot], s)
+		g.nSessions--
 		g.wg.Done()
 	}
 }
@@ -197,9 +213,11 @@ func (g *Gateway) untrack(s *session) {
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.mu.Lock()
 	g.closing = true
-	open := make([]*session, 0, len(g.sessions))
-	for s := range g.sessions {
-		open = append(open, s)
+	open := make([]*session, 0, g.nSessions)
+	for _, slot := range g.sessions {
+		for s := range slot {
+			open = append(open, s)
+		}
 	}
 	g.mu.Unlock()
 	for _, s := range open {

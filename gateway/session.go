@@ -89,7 +89,9 @@ type session struct {
 	// own presence visibility, passed along with them.
 	subs       map[string]bool
 	visibility courierpb.Visibility
-	renewTimer *time.Timer
+	// renewing: a lease renewal is waiting for its answer.
+	renewing bool
+	slot     uint8 // the gateway's renewal slot (guarded by g.mu)
 }
 
 // outFrame is one item for the writer: a frame, or a replay to run.
@@ -207,7 +209,6 @@ func (s *session) attach(ctx actor.Context) {
 		}}})
 		s.lastSent = s.resumeAfter
 		s.startReplay(ctx, r.ReplayThrough)
-		s.scheduleRenew(ctx)
 	})
 }
 
@@ -255,15 +256,18 @@ func (s *session) push(ctx actor.Context, entries []*courierpb.InboxEntry) {
 	}
 }
 
-// renew re-attaches periodically: it keeps the grain from passivating while
-// the device is online and repairs the attachment if the grain restarted
-// (then whatever it stored meanwhile is replayed from the store).
+// renew re-attaches periodically (the gateway's renewer asks once per
+// LeaseRenew): it keeps the grain from passivating while the device is
+// online and repairs the attachment if the grain restarted (then whatever it
+// stored meanwhile is replayed from the store).
 func (s *session) renew(ctx actor.Context) {
-	if s.stopping {
+	if s.stopping || !s.attached || s.renewing {
 		return
 	}
+	s.renewing = true
 	msg := &courierpb.AttachDevice{DeviceId: s.claims.DeviceID, SessionAddress: s.self.Address, SessionId: s.id, Renew: true}
 	s.request(ctx, s.claims.UserID, msg, s.id, func(reply proto.Message, err error) {
+		s.renewing = false
 		r, _ := reply.(*courierpb.AttachDeviceReply)
 		if r.GetReplaced() {
 			s.replaced(ctx)
@@ -279,7 +283,6 @@ func (s *session) renew(ctx actor.Context) {
 		// Presence subscriptions are leases too: a grain that moved or
 		// passivated learns them again.
 		s.renewPresence(ctx)
-		s.scheduleRenew(ctx)
 	})
 }
 
@@ -292,23 +295,10 @@ func (s *session) replaced(ctx actor.Context) {
 	s.closeAfterFlush(ctx, CloseReplaced, "replaced by a newer connection of this device")
 }
 
-// scheduleRenew arms the session's one renewal timer. (A timer per renewal
-// with a stop hook on the session's context each time would pile up one
-// hook per renewal for as long as the connection lives.)
 // logger is built when something is logged: an idle session keeps no
 // preformatted logger.
 func (s *session) logger() *slog.Logger {
 	return s.g.log.With("session", s.id, "user_id", s.claims.UserID, "device_id", s.claims.DeviceID)
-}
-
-func (s *session) scheduleRenew(ctx actor.Context) {
-	if s.renewTimer != nil {
-		s.renewTimer.Reset(s.g.cfg.LeaseRenew)
-		return
-	}
-	system, self := ctx.ActorSystem(), ctx.Self()
-	s.renewTimer = time.AfterFunc(s.g.cfg.LeaseRenew, func() { system.Root.Send(self, renewLease{}) })
-	context.AfterFunc(s.ctx, func() { s.renewTimer.Stop() })
 }
 
 func (s *session) handleFrame(ctx actor.Context, f *courierpb.ClientFrame) {

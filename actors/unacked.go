@@ -53,6 +53,9 @@ func (g *userGrain) index(appends []persistence.InboxAppend) {
 		ix := g.unacked[a.DeviceID]
 		if ix == nil {
 			ix = &unackedIndex{from: g.indexFrom}
+			if g.unacked == nil {
+				g.unacked = make(map[uint32]*unackedIndex)
+			}
 			g.unacked[a.DeviceID] = ix
 		}
 		if len(ix.items) == maxUnackedIndexed {

@@ -90,7 +90,7 @@ func (g *userGrain) redeemLinkCode(ctx actor.Context, msg *courierpb.RedeemLinkC
 		return
 	}
 	id := g.devices[len(g.devices)-1] + 1
-	sctx, cancel := context.WithTimeout(g.stop, g.deps.Config.StoreTimeout)
+	sctx, cancel := g.storeCtx()
 	defer cancel()
 	err := g.deps.Store.PutDevice(sctx, persistence.Device{UserID: g.id, DeviceID: id, SecretHash: msg.SecretHash, CreatedAt: g.deps.Now().UTC()})
 	if err != nil {
@@ -119,7 +119,7 @@ func (g *userGrain) unlinkDevice(ctx actor.Context, msg *courierpb.UnlinkDevice)
 		fail(codeError(courierpb.ErrorCode_NOT_FOUND, "no such device", false))
 		return
 	}
-	sctx, cancel := context.WithTimeout(g.stop, g.deps.Config.StoreTimeout)
+	sctx, cancel := g.storeCtx()
 	defer cancel()
 	// The device row goes first: once it is gone the device can neither
 	// get a token nor attach, whatever happens to the rest.
@@ -190,7 +190,7 @@ func (g *userGrain) checkDevices(named []*courierpb.DeviceCiphertext, except uin
 	if len(missing) == 0 && len(extra) == 0 {
 		return nil
 	}
-	sctx, cancel := context.WithTimeout(g.stop, g.deps.Config.StoreTimeout)
+	sctx, cancel := g.storeCtx()
 	err := g.loadDevices(sctx)
 	cancel()
 	if err != nil {

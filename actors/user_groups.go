@@ -89,6 +89,9 @@ func (g *userGrain) deliverGroupEntries(ctx actor.Context, msg *courierpb.Delive
 	gi := g.groups[msg.GroupId]
 	if gi == nil {
 		gi = &groupInbox{}
+		if g.groups == nil {
+			g.groups = make(map[string]*groupInbox)
+		}
 		g.groups[msg.GroupId] = gi
 	}
 	if gi.busy {

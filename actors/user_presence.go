@@ -109,6 +109,9 @@ func (g *userGrain) watchPresence(ctx actor.Context, msg *courierpb.WatchPresenc
 			return
 		}
 		w = &watcher{pid: pid}
+		if g.presence.watchers == nil {
+			g.presence.watchers = make(map[string]*watcher)
+		}
 		g.presence.watchers[key] = w
 		ctx.Watch(pid)
 	}

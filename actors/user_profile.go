@@ -122,7 +122,7 @@ func (g *userGrain) saveProfile() error {
 	if err != nil {
 		return fmt.Errorf("encode profile: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(g.stop, g.deps.Config.StoreTimeout)
+	ctx, cancel := g.storeCtx()
 	defer cancel()
 	if err := g.deps.Store.PutProfile(ctx, g.id, b); err != nil {
 		return fmt.Errorf("save profile of %s: %w", g.id, err)
@@ -221,7 +221,7 @@ func (g *userGrain) updateContacts(u *courierpb.ContactsUpdate) ([]string, *cour
 	if n := len(u.AddUserIds) + len(u.AddHandles) + len(u.RemoveUserIds); n == 0 || n > MaxContactsBatch {
 		return nil, codeError(courierpb.ErrorCode_INVALID_ARGUMENT, fmt.Sprintf("a contacts update changes 1..%d contacts", MaxContactsBatch), false)
 	}
-	ctx, cancel := context.WithTimeout(g.stop, g.deps.Config.StoreTimeout)
+	ctx, cancel := g.storeCtx()
 	defer cancel()
 	add := make(map[string]string)
 	for _, id := range u.AddUserIds {

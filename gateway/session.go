@@ -136,7 +136,6 @@ func newSession(g *Gateway, conn *websocket.Conn, claims Claims, resumeAfter uin
 		ctx:         ctx,
 		cancel:      cancel,
 		out:         newFrameQueue(g.cfg.SendQueue),
-		subs:        make(map[string]bool),
 		resumeAfter: resumeAfter,
 	}
 }

@@ -106,6 +106,9 @@ func (s *session) presenceSubscribe(ctx actor.Context, reqID uint64, ids []strin
 			}
 			delete(s.subs, id)
 		} else {
+			if s.subs == nil {
+				s.subs = make(map[string]bool)
+			}
 			s.subs[id] = true
 		}
 		s.watch(id, unwatch)

@@ -28,8 +28,9 @@ Credentials are kept in a profile file per handle, by default
 $XDG_CONFIG_HOME/courier/<handle>.json (or ~/.config/courier/<handle>.json),
 readable by you only.
 
-NOTE: messages are sent as plain UTF-8 bytes for now. End-to-end encryption
-arrives in a later release; until then the server can read what you send.`
+Messages are end-to-end encrypted with the Signal protocol: the device's
+keys and sessions live next to the profile (<handle>.keys), and the server
+only ever stores ciphertext.`
 
 // chatFlags are shared by every chat subcommand.
 type chatFlags struct {
@@ -44,7 +45,7 @@ func newChatCmd() *cobra.Command {
 	var f chatFlags
 	cmd := &cobra.Command{
 		Use:   "chat",
-		Short: "Register, send and listen by hand (plain text until end-to-end encryption lands)",
+		Short: "Register, send and listen by hand (end-to-end encrypted)",
 		Long:  chatLong,
 	}
 	pf := cmd.PersistentFlags()
@@ -107,8 +108,8 @@ message durably and will deliver it. --wait-delivered then waits for the
 double tick (the recipient's device received it); entries arriving
 meanwhile (messages to you, receipts) are printed and count as received.
 
-The text is sent as plain UTF-8 bytes: end-to-end encryption lands in a
-later release.`,
+The text is encrypted for each of the recipient's devices (and your other
+devices) before it leaves.`,
 		Example: `  courier chat send --as alice --to bob "hello"`,
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -174,8 +175,8 @@ func newChatListenCmd(f *chatFlags) *cobra.Command {
 acknowledged to the server, which then tells the senders it was delivered;
 --mark-read also sends read receipts (blue ticks).
 
-Messages are plain UTF-8 text for now: end-to-end encryption lands in a
-later release.`,
+Messages are decrypted on this device; one that cannot be decrypted is
+shown as such.`,
 		Example: "  courier chat listen --as bob --mark-read",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

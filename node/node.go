@@ -57,6 +57,10 @@ type Config struct {
 	ScyllaTimeout time.Duration
 	// InboxTTL is how long undelivered entries are kept (default 30 days).
 	InboxTTL time.Duration
+	// SyncInterval is the embedded store's least time between two WAL
+	// syncs, so commits close together share one (default 1ms; negative:
+	// sync each at once).
+	SyncInterval time.Duration
 	// PassivateAfter is how long an idle grain stays in memory (default 5m).
 	PassivateAfter time.Duration
 	// RequestTimeout bounds one grain request attempt (default 5s).
@@ -196,7 +200,7 @@ func openStore(ctx context.Context, cfg Config) (persistence.Store, error) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("create data dir %s: %w", dir, err)
 		}
-		s, err := embedded.Open(dir, embedded.Options{InboxTTL: cfg.InboxTTL, Logger: cfg.Logger})
+		s, err := embedded.Open(dir, embedded.Options{InboxTTL: cfg.InboxTTL, SyncInterval: cfg.SyncInterval, Logger: cfg.Logger})
 		if err != nil {
 			return nil, fmt.Errorf("open embedded store in %s: %w", dir, err)
 		}

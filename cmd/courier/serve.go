@@ -72,6 +72,7 @@ COURIER_ plus the flag name in upper case with - as _ (e.g. COURIER_LISTEN).`,
 	f.StringVar(&cfg.ScyllaPassword, "scylla-password", "", "database password (prefer COURIER_SCYLLA_PASSWORD)")
 	f.DurationVar(&cfg.ScyllaTimeout, "scylla-timeout", 3*time.Second, "timeout of one database request")
 	f.DurationVar(&cfg.InboxTTL, "inbox-ttl", 30*24*time.Hour, "how long undelivered inbox entries are kept")
+	f.DurationVar(&cfg.SyncInterval, "sync-interval", time.Millisecond, "embedded store: least time between two fsyncs of its log; commits meanwhile share the next (negative: fsync each at once)")
 	f.DurationVar(&cfg.PassivateAfter, "passivate-after", 5*time.Minute, "idle time after which a grain leaves memory")
 	f.DurationVar(&cfg.RequestTimeout, "request-timeout", 5*time.Second, "timeout of one grain request attempt")
 	f.IntVar(&cfg.SendQueue, "send-queue", 1024, "frames queued for a slow client before it is disconnected")

@@ -47,11 +47,21 @@ type Options struct {
 	SweepInterval time.Duration
 	// CacheSize is the size of Pebble's block cache in bytes. Default 64 MiB.
 	CacheSize int64
+	// SyncInterval is the least time between two WAL syncs: commits that
+	// arrive meanwhile wait and share the next sync. Default 1ms;
+	// negative syncs as soon as asked.
+	SyncInterval time.Duration
 }
 
 const (
 	defaultSweepInterval = time.Minute
 	defaultCacheSize     = 64 << 20
+	// defaultSyncInterval: every message costs several fsync'd commits
+	// (inbox entry, receipt, deletes). Under moderate load they arrive a
+	// little apart and each took its own fdatasync, a tenth of the server's
+	// CPU at 3,000 msgs/s; waiting up to a millisecond lets them share
+	// one, for a latency cost far below a network round trip.
+	defaultSyncInterval = time.Millisecond
 	// sweepChunkSize bounds how many due records the sweeper handles while
 	// holding writers off, so an Append never waits behind a long sweep.
 	sweepChunkSize = 512
@@ -122,6 +132,10 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.CacheSize <= 0 {
 		opts.CacheSize = defaultCacheSize
 	}
+	if opts.SyncInterval == 0 {
+		opts.SyncInterval = defaultSyncInterval
+	}
+	syncInterval := max(opts.SyncInterval, 0)
 	log := opts.Logger.With("component", "embedded-store")
 	popts := &pebble.Options{
 		CacheSize: opts.CacheSize,
@@ -131,8 +145,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		FormatMajorVersion: pebble.FormatNewest,
 		// Inbox entries live briefly (deleted on ack): a larger memtable lets
 		// most of them die before they are ever flushed and compacted.
-		MemTableSize: 32 << 20,
-		Logger:       pebbleLogger{log: opts.Logger.With("component", "pebble")},
+		MemTableSize:       32 << 20,
+		Logger:             pebbleLogger{log: opts.Logger.With("component", "pebble")},
+		WALMinSyncInterval: func() time.Duration { return syncInterval },
 	}
 	// Every new message checks its dedupe record, which almost never exists:
 	// bloom filters answer those misses without reading sstable blocks.

@@ -35,6 +35,11 @@ func BenchmarkInboxAppend(b *testing.B) {
 			b.Cleanup(func() { _ = s.Close() })
 			return s
 		}},
+		{"scylla-coalesced", func(b *testing.B) persistence.Store {
+			o := scyllatest.Options(b)
+			o.AppendMode = scylla.AppendCoalesced
+			return open(b, o)
+		}},
 		{"scylla-batched", func(b *testing.B) persistence.Store {
 			o := scyllatest.Options(b)
 			o.AppendMode = scylla.AppendBatched

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 
 	"github.com/gocql/gocql"
@@ -104,6 +105,11 @@ func (s *Store) writeAll(ctx context.Context, rows []write) error {
 	if len(rows) == 0 {
 		return nil
 	}
+	if s.coal != nil {
+		if parts := partitions(rows); fits(rows, parts) {
+			return s.coal.write(ctx, rows, parts)
+		}
+	}
 	var units []func(context.Context) error
 	switch s.mode {
 	case AppendConcurrent:
@@ -144,6 +150,17 @@ func (s *Store) writeAll(ctx context.Context, rows []write) error {
 	}
 	wg.Wait()
 	return first
+}
+
+// partitions counts the distinct partitions rows write to.
+func partitions(rows []write) int {
+	n := 0
+	for i, r := range rows {
+		if !slices.ContainsFunc(rows[:i], func(o write) bool { return o.partition == r.partition }) {
+			n++
+		}
+	}
+	return n
 }
 
 // batches groups rows by partition, in their order, and cuts each
@@ -244,6 +261,14 @@ func (s *Store) DeleteRange(ctx context.Context, userID string, deviceID uint32,
 	}
 	defer release()
 	through = min(through, maxSeq)
+	if s.coal != nil {
+		row := write{partition: fmt.Sprintf("%s\x00%d", userID, deviceID), stmt: s.stmts.deleteRange,
+			args: []any{userID, int64(deviceID), int64(after), int64(through)}, bytes: len(userID) + 48}
+		if err := s.coal.write(ctx, []write{row}, 1); err != nil {
+			return wrap(err)
+		}
+		return nil
+	}
 	if err := s.query(ctx, s.stmts.deleteRange, userID, int64(deviceID), int64(after), int64(through)).Exec(); err != nil {
 		return wrap(err)
 	}

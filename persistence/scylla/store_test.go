@@ -44,7 +44,7 @@ func open(t testing.TB, opts scylla.Options) *scylla.Store {
 }
 
 func TestConformance(t *testing.T) {
-	for _, mode := range []scylla.AppendMode{scylla.AppendBatched, scylla.AppendConcurrent} {
+	for _, mode := range []scylla.AppendMode{scylla.AppendCoalesced, scylla.AppendBatched, scylla.AppendConcurrent} {
 		t.Run(mode.String(), func(t *testing.T) {
 			base := scyllatest.Options(t)
 			base.AppendMode = mode

@@ -30,22 +30,36 @@ func (f *fakeBatches) exec(ctx context.Context, rows []write) error {
 
 func row(part string, bytes int) write { return write{partition: part, bytes: bytes} }
 
-func TestCoalescerSharesBatchesWithinTheLimits(t *testing.T) {
-	f := &fakeBatches{gate: make(chan struct{})}
+// busyCoalescer returns a coalescer that may have one batch out and has
+// it out, blocked until f.gate closes, so the writes that follow queue.
+// The blocked write's result arrives on errs with the others'.
+func busyCoalescer(t *testing.T, fail error) (*fakeBatches, *coalescer, chan error) {
+	t.Helper()
+	f := &fakeBatches{gate: make(chan struct{}), fail: fail}
 	c := newCoalescer(f.exec, time.Second)
 	c.maxInFlight = 1
-
-	// The first write goes out alone and blocks in exec; the next ones queue.
 	errs := make(chan error, 64)
-	go func() { errs <- c.write(context.Background(), []write{row("first", 10)}, 1) }()
+	go func() { errs <- c.write(context.Background(), []write{row("first", 1)}, 1) }()
 	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.inFlight == 1 && len(c.queue) == 0 })
-	const queued = 25 // one partition each: 10 + 10 + 5 under maxBatchPartitions
-	for i := range queued {
+	return f, c, errs
+}
+
+func queued(c *coalescer) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.queue)
+}
+
+func TestCoalescerSharesBatchesWithinTheLimits(t *testing.T) {
+	// The first write goes out alone and blocks in exec; the next ones queue.
+	f, c, errs := busyCoalescer(t, nil)
+	const n = 25 // one partition each: 10 + 10 + 5 under maxBatchPartitions
+	for i := range n {
 		go func() { errs <- c.write(context.Background(), []write{row(fmt.Sprint("p", i), 10)}, 1) }()
 	}
-	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return len(c.queue) == queued })
+	waitFor(t, func() bool { return queued(c) == n })
 	close(f.gate)
-	for range queued + 1 {
+	for range n + 1 {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
@@ -61,18 +75,13 @@ func TestCoalescerSharesBatchesWithinTheLimits(t *testing.T) {
 }
 
 func TestCoalescerKeepsAUnitWholeAndUnderTheByteLimit(t *testing.T) {
-	f := &fakeBatches{gate: make(chan struct{})}
-	c := newCoalescer(f.exec, time.Second)
-	c.maxInFlight = 1
-	errs := make(chan error, 8)
-	go func() { errs <- c.write(context.Background(), []write{row("a", 1)}, 1) }()
-	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.inFlight == 1 && len(c.queue) == 0 })
+	f, c, errs := busyCoalescer(t, nil)
 	half := maxBatchBytes / 2
 	// Two rows of one unit, then a unit that no longer fits in that batch.
 	go func() { errs <- c.write(context.Background(), []write{row("b", half), row("c", half/2)}, 2) }()
-	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return len(c.queue) == 1 })
+	waitFor(t, func() bool { return queued(c) == 1 })
 	go func() { errs <- c.write(context.Background(), []write{row("d", half)}, 1) }()
-	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return len(c.queue) == 2 })
+	waitFor(t, func() bool { return queued(c) == 2 })
 	close(f.gate)
 	for range 3 {
 		if err := <-errs; err != nil {
@@ -88,23 +97,18 @@ func TestCoalescerKeepsAUnitWholeAndUnderTheByteLimit(t *testing.T) {
 		}
 		got = append(got, parts)
 	}
-	if fmt.Sprint(got) != "[a bc d]" {
-		t.Fatalf("batches %v, want [a bc d]", got)
+	if fmt.Sprint(got) != "[first bc d]" {
+		t.Fatalf("batches %v, want [first bc d]", got)
 	}
 }
 
 func TestCoalescerFailsEveryUnitOfAFailedBatch(t *testing.T) {
 	boom := errors.New("write timeout")
-	f := &fakeBatches{gate: make(chan struct{}), fail: boom}
-	c := newCoalescer(f.exec, time.Second)
-	c.maxInFlight = 1
-	errs := make(chan error, 8)
-	go func() { errs <- c.write(context.Background(), []write{row("first", 1)}, 1) }()
-	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.inFlight == 1 && len(c.queue) == 0 })
+	f, c, errs := busyCoalescer(t, boom)
 	for i := range 3 {
 		go func() { errs <- c.write(context.Background(), []write{row(fmt.Sprint(i), 1)}, 1) }()
 	}
-	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return len(c.queue) == 3 })
+	waitFor(t, func() bool { return queued(c) == 3 })
 	close(f.gate)
 	for range 4 {
 		if err := <-errs; !errors.Is(err, boom) {

@@ -47,6 +47,7 @@ type presenceState struct {
 	watchers map[string]*watcher // by session PID
 	// sentAt is when watchers were last told about a change.
 	sentAt     time.Time
+	timer      *time.Timer // the debounce timer, made when first armed
 	timerArmed bool
 	// pendingChanges counts transitions since the last broadcast.
 	pendingChanges int
@@ -168,8 +169,16 @@ func (g *userGrain) presenceChanged(ctx actor.Context) {
 	}
 	if !g.presence.timerArmed {
 		g.presence.timerArmed = true
+		if g.presence.timer != nil {
+			g.presence.timer.Reset(wait)
+			return
+		}
+		// One timer for the activation's life, stopped with it: a stop
+		// hook per arming would pile up on g.stop while a watched user
+		// keeps flapping.
 		self, root := ctx.Self(), ctx.ActorSystem().Root
 		t := time.AfterFunc(wait, func() { root.Send(self, presenceTick{}) })
+		g.presence.timer = t
 		context.AfterFunc(g.stop, func() { t.Stop() })
 	}
 }

@@ -77,20 +77,17 @@ func Direct(ctx context.Context, cfg DirectConfig) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	run := newRun(ctx, cfg.DurationLimit)
-	defer run.cancel()
 	if cfg.E2EE {
 		if cfg.e2eeDir, err = os.MkdirTemp("", "courier-bench-keys"); err != nil {
 			return nil, fmt.Errorf("bench: key directory: %w", err)
 		}
 		defer os.RemoveAll(cfg.e2eeDir)
 	}
-	con := newConsole(cfg.Progress, cfg.ProgressInterval)
-	f, err := newFleet(cfg.net(), con)
+	run, con, f, stop, err := startFleet(ctx, cfg.Target, cfg.net())
 	if err != nil {
 		return nil, err
 	}
-	defer f.close()
+	defer stop()
 
 	setupStart := time.Now()
 	users := 2 * cfg.Pairs

@@ -66,14 +66,11 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	run := newRun(ctx, cfg.DurationLimit)
-	defer run.cancel()
-	con := newConsole(cfg.Progress, cfg.ProgressInterval)
-	f, err := newFleet(cfg.net(), con)
+	run, con, f, stop, err := startFleet(ctx, cfg.Target, cfg.net())
 	if err != nil {
 		return nil, err
 	}
-	defer f.close()
+	defer stop()
 
 	setupStart := time.Now()
 	users := cfg.Groups * cfg.Members

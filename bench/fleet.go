@@ -112,6 +112,18 @@ func runPrefix() string {
 
 func (f *fleet) close() { f.hc.CloseIdleConnections() }
 
+// startFleet opens what every client scenario runs on: the run (its
+// deadline and interrupt), the console and the fleet; stop releases them.
+func startFleet(ctx context.Context, t Target, nc netConfig) (r *run, con *console, f *fleet, stop func(), err error) {
+	r = newRun(ctx, t.DurationLimit)
+	con = newConsole(t.Progress, t.ProgressInterval)
+	if f, err = newFleet(nc, con); err != nil {
+		r.cancel()
+		return nil, nil, nil, nil, err
+	}
+	return r, con, f, func() { f.close(); r.cancel() }, nil
+}
+
 // register creates n users, retrying a few times on retryable refusals.
 func (f *fleet) register(ctx context.Context, n int) ([]client.Credentials, error) {
 	f.con.say("registering %d users at %s", n, strings.Join(f.bases, ", "))

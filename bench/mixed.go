@@ -110,14 +110,11 @@ func Mixed(ctx context.Context, cfg MixedConfig) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	run := newRun(ctx, cfg.DurationLimit)
-	defer run.cancel()
-	con := newConsole(cfg.Progress, cfg.ProgressInterval)
-	f, err := newFleet(cfg.net(), con)
+	run, con, f, stop, err := startFleet(ctx, cfg.Target, cfg.net())
 	if err != nil {
 		return nil, err
 	}
-	defer f.close()
+	defer stop()
 
 	setupStart := time.Now()
 	creds, err := f.register(run.ctx, cfg.Users)

@@ -101,14 +101,11 @@ func Presence(ctx context.Context, cfg PresenceConfig) (*PresenceReport, error) 
 	if cfg.Target, err = cfg.Target.withDefaults(); err != nil {
 		return nil, err
 	}
-	r := newRun(ctx, cfg.DurationLimit)
-	defer r.cancel()
-	con := newConsole(cfg.Progress, cfg.ProgressInterval)
-	f, err := newFleet(cfg.net(), con)
+	r, con, f, release, err := startFleet(ctx, cfg.Target, cfg.net())
 	if err != nil {
 		return nil, err
 	}
-	defer f.close()
+	defer release()
 	creds, err := f.register(r.ctx, cfg.Users)
 	if err != nil {
 		return nil, r.setupErr(err)

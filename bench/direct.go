@@ -32,11 +32,7 @@ type DirectConfig struct {
 	// Rate messages a second on a fixed schedule, whatever the server's
 	// answers, and latency counts from the scheduled send time.
 	Rate float64
-	// PayloadSize is the ciphertext size in bytes (default 64, at least 16).
-	PayloadSize int
-	// StallTimeout gives up waiting for the last deliveries when none
-	// arrived for this long after the last send (default 1 min).
-	StallTimeout time.Duration
+	Traffic
 }
 
 func (c DirectConfig) withDefaults() (DirectConfig, error) {
@@ -44,15 +40,15 @@ func (c DirectConfig) withDefaults() (DirectConfig, error) {
 	if c.Target, err = c.Target.withDefaults(); err != nil {
 		return c, err
 	}
+	if c.Traffic, err = c.Traffic.withDefaults(); err != nil {
+		return c, err
+	}
 	c.Pairs = orDefault(c.Pairs, 100)
 	c.Messages = orDefault(c.Messages, 100)
 	c.Window = orDefault(c.Window, 8)
-	c.PayloadSize = orDefault(c.PayloadSize, 64)
 	switch {
 	case c.Pairs < 0 || c.Messages < 0 || c.Window < 0 || c.Concurrency < 0 || c.Rate < 0:
 		return c, errors.New("bench: pairs, messages, window, rate and concurrency must be positive")
-	case c.PayloadSize < payloadHeader:
-		return c, fmt.Errorf("bench: payload size must be at least %d bytes", payloadHeader)
 	}
 	return c, nil
 }
@@ -184,10 +180,6 @@ func Direct(ctx context.Context, cfg DirectConfig) (*Report, error) {
 
 // lateDuplicates is how long a run listens on after the last delivery.
 const lateDuplicates = 200 * time.Millisecond
-
-func (c DirectConfig) stall() time.Duration { return orDefault(c.StallTimeout, defaultStall) }
-
-const defaultStall = time.Minute
 
 func latencyOf(mode string) string {
 	if mode == "open-loop" {

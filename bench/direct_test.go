@@ -175,7 +175,7 @@ func TestDirectConfigValidation(t *testing.T) {
 		cfg  DirectConfig
 	}{
 		{"no URL", DirectConfig{}},
-		{"payload below the header", DirectConfig{Target: Target{URL: "ws://x"}, PayloadSize: 8}},
+		{"payload below the header", DirectConfig{Target: Target{URL: "ws://x"}, Traffic: Traffic{PayloadSize: 8}}},
 		{"negative rate", DirectConfig{Target: Target{URL: "ws://x"}, Rate: -1}},
 		{"bad scheme", DirectConfig{Target: Target{URL: "ftp://x"}}},
 	}

@@ -29,10 +29,7 @@ type FanoutConfig struct {
 	// Rate, when positive, is open loop: the senders together send Rate
 	// group messages a second.
 	Rate float64
-	// PayloadSize is the ciphertext size in bytes (default 64, at least 16).
-	PayloadSize int
-	// StallTimeout: see DirectConfig.
-	StallTimeout time.Duration
+	Traffic
 }
 
 func (c FanoutConfig) withDefaults() (FanoutConfig, error) {
@@ -40,12 +37,14 @@ func (c FanoutConfig) withDefaults() (FanoutConfig, error) {
 	if c.Target, err = c.Target.withDefaults(); err != nil {
 		return c, err
 	}
+	if c.Traffic, err = c.Traffic.withDefaults(); err != nil {
+		return c, err
+	}
 	c.Groups = orDefault(c.Groups, 1)
 	c.Members = orDefault(c.Members, 100)
 	c.Senders = orDefault(c.Senders, 4)
 	c.Messages = orDefault(c.Messages, 50)
 	c.Window = orDefault(c.Window, 4)
-	c.PayloadSize = orDefault(c.PayloadSize, 64)
 	switch {
 	case c.Groups < 0 || c.Messages < 0 || c.Window < 0 || c.Concurrency < 0 || c.Rate < 0:
 		return c, errors.New("bench: groups, messages, window, rate and concurrency must be positive")
@@ -53,8 +52,6 @@ func (c FanoutConfig) withDefaults() (FanoutConfig, error) {
 		return c, fmt.Errorf("bench: members must be 2..%d", client.MaxGroupMembers)
 	case c.Senders < 1 || c.Senders > c.Members:
 		return c, errors.New("bench: senders must be 1..members")
-	case c.PayloadSize < payloadHeader:
-		return c, fmt.Errorf("bench: payload size must be at least %d bytes", payloadHeader)
 	}
 	return c, nil
 }
@@ -160,7 +157,7 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*Report, error) {
 		return status{Done: sumDistinct(inboxes), Total: total, Unit: "deliveries", Extra: fmt.Sprintf("%d group msgs acked", sent)}
 	})
 	senders.Wait()
-	caughtUp := run.settle(inboxes, expectedPer(allStreams(ackers), receivers, users), orDefault(cfg.StallTimeout, defaultStall))
+	caughtUp := run.settle(inboxes, expectedPer(allStreams(ackers), receivers, users), cfg.stall())
 	m.Stop()
 	end := time.Now()
 	if last := lastArrival(inboxes); !last.IsZero() && caughtUp {

@@ -34,14 +34,14 @@ func TestBenchCatchesADroppedMessage(t *testing.T) {
 		run  func(ctx context.Context, url string) (*Report, error)
 	}{
 		{"direct", courierpb.EntryKind_ENTRY_KIND_MESSAGE, func(ctx context.Context, url string) (*Report, error) {
-			return Direct(ctx, DirectConfig{Target: Target{URL: url, DurationLimit: time.Minute}, Pairs: 4, Messages: 20, StallTimeout: time.Second})
+			return Direct(ctx, DirectConfig{Target: Target{URL: url, DurationLimit: time.Minute}, Pairs: 4, Messages: 20, Traffic: Traffic{StallTimeout: time.Second}})
 		}},
 		{"fanout", courierpb.EntryKind_ENTRY_KIND_GROUP_MESSAGE, func(ctx context.Context, url string) (*Report, error) {
-			return Fanout(ctx, FanoutConfig{Target: Target{URL: url, DurationLimit: time.Minute}, Members: 6, Senders: 2, Messages: 10, StallTimeout: time.Second})
+			return Fanout(ctx, FanoutConfig{Target: Target{URL: url, DurationLimit: time.Minute}, Members: 6, Senders: 2, Messages: 10, Traffic: Traffic{StallTimeout: time.Second}})
 		}},
 		{"mixed", courierpb.EntryKind_ENTRY_KIND_MESSAGE, func(ctx context.Context, url string) (*Report, error) {
 			return Mixed(ctx, MixedConfig{Target: Target{URL: url, DurationLimit: time.Minute}, Users: 10, Groups: 1, GroupMin: 3, GroupMax: 5, Rate: 100, Duration: time.Second,
-				GroupShare: 0.2, StallTimeout: time.Second})
+				GroupShare: 0.2, Traffic: Traffic{StallTimeout: time.Second}})
 		}},
 	}
 	for _, tt := range tests {

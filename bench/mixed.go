@@ -44,15 +44,15 @@ type MixedConfig struct {
 	PresenceSubs int
 	// Seed makes the mix reproducible (group members, peers, shares).
 	Seed uint64
-	// PayloadSize is the ciphertext size in bytes (default 64, at least 16).
-	PayloadSize int
-	// StallTimeout: see DirectConfig.
-	StallTimeout time.Duration
+	Traffic
 }
 
 func (c MixedConfig) withDefaults() (MixedConfig, error) {
 	var err error
 	if c.Target, err = c.Target.withDefaults(); err != nil {
+		return c, err
+	}
+	if c.Traffic, err = c.Traffic.withDefaults(); err != nil {
 		return c, err
 	}
 	c.Users = orDefault(c.Users, 200)
@@ -62,7 +62,6 @@ func (c MixedConfig) withDefaults() (MixedConfig, error) {
 	c.GroupMin = min(c.GroupMin, c.GroupMax)
 	c.Rate = orDefault(c.Rate, 200)
 	c.Duration = orDefault(c.Duration, 10*time.Second)
-	c.PayloadSize = orDefault(c.PayloadSize, 64)
 	switch {
 	case c.Users < 2:
 		return c, errors.New("bench: the mix needs at least 2 users")
@@ -70,8 +69,6 @@ func (c MixedConfig) withDefaults() (MixedConfig, error) {
 		return c, errors.New("bench: groups, rate, duration and concurrency must be positive, and groups have at least 2 members")
 	case c.GroupShare < 0 || c.GroupShare > 1 || c.ReadShare < 0 || c.ReadShare > 1 || c.TypingShare < 0 || c.TypingShare > 1 || c.PresenceSubs < 0:
 		return c, errors.New("bench: shares are between 0 and 1")
-	case c.PayloadSize < payloadHeader:
-		return c, fmt.Errorf("bench: payload size must be at least %d bytes", payloadHeader)
 	}
 	return c, nil
 }
@@ -257,13 +254,13 @@ func Mixed(ctx context.Context, cfg MixedConfig) (*Report, error) {
 	senders.Wait()
 	close(stopDrops)
 	dropper.Wait()
-	caughtUp := run.settle(inboxes, expectedPer(allStreams(ackers), receivers, cfg.Users), orDefault(cfg.StallTimeout, defaultStall))
+	caughtUp := run.settle(inboxes, expectedPer(allStreams(ackers), receivers, cfg.Users), cfg.stall())
 	end := time.Now()
 	if last := lastArrival(inboxes); !last.IsZero() && caughtUp {
 		end = last
 	}
 	// Read receipts trail the messages they are about.
-	readsBack := caughtUp && waitZero(run.ctx, &marks.outstanding, orDefault(cfg.StallTimeout, defaultStall))
+	readsBack := caughtUp && waitZero(run.ctx, &marks.outstanding, cfg.stall())
 	m.Stop()
 	if caughtUp {
 		sleep(run.ctx, lateDuplicates)

@@ -27,10 +27,7 @@ type StormConfig struct {
 	Window int
 	// StormConcurrency bounds the reconnects in flight (0: all at once).
 	StormConcurrency int
-	// PayloadSize is the ciphertext size in bytes (default 64, at least 16).
-	PayloadSize int
-	// StallTimeout: see DirectConfig.
-	StallTimeout time.Duration
+	Traffic
 }
 
 func (c StormConfig) withDefaults() (StormConfig, error) {
@@ -38,16 +35,16 @@ func (c StormConfig) withDefaults() (StormConfig, error) {
 	if c.Target, err = c.Target.withDefaults(); err != nil {
 		return c, err
 	}
+	if c.Traffic, err = c.Traffic.withDefaults(); err != nil {
+		return c, err
+	}
 	c.Clients = orDefault(c.Clients, 1000)
 	c.Senders = orDefault(c.Senders, max(1, c.Clients/50))
 	c.Messages = orDefault(c.Messages, 10)
 	c.Window = orDefault(c.Window, 16)
-	c.PayloadSize = orDefault(c.PayloadSize, 64)
 	switch {
 	case c.Clients < 0 || c.Senders < 0 || c.Messages < 0 || c.Window < 0 || c.Concurrency < 0 || c.StormConcurrency < 0:
 		return c, errors.New("bench: clients, senders, messages, window and concurrency must be positive")
-	case c.PayloadSize < payloadHeader:
-		return c, fmt.Errorf("bench: payload size must be at least %d bytes", payloadHeader)
 	}
 	return c, nil
 }
@@ -172,7 +169,7 @@ func Storm(ctx context.Context, cfg StormConfig) (*Report, error) {
 	if last := lastConnected.Load(); last != 0 {
 		connected = time.Unix(0, last).Sub(start)
 	}
-	caughtUp := run.settle(inboxes, need, orDefault(cfg.StallTimeout, defaultStall))
+	caughtUp := run.settle(inboxes, need, cfg.stall())
 	m.Stop()
 	end := time.Now()
 	if last := lastArrival(inboxes); !last.IsZero() && caughtUp {

@@ -49,6 +49,12 @@ type benchFlags struct {
 	cpuProfile    string
 }
 
+// trafficFlags are the flags of every scenario that sends messages.
+func trafficFlags(f *pflag.FlagSet, t *bench.Traffic) {
+	f.IntVar(&t.PayloadSize, "payload", 64, "ciphertext bytes per message (at least 16)")
+	f.DurationVar(&t.StallTimeout, "stall-timeout", time.Minute, "stop waiting for the last deliveries when none arrived for this long")
+}
+
 // add registers the flags; sdk adds those of scenarios that run SDK clients.
 func (b *benchFlags) add(f *pflag.FlagSet, sdk bool) {
 	f.StringVar(&b.url, "url", "ws://127.0.0.1:8080", "server URL (ws, wss, http or https); several gateways of one cluster separated by commas")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -42,7 +41,6 @@ failed, or the run did not finish.`,
 	f.IntVar(&cfg.Messages, "messages", 100, "messages each sender sends")
 	f.IntVar(&cfg.Window, "window", 8, "sends each sender keeps in flight (closed loop)")
 	f.Float64Var(&cfg.Rate, "rate", 0, "open loop: messages a second over all senders (0: closed loop)")
-	f.IntVar(&cfg.PayloadSize, "payload", 64, "ciphertext bytes per message (at least 16)")
-	f.DurationVar(&cfg.StallTimeout, "stall-timeout", time.Minute, "stop waiting for the last deliveries when none arrived for this long")
+	trafficFlags(f, &cfg.Traffic)
 	return cmd
 }

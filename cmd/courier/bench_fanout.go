@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -37,7 +36,6 @@ msgs/s (group messages stored). --rate switches to open loop as in direct.`,
 	f.IntVar(&cfg.Messages, "messages", 50, "messages each sender sends")
 	f.IntVar(&cfg.Window, "window", 4, "sends each sender keeps in flight (closed loop)")
 	f.Float64Var(&cfg.Rate, "rate", 0, "open loop: group messages a second over all senders (0: closed loop)")
-	f.IntVar(&cfg.PayloadSize, "payload", 64, "ciphertext bytes per message (at least 16)")
-	f.DurationVar(&cfg.StallTimeout, "stall-timeout", time.Minute, "stop waiting for the last deliveries when none arrived for this long")
+	trafficFlags(f, &cfg.Traffic)
 	return cmd
 }

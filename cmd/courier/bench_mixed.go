@@ -47,7 +47,6 @@ in-order delivery per sender and conversation.`,
 	f.Float64Var(&cfg.TypingShare, "typing-share", 0.3, "share of messages preceded by a typing indicator (0..1)")
 	f.IntVar(&cfg.PresenceSubs, "presence-subs", 3, "peers whose presence each user subscribes to")
 	f.Uint64Var(&cfg.Seed, "seed", 1, "seed of the mix (groups, peers, shares)")
-	f.IntVar(&cfg.PayloadSize, "payload", 64, "ciphertext bytes per message (at least 16)")
-	f.DurationVar(&cfg.StallTimeout, "stall-timeout", time.Minute, "stop waiting for the last deliveries when none arrived for this long")
+	trafficFlags(f, &cfg.Traffic)
 	return cmd
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -37,7 +36,6 @@ once, in order.`,
 	f.IntVar(&cfg.Messages, "messages", 10, "messages pending in each inbox")
 	f.IntVar(&cfg.Window, "window", 16, "sends each sender keeps in flight while filling")
 	f.IntVar(&cfg.StormConcurrency, "storm-concurrency", 0, "reconnects in flight during the storm (0: all at once)")
-	f.IntVar(&cfg.PayloadSize, "payload", 64, "ciphertext bytes per message (at least 16)")
-	f.DurationVar(&cfg.StallTimeout, "stall-timeout", time.Minute, "stop waiting for the last deliveries when none arrived for this long")
+	trafficFlags(f, &cfg.Traffic)
 	return cmd
 }

@@ -42,8 +42,7 @@ func (c StormConfig) withDefaults() (StormConfig, error) {
 	c.Senders = orDefault(c.Senders, max(1, c.Clients/50))
 	c.Messages = orDefault(c.Messages, 10)
 	c.Window = orDefault(c.Window, 16)
-	switch {
-	case c.Clients < 0 || c.Senders < 0 || c.Messages < 0 || c.Window < 0 || c.Concurrency < 0 || c.StormConcurrency < 0:
+	if c.Clients < 0 || c.Senders < 0 || c.Messages < 0 || c.Window < 0 || c.Concurrency < 0 || c.StormConcurrency < 0 {
 		return c, errors.New("bench: clients, senders, messages, window and concurrency must be positive")
 	}
 	return c, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -611,6 +612,10 @@ type storedBatch struct {
 // and dedupe records).
 func storeBatch(ctx context.Context, store persistence.Store, batch []*pendingWrite) (storedBatch, error) {
 	var out storedBatch
+	found, err := storedDedupe(ctx, store, batch)
+	if err != nil {
+		return storedBatch{}, err
+	}
 	var records []persistence.DedupeRecord
 	for i, w := range batch {
 		if w.group != nil {
@@ -623,18 +628,12 @@ func storeBatch(ctx context.Context, store persistence.Store, batch []*pendingWr
 			continue
 		}
 		if w.dedupe != nil {
-			if !w.firstTransmission {
-				rec, err := store.GetDedupe(ctx, w.dedupe.RecipientID, w.dedupe.SenderID, w.dedupe.ClientMsgID)
-				switch {
-				case err == nil:
-					if out.duplicates == nil {
-						out.duplicates = make(map[int]int64)
-					}
-					out.duplicates[i] = rec.StoredAtMs
-					continue
-				case !errors.Is(err, persistence.ErrNotFound):
-					return storedBatch{}, fmt.Errorf("check dedupe record: %w", err)
+			if storedAt, dup := found[i]; dup {
+				if out.duplicates == nil {
+					out.duplicates = make(map[int]int64)
 				}
+				out.duplicates[i] = storedAt
+				continue
 			}
 			records = append(records, *w.dedupe)
 		}
@@ -644,6 +643,53 @@ func storeBatch(ctx context.Context, store persistence.Store, batch []*pendingWr
 		return out, nil
 	}
 	return out, store.Append(ctx, out.appended, records)
+}
+
+// dedupeLookups bounds the dedupe records one batch reads at once.
+const dedupeLookups = 16
+
+// storedDedupe reads the dedupe records of the batch's sends that were not
+// first transmissions, concurrently: a client that resends its whole
+// window after a reconnect would otherwise cost one store round trip after
+// another. It returns, by batch index, when each found one was stored.
+func storedDedupe(ctx context.Context, store persistence.Store, batch []*pendingWrite) (map[int]int64, error) {
+	var check []int
+	for i, w := range batch {
+		if w.group == nil && w.dedupe != nil && !w.firstTransmission {
+			check = append(check, i)
+		}
+	}
+	if len(check) == 0 {
+		return nil, nil
+	}
+	var (
+		mu    sync.Mutex
+		found map[int]int64
+		first error
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, dedupeLookups)
+	)
+	for _, i := range check {
+		d := batch[i].dedupe
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			rec, err := store.GetDedupe(ctx, d.RecipientID, d.SenderID, d.ClientMsgID)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				if found == nil {
+					found = make(map[int]int64)
+				}
+				found[i] = rec.StoredAtMs
+			case !errors.Is(err, persistence.ErrNotFound) && first == nil:
+				first = fmt.Errorf("check dedupe record: %w", err)
+			}
+		})
+	}
+	wg.Wait()
+	return found, first
 }
 
 // respondAll answers the first requester with resp (or a fresh success) and

@@ -400,8 +400,10 @@ func testGroupConcurrent(t *testing.T, factory Factory) {
 }
 
 func testGroupTTL(t *testing.T, factory Factory) {
-	const ttl = time.Second
-	const wait = 2500 * time.Millisecond
+	// As testTTL: CQL expiry has second granularity, so a 1 s TTL can end
+	// within milliseconds of the write and the first read miss the entry.
+	const ttl = 3 * time.Second
+	const wait = ttl + 1500*time.Millisecond
 	f, gs := newGroupFixture(t, factory, Options{InboxTTL: ttl})
 	c := ctx(t)
 	g, u := f.id("g"), f.id("u")

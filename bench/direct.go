@@ -102,6 +102,7 @@ func Direct(ctx context.Context, cfg DirectConfig) (*Report, error) {
 	receivers := func(k streamKey) []int { return []int{int(k.conv)} }
 	inboxes := make([]*inbox, users)
 	start := time.Now()
+	cpu := startCPU(cfg.ServerPIDs)
 	rec := newRecorder(start)
 	var receipts atomic.Int64
 	var readers sync.WaitGroup
@@ -151,6 +152,7 @@ func Direct(ctx context.Context, cfg DirectConfig) (*Report, error) {
 	caughtUp := run.settle(inboxes, expectedPer(allStreams(ackers), receivers, users), cfg.stall())
 	m.Stop()
 	end := time.Now()
+	cpu.stop()
 	if last := lastArrival(inboxes); !last.IsZero() && caughtUp {
 		end = last
 	}
@@ -171,6 +173,7 @@ func Direct(ctx context.Context, cfg DirectConfig) (*Report, error) {
 	r.setTally(account(allStreams(ackers), receivers, inboxes))
 	r.SetupSec = setup.Seconds()
 	r.setElapsed(end.Sub(start), r.Delivered)
+	r.setCost(cpu, r.Delivered)
 	h, tl := rec.result()
 	r.setLatency(h)
 	r.setTimeline("deliveries", tl)

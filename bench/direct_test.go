@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +28,8 @@ func TestDirectScenarioReportsNoLoss(t *testing.T) {
 		Pairs:    20,
 		Messages: 50,
 		Window:   8,
+		// The test server runs in this process, so its CPU is ours.
+		Traffic: Traffic{ServerPIDs: []int{os.Getpid()}},
 	})
 	if err != nil {
 		t.Fatalf("Direct: %v\n%s", err, progress.String())
@@ -39,6 +42,9 @@ func TestDirectScenarioReportsNoLoss(t *testing.T) {
 	}
 	if r.MsgsPerSec <= 0 || r.P50Ms <= 0 || r.P99Ms < r.P50Ms || r.P999Ms < r.P99Ms {
 		t.Fatalf("implausible figures: %+v", r)
+	}
+	if r.BenchCPUUsPerMsg <= 0 || r.ServerCPUUsPerMsg <= 0 || r.ServerCPUError != "" || !strings.Contains(text.String(), "cpu/msg") {
+		t.Fatalf("no CPU per message: bench %.1f µs, server %.1f µs, error %q", r.BenchCPUUsPerMsg, r.ServerCPUUsPerMsg, r.ServerCPUError)
 	}
 	if h := r.LatencyHistogram(); h == nil || h.TotalCount() != r.Delivered {
 		t.Fatalf("the histogram does not count every delivery")

@@ -101,6 +101,7 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*Report, error) {
 	}
 	inboxes := make([]*inbox, users)
 	start := time.Now()
+	cpu := startCPU(cfg.ServerPIDs)
 	rec := newRecorder(start)
 	var receipts atomic.Int64
 	var readers sync.WaitGroup
@@ -160,6 +161,7 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*Report, error) {
 	caughtUp := run.settle(inboxes, expectedPer(allStreams(ackers), receivers, users), cfg.stall())
 	m.Stop()
 	end := time.Now()
+	cpu.stop()
 	if last := lastArrival(inboxes); !last.IsZero() && caughtUp {
 		end = last
 	}
@@ -181,6 +183,7 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*Report, error) {
 	r.setTally(account(allStreams(ackers), receivers, inboxes))
 	r.SetupSec = setup.Seconds()
 	r.setElapsed(end.Sub(start), r.Sent)
+	r.setCost(cpu, r.Sent)
 	h, tl := rec.result()
 	r.setLatency(h)
 	r.setTimeline("deliveries", tl)

@@ -163,6 +163,7 @@ func Mixed(ctx context.Context, cfg MixedConfig) (*Report, error) {
 	}
 
 	start := time.Now()
+	cpu := startCPU(cfg.ServerPIDs)
 	rec := newRecorder(start)
 	var marks readMarks
 	var directGot, groupGot, receipts atomic.Int64
@@ -256,6 +257,7 @@ func Mixed(ctx context.Context, cfg MixedConfig) (*Report, error) {
 	dropper.Wait()
 	caughtUp := run.settle(inboxes, expectedPer(allStreams(ackers), receivers, cfg.Users), cfg.stall())
 	end := time.Now()
+	cpu.stop()
 	if last := lastArrival(inboxes); !last.IsZero() && caughtUp {
 		end = last
 	}
@@ -295,6 +297,7 @@ func Mixed(ctx context.Context, cfg MixedConfig) (*Report, error) {
 	r.setTally(account(allStreams(ackers), receivers, inboxes))
 	r.SetupSec = setup.Seconds()
 	r.setElapsed(end.Sub(start), r.Sent)
+	r.setCost(cpu, r.Sent)
 	h, tl := rec.result()
 	r.setLatency(h)
 	r.setTimeline("deliveries", tl)

@@ -70,6 +70,15 @@ type Report struct {
 	// LatencyOf says what the percentiles measure.
 	LatencyOf string `json:"latency_of"`
 
+	// BenchCPUUsPerMsg is the bench process's CPU time (user + system) per
+	// message while it sent and received.
+	BenchCPUUsPerMsg float64 `json:"bench_cpu_us_per_msg"`
+	// ServerCPUUsPerMsg is the same for the local server processes named
+	// by --server-pid (0 without them).
+	ServerCPUUsPerMsg float64 `json:"server_cpu_us_per_msg,omitempty"`
+	// ServerCPUError says why the servers' CPU could not be read.
+	ServerCPUError string `json:"server_cpu_error,omitempty"`
+
 	// Held counts connections still open at the end of the hold (conns).
 	Held int64 `json:"held"`
 	// RSSPerConnKiB is the servers' resident memory growth per held

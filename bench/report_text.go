@@ -108,6 +108,7 @@ func (r *Report) rows() [][2]string {
 	add("elapsed", "%v", secs(r.ElapsedSec))
 	add("msgs/s", "%.0f", r.MsgsPerSec)
 	add("deliveries/s", "%.0f", r.DeliveriesPerSec)
+	r.costRow(add)
 	label := "latency ms"
 	if r.Storm != nil {
 		label = "catch-up ms"
@@ -138,5 +139,17 @@ func (r *Report) connsRows(add func(label, format string, args ...any)) {
 	}
 	for _, e := range c.Errors {
 		add("  error", "%s", e)
+	}
+}
+
+// costRow says what a message cost in CPU, the bench's and the servers'.
+func (r *Report) costRow(add func(label, format string, args ...any)) {
+	switch {
+	case r.ServerCPUError != "":
+		add("cpu/msg", "bench %.1f µs, server unknown: %s", r.BenchCPUUsPerMsg, r.ServerCPUError)
+	case r.ServerCPUUsPerMsg > 0:
+		add("cpu/msg", "bench %.1f µs, server %.1f µs", r.BenchCPUUsPerMsg, r.ServerCPUUsPerMsg)
+	case r.BenchCPUUsPerMsg > 0:
+		add("cpu/msg", "bench %.1f µs (--server-pid adds the server's)", r.BenchCPUUsPerMsg)
 	}
 }

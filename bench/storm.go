@@ -101,6 +101,7 @@ func Storm(ctx context.Context, cfg StormConfig) (*Report, error) {
 		inboxes[i] = newInbox()
 	}
 	start := time.Now()
+	cpu := startCPU(cfg.ServerPIDs)
 	rec := newRecorder(start)   // entries replayed over time
 	catch := newRecorder(start) // each client's catch-up time
 	var caught atomic.Int64
@@ -171,6 +172,7 @@ func Storm(ctx context.Context, cfg StormConfig) (*Report, error) {
 	caughtUp := run.settle(inboxes, need, cfg.stall())
 	m.Stop()
 	end := time.Now()
+	cpu.stop()
 	if last := lastArrival(inboxes); !last.IsZero() && caughtUp {
 		end = last
 	}
@@ -196,6 +198,7 @@ func Storm(ctx context.Context, cfg StormConfig) (*Report, error) {
 	r.setTally(account(allStreams(ackers), receivers, inboxes))
 	r.SetupSec = setup.Seconds()
 	r.setElapsed(end.Sub(start), r.Delivered)
+	r.setCost(cpu, r.Delivered)
 	if caughtUp {
 		r.Storm.CatchUpSec = r.ElapsedSec
 	}

@@ -14,6 +14,9 @@ type Traffic struct {
 	// StallTimeout gives up waiting for the last deliveries when none
 	// arrived for this long after the last send (default 1 min).
 	StallTimeout time.Duration
+	// ServerPIDs are local server processes whose CPU time per message
+	// the report gives beside the bench's own.
+	ServerPIDs []int
 }
 
 const defaultStall = time.Minute

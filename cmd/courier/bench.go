@@ -53,6 +53,7 @@ type benchFlags struct {
 func trafficFlags(f *pflag.FlagSet, t *bench.Traffic) {
 	f.IntVar(&t.PayloadSize, "payload", 64, "ciphertext bytes per message (at least 16)")
 	f.DurationVar(&t.StallTimeout, "stall-timeout", time.Minute, "stop waiting for the last deliveries when none arrived for this long")
+	f.IntSliceVar(&t.ServerPIDs, "server-pid", nil, "pid of a local server process: the report adds its CPU time per message")
 }
 
 // add registers the flags; sdk adds those of scenarios that run SDK clients.

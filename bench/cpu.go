@@ -5,7 +5,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -71,15 +70,6 @@ func (r *Report) setCost(m *cpuMeter, msgs int64) {
 
 func perMsgMicros(d time.Duration, msgs int64) float64 {
 	return float64(d.Microseconds()) / float64(msgs)
-}
-
-// selfCPU is this process's user plus system time.
-func selfCPU() (time.Duration, error) {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0, fmt.Errorf("getrusage: %w", err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
 }
 
 // serversCPU sums the user plus system time of the processes.

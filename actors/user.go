@@ -551,8 +551,9 @@ func (g *userGrain) flush(ctx actor.Context) {
 	g.flushing = true
 
 	store := g.deps.Store
+	devices := slices.Clone(g.devices)
 	runAsync(ctx, g.stop, g.deps.Config.StoreTimeout, func(c context.Context) (any, error) {
-		return storeBatch(c, store, batch)
+		return storeBatch(c, store, devices, batch)
 	}, func(res any, err error) {
 		g.flushing = false
 		if err != nil {
@@ -609,17 +610,18 @@ type storedBatch struct {
 // storeBatch checks the batch's messages against the store's dedupe records
 // and writes the rest in one atomic append. It runs on a worker, off the
 // grain's mailbox, and reads only what the grain no longer changes (entries
-// and dedupe records).
-func storeBatch(ctx context.Context, store persistence.Store, batch []*pendingWrite) (storedBatch, error) {
+// and dedupe records). devices are the grain's devices when the batch was
+// taken, where a store may keep dedupe records.
+func storeBatch(ctx context.Context, store persistence.Store, devices []uint32, batch []*pendingWrite) (storedBatch, error) {
 	var out storedBatch
-	found, err := storedDedupe(ctx, store, batch)
+	found, err := storedDedupe(ctx, store, devices, batch)
 	if err != nil {
 		return storedBatch{}, err
 	}
 	var records []persistence.DedupeRecord
 	for i, w := range batch {
 		if w.group != nil {
-			entries, recs, err := w.group.resolve(ctx, store)
+			entries, recs, err := w.group.resolve(ctx, store, devices)
 			if err != nil {
 				return storedBatch{}, err
 			}
@@ -652,7 +654,7 @@ const dedupeLookups = 16
 // first transmissions, concurrently: a client that resends its whole
 // window after a reconnect would otherwise cost one store round trip after
 // another. It returns, by batch index, when each found one was stored.
-func storedDedupe(ctx context.Context, store persistence.Store, batch []*pendingWrite) (map[int]int64, error) {
+func storedDedupe(ctx context.Context, store persistence.Store, devices []uint32, batch []*pendingWrite) (map[int]int64, error) {
 	var check []int
 	for i, w := range batch {
 		if w.group == nil && w.dedupe != nil && !w.firstTransmission {
@@ -674,7 +676,7 @@ func storedDedupe(ctx context.Context, store persistence.Store, batch []*pending
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			rec, err := store.GetDedupe(ctx, d.RecipientID, d.SenderID, d.ClientMsgID)
+			rec, err := store.GetDedupe(ctx, d.RecipientID, devices, d.SenderID, d.ClientMsgID)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {

@@ -58,12 +58,12 @@ func groupDedupeSender(groupID string) string { return "\x00group/" + groupID }
 
 // resolve returns what to append: everything, or (when checking) the
 // entries whose group_seq has no dedupe record yet. It runs on a worker.
-func (d *groupDelivery) resolve(ctx context.Context, store persistence.Store) ([]persistence.InboxAppend, []persistence.DedupeRecord, error) {
+func (d *groupDelivery) resolve(ctx context.Context, store persistence.Store, devices []uint32) ([]persistence.InboxAppend, []persistence.DedupeRecord, error) {
 	var entries []persistence.InboxAppend
 	var records []persistence.DedupeRecord
 	for i, rec := range d.records {
 		if d.check {
-			_, err := store.GetDedupe(ctx, rec.RecipientID, rec.SenderID, rec.ClientMsgID)
+			_, err := store.GetDedupe(ctx, rec.RecipientID, devices, rec.SenderID, rec.ClientMsgID)
 			switch {
 			case err == nil:
 				continue // stored before this activation

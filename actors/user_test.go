@@ -188,9 +188,9 @@ type dedupeCountingStore struct {
 	checks atomic.Int64
 }
 
-func (s *dedupeCountingStore) GetDedupe(ctx context.Context, recipientID, senderID, clientMsgID string) (persistence.DedupeRecord, error) {
+func (s *dedupeCountingStore) GetDedupe(ctx context.Context, recipientID string, devices []uint32, senderID, clientMsgID string) (persistence.DedupeRecord, error) {
 	s.checks.Add(1)
-	return s.Store.GetDedupe(ctx, recipientID, senderID, clientMsgID)
+	return s.Store.GetDedupe(ctx, recipientID, devices, senderID, clientMsgID)
 }
 
 func TestFirstTransmissionSkipsTheStoreCheckAndAResendToANewActivationIsStillADuplicate(t *testing.T) {

@@ -107,8 +107,10 @@ type InboxStore interface {
 	// DeleteInbox deletes every entry of one device inbox.
 	DeleteInbox(ctx context.Context, userID string, deviceID uint32) error
 	// GetDedupe returns the record for (recipient, sender, clientMsgID) or
-	// ErrNotFound.
-	GetDedupe(ctx context.Context, recipientID, senderID, clientMsgID string) (DedupeRecord, error)
+	// ErrNotFound. devices are the recipient's current devices: a store may
+	// keep a record beside the entries it was appended with, in those
+	// devices' inboxes, and then finds it only there.
+	GetDedupe(ctx context.Context, recipientID string, devices []uint32, senderID, clientMsgID string) (DedupeRecord, error)
 }
 
 // SequenceStore leases blocks of sequence numbers through a compare-and-set,

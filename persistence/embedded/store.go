@@ -620,8 +620,9 @@ func (s *Store) DeleteInbox(ctx context.Context, userID string, deviceID uint32)
 	return nil
 }
 
-// GetDedupe implements persistence.InboxStore.
-func (s *Store) GetDedupe(ctx context.Context, recipientID, senderID, clientMsgID string) (persistence.DedupeRecord, error) {
+// GetDedupe implements persistence.InboxStore. Records are kept apart from
+// the inboxes (Append writes both in one batch), so devices do not matter.
+func (s *Store) GetDedupe(ctx context.Context, recipientID string, _ []uint32, senderID, clientMsgID string) (persistence.DedupeRecord, error) {
 	wrap := func(err error) error {
 		return fmt.Errorf("embedded: get dedupe %q<-%q %q: %w", recipientID, senderID, clientMsgID, err)
 	}

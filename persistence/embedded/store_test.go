@@ -120,7 +120,7 @@ func TestSweeperDeletesExpired(t *testing.T) {
 	if len(got) != 2 || got[0].GetInboxSeq() != 4 || got[1].GetClientMsgId() != "new" {
 		t.Fatalf("Range after first sweep = %v, want seq 4 and the replaced seq 5", got)
 	}
-	if _, err := s.GetDedupe(ctx, "u", "s", "C"); err != nil {
+	if _, err := s.GetDedupe(ctx, "u", nil, "s", "C"); err != nil {
 		t.Fatalf("GetDedupe(C) after first sweep: %v", err)
 	}
 

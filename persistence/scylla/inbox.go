@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"sync"
 
 	"github.com/gocql/gocql"
@@ -33,11 +34,20 @@ type write struct {
 //
 // A CQL database has no multi-partition atomic write short of a logged
 // batch (a batchlog write, the mutations, a batchlog delete: three times
-// the work). Append gets the guarantee that matters without one, by order:
-// first every inbox entry (per partition, concurrently), and only once all
-// of them are stored, the dedupe records. So a dedupe record, which makes a
-// retried send answer "already stored", never exists without its entries:
-// whatever fails, a message acknowledged once is never lost by a retry.
+// the work), but each partition's share of an unlogged batch is applied
+// atomically. Append gets the guarantee that matters from that: a dedupe
+// record, which makes a retried send answer "already stored", never exists
+// without its entries, so a message acknowledged once is never lost by a
+// retry.
+//   - A record with entries for its recipient in this Append is written as
+//     a marker beside those entries, in the same partition mutations
+//     (marker.go): one round trip for both.
+//   - A record without such entries goes to the dedupe table, and only
+//     once every entry of the Append is stored.
+//   - When a partition's rows cannot go in one mutation (AppendConcurrent,
+//     or more than one batch's worth for a partition), the markers follow
+//     the entries, as the dedupe table's rows do.
+//
 // The converse is weaker than the embedded store's: when Append fails after
 // some entries were written (or with an unknown outcome), those entries
 // may stay visible, and a retried send stores the message again under a
@@ -45,8 +55,8 @@ type write struct {
 // (sender, client_msg_id). Acknowledged sends are never duplicated: they
 // had all their writes confirmed.
 //
-// Both phases are idempotent writes with fixed keys, so the driver may
-// retry them. How a phase is sent depends on Options.AppendMode.
+// Every write is idempotent with a fixed key, so the driver may retry it.
+// How the rows are sent depends on Options.AppendMode.
 func (s *Store) Append(ctx context.Context, entries []persistence.InboxAppend, dedupe []persistence.DedupeRecord) error {
 	wrap := func(err error) error {
 		return fmt.Errorf("scylla: append %d entries and %d dedupe records: %w", len(entries), len(dedupe), classify(err))
@@ -60,7 +70,8 @@ func (s *Store) Append(ctx context.Context, entries []persistence.InboxAppend, d
 		return nil
 	}
 
-	rows := make([]write, 0, len(entries))
+	rows := make([]write, 0, len(entries)+len(dedupe))
+	devices := make(map[string][]uint32) // recipient → its partitions written here
 	for i, e := range entries {
 		if e.Entry == nil {
 			return wrap(fmt.Errorf("entry %d for %q/%d is nil", i, e.UserID, e.DeviceID))
@@ -74,29 +85,74 @@ func (s *Store) Append(ctx context.Context, entries []persistence.InboxAppend, d
 			return wrap(err)
 		}
 		rows = append(rows, write{
-			partition: fmt.Sprintf("%s\x00%d", e.UserID, e.DeviceID),
+			partition: inboxPartition(e.UserID, e.DeviceID),
 			stmt:      s.stmts.insertEntry,
 			args:      []any{e.UserID, int64(e.DeviceID), int64(seq), b},
 			bytes:     len(e.UserID) + len(b) + 32,
 		})
-	}
-	if err := s.writeAll(ctx, rows); err != nil {
-		return wrap(err)
+		if devs := devices[e.UserID]; !slices.Contains(devs, e.DeviceID) {
+			devices[e.UserID] = append(devs, e.DeviceID)
+		}
 	}
 
-	rows = rows[:0]
+	var markers, table []write
 	for _, d := range dedupe {
-		rows = append(rows, write{
-			partition: d.RecipientID + "\x00" + d.SenderID,
-			stmt:      s.stmts.insertDedupe,
-			args:      []any{d.RecipientID, d.SenderID, d.ClientMsgID, d.StoredAtMs},
-			bytes:     len(d.RecipientID) + len(d.SenderID) + len(d.ClientMsgID) + 32,
-		})
+		devs := devices[d.RecipientID]
+		if len(devs) == 0 {
+			table = append(table, write{
+				partition: d.RecipientID + "\x00" + d.SenderID,
+				stmt:      s.stmts.insertDedupe,
+				args:      []any{d.RecipientID, d.SenderID, d.ClientMsgID, d.StoredAtMs},
+				bytes:     len(d.RecipientID) + len(d.SenderID) + len(d.ClientMsgID) + 32,
+			})
+			continue
+		}
+		b := encodeMarker(d, devs)
+		seq := markerSeq(d.SenderID, d.ClientMsgID)
+		for _, dev := range devs {
+			markers = append(markers, write{
+				partition: inboxPartition(d.RecipientID, dev),
+				stmt:      s.stmts.insertEntry,
+				args:      []any{d.RecipientID, int64(dev), seq, b},
+				bytes:     len(d.RecipientID) + len(b) + 32,
+			})
+		}
 	}
-	if err := s.writeAll(ctx, rows); err != nil {
+
+	// First the entries, with their markers when each partition's rows go
+	// out as one mutation; then whatever must wait for every entry.
+	first, later := rows, markers
+	if all := append(rows, markers...); s.oneMutationPerPartition(all) {
+		first, later = all, nil
+	}
+	if len(entries) == 0 {
+		first = append(first, table...)
+	} else {
+		later = append(later, table...)
+	}
+	if err := s.writeAll(ctx, first); err != nil {
+		return wrap(err)
+	}
+	if err := s.writeAll(ctx, later); err != nil {
 		return wrap(fmt.Errorf("entries stored, dedupe records not: %w", err))
 	}
 	return nil
+}
+
+// inboxPartition names one device inbox partition in a write.
+func inboxPartition(userID string, deviceID uint32) string {
+	return userID + "\x00" + strconv.FormatUint(uint64(deviceID), 10)
+}
+
+// oneMutationPerPartition reports whether writeAll sends each partition's
+// rows of rows as a single mutation, so that they are applied together or
+// not at all.
+func (s *Store) oneMutationPerPartition(rows []write) bool {
+	parts := partitions(rows)
+	if s.coal != nil && fits(rows, parts) {
+		return true
+	}
+	return s.mode != AppendConcurrent && len(batches(rows)) == parts
 }
 
 // writeAll stores rows, concurrently, and returns the first error after
@@ -262,7 +318,7 @@ func (s *Store) DeleteRange(ctx context.Context, userID string, deviceID uint32,
 	defer release()
 	through = min(through, maxSeq)
 	if s.coal != nil {
-		row := write{partition: fmt.Sprintf("%s\x00%d", userID, deviceID), stmt: s.stmts.deleteRange,
+		row := write{partition: inboxPartition(userID, deviceID), stmt: s.stmts.deleteRange,
 			args: []any{userID, int64(deviceID), int64(after), int64(through)}, bytes: len(userID) + 48}
 		if err := s.coal.write(ctx, []write{row}, 1); err != nil {
 			return wrap(err)
@@ -291,8 +347,10 @@ func (s *Store) DeleteInbox(ctx context.Context, userID string, deviceID uint32)
 	return nil
 }
 
-// GetDedupe implements persistence.InboxStore.
-func (s *Store) GetDedupe(ctx context.Context, recipientID, senderID, clientMsgID string) (persistence.DedupeRecord, error) {
+// GetDedupe implements persistence.InboxStore: the marker in the inbox
+// partitions of devices (concurrently), and the dedupe table when no
+// partition has one.
+func (s *Store) GetDedupe(ctx context.Context, recipientID string, devices []uint32, senderID, clientMsgID string) (persistence.DedupeRecord, error) {
 	wrap := func(err error) error {
 		return fmt.Errorf("scylla: get dedupe %q<-%q %q: %w", recipientID, senderID, clientMsgID, classify(err))
 	}
@@ -302,8 +360,59 @@ func (s *Store) GetDedupe(ctx context.Context, recipientID, senderID, clientMsgI
 	}
 	defer release()
 	rec := persistence.DedupeRecord{RecipientID: recipientID, SenderID: senderID, ClientMsgID: clientMsgID}
+	found, err := s.markers(ctx, recipientID, devices, senderID, clientMsgID)
+	if err != nil {
+		return persistence.DedupeRecord{}, wrap(err)
+	}
+	if len(found) > 0 {
+		storedAt, ok := markedRecord(devices, found)
+		if !ok {
+			return persistence.DedupeRecord{}, wrap(fmt.Errorf("%w: the message's append did not complete on every device", persistence.ErrNotFound))
+		}
+		rec.StoredAtMs = storedAt
+		return rec, nil
+	}
 	if err := s.query(ctx, s.stmts.getDedupe, recipientID, senderID, clientMsgID).Scan(&rec.StoredAtMs); err != nil {
 		return persistence.DedupeRecord{}, wrap(err)
 	}
 	return rec, nil
+}
+
+// markers reads the marker of (senderID, clientMsgID) in each device's
+// inbox, and returns those found, by device. A marker of another record
+// that hashed to the same place is not found.
+func (s *Store) markers(ctx context.Context, recipientID string, devices []uint32, senderID, clientMsgID string) (map[uint32]marker, error) {
+	seq := markerSeq(senderID, clientMsgID)
+	var (
+		mu    sync.Mutex
+		found = make(map[uint32]marker)
+		first error
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, maxConcurrentWrites)
+	)
+	for _, dev := range devices {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			var b []byte
+			err := s.query(ctx, s.stmts.getMarker, recipientID, int64(dev), seq).Scan(&b)
+			var m marker
+			if err == nil {
+				m, err = decodeMarker(b)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case errors.Is(err, gocql.ErrNotFound):
+			case err != nil:
+				if first == nil {
+					first = fmt.Errorf("read marker in device %d inbox: %w", dev, err)
+				}
+			case m.senderID == senderID && m.clientMsgID == clientMsgID:
+				found[dev] = m
+			}
+		})
+	}
+	wg.Wait()
+	return found, first
 }

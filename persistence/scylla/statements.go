@@ -62,7 +62,7 @@ type statements struct {
 	insertUser, getUser                   string
 	claimHandle, getHandle, unclaimHandle string
 	putDevice, getDevice, listDevices     string
-	insertEntry, rangeInbox               string
+	insertEntry, rangeInbox, getMarker    string
 	deleteRange, deleteInbox              string
 	insertDedupe, getDedupe               string
 	getSequence, createSequence, casSeq   string
@@ -95,6 +95,8 @@ func buildStatements(ttlSec int) statements {
 	st.rangeInbox, _ = qb.Select("inbox").Columns("inbox_seq", "entry").
 		Where(qb.Eq("user_id"), qb.Eq("device_id"), qb.Gt("inbox_seq")).
 		OrderBy("inbox_seq", qb.ASC).LimitNamed("limit").ToCql()
+	st.getMarker, _ = qb.Select("inbox").Columns("entry").
+		Where(qb.Eq("user_id"), qb.Eq("device_id"), qb.Eq("inbox_seq")).ToCql()
 	// One range tombstone per ack.
 	st.deleteRange, _ = qb.Delete("inbox").
 		Where(qb.Eq("user_id"), qb.Eq("device_id"), qb.GtNamed("inbox_seq", "after"), qb.LtOrEqNamed("inbox_seq", "through")).ToCql()

@@ -5,9 +5,11 @@
 // when a store opens, into a keyspace the store creates if it is missing
 // (SimpleStrategy with one replica by default; NetworkTopologyStrategy by
 // Options.Replication). Partitions follow the access paths: one inbox
-// partition per (user, device) clustered by inbox_seq, one dedupe partition
-// per (recipient, sender), small per-user and per-name tables for the rest.
-// Inbox entries and dedupe records carry the inbox TTL.
+// partition per (user, device) clustered by inbox_seq, which also holds the
+// dedupe markers of the messages appended to it (marker.go), one dedupe
+// partition per (recipient, sender) for records stored without entries,
+// small per-user and per-name tables for the rest. Inbox entries and
+// dedupe records carry the inbox TTL.
 //
 // Consistency. Reads and writes use LOCAL_QUORUM (ONE with one replica);
 // lightweight transactions (Paxos, LOCAL_SERIAL) are used only where

@@ -285,6 +285,7 @@ func testDedupe(t *testing.T, factory Factory) {
 	}
 	withEntry := rec("ab", "c", "x", 1_700_000_000_001)
 	dedupeOnly := rec("r", "s", "only", 1_700_000_000_002)
+	twoDevices := rec("two", "c", "x", 1_700_000_000_003)
 	if err := f.s.Append(c, []persistence.InboxAppend{{UserID: withEntry.RecipientID, DeviceID: 1, Entry: entry(1, "d")}},
 		[]persistence.DedupeRecord{withEntry}); err != nil {
 		t.Fatal(err)
@@ -292,16 +293,38 @@ func testDedupe(t *testing.T, factory Factory) {
 	if err := f.s.Append(c, nil, []persistence.DedupeRecord{dedupeOnly}); err != nil {
 		t.Fatal(err)
 	}
+	if err := f.s.Append(c, []persistence.InboxAppend{
+		{UserID: twoDevices.RecipientID, DeviceID: 1, Entry: entry(1, "d")},
+		{UserID: twoDevices.RecipientID, DeviceID: 2, Entry: entry(1, "d")},
+	}, []persistence.DedupeRecord{twoDevices}); err != nil {
+		t.Fatal(err)
+	}
 	checkEntries(t, "entry stored with its dedupe record", rangeAll(t, f.s, withEntry.RecipientID, 1), "d", 1)
+	checkEntries(t, "two devices, device 2", rangeAll(t, f.s, twoDevices.RecipientID, 2), "d", 1)
 
-	for _, want := range []persistence.DedupeRecord{withEntry, dedupeOnly} {
-		got, err := f.s.GetDedupe(c, want.RecipientID, want.SenderID, want.ClientMsgID)
-		if err != nil {
-			t.Fatalf("GetDedupe(%+v): %v", want, err)
-		}
-		if got != want {
-			t.Errorf("GetDedupe = %+v, want %+v", got, want)
-		}
+	hits := []struct {
+		name    string
+		rec     persistence.DedupeRecord
+		devices []uint32
+	}{
+		{"with its entry", withEntry, []uint32{1}},
+		{"with its entry, a device added since", withEntry, []uint32{1, 7}},
+		{"without entries", dedupeOnly, nil},
+		{"without entries, with devices", dedupeOnly, []uint32{1, 2}},
+		{"on two devices", twoDevices, []uint32{1, 2}},
+		{"on two devices, asked in another order", twoDevices, []uint32{2, 1}},
+		{"on two devices, one of them removed since", twoDevices, []uint32{2}},
+	}
+	for _, tc := range hits {
+		t.Run("Found/"+tc.name, func(t *testing.T) {
+			got, err := f.s.GetDedupe(ctx(t), tc.rec.RecipientID, tc.devices, tc.rec.SenderID, tc.rec.ClientMsgID)
+			if err != nil {
+				t.Fatalf("GetDedupe(%+v, devices %v): %v", tc.rec, tc.devices, err)
+			}
+			if got != tc.rec {
+				t.Errorf("GetDedupe = %+v, want %+v", got, tc.rec)
+			}
+		})
 	}
 
 	// Each miss differs from a stored record in one component, or splits
@@ -319,11 +342,52 @@ func testDedupe(t *testing.T, factory Factory) {
 	}
 	for _, tc := range misses {
 		t.Run("NotFound/"+tc.name, func(t *testing.T) {
-			if got, err := f.s.GetDedupe(ctx(t), tc.r, tc.s, tc.m); !errors.Is(err, persistence.ErrNotFound) {
+			if got, err := f.s.GetDedupe(ctx(t), tc.r, []uint32{1, 2}, tc.s, tc.m); !errors.Is(err, persistence.ErrNotFound) {
 				t.Fatalf("GetDedupe = (%+v, %v), want ErrNotFound", got, err)
 			}
 		})
 	}
+}
+
+// testDedupeOutlivesItsEntries: the record of a message stays after the
+// recipient acknowledged (deleted) the entries it was stored with, and
+// after one of two devices was removed, so a late retry is still answered
+// as a duplicate; and no record ever shows up among a device's entries.
+func testDedupeOutlivesItsEntries(t *testing.T, factory Factory) {
+	f := newFixture(t, factory, Options{})
+	c := ctx(t)
+	uid := f.id("u")
+	recs := []persistence.DedupeRecord{
+		{RecipientID: uid, SenderID: f.id("s"), ClientMsgID: "m1", StoredAtMs: 11},
+		{RecipientID: uid, SenderID: f.id("s"), ClientMsgID: "m2", StoredAtMs: 12},
+	}
+	var entries []persistence.InboxAppend
+	for _, dev := range []uint32{1, 2} {
+		for seq := uint64(1); seq <= 2; seq++ {
+			entries = append(entries, persistence.InboxAppend{UserID: uid, DeviceID: dev, Entry: entry(seq, "o")})
+		}
+	}
+	if err := f.s.Append(c, entries, recs); err != nil {
+		t.Fatal(err)
+	}
+	checkEntries(t, "device 1 before the ack", rangeAll(t, f.s, uid, 1), "o", 1, 2)
+	checkEntries(t, "device 2 before the ack", rangeAll(t, f.s, uid, 2), "o", 1, 2)
+	if err := f.s.DeleteRange(c, uid, 1, 0, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.s.DeleteInbox(c, uid, 2); err != nil {
+		t.Fatal(err)
+	}
+	checkEntries(t, "device 1 after the ack", rangeAll(t, f.s, uid, 1), "o")
+	checkEntries(t, "device 2 after its removal", rangeAll(t, f.s, uid, 2), "o")
+	for _, want := range recs {
+		got, err := f.s.GetDedupe(c, uid, []uint32{1}, want.SenderID, want.ClientMsgID)
+		if err != nil || got != want {
+			t.Fatalf("GetDedupe(%s) after the ack = (%+v, %v), want %+v", want.ClientMsgID, got, err, want)
+		}
+	}
+	appendSeqs(t, f.s, uid, 1, "o", 3)
+	checkEntries(t, "device 1 after a new append", rangeAll(t, f.s, uid, 1), "o", 3)
 }
 
 func testTTL(t *testing.T, factory Factory) {
@@ -336,11 +400,13 @@ func testTTL(t *testing.T, factory Factory) {
 	f := newFixture(t, factory, Options{InboxTTL: ttl})
 	written := time.Now()
 	uid := f.id("u")
+	// rec is stored with entries, alone is not: both expire.
 	rec := persistence.DedupeRecord{RecipientID: uid, SenderID: f.id("s"), ClientMsgID: "m1", StoredAtMs: 1}
+	alone := persistence.DedupeRecord{RecipientID: f.id("v"), SenderID: f.id("s"), ClientMsgID: "m2", StoredAtMs: 2}
 	err := f.s.Append(ctx(t), []persistence.InboxAppend{
 		{UserID: uid, DeviceID: 1, Entry: entry(1, "t")},
 		{UserID: uid, DeviceID: 1, Entry: entry(2, "t")},
-	}, []persistence.DedupeRecord{rec})
+	}, []persistence.DedupeRecord{rec, alone})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,15 +415,19 @@ func testTTL(t *testing.T, factory Factory) {
 		t.Fatalf("writing and reading back took %v, longer than the %v TTL: the machine is too loaded for this test to mean anything", took, ttl)
 	}
 	checkEntries(t, "before expiry", before, "t", 1, 2)
-	if _, err := f.s.GetDedupe(ctx(t), rec.RecipientID, rec.SenderID, rec.ClientMsgID); err != nil {
-		t.Fatalf("GetDedupe before expiry: %v", err)
+	for _, r := range []persistence.DedupeRecord{rec, alone} {
+		if _, err := f.s.GetDedupe(ctx(t), r.RecipientID, []uint32{1}, r.SenderID, r.ClientMsgID); err != nil {
+			t.Fatalf("GetDedupe(%s) before expiry: %v", r.ClientMsgID, err)
+		}
 	}
 
 	sleep(t, time.Until(written.Add(wait)))
 
 	checkEntries(t, "after expiry", rangeAll(t, f.s, uid, 1), "t")
-	if got, err := f.s.GetDedupe(ctx(t), rec.RecipientID, rec.SenderID, rec.ClientMsgID); !errors.Is(err, persistence.ErrNotFound) {
-		t.Fatalf("GetDedupe after expiry = (%+v, %v), want ErrNotFound", got, err)
+	for _, r := range []persistence.DedupeRecord{rec, alone} {
+		if got, err := f.s.GetDedupe(ctx(t), r.RecipientID, []uint32{1}, r.SenderID, r.ClientMsgID); !errors.Is(err, persistence.ErrNotFound) {
+			t.Fatalf("GetDedupe(%s) after expiry = (%+v, %v), want ErrNotFound", r.ClientMsgID, got, err)
+		}
 	}
 	// Expiry is per append, not a wipe: a fresh entry is visible again.
 	appendSeqs(t, f.s, uid, 1, "t", 3)

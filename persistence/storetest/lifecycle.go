@@ -19,6 +19,7 @@ func testReopen(t *testing.T, factory Factory) {
 	user := persistence.User{ID: f.id("u"), Handle: f.id("h"), CreatedAt: at(1)}
 	device := persistence.Device{UserID: user.ID, DeviceID: 4, SecretHash: []byte("secret-hash"), CreatedAt: at(2)}
 	rec := persistence.DedupeRecord{RecipientID: user.ID, SenderID: f.id("s"), ClientMsgID: "m", StoredAtMs: 42}
+	withEntry := persistence.DedupeRecord{RecipientID: user.ID, SenderID: f.id("s"), ClientMsgID: "n", StoredAtMs: 43}
 	counter, secret := f.id("counter"), f.id("secret")
 
 	if err := f.s.CreateUser(c, user); err != nil {
@@ -28,7 +29,10 @@ func testReopen(t *testing.T, factory Factory) {
 		t.Fatal(err)
 	}
 	appendSeqs(t, f.s, user.ID, 4, "r", 1, 2, 3)
-	appendSeqs(t, f.s, user.ID, 5, "r", 9)
+	if err := f.s.Append(c, []persistence.InboxAppend{{UserID: user.ID, DeviceID: 5, Entry: entry(9, "r")}},
+		[]persistence.DedupeRecord{withEntry}); err != nil {
+		t.Fatal(err)
+	}
 	if err := f.s.Append(c, nil, []persistence.DedupeRecord{rec}); err != nil {
 		t.Fatal(err)
 	}
@@ -70,8 +74,10 @@ func testReopen(t *testing.T, factory Factory) {
 	}
 	checkEntries(t, "device 4 after reopen", rangeAll(t, s, user.ID, 4), "r", 2, 3)
 	checkEntries(t, "device 5 after reopen", rangeAll(t, s, user.ID, 5), "r", 9)
-	if got, err := s.GetDedupe(c, rec.RecipientID, rec.SenderID, rec.ClientMsgID); err != nil || got != rec {
-		t.Fatalf("GetDedupe after reopen = (%+v, %v), want %+v", got, err, rec)
+	for _, want := range []persistence.DedupeRecord{rec, withEntry} {
+		if got, err := s.GetDedupe(c, want.RecipientID, []uint32{4, 5}, want.SenderID, want.ClientMsgID); err != nil || got != want {
+			t.Fatalf("GetDedupe(%s) after reopen = (%+v, %v), want %+v", want.ClientMsgID, got, err, want)
+		}
 	}
 	// The counter continues; restarting at 1 would reissue numbers.
 	if first, last, err := s.LeaseBlock(c, counter, 10); err != nil || first != 11 || last != 20 {
@@ -110,7 +116,7 @@ func testClosed(t *testing.T, factory Factory) {
 			{"Range", func() error { _, err := f.s.Range(c, uid, 1, 0, 10); return err }},
 			{"DeleteRange", func() error { return f.s.DeleteRange(c, uid, 1, 0, 1) }},
 			{"DeleteInbox", func() error { return f.s.DeleteInbox(c, uid, 1) }},
-			{"GetDedupe", func() error { _, err := f.s.GetDedupe(c, uid, uid, "m"); return err }},
+			{"GetDedupe", func() error { _, err := f.s.GetDedupe(c, uid, []uint32{1}, uid, "m"); return err }},
 			{"LeaseBlock", func() error { _, _, err := f.s.LeaseBlock(c, f.id("c"), 1); return err }},
 			{"LoadOrStoreSecret", func() error { _, err := f.s.LoadOrStoreSecret(c, f.id("s"), []byte("v")); return err }},
 			{"GetProfile", func() error { _, err := f.s.GetProfile(c, uid); return err }},

@@ -61,6 +61,7 @@ func Run(t *testing.T, factory Factory) {
 		{"LargeInbox", testLargeInbox},
 		{"DeleteInbox", testDeleteInbox},
 		{"Dedupe", testDedupe},
+		{"DedupeOutlivesItsEntries", testDedupeOutlivesItsEntries},
 		{"LeaseBlock", testLeaseBlock},
 		{"Secrets", testSecrets},
 		{"Profiles", testProfiles},

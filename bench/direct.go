@@ -32,6 +32,12 @@ type DirectConfig struct {
 	// Rate messages a second on a fixed schedule, whatever the server's
 	// answers, and latency counts from the scheduled send time.
 	Rate float64
+	// Warmup, when positive, first runs the scenario once unmeasured:
+	// closed loop, Warmup messages per sender, on users of its own. A store
+	// on the JVM (Cassandra) runs its first few hundred thousand writes
+	// several times slower, until the JIT has compiled its hot paths; a
+	// benchmarker comparing stores wants the steady state of both.
+	Warmup int
 	Traffic
 }
 
@@ -47,8 +53,8 @@ func (c DirectConfig) withDefaults() (DirectConfig, error) {
 	c.Messages = orDefault(c.Messages, 100)
 	c.Window = orDefault(c.Window, 8)
 	switch {
-	case c.Pairs < 0 || c.Messages < 0 || c.Window < 0 || c.Concurrency < 0 || c.Rate < 0:
-		return c, errors.New("bench: pairs, messages, window, rate and concurrency must be positive")
+	case c.Pairs < 0 || c.Messages < 0 || c.Window < 0 || c.Concurrency < 0 || c.Rate < 0 || c.Warmup < 0:
+		return c, errors.New("bench: pairs, messages, window, rate, warmup and concurrency must be positive")
 	}
 	return c, nil
 }
@@ -78,6 +84,11 @@ func Direct(ctx context.Context, cfg DirectConfig) (*Report, error) {
 			return nil, fmt.Errorf("bench: key directory: %w", err)
 		}
 		defer os.RemoveAll(cfg.e2eeDir)
+	}
+	if cfg.Warmup > 0 {
+		if err := warmUpDirect(ctx, cfg); err != nil {
+			return nil, err
+		}
 	}
 	run, con, f, stop, err := startFleet(ctx, cfg.Target, cfg.net())
 	if err != nil {
@@ -164,7 +175,7 @@ func Direct(ctx context.Context, cfg DirectConfig) (*Report, error) {
 	closeAll(clients, f.conc)
 	readers.Wait()
 
-	r := &Report{Scenario: "direct", Pairs: cfg.Pairs, Messages: cfg.Messages, Window: window, Mode: mode, Rate: cfg.Rate,
+	r := &Report{Scenario: "direct", Pairs: cfg.Pairs, Messages: cfg.Messages, WarmupMessages: cfg.Warmup, Window: window, Mode: mode, Rate: cfg.Rate,
 		Gateways: f.bases, Reconnects: reconnects, DeliveredReceipts: receipts.Load(), LatencyOf: latencyOf(mode)}
 	r.Sent, r.SendErrors = sentOf(ackers)
 	if err := lastErrOf(ackers); err != nil {
@@ -179,6 +190,25 @@ func Direct(ctx context.Context, cfg DirectConfig) (*Report, error) {
 	r.setTimeline("deliveries", tl)
 	run.finish(r, caughtUp)
 	return r, nil
+}
+
+// warmUpDirect is the unmeasured run of DirectConfig.Warmup. Its figures
+// are dropped, its problems are not: a warm-up that loses a message ends
+// the run with an error.
+func warmUpDirect(ctx context.Context, cfg DirectConfig) error {
+	w := cfg
+	w.Messages, w.Warmup, w.Rate, w.ServerPIDs = cfg.Warmup, 0, 0, nil
+	if w.Progress != nil {
+		fmt.Fprintf(w.Progress, "bench: warming up: %d pairs x %d messages, not measured\n", w.Pairs, w.Messages)
+	}
+	r, err := Direct(ctx, w)
+	if err != nil {
+		return fmt.Errorf("bench: warm-up: %w", err)
+	}
+	if !r.OK() {
+		return fmt.Errorf("bench: warm-up run failed, nothing measured: %s", r.Problem())
+	}
+	return nil
 }
 
 // lateDuplicates is how long a run listens on after the last delivery.

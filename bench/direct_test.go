@@ -13,6 +13,7 @@ import (
 	"github.com/courier-im/courier/internal/nodetest"
 	"github.com/courier-im/courier/internal/testcert"
 	"github.com/courier-im/courier/node"
+	"github.com/courier-im/courier/protos/courierpb"
 )
 
 func startNode(t testing.TB) *node.Node {
@@ -217,5 +218,50 @@ func TestDirectScenarioEndToEndEncrypted(t *testing.T) {
 	}
 	if !r.OK() || r.Delivered != 100 {
 		t.Fatalf("encrypted run: %s (delivered %d)", r.Problem(), r.Delivered)
+	}
+}
+
+// TestDirectWarmupIsNotMeasured: the warm-up's messages go to users of
+// their own and count nowhere in the report, which says it had one.
+func TestDirectWarmupIsNotMeasured(t *testing.T) {
+	n := startNode(t)
+	var progress bytes.Buffer
+	r, err := Direct(context.Background(), DirectConfig{
+		Target:   Target{URL: "ws://" + n.Addr(), DurationLimit: time.Minute, Progress: &progress},
+		Pairs:    5,
+		Messages: 20,
+		Warmup:   30,
+	})
+	if err != nil {
+		t.Fatalf("Direct: %v\n%s", err, progress.String())
+	}
+	if !r.OK() || r.Sent != 5*20 || r.Delivered != 5*20 || r.LatencyHistogram().TotalCount() != 5*20 {
+		t.Fatalf("measured run: ok %v (%s), sent %d, delivered %d, want 100 each", r.OK(), r.Problem(), r.Sent, r.Delivered)
+	}
+	if r.WarmupMessages != 30 || !strings.Contains(r.title(), "warm-up of 30") {
+		t.Fatalf("report does not say it was warmed up: %d, %q", r.WarmupMessages, r.title())
+	}
+	if !strings.Contains(progress.String(), "warming up: 5 pairs x 30 messages") {
+		t.Fatalf("no warm-up line:\n%s", progress.String())
+	}
+}
+
+// TestDirectWarmupThatLosesAMessageStopsTheRun: a broken warm-up is an
+// error, not a clean measured run after it.
+func TestDirectWarmupThatLosesAMessageStopsTheRun(t *testing.T) {
+	drop, dropped := dropNth(courierpb.EntryKind_ENTRY_KIND_MESSAGE, 3)
+	n := nodetest.Start(t, node.Config{DropDeliveryForTest: drop})
+	r, err := Direct(context.Background(), DirectConfig{
+		Target:   Target{URL: n.URL(), DurationLimit: time.Minute},
+		Pairs:    2,
+		Messages: 5,
+		Warmup:   10,
+		Traffic:  Traffic{StallTimeout: time.Second},
+	})
+	if dropped.Load() != 1 {
+		t.Fatalf("the server dropped %d deliveries, the test needs exactly 1", dropped.Load())
+	}
+	if err == nil || !strings.Contains(err.Error(), "warm-up run failed") || !strings.Contains(err.Error(), "lost 1") {
+		t.Fatalf("Direct = (%+v, %v), want a warm-up error naming the loss", r, err)
 	}
 }

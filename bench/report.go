@@ -16,7 +16,10 @@ type Report struct {
 	Scenario string `json:"scenario"`
 	Pairs    int    `json:"pairs"`
 	Messages int    `json:"messages"`
-	Window   int    `json:"window"`
+	// WarmupMessages is how many messages each sender sent in an
+	// unmeasured run before this one (direct --warmup).
+	WarmupMessages int `json:"warmup_messages,omitempty"`
+	Window         int `json:"window"`
 	// Mode is "closed-loop" (each sender keeps Window sends in flight, as
 	// fast as the server answers) or "open-loop" (sends go out on a
 	// schedule of Rate messages a second in all).

@@ -37,6 +37,9 @@ func (r *Report) title() string {
 	} else if r.Window > 0 {
 		mode = fmt.Sprintf("closed loop, window %d", r.Window)
 	}
+	if r.WarmupMessages > 0 {
+		mode += fmt.Sprintf(", after a warm-up of %d each", r.WarmupMessages)
+	}
 	switch {
 	case r.Conns != nil:
 		c := r.Conns

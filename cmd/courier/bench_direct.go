@@ -27,6 +27,7 @@ Exits non-zero when a message was lost, duplicated or reordered, a send
 failed, or the run did not finish.`,
 		Example: `  courier bench direct --url ws://127.0.0.1:8080 --pairs 500 --messages 200
   courier bench direct --pairs 500 --messages 2000 --rate 20000 --plot direct.png
+  courier bench direct --pairs 500 --messages 200 --warmup 400   # a Cassandra store, warm
   courier bench direct --url wss://chat.example.com --ca-file ca.pem --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -41,6 +42,7 @@ failed, or the run did not finish.`,
 	f.IntVar(&cfg.Messages, "messages", 100, "messages each sender sends")
 	f.IntVar(&cfg.Window, "window", 8, "sends each sender keeps in flight (closed loop)")
 	f.Float64Var(&cfg.Rate, "rate", 0, "open loop: messages a second over all senders (0: closed loop)")
+	f.IntVar(&cfg.Warmup, "warmup", 0, "first send this many messages per sender, unmeasured, on other users (a JVM store's warm-up)")
 	trafficFlags(f, &cfg.Traffic)
 	return cmd
 }

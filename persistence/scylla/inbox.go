@@ -71,7 +71,10 @@ func (s *Store) Append(ctx context.Context, entries []persistence.InboxAppend, d
 	}
 
 	rows := make([]write, 0, len(entries)+len(dedupe))
-	devices := make(map[string][]uint32) // recipient → its partitions written here
+	var devices map[string][]uint32 // recipient → its partitions written here
+	if len(dedupe) > 0 {
+		devices = make(map[string][]uint32)
+	}
 	for i, e := range entries {
 		if e.Entry == nil {
 			return wrap(fmt.Errorf("entry %d for %q/%d is nil", i, e.UserID, e.DeviceID))
@@ -90,7 +93,7 @@ func (s *Store) Append(ctx context.Context, entries []persistence.InboxAppend, d
 			args:      []any{e.UserID, int64(e.DeviceID), int64(seq), b},
 			bytes:     len(e.UserID) + len(b) + 32,
 		})
-		if devs := devices[e.UserID]; !slices.Contains(devs, e.DeviceID) {
+		if devs := devices[e.UserID]; devices != nil && !slices.Contains(devs, e.DeviceID) {
 			devices[e.UserID] = append(devs, e.DeviceID)
 		}
 	}

@@ -86,3 +86,34 @@ func TestMarkedRecordNeedsEveryListedDeviceItAsksAbout(t *testing.T) {
 		})
 	}
 }
+
+// TestMarkersShareAMutationOnlyWhenEachPartitionIsOne decides whether an
+// Append may send markers with its entries: only if no partition's rows
+// are split over requests, or a marker could land without its entries.
+func TestMarkersShareAMutationOnlyWhenEachPartitionIsOne(t *testing.T) {
+	row := func(p string, bytes int) write { return write{partition: p, bytes: bytes} }
+	small := []write{row("a", 100), row("a", 50), row("b", 100), row("b", 50)}
+	overBatch := []write{row("a", 20<<10), row("a", 20<<10), row("b", 10)}
+	coalesced := &Store{mode: AppendCoalesced, coal: newCoalescer(nil, 0)}
+	cases := []struct {
+		name  string
+		store *Store
+		rows  []write
+		want  bool
+	}{
+		{"coalesced, fits one shared batch", coalesced, small, true},
+		{"coalesced, too big to share: one batch per partition", coalesced, []write{row("a", 20<<10), row("b", 20<<10)}, true},
+		{"coalesced, a partition over one batch", coalesced, overBatch, false},
+		{"batched, one batch per partition", &Store{mode: AppendBatched}, small, true},
+		{"batched, a partition over one batch", &Store{mode: AppendBatched}, overBatch, false},
+		{"batched, a partition over the row limit", &Store{mode: AppendBatched}, make150("a"), false},
+		{"concurrent: every row alone", &Store{mode: AppendConcurrent}, []write{row("a", 10), row("a", 10)}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.store.oneMutationPerPartition(tc.rows); got != tc.want {
+				t.Fatalf("oneMutationPerPartition = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -152,15 +152,26 @@ func (c *corkedConn) Close() error {
 }
 
 // corkingResponseWriter hands the WebSocket upgrader a corkedConn when it
-// hijacks the HTTP connection.
+// hijacks the HTTP connection, and a read buffer of the session's own (br)
+// in place of the HTTP server's 4 KiB one: gorilla reads frames through
+// it, and the session can see what it holds and swap its buffer out while
+// the socket is silent (park.go).
 type corkingResponseWriter struct {
 	http.ResponseWriter
+	br *bufio.Reader
 }
 
-func (w corkingResponseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+func (w *corkingResponseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
 	}
-	return &corkedConn{Conn: conn}, brw, nil
+	cc := &corkedConn{Conn: conn}
+	if brw.Reader.Buffered() > 0 {
+		// The client sent data before the handshake completed: gorilla
+		// refuses that when it sees the bytes, so let it see them.
+		return cc, brw, nil
+	}
+	w.br = bufio.NewReaderSize(cc, readBufferSize)
+	return cc, bufio.NewReadWriter(w.br, brw.Writer), nil
 }

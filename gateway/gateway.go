@@ -18,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/courier-im/courier/cluster"
+	"github.com/courier-im/courier/internal/readiness"
 	"github.com/courier-im/courier/persistence"
 	"github.com/courier-im/courier/protos/courierpb"
 )
@@ -40,6 +41,11 @@ type Config struct {
 	SendQueue int
 	// IdleTimeout closes a socket silent for this long (default 60s).
 	IdleTimeout time.Duration
+	// ParkAfter is how long a socket may be silent before its reader
+	// goroutine and read buffer are let go until it speaks again (default
+	// 2s; negative keeps a reader per socket). Linux only: elsewhere every
+	// socket keeps its reader.
+	ParkAfter time.Duration
 	// WriteTimeout bounds one frame write (default 10s).
 	WriteTimeout time.Duration
 	// RequestTimeout bounds one grain request attempt (default 5s).
@@ -77,6 +83,9 @@ func (c Config) withDefaults() Config {
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 60 * time.Second
 	}
+	if c.ParkAfter == 0 {
+		c.ParkAfter = 2 * time.Second
+	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = 10 * time.Second
 	}
@@ -112,6 +121,9 @@ type Gateway struct {
 	props    *actor.Props
 	upgrader websocket.Upgrader
 	mux      *http.ServeMux
+	// poller wakes the readers of parked sockets (park.go); nil where
+	// there is none, or with ParkAfter < 0.
+	poller *readiness.Poller
 
 	mu sync.Mutex
 	// sessions holds every open session in one of renewSlots slots; the
@@ -139,11 +151,12 @@ func New(cfg Config) (*Gateway, error) {
 		system: cfg.Cluster.System(),
 		upgrader: websocket.Upgrader{
 			Subprotocols: []string{SubprotocolProto, SubprotocolJSON},
-			// Read: 1 KiB per connection (frames are small; a larger one is
-			// read through it in pieces) instead of keeping the HTTP server's
-			// 4 KiB reader. Write: a pooled buffer held only while a message
-			// is written, so an idle connection keeps none.
-			ReadBufferSize:  1024,
+			// Read: 0 makes gorilla read through the reader the hijack
+			// hands it, the session's own (cork.go): 1 KiB while a reader
+			// runs, none while the socket is parked. Write: a pooled buffer
+			// held only while a message is written, so an idle connection
+			// keeps none.
+			ReadBufferSize:  0,
 			WriteBufferSize: 4096,
 			WriteBufferPool: &sync.Pool{},
 			// Apps are native clients, not pages: a browser client is served
@@ -157,6 +170,17 @@ func New(cfg Config) (*Gateway, error) {
 		actor.WithGuardian(actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive { return actor.StopDirective })),
 		actor.WithReceiverMiddleware(cluster.UnwrapReceiver),
 	)
+	if cfg.ParkAfter > 0 {
+		p, err := readiness.New()
+		switch {
+		case errors.Is(err, readiness.ErrUnsupported):
+			g.log.Info("silent sockets keep their reader goroutine on this platform")
+		case err != nil:
+			return nil, fmt.Errorf("gateway: start the readiness poller: %w", err)
+		default:
+			g.poller = p
+		}
+	}
 	g.mux = http.NewServeMux()
 	g.routes()
 	return g, nil
@@ -168,6 +192,15 @@ func (g *Gateway) Handler() http.Handler { return g.mux }
 // DroppedEphemeral counts presence and typing frames dropped because a
 // client's send queue was half full.
 func (g *Gateway) DroppedEphemeral() int64 { return g.droppedEphemeral.Load() }
+
+// ParkedReaders is how many open sockets are silent and have no reader
+// goroutine or read buffer (park.go).
+func (g *Gateway) ParkedReaders() int {
+	if g.poller == nil {
+		return 0
+	}
+	return g.poller.Armed()
+}
 
 // Sessions returns how many sockets are open.
 func (g *Gateway) Sessions() int {
@@ -225,10 +258,15 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() { g.wg.Wait(); close(done) }()
+	var err error
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("gateway shutdown: %d sessions still open: %w", g.Sessions(), ctx.Err())
+		err = fmt.Errorf("gateway shutdown: %d sessions still open: %w", g.Sessions(), ctx.Err())
 	}
+	// Every socket is closed: no parked reader is left to wake.
+	if g.poller != nil {
+		err = errors.Join(err, g.poller.Close())
+	}
+	return err
 }

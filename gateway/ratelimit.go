@@ -11,8 +11,8 @@ type tokenBucket struct {
 	last   time.Time
 }
 
-func newTokenBucket(perSec float64, burst int) *tokenBucket {
-	return &tokenBucket{rate: perSec, burst: float64(burst), tokens: float64(burst)}
+func newTokenBucket(perSec float64, burst int) tokenBucket {
+	return tokenBucket{rate: perSec, burst: float64(burst), tokens: float64(burst)}
 }
 
 func (b *tokenBucket) allow(now time.Time) bool {

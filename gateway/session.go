@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -20,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/courier-im/courier/actors"
+	"github.com/courier-im/courier/internal/readiness"
 	"github.com/courier-im/courier/protos/courierpb"
 )
 
@@ -39,14 +42,15 @@ func (g *Gateway) handleWS(w http.ResponseWriter, r *http.Request) {
 		}
 		resumeAfter = n
 	}
-	conn, err := g.upgrader.Upgrade(corkingResponseWriter{w}, r, nil)
+	cw := &corkingResponseWriter{ResponseWriter: w}
+	conn, err := g.upgrader.Upgrade(cw, r, nil)
 	if err != nil {
 		return // the upgrader already answered the client
 	}
 	// Frames up to 4x the limit are read and refused with TOO_LARGE, so a
 	// client learns what went wrong; beyond that the socket closes with 1009.
 	conn.SetReadLimit(int64(g.cfg.MaxFrameBytes) * 4)
-	s := newSession(g, conn, claims, resumeAfter)
+	s := newSession(g, conn, cw.br, claims, resumeAfter)
 	if !g.track(s) {
 		s.closeWith(websocket.CloseGoingAway, "server shutting down")
 		_ = conn.Close()
@@ -69,6 +73,15 @@ type session struct {
 	conn   *websocket.Conn
 	codec  codec
 	claims Claims
+
+	// Read side (park.go). br is the reader gorilla reads frames through;
+	// the session swaps its buffer out while the reader is parked.
+	br         *bufio.Reader
+	reader     atomic.Int32 // readerRunning, readerParked or readerDone
+	readyWatch *readiness.Watch
+	idle       *time.Timer // closes a parked socket at the end of its idle timeout
+	noPark     bool        // the poller refused this socket (reader only)
+	limit      tokenBucket // frames the client may send (reader only)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -122,22 +135,34 @@ type (
 	renewLease struct{}
 )
 
-func newSession(g *Gateway, conn *websocket.Conn, claims Claims, resumeAfter uint64) *session {
+func newSession(g *Gateway, conn *websocket.Conn, br *bufio.Reader, claims Claims, resumeAfter uint64) *session {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	id := "session/" + hex.EncodeToString(b[:])
 	ctx, cancel := context.WithCancel(context.Background())
-	return &session{
+	s := &session{
 		g:           g,
 		id:          id,
 		conn:        conn,
 		codec:       codec{json: conn.Subprotocol() == SubprotocolJSON},
 		claims:      claims,
+		br:          br,
+		limit:       newTokenBucket(g.cfg.RatePerSec, g.cfg.RateBurst),
 		ctx:         ctx,
 		cancel:      cancel,
 		out:         newFrameQueue(g.cfg.SendQueue),
 		resumeAfter: resumeAfter,
 	}
+	s.idle = time.AfterFunc(time.Hour, s.idleExpired)
+	s.idle.Stop()
+	if g.poller != nil {
+		if sc, ok := rawConn(conn.NetConn()); ok {
+			if w, err := g.poller.Watch(sc, s.wake); err == nil {
+				s.readyWatch = w
+			}
+		}
+	}
+	return s
 }
 
 func (s *session) Receive(ctx actor.Context) {
@@ -145,7 +170,7 @@ func (s *session) Receive(ctx actor.Context) {
 	case *actor.Started:
 		s.self = ctx.Self()
 		system := ctx.ActorSystem()
-		go s.readLoop(system)
+		go s.readLoop()
 		s.out.startWriter = func() { go s.writeLoop(system) }
 		s.attach(ctx)
 	case *actor.Stopped:
@@ -564,6 +589,7 @@ func (s *session) closeWith(code int, reason string) {
 		_ = s.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
 		_ = s.conn.Close()
 		s.cancel()
+		s.unpark()
 	})
 }
 
@@ -572,27 +598,34 @@ func (s *session) shutdown() {
 	s.g.untrack(s)
 }
 
-// readLoop decodes frames until the socket fails; it never blocks on the
-// actor (sends to a mailbox don't wait).
-func (s *session) readLoop(system *actor.ActorSystem) {
-	limit := newTokenBucket(s.g.cfg.RatePerSec, s.g.cfg.RateBurst)
+// readLoop decodes frames until the socket fails or stays silent long
+// enough to park (park.go); it never blocks on the actor (sends to a
+// mailbox don't wait).
+func (s *session) readLoop() {
+	system := s.g.system
 	for {
+		if s.br.Buffered() == 0 {
+			parked, err := s.awaitData()
+			if parked {
+				return
+			}
+			if err != nil {
+				s.readFailed(err)
+				return
+			}
+		}
+		// A frame has begun: all of it must arrive within the idle timeout.
 		_ = s.conn.SetReadDeadline(time.Now().Add(s.g.cfg.IdleTimeout))
+		if err := s.skipControlFrames(); err != nil {
+			s.readFailed(err)
+			return
+		}
+		if s.br.Buffered() == 0 {
+			continue
+		}
 		typ, data, buf, err := s.readFrame()
 		if err != nil {
-			var ne net.Error
-			switch {
-			case errors.As(err, &ne) && ne.Timeout():
-				s.closeWith(CloseIdle, "idle timeout: ping at least every 30s")
-			case errors.Is(err, websocket.ErrReadLimit):
-				// The library has sent close 1009. Closing now, with the rest
-				// of the frame unread, would reset the connection and the
-				// client could lose that close frame: drain briefly first.
-				nc := s.conn.NetConn()
-				_ = nc.SetReadDeadline(time.Now().Add(time.Second))
-				_, _ = io.Copy(io.Discard, io.LimitReader(nc, 64<<20))
-			}
-			system.Root.Send(s.self, connClosed{err: err})
+			s.readFailed(err)
 			return
 		}
 		if len(data) > s.g.cfg.MaxFrameBytes {
@@ -606,13 +639,55 @@ func (s *session) readLoop(system *actor.ActorSystem) {
 			system.Root.Send(s.self, badFrame{code: courierpb.ErrorCode_BAD_FRAME, msg: err.Error()})
 			continue
 		}
-		if !limit.allow(time.Now()) {
+		if !s.limit.allow(time.Now()) {
 			system.Root.Send(s.self, badFrame{reqID: f.ReqId, code: courierpb.ErrorCode_RATE_LIMITED, msg: "too many frames; slow down and retry"})
 			continue
 		}
 		system.Root.Send(s.self, inboundFrame{frame: f})
 	}
 }
+
+// awaitData waits for the next byte from the client. After ParkAfter of
+// silence it parks the reader (true: the caller must return); without a
+// poller it waits the whole idle timeout.
+func (s *session) awaitData() (parked bool, err error) {
+	wait := s.g.cfg.IdleTimeout
+	canPark := s.readyWatch != nil && !s.noPark && s.g.cfg.ParkAfter > 0 && s.g.cfg.ParkAfter < wait
+	if canPark {
+		wait = s.g.cfg.ParkAfter
+	}
+	_ = s.conn.SetReadDeadline(time.Now().Add(wait))
+	_, err = s.br.Peek(1)
+	var ne net.Error
+	if err != nil && canPark && errors.As(err, &ne) && ne.Timeout() {
+		if s.park(s.g.cfg.IdleTimeout - wait) {
+			return true, nil
+		}
+		return s.awaitData() // could not park: noPark is set, wait it out here
+	}
+	return false, err
+}
+
+// readFailed ends the read side and tells the actor.
+func (s *session) readFailed(err error) {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		s.closeWith(CloseIdle, idleReason)
+	case errors.Is(err, websocket.ErrReadLimit):
+		// The library has sent close 1009. Closing now, with the rest
+		// of the frame unread, would reset the connection and the
+		// client could lose that close frame: drain briefly first.
+		nc := s.conn.NetConn()
+		_ = nc.SetReadDeadline(time.Now().Add(time.Second))
+		_, _ = io.Copy(io.Discard, io.LimitReader(nc, 64<<20))
+	}
+	s.reader.Store(readerDone)
+	s.g.system.Root.Send(s.self, connClosed{err: err})
+}
+
+// idleReason is the close reason of a socket silent for the idle timeout.
+const idleReason = "idle timeout: ping at least every 30s"
 
 // readBuffers hold one frame while it is decoded. Pooled rather than one
 // per session: an idle session keeps none, and a busy one does not

@@ -242,33 +242,44 @@ func TestTLSServesWSSAndRefusesPlainWS(t *testing.T) {
 }
 
 func TestSilentSocketIsClosedAndPingingOneIsNot(t *testing.T) {
-	n := startNode(t, func(c *node.Config) { c.IdleTimeout = 700 * time.Millisecond })
-	a := register(t, n.URL(), "alice")
-	b := register(t, n.URL(), "bob")
-	silent := dial(t, n.URL(), a.Token, 0)
-	silent.attached()
-	pinging := dial(t, n.URL(), b.Token, 0)
-	pinging.attached()
+	for _, tc := range []struct {
+		name      string
+		parkAfter time.Duration
+	}{
+		{"with a reader throughout", -1},
+		// Pings 200 ms apart: the pinging socket parks between them.
+		{"parked while silent", 100 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := startNode(t, func(c *node.Config) { c.IdleTimeout, c.ParkAfter = 700*time.Millisecond, tc.parkAfter })
+			a := register(t, n.URL(), "alice")
+			b := register(t, n.URL(), "bob")
+			silent := dial(t, n.URL(), a.Token, 0)
+			silent.attached()
+			pinging := dial(t, n.URL(), b.Token, 0)
+			pinging.attached()
 
-	silentClosed := make(chan int, 1)
-	go func() {
-		_ = silent.c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		_, _, err := silent.c.ReadMessage()
-		code := -1
-		if ce, ok := err.(*websocket.CloseError); ok {
-			code = ce.Code
-		}
-		silentClosed <- code
-	}()
-	for i := range 10 {
-		pinging.write(&courierpb.ClientFrame{ReqId: uint64(i + 1), Body: &courierpb.ClientFrame_Ping{Ping: &courierpb.Ping{}}})
-		if f := pinging.mustRead(); f.GetPong() == nil {
-			t.Fatalf("got %v, want Pong", f)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if code := <-silentClosed; code != gateway.CloseIdle {
-		t.Fatalf("silent socket closed with %d, want %d", code, gateway.CloseIdle)
+			silentClosed := make(chan int, 1)
+			go func() {
+				_ = silent.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				_, _, err := silent.c.ReadMessage()
+				code := -1
+				if ce, ok := err.(*websocket.CloseError); ok {
+					code = ce.Code
+				}
+				silentClosed <- code
+			}()
+			for i := range 10 {
+				pinging.write(&courierpb.ClientFrame{ReqId: uint64(i + 1), Body: &courierpb.ClientFrame_Ping{Ping: &courierpb.Ping{}}})
+				if f := pinging.mustRead(); f.GetPong() == nil {
+					t.Fatalf("got %v, want Pong", f)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if code := <-silentClosed; code != gateway.CloseIdle {
+				t.Fatalf("silent socket closed with %d, want %d", code, gateway.CloseIdle)
+			}
+		})
 	}
 }
 

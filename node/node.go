@@ -76,6 +76,10 @@ type Config struct {
 	MaxFrameBytes int
 	// IdleTimeout closes silent sockets (default 60s).
 	IdleTimeout time.Duration
+	// ParkAfter lets a socket silent this long go without a reader
+	// goroutine and read buffer until it speaks (default 2s; negative:
+	// never). See gateway.Config.
+	ParkAfter time.Duration
 	// RatePerSec and RateBurst bound the frames one socket may send
 	// (default 2000/s, burst 4000); frames over it get RATE_LIMITED.
 	RatePerSec float64
@@ -320,6 +324,7 @@ func (n *Node) start(ctx context.Context) error {
 		MaxFrameBytes:  cfg.MaxFrameBytes,
 		SendQueue:      cfg.SendQueue,
 		IdleTimeout:    cfg.IdleTimeout,
+		ParkAfter:      cfg.ParkAfter,
 		RatePerSec:     cfg.RatePerSec,
 		RateBurst:      cfg.RateBurst,
 		RequestTimeout: cfg.RequestTimeout,

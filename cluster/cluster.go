@@ -148,6 +148,8 @@ type Cluster struct {
 	lifecycle sync.Mutex
 	started   bool
 	stopped   bool
+	// stopWatch stops the membership watch and the idle sweep; watchDone
+	// waits for both.
 	stopWatch chan struct{}
 	watchDone sync.WaitGroup
 }
@@ -228,8 +230,12 @@ func (c *Cluster) Start(ctx context.Context) error {
 	changes := c.cfg.Membership.Changes()
 	c.refreshView()
 	c.started = true
-	c.watchDone.Add(1)
+	c.watchDone.Add(2)
 	go c.watchMembership(changes)
+	go func() {
+		defer c.watchDone.Done()
+		c.sweepIdle(c.stopWatch)
+	}()
 	c.log.Info("cluster node started", "member", c.self.ID, "address", addr, "kinds", strings.Join(c.kindNames, ","))
 	return nil
 }

@@ -139,7 +139,7 @@ type userGrain struct {
 	pending  []*pendingWrite
 	flushing bool
 
-	sessions map[uint32]*actor.PID
+	sessions deviceSessions
 	acks     map[uint32]*ackState
 	// unacked indexes, per device, the messages this activation stored and
 	// the device has not acked, so an ack finds whom to send delivered
@@ -216,10 +216,8 @@ func (g *userGrain) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
 		g.start()
-	case *actor.Restarting:
-		g.cancel()
-	case *actor.Stopped:
-		g.cancel()
+	case *actor.Restarting, *actor.Stopped:
+		g.cancelStop()
 	case *actor.Terminated:
 		g.sessionTerminated(ctx, msg.Who)
 	case *courierpb.DeliverMessage:
@@ -255,10 +253,26 @@ func (g *userGrain) Receive(ctx actor.Context) {
 	}
 }
 
+// stopCtx is cancelled when the activation stops or restarts. It is made
+// on first use: most activations are idle users' that never need it, and
+// it costs each of them about 100 bytes.
+func (g *userGrain) stopCtx() context.Context {
+	if g.stop == nil {
+		g.stop, g.cancel = context.WithCancel(context.Background())
+	}
+	return g.stop
+}
+
+func (g *userGrain) cancelStop() {
+	if g.cancel != nil {
+		g.cancel()
+	}
+}
+
 // start resets the grain to what the store says; it runs on activation and
 // after a supervisor restart, so nothing in memory survives a panic.
 func (g *userGrain) start() {
-	g.stop, g.cancel = context.WithCancel(context.Background())
+	g.stop, g.cancel = nil, nil
 	g.seq = newSeqBlock("inbox/"+g.id, g.deps.Config.SeqBlockSize)
 	// The maps are made on first insert: most activations are idle users
 	// that never need most of them.
@@ -552,7 +566,7 @@ func (g *userGrain) flush(ctx actor.Context) {
 
 	store := g.deps.Store
 	devices := slices.Clone(g.devices)
-	runAsync(ctx, g.stop, g.deps.Config.StoreTimeout, func(c context.Context) (any, error) {
+	runAsync(ctx, g.stopCtx(), g.deps.Config.StoreTimeout, func(c context.Context) (any, error) {
 		return storeBatch(c, store, devices, batch)
 	}, func(res any, err error) {
 		g.flushing = false
@@ -716,14 +730,17 @@ func (g *userGrain) push(ctx actor.Context, appends []persistence.InboxAppend) {
 	if len(g.sessions) == 0 {
 		return
 	}
-	byDevice := make(map[uint32][]*courierpb.InboxEntry, len(g.sessions))
-	for _, a := range appends {
-		if _, ok := g.sessions[a.DeviceID]; ok {
-			byDevice[a.DeviceID] = append(byDevice[a.DeviceID], a.Entry)
+	g.dropStoppedSessions(ctx)
+	for _, s := range g.sessions {
+		var entries []*courierpb.InboxEntry
+		for _, a := range appends {
+			if a.DeviceID == s.device {
+				entries = append(entries, a.Entry)
+			}
 		}
-	}
-	for dev, entries := range byDevice {
-		g.deps.Cluster.Tell(g.sessions[dev], &courierpb.PushEntries{Entries: entries})
+		if len(entries) > 0 {
+			g.deps.Cluster.Tell(s.pid, &courierpb.PushEntries{Entries: entries})
+		}
 	}
 }
 
@@ -760,7 +777,7 @@ func (g *userGrain) attach(ctx actor.Context, msg *courierpb.AttachDevice) {
 		}
 	}
 	pid := actor.NewPID(msg.SessionAddress, msg.SessionId)
-	prev := g.sessions[msg.DeviceId]
+	prev, _ := g.sessions.get(msg.DeviceId)
 	was := prev != nil && prev.Equal(pid)
 	if !was && prev != nil && msg.Renew {
 		// A newer session holds the device; the renewing one is stale.
@@ -772,15 +789,12 @@ func (g *userGrain) attach(ctx actor.Context, msg *courierpb.AttachDevice) {
 		if prev != nil {
 			// One session per device: the newest wins, the older is told so
 			// it closes instead of silently receiving nothing.
-			delete(g.sessions, msg.DeviceId)
+			g.sessions.remove(msg.DeviceId)
 			g.unwatchIfUnused(ctx, prev)
 			g.deps.Cluster.Tell(prev, &courierpb.SessionReplaced{})
 		}
-		if g.sessions == nil {
-			g.sessions = make(map[uint32]*actor.PID, 1)
-		}
-		g.sessions[msg.DeviceId] = pid
-		ctx.Watch(pid)
+		g.sessions.set(msg.DeviceId, pid)
+		g.watchSession(ctx, pid)
 	}
 	ctx.Respond(&courierpb.AttachDeviceReply{ReplayThrough: g.persistedThrough, WasAttached: was,
 		PresenceVisibility: g.profile.pb.PresenceVisibility})
@@ -793,8 +807,8 @@ func (g *userGrain) attach(ctx actor.Context, msg *courierpb.AttachDevice) {
 }
 
 func (g *userGrain) detach(ctx actor.Context, msg *courierpb.DetachDevice) {
-	if pid, ok := g.sessions[msg.DeviceId]; ok && pid.Id == msg.SessionId {
-		delete(g.sessions, msg.DeviceId)
+	if pid, ok := g.sessions.get(msg.DeviceId); ok && pid.Id == msg.SessionId {
+		g.sessions.remove(msg.DeviceId)
 		g.unwatchIfUnused(ctx, pid)
 		g.deviceOffline(ctx)
 	}
@@ -803,14 +817,7 @@ func (g *userGrain) detach(ctx actor.Context, msg *courierpb.DetachDevice) {
 
 func (g *userGrain) sessionTerminated(ctx actor.Context, who *actor.PID) {
 	delete(g.presence.watchers, pidKey(who))
-	gone := false
-	for dev, pid := range g.sessions {
-		if pid.Equal(who) {
-			delete(g.sessions, dev)
-			gone = true
-		}
-	}
-	if gone && g.profile != nil {
+	if g.sessions.removePID(who) && g.profile != nil {
 		g.deviceOffline(ctx)
 	}
 }
@@ -882,7 +889,7 @@ func (g *userGrain) runAck(ctx actor.Context, device uint32, st *ackState) {
 	}
 	known, complete := ix.through(from, to)
 	// Receipts to several senders plus the delete: allow for all of them.
-	runAsync(ctx, g.stop, g.deps.Config.StoreTimeout+2*reqTimeout, func(c context.Context) (any, error) {
+	runAsync(ctx, g.stopCtx(), g.deps.Config.StoreTimeout+2*reqTimeout, func(c context.Context) (any, error) {
 		if !complete {
 			var err error
 			if known, err = storedMessages(c, store, userID, device, from, to); err != nil {

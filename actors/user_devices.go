@@ -138,8 +138,8 @@ func (g *userGrain) unlinkDevice(ctx actor.Context, msg *courierpb.UnlinkDevice)
 	}
 	delete(g.acks, msg.DeviceId)
 	delete(g.unacked, msg.DeviceId)
-	if pid, ok := g.sessions[msg.DeviceId]; ok {
-		delete(g.sessions, msg.DeviceId)
+	if pid, ok := g.sessions.get(msg.DeviceId); ok {
+		g.sessions.remove(msg.DeviceId)
 		g.unwatchIfUnused(ctx, pid)
 		g.deps.Cluster.Tell(pid, &courierpb.SessionReplaced{})
 		g.deviceOffline(ctx)

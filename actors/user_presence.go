@@ -145,7 +145,7 @@ func (g *userGrain) unwatchIfUnused(ctx actor.Context, pid *actor.PID) {
 		return
 	}
 	for _, s := range g.sessions {
-		if s.Equal(pid) {
+		if s.pid.Equal(pid) {
 			return
 		}
 	}
@@ -179,7 +179,7 @@ func (g *userGrain) presenceChanged(ctx actor.Context) {
 		self, root := ctx.Self(), ctx.ActorSystem().Root
 		t := time.AfterFunc(wait, func() { root.Send(self, presenceTick{}) })
 		g.presence.timer = t
-		context.AfterFunc(g.stop, func() { t.Stop() })
+		context.AfterFunc(g.stopCtx(), func() { t.Stop() })
 	}
 }
 
@@ -267,11 +267,11 @@ func (g *userGrain) typingTo(ctx actor.Context, msg *courierpb.TypingTo) {
 		return
 	}
 	n := &courierpb.TypingNotice{FromUserId: msg.FromUserId, FromDeviceId: msg.FromDeviceId, GroupId: msg.GroupId, State: msg.State}
-	for dev, pid := range g.sessions {
-		if msg.FromUserId == g.id && dev == msg.FromDeviceId {
+	for _, s := range g.sessions {
+		if msg.FromUserId == g.id && s.device == msg.FromDeviceId {
 			continue
 		}
-		g.deps.Cluster.Tell(pid, n)
+		g.deps.Cluster.Tell(s.pid, n)
 	}
 }
 
@@ -283,7 +283,7 @@ func (g *userGrain) maybePush(devices map[uint32]bool) {
 	}
 	changed := false
 	for dev := range devices {
-		if _, attached := g.sessions[dev]; attached || g.profile.pushed[dev] {
+		if _, attached := g.sessions.get(dev); attached || g.profile.pushed[dev] {
 			continue
 		}
 		tok := g.profile.pb.PushTokens[dev]

@@ -43,7 +43,7 @@ type Config struct {
 	IdleTimeout time.Duration
 	// ParkAfter is how long a socket may be silent before its reader
 	// goroutine and read buffer are let go until it speaks again (default
-	// 2s; negative keeps a reader per socket). Linux only: elsewhere every
+	// 1s; negative keeps a reader per socket). Linux only: elsewhere every
 	// socket keeps its reader.
 	ParkAfter time.Duration
 	// WriteTimeout bounds one frame write (default 10s).
@@ -84,7 +84,7 @@ func (c Config) withDefaults() Config {
 		c.IdleTimeout = 60 * time.Second
 	}
 	if c.ParkAfter == 0 {
-		c.ParkAfter = 2 * time.Second
+		c.ParkAfter = time.Second
 	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = 10 * time.Second
@@ -115,10 +115,14 @@ func (c Config) withDefaults() Config {
 
 // Gateway serves the HTTP API and WebSocket sessions of one node.
 type Gateway struct {
-	cfg      Config
-	log      *slog.Logger
-	system   *actor.ActorSystem
-	props    *actor.Props
+	cfg    Config
+	log    *slog.Logger
+	system *actor.ActorSystem
+	props  *actor.Props
+	// spawnMu and spawning hand a new session to the shared Props'
+	// producer (spawn.go).
+	spawnMu  sync.Mutex
+	spawning *session
 	upgrader websocket.Upgrader
 	mux      *http.ServeMux
 	// poller wakes the readers of parked sockets (park.go); nil where
@@ -135,8 +139,10 @@ type Gateway struct {
 	// droppedEphemeral counts presence and typing frames dropped because a
 	// client's send queue was half full.
 	droppedEphemeral atomic.Int64
-	closing          bool
-	wg               sync.WaitGroup
+	// epoch: the gateway's monotonic clock (clock) counts from here.
+	epoch   time.Time
+	closing bool
+	wg      sync.WaitGroup
 }
 
 // New returns a gateway; serve its Handler with an http.Server.
@@ -146,6 +152,7 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, errors.New("gateway: Store, Cluster and Tokens are required")
 	}
 	g := &Gateway{
+		epoch:  time.Now(),
 		cfg:    cfg,
 		log:    cfg.Logger.With("component", "gateway"),
 		system: cfg.Cluster.System(),
@@ -166,9 +173,11 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	// A session holds a socket: restarting it cannot restore the socket, so
 	// a panicking session is stopped and its client reconnects and resumes.
-	g.props = actor.PropsFromProducer(func() actor.Actor { return nil },
+	// Every session shares these Props (spawn.go).
+	g.props = actor.PropsFromProducer(g.produceSession,
 		actor.WithGuardian(actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive { return actor.StopDirective })),
 		actor.WithReceiverMiddleware(cluster.UnwrapReceiver),
+		actor.WithMailbox(actor.UnboundedLockfree()),
 	)
 	if cfg.ParkAfter > 0 {
 		p, err := readiness.New()
@@ -185,6 +194,10 @@ func New(cfg Config) (*Gateway, error) {
 	g.routes()
 	return g, nil
 }
+
+// clock is monotonic time since the gateway started: cheap to store in an
+// atomic and immune to wall-clock steps.
+func (g *Gateway) clock() time.Duration { return time.Since(g.epoch) }
 
 // Handler returns the HTTP handler serving /v1/... and /healthz.
 func (g *Gateway) Handler() http.Handler { return g.mux }
@@ -226,7 +239,7 @@ func (g *Gateway) track(s *session) bool {
 	g.wg.Add(1)
 	if !g.renewing {
 		g.renewing = true
-		go g.renewLoop()
+		go g.housekeep()
 	}
 	return true
 }

@@ -261,7 +261,7 @@ func (s *session) groupList(ctx actor.Context, reqID uint64) {
 	pid := f.PID()
 	groups, cl, user := s.g.cfg.Groups, s.g.cfg.Cluster, s.claims.UserID
 	go func() {
-		c, cancel := context.WithTimeout(s.ctx, timeout)
+		c, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		list, err := listGroups(c, groups, cl, user)
 		system.Root.Send(pid, groupListResult{groups: list, err: err})

@@ -37,13 +37,12 @@ const readBufferSize = 1024
 // stay silent before it is closed. The caller saw nothing buffered.
 func (s *session) park(idleLeft time.Duration) bool {
 	*s.br = bufio.Reader{} // empty: its buffer is garbage until a reader runs again
+	s.idleAt.Store(int64(s.g.clock() + idleLeft))
 	s.reader.Store(readerParked)
-	s.idle.Reset(idleLeft)
 	if err := s.readyWatch.Arm(); err != nil {
 		if !s.reader.CompareAndSwap(readerParked, readerRunning) {
 			return true // closed meanwhile: nothing left to read
 		}
-		s.idle.Stop()
 		s.noPark = true
 		s.logger().Warn("cannot park a silent socket; keeping its reader", "err", err)
 		s.resetReadBuffer()
@@ -58,13 +57,12 @@ func (s *session) wake() {
 	if !s.reader.CompareAndSwap(readerParked, readerRunning) {
 		return
 	}
-	s.idle.Stop()
 	s.resetReadBuffer()
 	go s.readLoop()
 }
 
 // idleExpired closes a socket that stayed parked for the rest of its idle
-// timeout.
+// timeout; the gateway's housekeeping calls it (renew.go).
 func (s *session) idleExpired() {
 	if !s.reader.CompareAndSwap(readerParked, readerDone) {
 		return
@@ -81,7 +79,6 @@ func (s *session) unpark() {
 	if !s.reader.CompareAndSwap(readerParked, readerDone) {
 		return
 	}
-	s.idle.Stop()
 	s.readyWatch.Disarm()
 	s.g.system.Root.Send(s.self, connClosed{})
 }

@@ -10,16 +10,39 @@ import (
 // over: the renewer wakes LeaseRenew/renewSlots apart and renews one group.
 const renewSlots = 64
 
-// renewLoop asks the sessions of one slot per tick to renew their
-// attachment, so each renews once per LeaseRenew. One ticker for the
-// gateway replaces a timer per connection (with its closure and a stop hook
-// on the session's context): about 600 bytes an idle connection would
-// otherwise keep all its life. It runs while any session is open.
-func (g *Gateway) renewLoop() {
-	t := time.NewTicker(max(g.cfg.LeaseRenew/renewSlots, time.Millisecond))
-	defer t.Stop()
+// housekeep runs the gateway's per-session chores from two tickers, while
+// any session is open. One ticker for the gateway replaces a timer per
+// connection: about 600 bytes (a lease timer with its closure and a stop
+// hook) plus 130 (an idle timer) that an idle connection would otherwise
+// keep all its life.
+//   - Lease renewal: the sessions of one slot per tick are asked to renew
+//     their attachment, so each renews once per LeaseRenew.
+//   - Idle timeout of parked sockets (park.go): every IdleTimeout/8, those
+//     whose time is up are closed, so a silent socket goes between 1 and
+//     1.125 idle timeouts after it last spoke. (A socket with a reader has
+//     its read deadline for this.)
+func (g *Gateway) housekeep() {
+	renew := time.NewTicker(max(g.cfg.LeaseRenew/renewSlots, time.Millisecond))
+	defer renew.Stop()
+	var idleC <-chan time.Time
+	if g.poller != nil {
+		idle := time.NewTicker(max(g.cfg.IdleTimeout/8, time.Millisecond))
+		defer idle.Stop()
+		idleC = idle.C
+	}
 	var due []string
-	for range t.C {
+	var expired []*session
+	for {
+		select {
+		case <-renew.C:
+		case <-idleC:
+			expired = g.idleParked(expired[:0])
+			for i, s := range expired {
+				s.idleExpired()
+				expired[i] = nil
+			}
+			continue
+		}
 		g.mu.Lock()
 		if g.nSessions == 0 || g.closing {
 			g.renewing = false
@@ -39,6 +62,21 @@ func (g *Gateway) renewLoop() {
 			g.system.Root.Send(actor.NewPID(addr, id), renewLease{})
 		}
 	}
+}
+
+// idleParked appends the parked sessions whose idle time is up.
+func (g *Gateway) idleParked(out []*session) []*session {
+	now := g.clock()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, slot := range g.sessions {
+		for s := range slot {
+			if s.reader.Load() == readerParked && s.idleAt.Load() <= int64(now) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
 }
 
 // A renewal that reaches a session already gone is no news.

@@ -77,7 +77,7 @@ type Config struct {
 	// IdleTimeout closes silent sockets (default 60s).
 	IdleTimeout time.Duration
 	// ParkAfter lets a socket silent this long go without a reader
-	// goroutine and read buffer until it speaks (default 2s; negative:
+	// goroutine and read buffer until it speaks (default 1s; negative:
 	// never). See gateway.Config.
 	ParkAfter time.Duration
 	// RatePerSec and RateBurst bound the frames one socket may send

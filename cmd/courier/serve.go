@@ -80,7 +80,7 @@ COURIER_ plus the flag name in upper case with - as _ (e.g. COURIER_LISTEN).`,
 	f.IntVar(&cfg.FanoutBatch, "fanout-batch", 64, "group entries per fan-out request to one member")
 	f.IntVar(&cfg.MaxFrameBytes, "max-frame", 256<<10, "largest client frame in bytes")
 	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", 60*time.Second, "close sockets silent for this long")
-	f.DurationVar(&cfg.ParkAfter, "park-after", 2*time.Second, "a socket silent this long gives up its reader goroutine and read buffer until it speaks (Linux; negative: never)")
+	f.DurationVar(&cfg.ParkAfter, "park-after", time.Second, "a socket silent this long gives up its reader goroutine and read buffer until it speaks (Linux; negative: never)")
 	f.Float64Var(&cfg.RatePerSec, "rate", 2000, "frames per second one socket may send")
 	f.IntVar(&cfg.RateBurst, "rate-burst", 4000, "burst of frames one socket may send")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate (PEM); with --tls-key serves https/wss")

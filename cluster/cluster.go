@@ -322,9 +322,16 @@ func IdempotencyKey(ctx actor.Context) string {
 	return h.Get(idempotencyHeader)
 }
 
-// UnwrapReceiver is receiver middleware for plain actors (sessions) that get
-// Tell messages from other nodes: it decodes Envelopes before the actor sees them.
+// UnwrapReceiver is receiver middleware for plain actors that get Tell
+// messages from other nodes: it decodes Envelopes before the actor sees them.
 func UnwrapReceiver(next actor.ReceiverFunc) actor.ReceiverFunc { return unwrapReceiver(next) }
+
+// UnwrapTell is UnwrapReceiver for an actor that calls it itself on each
+// message (sessions do: with a receiver middleware Proto.Actor gives every
+// actor a context extension, 180 bytes on each idle socket). It returns the
+// decoded message of a Tell from another node, anything else as it is, and
+// false for an envelope to drop (it logs why).
+func UnwrapTell(ctx actor.Context) (any, bool) { return unwrapTell(ctx, ctx.Message()) }
 
 // RegisterMessages makes types decodable from Envelopes on this node.
 func RegisterMessages(msgs ...proto.Message) { registerMessages(msgs...) }

@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 
@@ -183,23 +184,38 @@ func (c *Cluster) tell(pid *actor.PID, msg proto.Message) {
 
 func unwrapReceiver(next actor.ReceiverFunc) actor.ReceiverFunc {
 	return func(ctx actor.ReceiverContext, me *actor.MessageEnvelope) {
-		env, ok := me.Message.(*clusterpb.Envelope)
-		if !ok || env.Kind != "" {
-			next(ctx, me)
+		msg, ok := unwrapTell(ctx, me.Message)
+		if !ok {
 			return
 		}
-		if st := env.GetStatus(); st != nil && st.GetCode() != clusterpb.StatusCode_STATUS_OK {
-			ctx.Logger().Warn("dropping envelope carrying a status", "actor", pidString(ctx.Self()),
-				"code", st.GetCode().String(), "status", st.GetMessage())
-			return
+		if msg != me.Message {
+			me = &actor.MessageEnvelope{Header: me.Header, Message: msg, Sender: me.Sender}
 		}
-		msg, err := decodePayload(env.TypeName, env.Payload)
-		if err != nil {
-			// An older node receiving a newer type: drop it, never crash.
-			ctx.Logger().Warn("dropping undecodable envelope", "actor", pidString(ctx.Self()),
-				"type", env.TypeName, "error", err)
-			return
-		}
-		next(ctx, &actor.MessageEnvelope{Header: me.Header, Message: msg, Sender: me.Sender})
+		next(ctx, me)
 	}
+}
+
+// unwrapTell decodes msg when it is the Envelope of a Tell from another
+// node, and returns anything else as it is; false: drop it (logged).
+func unwrapTell(ctx interface {
+	Self() *actor.PID
+	Logger() *slog.Logger
+}, msg any) (any, bool) {
+	env, ok := msg.(*clusterpb.Envelope)
+	if !ok || env.Kind != "" {
+		return msg, true
+	}
+	if st := env.GetStatus(); st != nil && st.GetCode() != clusterpb.StatusCode_STATUS_OK {
+		ctx.Logger().Warn("dropping envelope carrying a status", "actor", pidString(ctx.Self()),
+			"code", st.GetCode().String(), "status", st.GetMessage())
+		return nil, false
+	}
+	decoded, err := decodePayload(env.TypeName, env.Payload)
+	if err != nil {
+		// An older node receiving a newer type: drop it, never crash.
+		ctx.Logger().Warn("dropping undecodable envelope", "actor", pidString(ctx.Self()),
+			"type", env.TypeName, "error", err)
+		return nil, false
+	}
+	return decoded, true
 }

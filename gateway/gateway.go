@@ -176,7 +176,6 @@ func New(cfg Config) (*Gateway, error) {
 	// Every session shares these Props (spawn.go).
 	g.props = actor.PropsFromProducer(g.produceSession,
 		actor.WithGuardian(actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive { return actor.StopDirective })),
-		actor.WithReceiverMiddleware(cluster.UnwrapReceiver),
 		actor.WithMailbox(actor.UnboundedLockfree()),
 	)
 	if cfg.ParkAfter > 0 {

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/courier-im/courier/actors"
+	"github.com/courier-im/courier/cluster"
 	"github.com/courier-im/courier/internal/readiness"
 	"github.com/courier-im/courier/protos/courierpb"
 )
@@ -162,7 +163,11 @@ func newSession(g *Gateway, conn *websocket.Conn, br *bufio.Reader, claims Claim
 }
 
 func (s *session) Receive(ctx actor.Context) {
-	switch msg := ctx.Message().(type) {
+	m, ok := cluster.UnwrapTell(ctx)
+	if !ok {
+		return
+	}
+	switch msg := m.(type) {
 	case *actor.Started:
 		s.self = ctx.Self()
 		system := ctx.ActorSystem()

@@ -52,6 +52,21 @@ func fired() (func(), chan struct{}) {
 	return func() { ch <- struct{}{} }, ch
 }
 
+// armedWatch watches conn, arms the watch and returns it with the channel
+// that reports its firings.
+func armedWatch(t *testing.T, p *Poller, conn *net.TCPConn) (*Watch, chan struct{}) {
+	t.Helper()
+	onReady, ch := fired()
+	w, err := p.Watch(conn, onReady)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Arm(); err != nil {
+		t.Fatal(err)
+	}
+	return w, ch
+}
+
 func mustFire(t *testing.T, ch chan struct{}, what string) {
 	t.Helper()
 	select {
@@ -74,14 +89,7 @@ func mustNotFire(t *testing.T, ch chan struct{}, what string) {
 func TestWatchFiresOncePerArmWhenDataArrives(t *testing.T) {
 	p := newPoller(t)
 	server, client := socketPair(t)
-	onReady, ch := fired()
-	w, err := p.Watch(server, onReady)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Arm(); err != nil {
-		t.Fatal(err)
-	}
+	w, ch := armedWatch(t, p, server)
 	mustNotFire(t, ch, "silent socket")
 	if _, err := client.Write([]byte("a")); err != nil {
 		t.Fatal(err)
@@ -116,14 +124,7 @@ func TestWatchFiresOncePerArmWhenDataArrives(t *testing.T) {
 func TestWatchFiresWhenThePeerHangsUp(t *testing.T) {
 	p := newPoller(t)
 	server, client := socketPair(t)
-	onReady, ch := fired()
-	w, err := p.Watch(server, onReady)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Arm(); err != nil {
-		t.Fatal(err)
-	}
+	_, ch := armedWatch(t, p, server)
 	client.Close()
 	mustFire(t, ch, "peer closed")
 }
@@ -131,14 +132,7 @@ func TestWatchFiresWhenThePeerHangsUp(t *testing.T) {
 func TestDisarmedWatchDoesNotFire(t *testing.T) {
 	p := newPoller(t)
 	server, client := socketPair(t)
-	onReady, ch := fired()
-	w, err := p.Watch(server, onReady)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Arm(); err != nil {
-		t.Fatal(err)
-	}
+	w, ch := armedWatch(t, p, server)
 	w.Disarm()
 	if p.Armed() != 0 {
 		t.Fatalf("Armed = %d after Disarm, want 0", p.Armed())
@@ -156,14 +150,7 @@ func TestWatchesOfManySocketsFireForTheirOwnSocketOnly(t *testing.T) {
 	chans := make([]chan struct{}, n)
 	for i := range n {
 		server, client := socketPair(t)
-		onReady, ch := fired()
-		w, err := p.Watch(server, onReady)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Arm(); err != nil {
-			t.Fatal(err)
-		}
+		_, ch := armedWatch(t, p, server)
 		clients[i], chans[i] = client, ch
 	}
 	for i := 0; i < n; i += 3 {

@@ -9,7 +9,9 @@ import (
 func TestDeviceSessions(t *testing.T) {
 	a, b, c := actor.NewPID("n1", "session/a"), actor.NewPID("n1", "session/b"), actor.NewPID("n2", "session/a")
 	type op func(*deviceSessions) bool
-	set := func(dev uint32, pid *actor.PID) op { return func(d *deviceSessions) bool { d.set(dev, pid); return true } }
+	set := func(dev uint32, pid *actor.PID) op {
+		return func(d *deviceSessions) bool { d.set(dev, pid); return true }
+	}
 	remove := func(dev uint32) op { return func(d *deviceSessions) bool { return d.remove(dev) } }
 	removePID := func(pid *actor.PID) op { return func(d *deviceSessions) bool { return d.removePID(pid) } }
 	for _, tc := range []struct {

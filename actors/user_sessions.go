@@ -36,31 +36,29 @@ func (d *deviceSessions) set(device uint32, pid *actor.PID) {
 
 // remove detaches device; false if it had no session.
 func (d *deviceSessions) remove(device uint32) bool {
-	for i, s := range *d {
-		if s.device == device {
-			last := len(*d) - 1
-			(*d)[i] = (*d)[last]
-			(*d)[last] = deviceSession{}
-			*d = (*d)[:last]
-			if len(*d) == 0 {
-				*d = nil // give the array back with the last device
-			}
-			return true
-		}
-	}
-	return false
+	return d.removeWhere(func(s deviceSession) bool { return s.device == device })
 }
 
 // removePID detaches every device attached to pid; false if none was.
 func (d *deviceSessions) removePID(pid *actor.PID) bool {
+	return d.removeWhere(func(s deviceSession) bool { return s.pid.Equal(pid) })
+}
+
+// removeWhere detaches the devices match picks (order is not kept).
+func (d *deviceSessions) removeWhere(match func(deviceSession) bool) bool {
 	gone := false
 	for i := 0; i < len(*d); {
-		if (*d)[i].pid.Equal(pid) {
-			d.remove((*d)[i].device)
-			gone = true
+		if !match((*d)[i]) {
+			i++
 			continue
 		}
-		i++
+		last := len(*d) - 1
+		(*d)[i], (*d)[last] = (*d)[last], deviceSession{}
+		*d = (*d)[:last]
+		gone = true
+	}
+	if len(*d) == 0 {
+		*d = nil // give the array back with the last device
 	}
 	return gone
 }

@@ -3,7 +3,6 @@ package cluster
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 
@@ -197,10 +196,7 @@ func unwrapReceiver(next actor.ReceiverFunc) actor.ReceiverFunc {
 
 // unwrapTell decodes msg when it is the Envelope of a Tell from another
 // node, and returns anything else as it is; false: drop it (logged).
-func unwrapTell(ctx interface {
-	Self() *actor.PID
-	Logger() *slog.Logger
-}, msg any) (any, bool) {
+func unwrapTell(ctx actor.ReceiverContext, msg any) (any, bool) {
 	env, ok := msg.(*clusterpb.Envelope)
 	if !ok || env.Kind != "" {
 		return msg, true

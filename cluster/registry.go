@@ -291,6 +291,20 @@ func (c *Cluster) removeLocked(a *activation) {
 // lock holder preempted among 100 k runnable goroutines would stall every
 // activation on its shard.
 func (c *Cluster) passivateWhere(pred func(*activation) bool) int {
+	return c.walkShards(func(a *activation) bool {
+		if a.passivating || !pred(a) {
+			return false
+		}
+		a.passivating = true
+		return true
+	}, c.system.Root.Poison)
+}
+
+// walkShards visits every activation, one shard at a time under its lock,
+// and calls act, after that shard's lock is released, with the PID of each
+// one pick accepted (pick runs under the lock and may update the
+// activation). It returns how many were picked.
+func (c *Cluster) walkShards(pick func(*activation) bool, act func(*actor.PID)) int {
 	n := 0
 	var pids []*actor.PID
 	for i := range c.shards {
@@ -298,14 +312,13 @@ func (c *Cluster) passivateWhere(pred func(*activation) bool) int {
 		pids = pids[:0]
 		sh.mu.Lock()
 		for _, a := range sh.grains {
-			if !a.passivating && pred(a) {
-				a.passivating = true
+			if pick(a) {
 				pids = append(pids, a.pid)
 			}
 		}
 		sh.mu.Unlock()
 		for _, pid := range pids {
-			c.system.Root.Poison(pid)
+			act(pid)
 		}
 		n += len(pids)
 	}
@@ -330,26 +343,17 @@ func (c *Cluster) sweepIdle(stop <-chan struct{}) {
 	}
 	t := time.NewTicker(min(max(period, time.Millisecond), time.Minute))
 	defer t.Stop()
-	var idle []*actor.PID
+	idle := func(a *activation) bool {
+		pa := a.kind.passivateAfter
+		return pa > 0 && !a.passivating && a.idleFor() >= pa
+	}
+	sendTick := func(pid *actor.PID) { c.system.Root.Send(pid, tick) }
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
-		}
-		for i := range c.shards {
-			sh := &c.shards[i]
-			idle = idle[:0]
-			sh.mu.Lock()
-			for _, a := range sh.grains {
-				if pa := a.kind.passivateAfter; pa > 0 && !a.passivating && a.idleFor() >= pa {
-					idle = append(idle, a.pid)
-				}
-			}
-			sh.mu.Unlock()
-			for _, pid := range idle {
-				c.system.Root.Send(pid, tick)
-			}
+			c.walkShards(idle, sendTick)
 		}
 	}
 }

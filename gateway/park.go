@@ -64,23 +64,26 @@ func (s *session) wake() {
 // idleExpired closes a socket that stayed parked for the rest of its idle
 // timeout; the gateway's housekeeping calls it (renew.go).
 func (s *session) idleExpired() {
-	if !s.reader.CompareAndSwap(readerParked, readerDone) {
-		return
+	if s.endParked() {
+		s.closeWith(CloseIdle, idleReason)
 	}
-	s.readyWatch.Disarm()
-	s.closeWith(CloseIdle, idleReason)
-	s.g.system.Root.Send(s.self, connClosed{})
 }
 
 // unpark ends a parked read side when the socket is closed from elsewhere
 // (shutdown, a failed write): no reader is there to see the socket go and
 // tell the actor.
-func (s *session) unpark() {
+func (s *session) unpark() { s.endParked() }
+
+// endParked finishes the read side if it is parked, as a reader would on a
+// failed read: the watch is dropped and the actor told. False if it was
+// not parked (a reader runs, or the side is finished already).
+func (s *session) endParked() bool {
 	if !s.reader.CompareAndSwap(readerParked, readerDone) {
-		return
+		return false
 	}
 	s.readyWatch.Disarm()
 	s.g.system.Root.Send(s.self, connClosed{})
+	return true
 }
 
 func (s *session) resetReadBuffer() {

@@ -614,9 +614,11 @@ func (s *session) readLoop() {
 				s.readFailed(err)
 				return
 			}
+		} else {
+			// A frame has begun: all of it must arrive within the idle
+			// timeout (awaitData set that deadline when it waited).
+			_ = s.conn.SetReadDeadline(time.Now().Add(s.g.cfg.IdleTimeout))
 		}
-		// A frame has begun: all of it must arrive within the idle timeout.
-		_ = s.conn.SetReadDeadline(time.Now().Add(s.g.cfg.IdleTimeout))
 		if err := s.skipControlFrames(); err != nil {
 			s.readFailed(err)
 			return
@@ -650,7 +652,9 @@ func (s *session) readLoop() {
 
 // awaitData waits for the next byte from the client. After ParkAfter of
 // silence it parks the reader (true: the caller must return); without a
-// poller it waits the whole idle timeout.
+// poller it waits the whole idle timeout. When a byte arrives, the read
+// deadline bounds the rest of its frame: the idle timeout from the start
+// of the wait, or from the first byte after a wait as short as ParkAfter.
 func (s *session) awaitData() (parked bool, err error) {
 	wait := s.g.cfg.IdleTimeout
 	canPark := s.readyWatch != nil && !s.noPark && s.g.cfg.ParkAfter > 0 && s.g.cfg.ParkAfter < wait
@@ -659,6 +663,9 @@ func (s *session) awaitData() (parked bool, err error) {
 	}
 	_ = s.conn.SetReadDeadline(time.Now().Add(wait))
 	_, err = s.br.Peek(1)
+	if err == nil && canPark {
+		_ = s.conn.SetReadDeadline(time.Now().Add(s.g.cfg.IdleTimeout))
+	}
 	var ne net.Error
 	if err != nil && canPark && errors.As(err, &ne) && ne.Timeout() {
 		if s.park(s.g.cfg.IdleTimeout - wait) {

@@ -63,25 +63,27 @@ func (s *session) wake() {
 
 // idleExpired closes a socket that stayed parked for the rest of its idle
 // timeout; the gateway's housekeeping calls it (renew.go).
-func (s *session) idleExpired() {
-	if s.endParked() {
-		s.closeWith(CloseIdle, idleReason)
-	}
-}
+func (s *session) idleExpired() { s.endParked(CloseIdle, idleReason) }
 
 // unpark ends a parked read side when the socket is closed from elsewhere
 // (shutdown, a failed write): no reader is there to see the socket go and
 // tell the actor.
-func (s *session) unpark() { s.endParked() }
+func (s *session) unpark() { s.endParked(0, "") }
 
 // endParked finishes the read side if it is parked, as a reader would on a
-// failed read: the watch is dropped and the actor told. False if it was
-// not parked (a reader runs, or the side is finished already).
-func (s *session) endParked() bool {
+// failed read: the watch is dropped, the socket closed with code (unless it
+// is 0: the caller closes it) and then the actor told. The close comes
+// first because the stopping actor closes the socket too, with 1000, and
+// the client must see why it was cut off. False if the side was not parked
+// (a reader runs, or the side is finished already).
+func (s *session) endParked(code int, reason string) bool {
 	if !s.reader.CompareAndSwap(readerParked, readerDone) {
 		return false
 	}
 	s.readyWatch.Disarm()
+	if code != 0 {
+		s.closeWith(code, reason)
+	}
 	s.g.system.Root.Send(s.self, connClosed{})
 	return true
 }

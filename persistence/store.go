@@ -120,6 +120,12 @@ type SequenceStore interface {
 	// returns the first and last of them. Numbers start at 1. Concurrent
 	// leases of one counter, from any process, never overlap.
 	LeaseBlock(ctx context.Context, counter string, size uint64) (first, last uint64, err error)
+	// LastLeased returns the last number any lease of the named counter has
+	// reserved, 0 if none has. Every lease that returned before the call
+	// is counted. It writes nothing: a grain that only needs to know where
+	// earlier activations stopped (an attaching device) reads this rather
+	// than leasing a block it may never use.
+	LastLeased(ctx context.Context, counter string) (uint64, error)
 }
 
 // DeviceKeys is a device's long-lived public key material for the Signal

@@ -694,6 +694,33 @@ func (s *Store) LeaseBlock(ctx context.Context, counter string, size uint64) (fi
 	return first, last, nil
 }
 
+// LastLeased implements persistence.SequenceStore. The stripe lock orders
+// it after a lease in flight on the same counter.
+func (s *Store) LastLeased(ctx context.Context, counter string) (uint64, error) {
+	wrap := func(err error) error {
+		return fmt.Errorf("embedded: read counter %q: %w", counter, err)
+	}
+	release, err := s.enter(ctx)
+	if err != nil {
+		return 0, wrap(err)
+	}
+	defer release()
+	key := sequenceKey(counter)
+	mu := s.casLock(key)
+	mu.Lock()
+	defer mu.Unlock()
+	v, found, err := s.get(key)
+	switch {
+	case err != nil:
+		return 0, wrap(err)
+	case !found:
+		return 0, nil
+	case len(v) != 8:
+		return 0, wrap(errCorrupt)
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
 // LoadOrStoreSecret implements persistence.SecretStore.
 func (s *Store) LoadOrStoreSecret(ctx context.Context, name string, candidate []byte) ([]byte, error) {
 	wrap := func(err error) error { return fmt.Errorf("embedded: load or store secret %q: %w", name, err) }

@@ -80,6 +80,9 @@ func testReopen(t *testing.T, factory Factory) {
 		}
 	}
 	// The counter continues; restarting at 1 would reissue numbers.
+	if got, err := s.LastLeased(c, counter); err != nil || got != 10 {
+		t.Fatalf("LastLeased after reopen = (%d, %v), want (10, nil)", got, err)
+	}
 	if first, last, err := s.LeaseBlock(c, counter, 10); err != nil || first != 11 || last != 20 {
 		t.Fatalf("LeaseBlock after reopen = (%d, %d, %v), want (11, 20, nil)", first, last, err)
 	}
@@ -118,6 +121,7 @@ func testClosed(t *testing.T, factory Factory) {
 			{"DeleteInbox", func() error { return f.s.DeleteInbox(c, uid, 1) }},
 			{"GetDedupe", func() error { _, err := f.s.GetDedupe(c, uid, []uint32{1}, uid, "m"); return err }},
 			{"LeaseBlock", func() error { _, _, err := f.s.LeaseBlock(c, f.id("c"), 1); return err }},
+			{"LastLeased", func() error { _, err := f.s.LastLeased(c, f.id("c")); return err }},
 			{"LoadOrStoreSecret", func() error { _, err := f.s.LoadOrStoreSecret(c, f.id("s"), []byte("v")); return err }},
 			{"GetProfile", func() error { _, err := f.s.GetProfile(c, uid); return err }},
 			{"TakeOneTimePrekey", func() error { _, _, err := f.s.TakeOneTimePrekey(c, uid, 1); return err }},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -28,6 +29,11 @@ func testLeaseBlock(t *testing.T, factory Factory) {
 			{a, 7, lease{202, 208}},
 			{b, 1000, lease{6, 1005}},
 		}
+		for _, counter := range []string{a, b} {
+			if got, err := f.s.LastLeased(ctx(t), counter); err != nil || got != 0 {
+				t.Fatalf("LastLeased(%q) before any lease = (%d, %v), want (0, nil)", counter, got, err)
+			}
+		}
 		for i, st := range steps {
 			first, last, err := f.s.LeaseBlock(ctx(t), st.counter, st.size)
 			if err != nil {
@@ -36,6 +42,60 @@ func testLeaseBlock(t *testing.T, factory Factory) {
 			if got := (lease{first, last}); got != st.want {
 				t.Fatalf("step %d: LeaseBlock(%q, %d) = %v, want %v", i, st.counter, st.size, got, st.want)
 			}
+			if got, err := f.s.LastLeased(ctx(t), st.counter); err != nil || got != st.want.last {
+				t.Fatalf("step %d: LastLeased(%q) = (%d, %v), want (%d, nil)", i, st.counter, got, err, st.want.last)
+			}
+		}
+		// Reading is not leasing: the next lease starts where the last ended.
+		if first, _, err := f.s.LeaseBlock(ctx(t), a, 1); err != nil || first != 209 {
+			t.Fatalf("LeaseBlock after LastLeased = (%d, %v), want first 209", first, err)
+		}
+	})
+
+	// A reader racing leases sees a value that only grows, is the end of
+	// some lease, and is never behind a lease that had returned before it
+	// read: what a grain relies on to bound an attaching device's replay.
+	t.Run("LastLeasedDuringLeases", func(t *testing.T) {
+		f := newFixture(t, factory, Options{})
+		const (
+			leases = 60
+			size   = 3
+		)
+		counter := f.id("raced")
+		c := ctx(t)
+		var returned atomic.Uint64 // the end of the newest lease that returned
+		done := make(chan error, 1)
+		go func() {
+			defer close(done)
+			for range leases {
+				_, last, err := f.s.LeaseBlock(c, counter, size)
+				if err != nil {
+					done <- err
+					return
+				}
+				returned.Store(last)
+			}
+		}()
+		var prev uint64
+		for reading := true; reading; {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("LeaseBlock: %v", err)
+				}
+				reading = false
+			default:
+			}
+			floor := returned.Load()
+			got, err := f.s.LastLeased(c, counter)
+			if err != nil {
+				t.Fatalf("LastLeased: %v", err)
+			}
+			if got < floor || got < prev || got%size != 0 {
+				t.Fatalf("LastLeased = %d after %d had returned (previous read %d); want the end of a lease, at least %d",
+					got, floor, prev, max(floor, prev))
+			}
+			prev = got
 		}
 	})
 

@@ -42,7 +42,7 @@ type unackedIndex struct {
 // index records newly stored messages. Entries arrive in inbox_seq order
 // because flushes are sequential and numbers increase.
 func (g *userGrain) index(appends []persistence.InboxAppend) {
-	if g.indexFrom == 0 && g.seq.next == 0 {
+	if !g.bounded {
 		return
 	}
 	for _, a := range appends {

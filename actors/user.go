@@ -129,6 +129,10 @@ type userGrain struct {
 	devices []uint32
 
 	seq seqBlock
+	// bounded: persistedThrough and indexFrom cover what earlier
+	// activations handed out; set by the first lease or by reading the
+	// counter (boundReplay), whichever comes first.
+	bounded bool
 	// persistedThrough: every entry with a lower or equal inbox_seq that this
 	// or an earlier activation handed out is stored.
 	persistedThrough uint64
@@ -277,7 +281,7 @@ func (g *userGrain) start() {
 	// The maps are made on first insert: most activations are idle users
 	// that never need most of them.
 	g.sessions, g.acks, g.unacked, g.groups = nil, nil, nil, nil
-	g.indexFrom = 0
+	g.bounded, g.indexFrom = false, 0
 	g.presence = presenceState{}
 	g.profile = nil
 	g.pending, g.flushing = nil, false
@@ -298,21 +302,36 @@ func (g *userGrain) storeCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), g.deps.Config.StoreTimeout)
 }
 
+// load reads the user, its devices and its profile. The three reads go out
+// together: an activation is on the path of every device that comes online,
+// and against a remote database three round trips in a row are three times
+// the wait. (The devices and profile of a user that does not exist are
+// read for nothing: a message to an unknown id, or a stale token.)
 func (g *userGrain) load() error {
 	ctx, cancel := g.storeCtx()
 	defer cancel()
-	_, err := g.deps.Store.GetUser(ctx, g.id)
+	var (
+		devices         []persistence.Device
+		profile         []byte
+		devErr, profErr error
+		wg              sync.WaitGroup
+		store, id       = g.deps.Store, g.id
+	)
+	wg.Go(func() { devices, devErr = store.ListDevices(ctx, id) })
+	wg.Go(func() { profile, profErr = store.GetProfile(ctx, id) })
+	_, err := store.GetUser(ctx, id)
+	wg.Wait()
 	switch {
 	case errors.Is(err, persistence.ErrNotFound):
 		g.exists, g.loaded = false, true
 		return nil
 	case err != nil:
 		return fmt.Errorf("load user %s: %w", g.id, err)
+	case devErr != nil:
+		return fmt.Errorf("load devices of %s: %w", g.id, devErr)
 	}
-	if err := g.loadDevices(ctx); err != nil {
-		return err
-	}
-	if err := g.loadProfile(ctx); err != nil {
+	g.setDevices(devices)
+	if err := g.setProfile(profile, profErr); err != nil {
 		return err
 	}
 	g.exists, g.loaded = true, true
@@ -324,11 +343,15 @@ func (g *userGrain) loadDevices(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load devices of %s: %w", g.id, err)
 	}
+	g.setDevices(devs)
+	return nil
+}
+
+func (g *userGrain) setDevices(devs []persistence.Device) {
 	g.devices = g.devices[:0]
 	for _, d := range devs {
 		g.devices = append(g.devices, d.DeviceID)
 	}
-	return nil
 }
 
 // ready reports whether the grain can serve; when not, it has the error to
@@ -361,10 +384,40 @@ func (g *userGrain) nextSeq() (uint64, error) {
 		return 0, err
 	}
 	if fresh {
-		g.persistedThrough = max(g.persistedThrough, n-1)
-		g.indexFrom = n - 1
+		g.bound(n - 1)
 	}
 	return n, nil
+}
+
+// boundReplay learns, without leasing, up to where earlier activations may
+// have handed out numbers: an attaching device replays up to there. A
+// lease here would cost a compare-and-set (a Paxos round on ScyllaDB, an
+// fsync embedded) on every activation, though most activations are a
+// device coming online that receives nothing before it goes again.
+func (g *userGrain) boundReplay() error {
+	ctx, cancel := g.storeCtx()
+	defer cancel()
+	last, err := g.deps.Store.LastLeased(ctx, g.seq.counter)
+	if err != nil {
+		return fmt.Errorf("read inbox counter of %s: %w", g.id, err)
+	}
+	g.bound(last)
+	return nil
+}
+
+// bound records that every number up to last belongs to an earlier
+// activation (or this one's first lease starts after it): those entries are
+// stored or never will be, and this activation's indexes see everything
+// above. A later, higher bound (a lease after a read, past another
+// activation's leases) raises indexFrom and the indexes' floors, so none
+// claims entries it never saw.
+func (g *userGrain) bound(last uint64) {
+	g.bounded = true
+	g.persistedThrough = max(g.persistedThrough, last)
+	g.indexFrom = max(g.indexFrom, last)
+	for _, ix := range g.unacked {
+		ix.from = max(ix.from, last)
+	}
 }
 
 func (g *userGrain) deliverMessage(ctx actor.Context, msg *courierpb.DeliverMessage) {
@@ -768,10 +821,10 @@ func (g *userGrain) attach(ctx actor.Context, msg *courierpb.AttachDevice) {
 		return
 	}
 	// The replay bound must cover every number an earlier activation handed
-	// out; leasing now (rather than on activation) keeps activation free of
-	// writes.
-	if g.seq.next == 0 {
-		if _, err := g.nextSeq(); err != nil {
+	// out; reading it now (rather than on activation) keeps activations that
+	// only deliver to an offline user free of it.
+	if !g.bounded {
+		if err := g.boundReplay(); err != nil {
 			ctx.Respond(&courierpb.AttachDeviceReply{Error: storeError(err)})
 			return
 		}
@@ -877,7 +930,7 @@ func (g *userGrain) runAck(ctx actor.Context, device uint32, st *ackState) {
 	store, cl, userID := g.deps.Store, g.deps.Cluster, g.id
 	reqTimeout := g.deps.Config.RequestTimeout
 	ix := g.unacked[device]
-	if ix == nil && g.seq.next != 0 {
+	if ix == nil && g.bounded {
 		// Nothing indexed for this device yet, yet every message this
 		// activation stored passed through index: an empty index is
 		// complete above indexFrom (receipt-only inboxes live here).

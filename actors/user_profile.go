@@ -1,7 +1,6 @@
 package actors
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -98,8 +97,8 @@ func (p *profile) contactList() *courierpb.ContactList {
 	return &courierpb.ContactList{Contacts: r.Contacts, BlockedUserIds: r.BlockedUserIds}
 }
 
-func (g *userGrain) loadProfile(ctx context.Context) error {
-	b, err := g.deps.Store.GetProfile(ctx, g.id)
+// setProfile takes the profile the store returned (or its error).
+func (g *userGrain) setProfile(b []byte, err error) error {
 	switch {
 	case errors.Is(err, persistence.ErrNotFound):
 		g.profile = newProfile(nil)

@@ -8,10 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
+
 	"github.com/courier-im/courier/actors"
 	"github.com/courier-im/courier/cluster"
 	"github.com/courier-im/courier/persistence"
 	"github.com/courier-im/courier/persistence/embedded"
+	"github.com/courier-im/courier/protos/courierpb"
 )
 
 func testLogger() *slog.Logger {
@@ -65,4 +68,21 @@ func createUser(t testing.TB, s persistence.Store, id, handle string) {
 	if err := s.CreateUser(ctx, persistence.User{ID: id, Handle: handle}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// attachStandIn attaches device 1 of user to a stand-in for a gateway
+// session on c's node and returns the stand-in and what is pushed to it.
+func attachStandIn(ctx context.Context, t testing.TB, c *cluster.Cluster, user string) (*actor.PID, *courierpb.AttachDeviceReply, <-chan *courierpb.PushEntries) {
+	t.Helper()
+	pushed := make(chan *courierpb.PushEntries, 8)
+	session := c.System().Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		if m, ok := ctx.Message().(*courierpb.PushEntries); ok {
+			pushed <- m
+		}
+	}, actor.WithReceiverMiddleware(cluster.UnwrapReceiver)))
+	r, err := c.Request(ctx, actors.UserGrainID(user), &courierpb.AttachDevice{DeviceId: 1, SessionAddress: session.Address, SessionId: session.Id}, "")
+	if err != nil || r.(*courierpb.AttachDeviceReply).Error != nil {
+		t.Fatalf("attach %s: %v %v", user, r, err)
+	}
+	return session, r.(*courierpb.AttachDeviceReply), pushed
 }

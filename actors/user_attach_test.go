@@ -55,17 +55,8 @@ func TestDeviceAttachingToANewActivationReplaysEveryEarlierNumberWithoutLeasing(
 	counting := &leaseCountingStore{Store: store}
 	second := &actors.Deps{Store: counting, Logger: testLogger(), Config: actors.UserConfig{SeqBlockSize: 8}}
 	c := startCluster(t, second, actors.UserKind(second))
-	pushed := make(chan *courierpb.PushEntries, 8)
-	session := c.System().Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
-		if m, ok := ctx.Message().(*courierpb.PushEntries); ok {
-			pushed <- m
-		}
-	}, actor.WithReceiverMiddleware(cluster.UnwrapReceiver)))
-	r, err := c.Request(ctx, bob, &courierpb.AttachDevice{DeviceId: 1, SessionAddress: session.Address, SessionId: session.Id}, "")
-	if err != nil || r.(*courierpb.AttachDeviceReply).Error != nil {
-		t.Fatalf("attach: %v %v", r, err)
-	}
-	if got := r.(*courierpb.AttachDeviceReply).ReplayThrough; got != 8 {
+	_, attached, pushed := attachStandIn(ctx, t, c, "bob")
+	if got := attached.ReplayThrough; got != 8 {
 		t.Fatalf("ReplayThrough = %d, want 8: the whole block the first activation leased", got)
 	}
 	if n := counting.leases.Load(); n != 0 {

@@ -5,10 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
-
 	"github.com/courier-im/courier/actors"
-	"github.com/courier-im/courier/cluster"
 	"github.com/courier-im/courier/protos/courierpb"
 	"github.com/courier-im/courier/push"
 )
@@ -45,16 +42,7 @@ func TestLocalSessionThatVanishesWithoutDetachingGoesOfflineAtTheNextMessage(t *
 		t.Fatalf("set push token: %v %v", r, err)
 	}
 	// A stand-in for a gateway session on this node.
-	pushed := make(chan *courierpb.PushEntries, 8)
-	session := c.System().Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
-		if m, ok := ctx.Message().(*courierpb.PushEntries); ok {
-			pushed <- m
-		}
-	}, actor.WithReceiverMiddleware(cluster.UnwrapReceiver)))
-	r, err := c.Request(ctx, bob, &courierpb.AttachDevice{DeviceId: 1, SessionAddress: session.Address, SessionId: session.Id}, "")
-	if err != nil || r.(*courierpb.AttachDeviceReply).Error != nil {
-		t.Fatalf("attach: %v %v", r, err)
-	}
+	session, _, pushed := attachStandIn(ctx, t, c, "bob")
 	send := func(id string) {
 		t.Helper()
 		r, err := c.Request(ctx, bob, deliver("alice", id), "alice/"+id)

@@ -664,26 +664,11 @@ func (s *Store) LeaseBlock(ctx context.Context, counter string, size uint64) (fi
 	if size == 0 {
 		return 0, 0, wrap(errors.New("size must be positive"))
 	}
-	release, err := s.enter(ctx)
+	key, prev, done, err := s.lockCounter(ctx, counter)
 	if err != nil {
 		return 0, 0, wrap(err)
 	}
-	defer release()
-	key := sequenceKey(counter)
-	mu := s.casLock(key)
-	mu.Lock()
-	defer mu.Unlock()
-	v, found, err := s.get(key)
-	if err != nil {
-		return 0, 0, wrap(err)
-	}
-	var prev uint64
-	if found {
-		if len(v) != 8 {
-			return 0, 0, wrap(errCorrupt)
-		}
-		prev = binary.BigEndian.Uint64(v)
-	}
+	defer done()
 	if prev > math.MaxUint64-size {
 		return 0, 0, wrap(errors.New("counter exhausted"))
 	}
@@ -697,28 +682,37 @@ func (s *Store) LeaseBlock(ctx context.Context, counter string, size uint64) (fi
 // LastLeased implements persistence.SequenceStore. The stripe lock orders
 // it after a lease in flight on the same counter.
 func (s *Store) LastLeased(ctx context.Context, counter string) (uint64, error) {
-	wrap := func(err error) error {
-		return fmt.Errorf("embedded: read counter %q: %w", counter, err)
+	_, last, done, err := s.lockCounter(ctx, counter)
+	if err != nil {
+		return 0, fmt.Errorf("embedded: read counter %q: %w", counter, err)
 	}
+	done()
+	return last, nil
+}
+
+// lockCounter admits an operation on a counter, takes the counter's stripe
+// lock and reads the last number leased (0 if none). done releases both.
+func (s *Store) lockCounter(ctx context.Context, counter string) (key []byte, last uint64, done func(), err error) {
 	release, err := s.enter(ctx)
 	if err != nil {
-		return 0, wrap(err)
+		return nil, 0, nil, err
 	}
-	defer release()
-	key := sequenceKey(counter)
+	key = sequenceKey(counter)
 	mu := s.casLock(key)
 	mu.Lock()
-	defer mu.Unlock()
+	done = func() { mu.Unlock(); release() }
 	v, found, err := s.get(key)
 	switch {
 	case err != nil:
-		return 0, wrap(err)
+		done()
+		return nil, 0, nil, err
 	case !found:
-		return 0, nil
+		return key, 0, done, nil
 	case len(v) != 8:
-		return 0, wrap(errCorrupt)
+		done()
+		return nil, 0, nil, errCorrupt
 	}
-	return binary.BigEndian.Uint64(v), nil
+	return key, binary.BigEndian.Uint64(v), done, nil
 }
 
 // LoadOrStoreSecret implements persistence.SecretStore.

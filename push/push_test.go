@@ -18,12 +18,14 @@ import (
 )
 
 // receiver is a webhook endpoint that checks every request's signature and
-// fails the first failFirst requests.
+// fails the first failFirst requests. When hold is set, every request waits
+// until it is closed before it is answered.
 type receiver struct {
 	t         *testing.T
 	secret    []byte
 	failFirst int32
 	status    int // what a failing request answers
+	hold      chan struct{}
 
 	calls atomic.Int32
 	mu    sync.Mutex
@@ -32,6 +34,13 @@ type receiver struct {
 }
 
 func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if r.hold != nil {
+		select {
+		case <-r.hold:
+		case <-req.Context().Done():
+			return
+		}
+	}
 	body, _ := io.ReadAll(req.Body)
 	if err := push.Verify(r.secret, req.Header.Get(push.HeaderTimestamp), req.Header.Get(push.HeaderSignature), body); err != nil {
 		r.t.Errorf("webhook request with a bad signature: %v", err)
@@ -123,7 +132,10 @@ func TestWebhookRetriesUntilTheReceiverAccepts(t *testing.T) {
 
 func TestManyNotificationsForOneDeviceCollapseIntoOne(t *testing.T) {
 	secret := []byte("s")
-	rcv := &receiver{t: t, secret: secret}
+	// The receiver answers nothing until every notification is enqueued: a
+	// push delivered in the middle would rightly start a new offline period
+	// and let the next Enqueue through.
+	rcv := &receiver{t: t, secret: secret, hold: make(chan struct{})}
 	srv := httptest.NewServer(rcv)
 	defer srv.Close()
 	// Attempts to spare: under a loaded make test a local POST can fail
@@ -142,10 +154,16 @@ func TestManyNotificationsForOneDeviceCollapseIntoOne(t *testing.T) {
 			queued++
 		}
 	}
-	d.Enqueue(push.Notification{Token: "b", UserID: "u", DeviceID: 2})
+	if !d.Enqueue(push.Notification{Token: "b", UserID: "u", DeviceID: 2}) {
+		t.Fatal("another device's notification was collapsed into the first one's")
+	}
+	if queued != 1 || d.Pending() != 2 {
+		t.Fatalf("%d of 50 notifications for one device queued, %d pending; want 1 queued, 2 pending", queued, d.Pending())
+	}
+	close(rcv.hold)
 	eventually(t, "two pushes", func() bool { return len(rcv.delivered()) == 2 })
-	time.Sleep(50 * time.Millisecond)
-	if n := len(rcv.delivered()); n != 2 || queued > 50 {
+	eventually(t, "the queue to drain", func() bool { return d.Pending() == 0 })
+	if n := len(rcv.delivered()); n != 2 {
 		t.Fatalf("%d pushes delivered, want exactly one per device", n)
 	}
 	// Delivered: the next offline period may push again.

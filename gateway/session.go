@@ -231,6 +231,7 @@ func (s *session) attach(ctx actor.Context) {
 		s.visibility = r.PresenceVisibility
 		s.enqueue(ctx, &courierpb.ServerFrame{Body: &courierpb.ServerFrame_Attached{Attached: &courierpb.Attached{
 			UserId: s.claims.UserID, DeviceId: s.claims.DeviceID, ResumeAfter: s.resumeAfter, ReplayThrough: r.ReplayThrough,
+			MaxFrameBytes: uint32(s.g.cfg.MaxFrameBytes), // clients refuse larger sends themselves
 		}}})
 		s.lastSent = s.resumeAfter
 		s.startReplay(ctx, r.ReplayThrough)

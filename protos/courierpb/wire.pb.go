@@ -1750,6 +1750,11 @@ type Attached struct {
 	DeviceId      uint32                 `protobuf:"varint,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
 	ResumeAfter   uint64                 `protobuf:"varint,3,opt,name=resume_after,json=resumeAfter,proto3" json:"resume_after,omitempty"`
 	ReplayThrough uint64                 `protobuf:"varint,4,opt,name=replay_through,json=replayThrough,proto3" json:"replay_through,omitempty"`
+	// The largest client frame the server reads (the encoded ClientFrame, in
+	// bytes); 0 when the server does not say. Larger frames are refused with
+	// TOO_LARGE, or end the session (close 1009) when far larger: clients
+	// check it before they send.
+	MaxFrameBytes uint32 `protobuf:"varint,5,opt,name=max_frame_bytes,json=maxFrameBytes,proto3" json:"max_frame_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1808,6 +1813,13 @@ func (x *Attached) GetResumeAfter() uint64 {
 func (x *Attached) GetReplayThrough() uint64 {
 	if x != nil {
 		return x.ReplayThrough
+	}
+	return 0
+}
+
+func (x *Attached) GetMaxFrameBytes() uint32 {
+	if x != nil {
+		return x.MaxFrameBytes
 	}
 	return 0
 }
@@ -4610,12 +4622,13 @@ const file_wire_proto_rawDesc = "" +
 	"\x0eclient_time_ms\x18\x01 \x01(\x03R\fclientTimeMs\"R\n" +
 	"\x04Pong\x12$\n" +
 	"\x0eclient_time_ms\x18\x01 \x01(\x03R\fclientTimeMs\x12$\n" +
-	"\x0eserver_time_ms\x18\x02 \x01(\x03R\fserverTimeMs\"\x8a\x01\n" +
+	"\x0eserver_time_ms\x18\x02 \x01(\x03R\fserverTimeMs\"\xb2\x01\n" +
 	"\bAttached\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\rR\bdeviceId\x12!\n" +
 	"\fresume_after\x18\x03 \x01(\x04R\vresumeAfter\x12%\n" +
-	"\x0ereplay_through\x18\x04 \x01(\x04R\rreplayThrough\";\n" +
+	"\x0ereplay_through\x18\x04 \x01(\x04R\rreplayThrough\x12&\n" +
+	"\x0fmax_frame_bytes\x18\x05 \x01(\rR\rmaxFrameBytes\";\n" +
 	"\aDeliver\x120\n" +
 	"\aentries\x18\x01 \x03(\v2\x16.courier.v1.InboxEntryR\aentries\"\xfb\x03\n" +
 	"\n" +

@@ -8,5 +8,7 @@
 // resuming their inboxes at once) and Conns (idle connections, spread over
 // worker processes running ConnsWorker). Each returns a Report, which
 // prints as a table (WriteText), as JSON with the full latency histogram
-// (WriteJSON) and as a PNG plot (WritePlot). See README.md.
+// (WriteJSON) and as a PNG plot (WritePlot). Presence (presence fan-out
+// while connections flap) checks final presence states instead and returns
+// a PresenceReport of its own. See README.md.
 package bench

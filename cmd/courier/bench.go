@@ -21,13 +21,19 @@ func newBenchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Load a Courier server and check that it delivers every message exactly once, in order",
-		Long: `Scenarios: direct (1:1), fanout (groups), mixed (a realistic mix), storm
-(reconnect storm), conns (idle connections and their memory). Every
-scenario checks exactly-once, in-order delivery as well as speed, prints a
-summary table (--json: one JSON document with the full latency histogram),
-can draw --plot out.png, and exits non-zero when anything was lost,
-duplicated or reordered. --url may list several gateways of a cluster.
-Ctrl-C stops a run and prints what was measured so far. See bench/README.md.`,
+		Long: `Six scenarios: direct (1:1), fanout (groups), mixed (a realistic mix),
+storm (reconnect storm), conns (idle connections and their memory) and
+presence (presence fan-out while connections flap); plot redraws the plot
+of a saved --json report.
+
+direct, fanout, mixed, storm and conns check exactly-once, in-order
+delivery as well as speed, print a summary table (--json: one JSON
+document with the full latency histogram), can draw --plot out.png, and
+exit non-zero when anything was lost, duplicated or reordered. presence
+checks instead that every subscriber ends up knowing who is online, and
+exits non-zero otherwise (no latency histogram, no plot). --url may list
+several gateways of a cluster. Ctrl-C stops a run and prints what was
+measured so far. See bench/README.md.`,
 	}
 	cmd.AddCommand(newBenchDirectCmd(), newBenchFanoutCmd(), newBenchMixedCmd(), newBenchStormCmd(),
 		newBenchConnsCmd(), newBenchConnsWorkerCmd(), newBenchPlotCmd(), newBenchPresenceCmd())

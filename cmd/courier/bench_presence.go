@@ -28,6 +28,9 @@ subscriber's last word about an online user is "offline".`,
 		Example: `  courier bench presence --users 10000 --subscriptions 20 --flap-share 0.1 --duration 60s --admin-token secret`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if b.plot != "" || b.cpuProfile != "" {
+				return errors.New("bench presence draws no plot and takes no --cpuprofile")
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			cfg.Target = b.target(cmd)
@@ -51,6 +54,10 @@ subscriber's last word about an online user is "offline".`,
 	}
 	f := cmd.Flags()
 	b.add(f, true)
+	// Shared with the delivery scenarios, but a presence report has no
+	// latencies to plot and the run profiles nothing.
+	_ = f.MarkHidden("plot")
+	_ = f.MarkHidden("cpuprofile")
 	f.IntVar(&cfg.Users, "users", 1000, "users online")
 	f.IntVar(&cfg.Subscriptions, "subscriptions", 20, "presence subscriptions per user")
 	f.Float64Var(&cfg.FlapShare, "flap-share", 0.1, "share of users whose connection flaps")

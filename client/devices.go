@@ -32,11 +32,15 @@ func (c *Client) CreateLinkCode(ctx context.Context) (string, error) {
 }
 
 // Link redeems a link code on the new device and returns its credentials
-// (like Register, the secret is shown once).
+// (like Register, the secret is shown once, and with WithE2EE the new
+// device's keys are published before Link returns).
 func Link(ctx context.Context, base, code string, opts ...Option) (Credentials, error) {
 	creds, err := newDevice(ctx, base, "/v1/devices/link", map[string]string{"code": code}, opts)
 	if err != nil {
 		return Credentials{}, fmt.Errorf("link device: %w", err)
+	}
+	if err := publishAtRegistration(ctx, creds, opts); err != nil {
+		return creds, fmt.Errorf("linked device %d but could not publish its encryption keys: %w", creds.DeviceID, err)
 	}
 	return creds, nil
 }

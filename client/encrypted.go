@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -30,6 +33,10 @@ const (
 	// skdmContentType marks a 1:1 message that carries a group sender key
 	// (handled inside the SDK, never shown to the application).
 	skdmContentType = "application/x-courier-sender-key"
+	// skdmIDPrefix starts the client_msg_id of every sender-key message, so
+	// any device of the sender knows their receipts are not about anything
+	// the user sent.
+	skdmIDPrefix = "skdm-"
 	// mismatchRetries bounds resends after MISMATCHED_DEVICES.
 	mismatchRetries = 3
 )
@@ -82,6 +89,37 @@ func (c *Client) publishKeys(ctx context.Context) error {
 		n = prekeyBatch
 	}
 	return c.uploadKeys(ctx, n)
+}
+
+// publishAtRegistration creates the key file of a device that was just
+// registered or linked and publishes its keys, when opts ask for E2EE.
+func publishAtRegistration(ctx context.Context, creds Credentials, opts []Option) error {
+	cfg, err := buildConfig(opts)
+	if err != nil || cfg.e2eeFile == "" {
+		return err
+	}
+	dev, err := e2ee.Open(cfg.e2eeFile, creds.UserID, creds.DeviceID)
+	if err != nil {
+		return fmt.Errorf("open key file: %w", err)
+	}
+	defer dev.Close()
+	up, err := dev.KeyUpload(prekeyBatch)
+	if err != nil {
+		return fmt.Errorf("make keys: %w", err)
+	}
+	body, err := protojson.Marshal(up)
+	if err != nil {
+		return err
+	}
+	tokens := &tokenSource{hc: cfg.httpClient, creds: creds, now: time.Now}
+	tok, err := tokens.get(ctx, creds.BaseURL)
+	if err != nil {
+		return err
+	}
+	if err := doJSON(ctx, cfg.httpClient, http.MethodPut, creds.BaseURL+"/v1/keys", tok, rawJSON(body), nil); err != nil {
+		return fmt.Errorf("upload keys: %w", err)
+	}
+	return nil
 }
 
 // uploadKeys publishes the identity and signed prekey (always: the server
@@ -280,7 +318,16 @@ func (c *Client) open(e *Entry) bool {
 			return false
 		}
 	case courierpb.EntryKind_ENTRY_KIND_SENT_TRANSCRIPT:
+		if e.ContentType == skdmContentType {
+			return false // another device of ours handed out a sender key
+		}
 		e.Plaintext, e.DecryptErr = dev.Decrypt(e.FromUserID, e.FromDeviceID, e.Ciphertext)
+	case courierpb.EntryKind_ENTRY_KIND_DELIVERED, courierpb.EntryKind_ENTRY_KIND_READ:
+		// Receipts of sender-key messages are the SDK's business only.
+		e.ReceiptFor = slices.DeleteFunc(slices.Clone(e.ReceiptFor), func(id string) bool {
+			return strings.HasPrefix(id, skdmIDPrefix)
+		})
+		return len(e.ReceiptFor) > 0
 	case courierpb.EntryKind_ENTRY_KIND_GROUP_MESSAGE:
 		e.Plaintext, e.DecryptErr = dev.GroupDecrypt(e.GroupID, e.SenderKeyEpoch, e.FromUserID, e.FromDeviceID, e.Ciphertext)
 	case courierpb.EntryKind_ENTRY_KIND_GROUP_EVENT:
@@ -336,9 +383,11 @@ func (c *Client) groupEpoch(ctx context.Context, groupID string, fresh bool) (ui
 
 // sendGroupEncrypted encrypts plaintext under this device's sender key for
 // the group's current epoch. A new key (first message of an epoch) is
-// first distributed to every other member over pairwise sessions; a send
-// refused as SENDER_KEY_STALE (the membership changed meanwhile) rotates to
-// the new epoch and is resent with the same client_msg_id.
+// first distributed to every other member over pairwise sessions; members
+// it could not reach (no published keys yet) are recorded in the key file
+// and get the key before a later message of the epoch once they have keys.
+// A send refused as SENDER_KEY_STALE (the membership changed meanwhile)
+// rotates to the new epoch and is resent with the same client_msg_id.
 func (c *Client) sendGroupEncrypted(ctx context.Context, gs *courierpb.GroupSend, plaintext []byte, first bool) (SendResult, error) {
 	fresh := false
 	for attempt := 0; ; attempt++ {
@@ -346,12 +395,17 @@ func (c *Client) sendGroupEncrypted(ctx context.Context, gs *courierpb.GroupSend
 		if err != nil {
 			return SendResult{ClientMsgID: gs.ClientMsgId}, err
 		}
+		// Before encrypting: a distribution carries the chain's position,
+		// and the late members must be able to read this very message.
+		if err := c.catchUpDistribution(ctx, gs.GroupId, epoch); err != nil {
+			return SendResult{ClientMsgID: gs.ClientMsgId}, err
+		}
 		ct, dist, err := c.enc.dev.GroupEncrypt(gs.GroupId, epoch, plaintext)
 		if err != nil {
 			return SendResult{ClientMsgID: gs.ClientMsgId}, fmt.Errorf("group encrypt: %w", err)
 		}
 		if dist != nil {
-			if err := c.distribute(ctx, gs.GroupId, epoch, dist); err != nil {
+			if err := c.distribute(ctx, gs.GroupId, epoch, dist, nil); err != nil {
 				return SendResult{ClientMsgID: gs.ClientMsgId}, err
 			}
 		}
@@ -367,27 +421,55 @@ func (c *Client) sendGroupEncrypted(ctx context.Context, gs *courierpb.GroupSend
 	}
 }
 
-// distribute sends this device's sender key for (group, epoch) to every
-// other member, each as an end-to-end encrypted 1:1 message.
-func (c *Client) distribute(ctx context.Context, groupID string, epoch uint64, dist []byte) error {
-	members, err := c.GroupMembers(ctx, groupID)
+// catchUpDistribution hands this device's sender key of (group, epoch) to
+// the members an earlier distribution could not reach.
+func (c *Client) catchUpDistribution(ctx context.Context, groupID string, epoch uint64) error {
+	late, err := c.enc.dev.Undistributed(groupID, epoch)
+	if err != nil || len(late) == 0 {
+		return err
+	}
+	dist, err := c.enc.dev.GroupDistribution(groupID, epoch)
+	if errors.Is(err, e2ee.ErrNoSenderKey) {
+		return nil // the next GroupEncrypt makes a key and distributes it to all
+	}
 	if err != nil {
-		return fmt.Errorf("distribute sender key: %w", err)
+		return err
+	}
+	return c.distribute(ctx, groupID, epoch, dist, late)
+}
+
+// distribute sends this device's sender key for (group, epoch) to the
+// given members (nil: every other member), each as an end-to-end
+// encrypted 1:1 message, and records whom it could not reach because they
+// have no keys.
+func (c *Client) distribute(ctx context.Context, groupID string, epoch uint64, dist []byte, to []string) error {
+	if to == nil {
+		members, err := c.GroupMembers(ctx, groupID)
+		if err != nil {
+			return fmt.Errorf("distribute sender key: %w", err)
+		}
+		for _, m := range members {
+			if m.UserID != c.creds.UserID {
+				to = append(to, m.UserID)
+			}
+		}
 	}
 	pt := encodeSKDM(groupID, epoch, dist)
-	var pending []*PendingSend
-	for _, m := range members {
-		if m.UserID == c.creds.UserID {
-			continue
-		}
-		pending = append(pending, c.SendAsync(ctx, m.UserID, pt, WithContentType(skdmContentType)))
+	pending := make([]*PendingSend, len(to))
+	for i, u := range to {
+		pending[i] = c.SendAsync(ctx, u, pt, WithContentType(skdmContentType), WithClientMsgID(skdmIDPrefix+newMsgID()))
 	}
-	for _, p := range pending {
-		if _, err := p.Result(); err != nil && !errors.Is(err, ErrNoKeys) {
+	var missed []string
+	for i, p := range pending {
+		_, err := p.Result()
+		switch {
+		case errors.Is(err, ErrNoKeys):
+			missed = append(missed, to[i])
+		case err != nil:
 			return fmt.Errorf("distribute sender key: %w", err)
 		}
 	}
-	return nil
+	return c.enc.dev.SetUndistributed(groupID, epoch, missed)
 }
 
 // rawJSON passes pre-encoded JSON through the client's JSON helpers.

@@ -26,12 +26,21 @@ type Credentials struct {
 
 // Register creates a user with its first device. base may be an http(s) or
 // ws(s) URL. A taken handle fails with an *Error of code HANDLE_TAKEN.
+//
+// With WithE2EE the device's key file is created and its identity key,
+// signed prekey and a batch of one-time prekeys are published before
+// Register returns, as Signal and WhatsApp do at registration: others can
+// write to the user before its first connection. The user exists even when
+// publishing fails (the error says so); the first Dial publishes again.
 func Register(ctx context.Context, base, handle string, opts ...Option) (Credentials, error) {
 	creds, err := newDevice(ctx, base, "/v1/register", map[string]string{"handle": handle}, opts)
 	if err != nil {
 		return Credentials{}, fmt.Errorf("register %q: %w", handle, err)
 	}
 	creds.Handle = handle
+	if err := publishAtRegistration(ctx, creds, opts); err != nil {
+		return creds, fmt.Errorf("registered %q (user id %s) but could not publish its encryption keys: %w", handle, creds.UserID, err)
+	}
 	return creds, nil
 }
 
@@ -179,6 +188,18 @@ func (c *Client) api(ctx context.Context, method, path string, body, out any) er
 		}
 		return err
 	}
+}
+
+// LookupUser returns the handle of the user with id userID; an unknown id
+// fails with an *Error of code NOT_FOUND.
+func (c *Client) LookupUser(ctx context.Context, userID string) (string, error) {
+	var out struct {
+		Handle string `json:"handle"`
+	}
+	if err := c.api(ctx, http.MethodGet, "/v1/users/"+url.PathEscape(userID), nil, &out); err != nil {
+		return "", fmt.Errorf("look up user %s: %w", userID, err)
+	}
+	return out.Handle, nil
 }
 
 // LookupHandle returns the user id registered under handle; an unknown

@@ -61,6 +61,7 @@ func (g *Gateway) routes() {
 	g.mux.HandleFunc("POST /v1/register", g.handleRegister)
 	g.mux.HandleFunc("POST /v1/token", g.handleToken)
 	g.mux.HandleFunc("GET /v1/users/by-handle/{handle}", g.handleLookup)
+	g.mux.HandleFunc("GET /v1/users/{user_id}", g.handleUser)
 	g.mux.HandleFunc("GET /v1/ws", g.handleWS)
 	g.mux.HandleFunc("PUT /v1/keys", g.handlePutKeys)
 	g.mux.HandleFunc("GET /v1/keys", g.handleCountKeys)
@@ -175,6 +176,26 @@ func (g *Gateway) handleLookup(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, courierpb.ErrorCode_NOT_FOUND, "no user with that handle")
 	case err != nil:
 		g.storeFailed(w, "lookup", err)
+	default:
+		writeJSON(w, http.StatusOK, UserInfo{UserID: u.ID, Handle: u.Handle})
+	}
+}
+
+// handleUser names a user by id: clients show handles, and a message or
+// group event carries only ids. A handle is no more private than the
+// by-handle lookup above makes it.
+func (g *Gateway) handleUser(w http.ResponseWriter, r *http.Request) {
+	if _, ok := g.authenticate(w, r); !ok {
+		return
+	}
+	ctx, cancel := g.storeCtx(r)
+	defer cancel()
+	u, err := g.cfg.Store.GetUser(ctx, r.PathValue("user_id"))
+	switch {
+	case errors.Is(err, persistence.ErrNotFound):
+		writeError(w, http.StatusNotFound, courierpb.ErrorCode_NOT_FOUND, "no user with that id")
+	case err != nil:
+		g.storeFailed(w, "user", err)
 	default:
 		writeJSON(w, http.StatusOK, UserInfo{UserID: u.ID, Handle: u.Handle})
 	}

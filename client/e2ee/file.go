@@ -34,6 +34,14 @@ type fileState struct {
 	Sessions            []fileAddrRecord `json:"sessions"`
 	Identities          []fileIdentity   `json:"identities"`
 	SenderKeys          []fileSenderKey  `json:"sender_keys"`
+	// Undistributed is absent from files written before it existed.
+	Undistributed []fileUndistributed `json:"undistributed,omitempty"`
+}
+
+type fileUndistributed struct {
+	Group string   `json:"group"`
+	Epoch uint64   `json:"epoch"`
+	Users []string `json:"users"`
 }
 
 type fileKeyRecord struct {
@@ -95,6 +103,12 @@ func (s *state) encode() ([]byte, error) {
 	for _, k := range skIDs {
 		f.SenderKeys = append(f.SenderKeys, fileSenderKey{k.group, k.epoch, k.sender.user, k.sender.device, s.senderKeys[k]})
 	}
+	ges := slices.SortedFunc(maps.Keys(s.undistributed), func(a, b groupEpoch) int {
+		return cmp.Or(cmp.Compare(a.group, b.group), cmp.Compare(a.epoch, b.epoch))
+	})
+	for _, k := range ges {
+		f.Undistributed = append(f.Undistributed, fileUndistributed{k.group, k.epoch, s.undistributed[k]})
+	}
 	return json.Marshal(&f)
 }
 
@@ -133,6 +147,11 @@ func decodeState(b []byte) (*state, error) {
 	}
 	for _, r := range f.SenderKeys {
 		s.senderKeys[senderKeyID{r.Group, r.Epoch, address{r.User, r.Device}}] = r.Record
+	}
+	for _, r := range f.Undistributed {
+		if len(r.Users) > 0 {
+			s.undistributed[groupEpoch{r.Group, r.Epoch}] = r.Users
+		}
 	}
 	return s, nil
 }

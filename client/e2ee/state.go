@@ -37,6 +37,9 @@ type state struct {
 	sessions     map[address][]byte     // libsignal Session record
 	identities   map[address][]byte     // 33-byte identity key seen for that device (TOFU)
 	senderKeys   map[senderKeyID][]byte // libsignal SenderKey record
+	// undistributed: users this device's sender key of a group epoch has
+	// not reached (undistributed.go); sorted, never modified in place.
+	undistributed map[groupEpoch][]string
 }
 
 func newState(userID string, deviceID uint32) *state {
@@ -48,6 +51,7 @@ func newState(userID string, deviceID uint32) *state {
 		sessions:      map[address][]byte{},
 		identities:    map[address][]byte{},
 		senderKeys:    map[senderKeyID][]byte{},
+		undistributed: map[groupEpoch][]string{},
 	}
 }
 
@@ -58,6 +62,7 @@ func (s *state) clone() *state {
 	c.sessions = maps.Clone(s.sessions)
 	c.identities = maps.Clone(s.identities)
 	c.senderKeys = maps.Clone(s.senderKeys)
+	c.undistributed = maps.Clone(s.undistributed)
 	return &c
 }
 

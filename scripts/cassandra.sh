@@ -3,6 +3,8 @@
 # run in the foreground-style on 127.0.0.1 with a minimal configuration
 # (scripts/cassandra/cassandra.yaml), its data in a temp directory.
 #
+#   scripts/cassandra.sh check          check for the tools this script needs
+#                                       (installs them with apt-get as root)
 #   scripts/cassandra.sh install        fetch the jars (cached per machine)
 #   scripts/cassandra.sh start          start a node, wait until it answers a query
 #   scripts/cassandra.sh stop           stop it (SIGTERM: Cassandra drains), delete its data
@@ -18,8 +20,15 @@
 #   COURIER_CASSANDRA_PORT     native transport port (default 9042); storage
 #                              port is 7000, JMX (local only) 7199
 #   COURIER_CASSANDRA_HEAP     JVM heap (default 1G)
-#   JAVA_HOME                  a JDK 17 (default /usr/lib/jvm/java-17-openjdk-amd64);
-#                              Cassandra 5.0 runs on Java 11 and 17 only.
+#   JAVA_HOME_17, JAVA_HOME    where to look first for Java. Cassandra 5.0 runs
+#                              on Java 17 and 11 only, so a JAVA_HOME of another
+#                              version is passed over (with a note) for the
+#                              first 17 (then 11) among: the `java`
+#                              alternatives, `java` on PATH, /usr/lib/jvm/*.
+#
+# Needs: java 17 (or 11), mvn (only until the jars are cached), go (builds
+# the readiness probe), setsid. As root with apt-get, missing ones are
+# installed; otherwise `check` says what is missing and how to install it.
 #
 # Any failure exits non-zero with the reason and the node's log tail: tests
 # must never silently run without their database.
@@ -34,8 +43,8 @@ PORT="${COURIER_CASSANDRA_PORT:-9042}"
 STORAGE_PORT="${COURIER_CASSANDRA_STORAGE_PORT:-7000}"
 JMX_PORT="${COURIER_CASSANDRA_JMX_PORT:-7199}"
 HEAP="${COURIER_CASSANDRA_HEAP:-1G}"
-JAVA_HOME="${JAVA_HOME_17:-/usr/lib/jvm/java-17-openjdk-amd64}"
 START_TIMEOUT="${COURIER_CASSANDRA_START_TIMEOUT:-180}"
+JAVA="" # the java binary to run Cassandra with (find_java)
 
 log() { echo "cassandra.sh: $*" >&2; }
 die() {
@@ -43,25 +52,102 @@ die() {
 	exit 1
 }
 
-need_tools() {
-	if [[ ! -x "$JAVA_HOME/bin/java" ]] || ! command -v mvn >/dev/null; then
-		# Both come with this machine's image; install them on one that lacks
-		# them rather than skipping the database tests.
-		if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-			log "installing OpenJDK 17 and Maven with apt-get"
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null
-		fi
+# java_major prints the major version of the java binary $1 ("17"), or
+# nothing when it does not run.
+java_major() {
+	"$1" -version 2>&1 | sed -n -E 's/.*version "(1\.)?([0-9]+).*/\2/p' | head -n1
+}
+
+# find_java sets JAVA to a Java 17 (preferred) or 11, looking in this
+# order: JAVA_HOME_17, JAVA_HOME, the `java` alternatives, `java` on PATH,
+# every JVM in /usr/lib/jvm (any architecture, any vendor). It fails when
+# none fits.
+find_java() {
+	[[ -n "$JAVA" ]] && return 0
+	local c v major cands=() eleven="" seen=" "
+	[[ -n "${JAVA_HOME_17:-}" ]] && cands+=("$JAVA_HOME_17/bin/java")
+	[[ -n "${JAVA_HOME:-}" ]] && cands+=("$JAVA_HOME/bin/java")
+	if command -v update-alternatives >/dev/null; then
+		while IFS= read -r c; do cands+=("$c"); done < <(update-alternatives --list java 2>/dev/null || true)
 	fi
-	[[ -x "$JAVA_HOME/bin/java" ]] || die "no JDK 17 at $JAVA_HOME (apt-get install openjdk-17-jre-headless, or set JAVA_HOME_17)"
-	"$JAVA_HOME/bin/java" -version 2>&1 | grep -q '"17\.' || die "$JAVA_HOME is not Java 17: Cassandra 5.0 needs Java 11 or 17"
+	c="$(command -v java || true)"
+	[[ -n "$c" ]] && cands+=("$c")
+	for c in /usr/lib/jvm/*/bin/java; do
+		[[ -e "$c" ]] && cands+=("$c")
+	done
+	for c in "${cands[@]}"; do
+		[[ -x "$c" ]] || continue
+		c="$(readlink -f "$c")"
+		[[ "$seen" == *" $c "* ]] && continue
+		seen+="$c "
+		major="$(java_major "$c")"
+		if [[ "$major" == 17 ]]; then
+			JAVA="$c"
+			break
+		fi
+		[[ "$major" == 11 && -z "$eleven" ]] && eleven="$c"
+	done
+	[[ -z "$JAVA" ]] && JAVA="$eleven"
+	# An explicit choice passed over is worth a word, not a failure.
+	for v in JAVA_HOME_17 JAVA_HOME; do
+		c="${!v:-}"
+		[[ -n "$c" && "$JAVA" != "$(readlink -f "$c/bin/java" 2>/dev/null)" ]] || continue
+		if [[ -x "$c/bin/java" ]]; then
+			major="$(java_major "$c/bin/java")"
+			[[ "$major" == 17 || "$major" == 11 ]] && continue
+			log "note: $v=$c is Java ${major:-of an unknown version}, not 17 or 11 as Cassandra 5.0 needs${JAVA:+; using $JAVA}"
+		else
+			log "note: $v=$c has no bin/java${JAVA:+; using $JAVA}"
+		fi
+	done
+	[[ -n "$JAVA" ]]
+}
+
+# apt_install installs Debian packages when this runs as root with apt-get
+# (a fresh machine or CI image); it fails otherwise.
+apt_install() {
+	[[ $(id -u) == 0 ]] && command -v apt-get >/dev/null || return 1
+	log "installing $* with apt-get"
+	apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# need_tools checks the tools named (java, mvn, setsid, go) before anything
+# is done, installs missing ones with apt-get as root, and otherwise names
+# every one still missing with its remedy. mvn is needed only until the jars
+# are cached. (openjdk-17-jre-headless is in Debian 12 and Ubuntu 22.04 and
+# 24.04; newer Debian has no Java 17 package: install a JDK 17, e.g.
+# Temurin 17, and set JAVA_HOME.)
+need_tools() {
+	local t pkgs=() missing=()
+	for t in "$@"; do
+		case "$t" in
+		java) find_java || pkgs+=(openjdk-17-jre-headless) ;;
+		mvn) [[ -f "$CACHE/.complete" ]] || command -v mvn >/dev/null || pkgs+=(maven) ;;
+		setsid) command -v setsid >/dev/null || pkgs+=(util-linux) ;;
+		esac
+	done
+	if ((${#pkgs[@]})); then
+		apt_install "${pkgs[@]}" || true
+	fi
+	for t in "$@"; do
+		case "$t" in
+		java) find_java || missing+=("Java 17 (or 11) to run Cassandra 5.0: apt-get install openjdk-17-jre-headless, or install a JDK 17 (e.g. Temurin 17) and set JAVA_HOME to it") ;;
+		mvn) [[ -f "$CACHE/.complete" ]] || command -v mvn >/dev/null || missing+=("mvn, to fetch the Cassandra jars once into $CACHE: apt-get install maven") ;;
+		setsid) command -v setsid >/dev/null || missing+=("setsid: apt-get install util-linux") ;;
+		go) command -v go >/dev/null || missing+=("go, to build the CQL readiness probe: Go 1.26+ from https://go.dev/dl/") ;;
+		esac
+	done
+	if ((${#missing[@]})); then
+		for t in "${missing[@]}"; do log "missing: $t"; done
+		die "cannot run Cassandra: ${#missing[@]} tool(s) missing (see above)"
+	fi
 }
 
 # install copies cassandra-all and its runtime dependencies from Maven Central
 # into the cache, once per machine and version.
 install() {
-	need_tools
+	need_tools java mvn
 	[[ -f "$CACHE/.complete" ]] && return 0
-	command -v mvn >/dev/null || die "mvn is required to fetch Cassandra (apt-get install maven)"
 	log "fetching org.apache.cassandra:cassandra-all:$VERSION into $CACHE"
 	local work
 	work="$(mktemp -d)"
@@ -84,7 +170,8 @@ install() {
 EOF
 	mkdir -p "$CACHE"
 	rm -rf "$CACHE/lib.partial"
-	if ! (cd "$work" && mvn -B -q dependency:copy-dependencies -DincludeScope=runtime \
+	# Maven runs on the Java found above, whatever JAVA_HOME says.
+	if ! (cd "$work" && JAVA_HOME="$(dirname "$(dirname "$JAVA")")" mvn -B -q dependency:copy-dependencies -DincludeScope=runtime \
 		-DoutputDirectory="$CACHE/lib.partial") >"$work/mvn.log" 2>&1; then
 		cat "$work/mvn.log" >&2
 		rm -rf "$work"
@@ -113,6 +200,7 @@ ready_probe() {
 }
 
 start() {
+	need_tools java mvn setsid go
 	install
 	if pid_alive; then
 		log "already running (pid $(cat "$RUN/cassandra.pid")) in $RUN"
@@ -184,11 +272,11 @@ start() {
 		-cp "$CACHE/lib/*"
 		org.apache.cassandra.service.CassandraDaemon
 	)
-	log "starting Cassandra $VERSION on 127.0.0.1:$PORT (data in $RUN)"
+	log "starting Cassandra $VERSION on 127.0.0.1:$PORT with $JAVA (data in $RUN)"
 	local t0=$SECONDS
 	# setsid: the node must not get the terminal's Ctrl-C before the trap
 	# that stops it runs, and must not hold the test command's stdout open.
-	setsid "$JAVA_HOME/bin/java" "${jvm[@]}" >>"$RUN/logs/stdout.log" 2>&1 </dev/null &
+	setsid "$JAVA" "${jvm[@]}" >>"$RUN/logs/stdout.log" 2>&1 </dev/null &
 	echo $! >"$RUN/cassandra.pid"
 	# Ready means a real query answered, not an open port. Stop waiting as
 	# soon as the JVM is gone: a failed start should fail fast and loudly.
@@ -236,13 +324,17 @@ stop() {
 }
 
 case "${1:-}" in
+check)
+	need_tools java mvn setsid go
+	log "ok: $JAVA (Java $(java_major "$JAVA"))$([[ -f "$CACHE/.complete" ]] && echo ", jars cached in $CACHE" || echo ", mvn $(command -v mvn)")"
+	;;
 install) install ;;
 start) start ;;
 stop) stop ;;
 halt) halt ;;
 status) pid_alive ;;
 *)
-	sed -n '2,25p' "$0" >&2
+	sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2
 	exit 2
 	;;
 esac

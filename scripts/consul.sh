@@ -5,6 +5,8 @@
 # root module's replace directives make `go install` of it fail) and caches
 # the binary outside the repo.
 #
+#   scripts/consul.sh check     check for the tools this script needs
+#                               (installs curl with apt-get as root)
 #   scripts/consul.sh install   build the binary (cached per machine); prints its path
 #   scripts/consul.sh start     start a dev agent, wait until it has a leader
 #   scripts/consul.sh stop      stop it and delete its run directory
@@ -16,6 +18,8 @@
 #   COURIER_CONSUL_DIR      run directory (pid, log); default ${TMPDIR:-/tmp}/courier-consul-$UID
 #   COURIER_CONSUL_BIND     loopback address the agent binds and serves on (default 127.0.0.1);
 #                           HTTP on port 8500 of it
+#
+# Needs: go (only until the binary is cached) and curl (start).
 set -euo pipefail
 
 VERSION="${COURIER_CONSUL_VERSION:-1.20.1}"
@@ -30,12 +34,37 @@ die() {
 	exit 1
 }
 
+cached() { [[ -x "$BIN" ]] && "$BIN" version >/dev/null 2>&1; }
+
+# need_tools checks the tools named (go, curl) before anything is done:
+# go only while the binary is not cached. A missing curl is installed with
+# apt-get as root; anything still missing is named with its remedy.
+need_tools() {
+	local t missing=()
+	for t in "$@"; do
+		case "$t" in
+		go) cached || command -v go >/dev/null || missing+=("go, to build consul $VERSION once into $CACHE: Go 1.26+ from https://go.dev/dl/") ;;
+		curl)
+			if ! command -v curl >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+				log "installing curl with apt-get"
+				apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null || true
+			fi
+			command -v curl >/dev/null || missing+=("curl, to wait for the agent's leader: apt-get install curl")
+			;;
+		esac
+	done
+	if ((${#missing[@]})); then
+		for t in "${missing[@]}"; do log "missing: $t"; done
+		die "cannot run consul: ${#missing[@]} tool(s) missing (see above)"
+	fi
+}
+
 install() {
-	if [[ -x "$BIN" ]] && "$BIN" version >/dev/null 2>&1; then
+	if cached; then
 		echo "$BIN"
 		return 0
 	fi
-	command -v go >/dev/null || die "Go is required to build consul"
+	need_tools go
 	log "building consul $VERSION into $CACHE (once per machine; a few minutes)"
 	local work
 	work="$(mktemp -d)"
@@ -91,6 +120,7 @@ EOF
 }
 
 start() {
+	need_tools go curl
 	install >/dev/null
 	mkdir -p "$RUN"
 	if [[ -f "$RUN/pid" ]] && kill -0 "$(cat "$RUN/pid")" 2>/dev/null; then
@@ -133,12 +163,16 @@ stop() {
 }
 
 case "${1:-}" in
+check)
+	need_tools go curl
+	log "ok: $(cached && echo "consul cached at $BIN" || echo "go $(command -v go) builds consul once"), curl $(command -v curl)"
+	;;
 install) install ;;
 path) echo "$BIN" ;;
 start) start ;;
 stop) stop ;;
 *)
-	echo "usage: $0 install|start|stop|path" >&2
+	echo "usage: $0 check|install|start|stop|path" >&2
 	exit 2
 	;;
 esac

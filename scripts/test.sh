@@ -1,10 +1,54 @@
 #!/usr/bin/env bash
 # The one test command (README: `make test`; CI: .ci/run). It installs what
 # the tests need and runs every test, race detector on.
+#
+#   scripts/test.sh              everything: go vet, the whole suite with -race
+#                                (with its CQL node and Consul agent), then the
+#                                activation-scale tests at full size (make test)
+#   scripts/test.sh race [PKG…]  only the -race suite, with its services; PKG…
+#                                narrows it (default ./...)  (make test-race)
+#   scripts/test.sh scale        only the full-size activation-scale tests; they
+#                                need no services              (make test-scale)
+#
+# Every tool the run needs is checked before anything starts (as root with
+# apt-get, missing ones are installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-command -v go >/dev/null || { echo "test.sh: Go is required (go1.26+)" >&2; exit 1; }
+MODE="${1:-all}"
+[[ $# -gt 0 ]] && shift
+case "$MODE" in
+all) [[ $# -eq 0 ]] || { echo "test.sh: packages only go with the race mode" >&2; exit 2; } ;;
+race) ;;
+scale) [[ $# -eq 0 ]] || { echo "test.sh: the scale mode takes no packages" >&2; exit 2; } ;;
+*)
+	sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2
+	exit 2
+	;;
+esac
+PKGS=("${@:-./...}")
+
+command -v go >/dev/null || { echo "test.sh: missing: go: Go 1.26+ from https://go.dev/dl/" >&2; exit 1; }
+
+# The activation-scale tests run at full size (1,000,000 grains) without the
+# race detector; under -race they run at a tenth of that.
+scale() {
+	echo "== activation scale, full size"
+	go test -count=1 -timeout 10m -run 'TestActivationScale' -v ./cluster/ ./actors/
+}
+if [[ "$MODE" == scale ]]; then
+	scale
+	exit 0
+fi
+
+# Both services' tools, checked before either starts: one run names all
+# that is missing. The outage test runs a CQL node of its own even when
+# COURIER_TEST_SCYLLA_HOSTS names a database, and the Consul-restart test
+# an agent of its own, so both are always needed.
+tools_ok=1
+./scripts/cassandra.sh check || tools_ok=0
+./scripts/consul.sh check || tools_ok=0
+((tools_ok)) || { echo "test.sh: install what is missing above and run again" >&2; exit 1; }
 
 # A real CQL node for the scylla store (persistence/scylla and the store
 # matrix of the end-to-end tests): Apache Cassandra 5.0 from Maven Central,
@@ -64,13 +108,14 @@ COURIER_TEST_COURIER_BIN="$BIN_DIR/courier"
 export COURIER_TEST_COURIER_BIN
 go build -o "$COURIER_TEST_COURIER_BIN" ./cmd/courier
 
-echo "== go vet"
-go vet ./...
+if [[ "$MODE" == all ]]; then
+	echo "== go vet"
+	go vet ./...
+fi
 
 echo "== go test -race"
-go test -race -count=1 -timeout 15m ./...
+go test -race -count=1 -timeout 15m "${PKGS[@]}"
 
-# The activation-scale tests run at full size (1,000,000 grains) without the
-# race detector; under -race above they run at a tenth of that.
-echo "== activation scale, full size"
-go test -count=1 -timeout 10m -run 'TestActivationScale' -v ./cluster/ ./actors/
+if [[ "$MODE" == all ]]; then
+	scale
+fi

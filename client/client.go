@@ -60,12 +60,22 @@ type Client struct {
 	janitor    *time.Timer
 	janitorOn  bool
 	lastErr    error
-	permanent  chan error    // the first session failed for good (Dial reports it)
+	stopErr    error         // why the Client stopped by itself (Err)
+	permanent  chan error    // the Client stopped for good (Dial reports it)
 	wake       chan struct{} // a request started while no session is open
 
 	connected  atomic.Bool
 	reconnects atomic.Int64
 	replaced   atomic.Bool
+	// limit is the largest frame the server takes (Attached.max_frame_bytes,
+	// or learned from a refusal); 0 while unknown.
+	limit atomic.Int64
+
+	// notes runs the WithConnStateHandler handler (nil without one);
+	// outage is set while an outage was reported and not yet over (owned
+	// by the run goroutine).
+	notes  *notifier
+	outage bool
 
 	queue     *entryQueue
 	out       chan Entry
@@ -181,6 +191,9 @@ func Dial(ctx context.Context, creds Credentials, opts ...Option) (*Client, erro
 		}
 	}
 	c.install(cn)
+	if cfg.connState != nil {
+		c.notes = startNotifier(cfg.connState)
+	}
 	c.wg.Add(1)
 	go c.run(cn)
 	go c.dispatch()
@@ -230,9 +243,26 @@ func (c *Client) Credentials() Credentials { return c.creds }
 // Connected reports whether a session is attached right now.
 func (c *Client) Connected() bool { return c.connected.Load() }
 
-// Replaced reports whether the Client closed because another connection of
-// the same device took over its inbox (close code 4010).
+// Replaced reports whether the Client closed because the server closed its
+// session with close code 4010: another connection of the same device took
+// over its inbox, or the device was unlinked (the server says both the
+// same way; Err tells them apart).
 func (c *Client) Replaced() bool { return c.replaced.Load() }
+
+// Err says why the Client stopped by itself: nil while it runs and after
+// the application closed it; otherwise an error wrapping ErrReplaced
+// (another connection of this device took over its inbox) or
+// ErrUnauthorized (the device was unlinked or its credentials are refused,
+// e.g. close 4001). Set before Entries is closed, so a listener can call
+// it once the channel ends:
+//
+//	for e := range c.Entries() { ... }
+//	if err := c.Err(); err != nil { ... exit non-zero ... }
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stopErr
+}
 
 // Reconnects counts the sessions opened after the first one.
 func (c *Client) Reconnects() int64 { return c.reconnects.Load() }
@@ -291,6 +321,10 @@ func (c *Client) Close() error {
 		c.mu.Lock()
 		c.closed = true
 		cn := c.cur
+		closedErr := ErrClosed
+		if c.stopErr != nil {
+			closedErr = fmt.Errorf("%w: %w", ErrClosed, c.stopErr)
+		}
 		calls := make([]*call, 0, len(c.calls))
 		for _, cl := range c.calls {
 			calls = append(calls, cl)
@@ -304,9 +338,10 @@ func (c *Client) Close() error {
 			cn.shutdown(websocket.CloseNormalClosure)
 		}
 		for _, cl := range calls {
-			c.finish(cl, nil, ErrClosed, false)
+			c.finish(cl, nil, closedErr, false)
 		}
 		c.wg.Wait()
+		c.notes.close()
 		if c.cfg.httpClient != sharedHTTP {
 			c.cfg.httpClient.CloseIdleConnections()
 		}
@@ -350,7 +385,7 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 			return nil, errors.New("open session: the server did not accept the json subprotocol")
 		}
 		ws.SetReadLimit(64 << 20)
-		cn := &conn{ws: ws, json: c.cfg.json, after: after}
+		cn := &conn{ws: ws, json: c.cfg.json, after: after, owner: c}
 		cn.lastRead.Store(time.Now().UnixNano())
 		return cn, nil
 	}
@@ -404,7 +439,9 @@ func (c *Client) install(cn *conn) bool {
 	now := time.Now().UnixNano()
 	for _, cl := range pending {
 		cl.lastWrite.Store(now)
-		if cn.writeLocked(cl.frame, false) != nil {
+		// A request over the server's frame limit fails instead of being
+		// written; the ones after it still go out.
+		if err := cn.writeLocked(cl.frame, false); err != nil && !errors.Is(err, ErrTooLarge) {
 			break
 		}
 	}
@@ -433,11 +470,26 @@ func (c *Client) uninstall(cn *conn) {
 
 func (c *Client) markAttached(cn *conn) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.cur == cn && !c.connected.Load() {
+	attached := c.cur == cn && !c.connected.Load()
+	if attached {
 		c.connected.Store(true)
 		close(c.attachedCh)
 	}
+	c.mu.Unlock()
+	if attached && c.outage {
+		c.outage = false
+		c.notes.post(ConnEvent{State: Reconnected, At: time.Now()})
+	}
+}
+
+// reportOutage tells the application, once per outage, that the session
+// it had is gone (WithConnStateHandler). Run goroutine only.
+func (c *Client) reportOutage(err error) {
+	if c.outage {
+		return
+	}
+	c.outage = true
+	c.notes.post(ConnEvent{State: Disconnected, Err: err, At: time.Now()})
 }
 
 // keepalive pings an open socket and drops one the server went silent on.
@@ -470,20 +522,20 @@ func (c *Client) run(cn *conn) {
 		} else {
 			failures++
 		}
+		if ce := (*websocket.CloseError)(nil); errors.As(err, &ce) && ce.Code == websocket.CloseMessageTooBig {
+			// The server would not read a frame of ours: fail its request
+			// so the next session does not send it again.
+			c.tooLargeClosed(cn)
+		}
 		c.uninstall(cn)
 		if c.ctx.Err() != nil {
 			return
 		}
-		var ce *websocket.CloseError
-		if errors.As(err, &ce) && ce.Code == closeReplaced {
-			// Another connection of this device took over. Reconnecting would
-			// take it back and start a tug of war, so this Client stops.
-			c.log.Warn("courier: replaced by another connection of this device; closing")
-			c.replaced.Store(true)
-			go c.Close()
+		if stop := c.stopsFor(err); stop != nil {
+			c.stop(stop)
 			return
 		}
-		c.noteErr(err, everAttached)
+		c.noteErr(err)
 		overflow := errors.Is(err, errOverflow)
 		if overflow {
 			c.log.Info("courier: entry buffer full, pausing the session until the application catches up")
@@ -492,6 +544,9 @@ func (c *Client) run(cn *conn) {
 			}
 		} else {
 			c.log.Info("courier: session lost, reconnecting", "err", err)
+			if everAttached {
+				c.reportOutage(err)
+			}
 		}
 		for {
 			if !overflow || failures > 0 {
@@ -512,29 +567,78 @@ func (c *Client) run(cn *conn) {
 			if c.ctx.Err() != nil {
 				return
 			}
+			if stop := c.stopsFor(err); stop != nil {
+				c.stop(stop)
+				return
+			}
 			failures++
-			c.noteErr(err, everAttached)
+			c.noteErr(err)
+			if everAttached {
+				c.reportOutage(err) // after a pause for a full buffer
+			}
 			c.log.Warn("courier: reconnect failed", "err", err, "attempt", failures)
 		}
 	}
 }
 
-// noteErr remembers the last failure for Dial, which gives up at once on a
-// session the server refuses for good.
-func (c *Client) noteErr(err error, everAttached bool) {
+// noteErr remembers the last failure for Dial.
+func (c *Client) noteErr(err error) {
 	c.mu.Lock()
 	c.lastErr = err
 	c.mu.Unlock()
-	if everAttached {
-		return
-	}
+}
+
+// stopsFor returns why the Client must stop after a session or a
+// connection attempt failed with err, or nil when it reconnects: the
+// server refused the device for good, or another connection of the device
+// took over (reconnecting would take the inbox back and start a tug of
+// war).
+func (c *Client) stopsFor(err error) error {
 	var ce *websocket.CloseError
-	if errors.As(err, &ce) && ce.Code == closeUnauthorized {
-		select {
-		case c.permanent <- fmt.Errorf("session refused: %w", err):
-		default:
+	switch {
+	case errors.As(err, &ce) && ce.Code == closeReplaced:
+		c.replaced.Store(true)
+		// Unlinking a device closes its session the same way: ask.
+		if c.unlinked() {
+			return fmt.Errorf("courier client stopped: %w", ErrUnauthorized)
 		}
+		return fmt.Errorf("courier client stopped: %w", ErrReplaced)
+	case errors.As(err, &ce) && ce.Code == closeUnauthorized,
+		IsCode(err, courierpb.ErrorCode_UNAUTHENTICATED), IsCode(err, courierpb.ErrorCode_FORBIDDEN):
+		// connect already fetched a fresh token before it gave up.
+		return fmt.Errorf("courier client stopped: %w: %w", ErrUnauthorized, err)
 	}
+	return nil
+}
+
+// unlinked asks for a fresh token to tell an unlinked device from a
+// replaced session.
+func (c *Client) unlinked() bool {
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	defer cancel()
+	base := c.server().httpBase
+	tok, err := c.tokens.get(ctx, base)
+	if err == nil {
+		c.tokens.invalidate(tok)
+		_, err = c.tokens.get(ctx, base)
+	}
+	return IsCode(err, courierpb.ErrorCode_UNAUTHENTICATED)
+}
+
+// stop ends the Client for good because of err (see Err), from the run
+// goroutine.
+func (c *Client) stop(err error) {
+	c.mu.Lock()
+	if !c.closed && c.stopErr == nil {
+		c.stopErr = err
+	}
+	c.mu.Unlock()
+	c.log.Warn("courier: stopping", "err", err)
+	select {
+	case c.permanent <- err:
+	default:
+	}
+	go c.Close()
 }
 
 func (c *Client) sleep(d time.Duration) bool {
@@ -592,6 +696,9 @@ func (c *Client) handle(cn *conn, f *courierpb.ServerFrame) {
 		}
 	case *courierpb.ServerFrame_Attached:
 		cn.attached = true
+		if n := b.Attached.GetMaxFrameBytes(); n > 0 {
+			c.limit.Store(int64(n))
+		}
 		c.markAttached(cn)
 		c.resubscribePresence(cn)
 	case *courierpb.ServerFrame_Presence:
@@ -601,6 +708,9 @@ func (c *Client) handle(cn *conn, f *courierpb.ServerFrame) {
 	case *courierpb.ServerFrame_Typing:
 		c.onTyping(b.Typing)
 	case *courierpb.ServerFrame_Error:
+		if b.Error.GetCode() == courierpb.ErrorCode_TOO_LARGE && c.tooLargeAnswer(cn, f.ReqId, b.Error.GetMessage()) {
+			return
+		}
 		if f.ReqId == 0 {
 			c.log.Warn("courier: server error", "code", b.Error.GetCode(), "msg", b.Error.GetMessage())
 			return
@@ -693,4 +803,82 @@ func (c *Client) flushAcksSync(timeout time.Duration) {
 	if cl.err == nil {
 		c.acks.sent(upTo)
 	}
+}
+
+// frameLimit is the largest frame the server takes (0: unknown).
+func (c *Client) frameLimit() int64 {
+	if c.cfg.noFrameLimit {
+		return 0
+	}
+	return c.limit.Load()
+}
+
+// waiting reports whether request reqID still waits for its answer.
+func (c *Client) waiting(reqID uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.calls[reqID]
+	return ok
+}
+
+// refuseTooLarge fails request reqID with err (TOO_LARGE); it is never
+// written again. False: no such request waits.
+func (c *Client) refuseTooLarge(reqID uint64, err error) bool {
+	c.mu.Lock()
+	cl := c.calls[reqID]
+	c.mu.Unlock()
+	if cl == nil {
+		return false
+	}
+	c.finish(cl, nil, err, false)
+	return true
+}
+
+// tooLargeAnswer handles a TOO_LARGE error frame: the server read a frame
+// over its limit and refused it. A frame it could not decode has no req_id
+// (req_id 0): then the largest request written on cn and still waiting is
+// the one. The request fails at once (resending it would only be refused
+// again), and the limit is remembered so larger frames are refused before
+// they are sent. False: no request is waiting for it.
+func (c *Client) tooLargeAnswer(cn *conn, reqID uint64, msg string) bool {
+	var size int64
+	if reqID == 0 {
+		reqID, size = cn.largestWaiting()
+		if reqID == 0 {
+			return false
+		}
+	} else {
+		size = cn.forgetBig(reqID)
+	}
+	limit := limitFromMessage(msg)
+	if cur := c.limit.Load(); limit == 0 {
+		limit = cur
+	} else if cur == 0 || limit < cur {
+		c.limit.Store(limit)
+	}
+	var err *Error
+	if size > 0 {
+		err = tooLarge(size, limit, false)
+	} else {
+		err = &Error{Code: courierpb.ErrorCode_TOO_LARGE, Message: msg + " (send large files as media)"}
+	}
+	c.log.Warn("courier: the server refused a frame as too large", "req_id", reqID, "err", err)
+	return c.refuseTooLarge(reqID, err)
+}
+
+// tooLargeClosed handles close 1009: the server would not even read a
+// frame of ours (far over its limit). Its request fails at once rather
+// than being written again on the next session, again and again; frames
+// that large are refused before they are sent from now on.
+func (c *Client) tooLargeClosed(cn *conn) {
+	reqID, size := cn.largestWaiting()
+	if reqID == 0 {
+		return
+	}
+	err := tooLarge(size, c.limit.Load(), true)
+	if cur := c.limit.Load(); cur == 0 || cur >= size {
+		c.limit.Store(size - 1)
+	}
+	c.log.Warn("courier: the server closed the session over a frame too large", "req_id", reqID, "err", err)
+	c.refuseTooLarge(reqID, err)
 }

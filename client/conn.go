@@ -38,6 +38,17 @@ type conn struct {
 	wbuf []byte
 	dead bool
 
+	// owner checks frames against the server's frame limit and fails the
+	// requests the server will not take (nil in bare tests).
+	owner *Client
+	// big holds the encoded size of every large request frame written on
+	// this socket by req_id, so a refusal that names no request (an
+	// oversized frame the server could not decode, or close 1009) finds
+	// the one it was about: the largest still waiting. Guarded by bmu
+	// (taken under wmu, never the other way round).
+	bmu sync.Mutex
+	big map[uint64]int64
+
 	lastRead atomic.Int64 // unix nanoseconds of the last frame read
 
 	kaMu      sync.Mutex
@@ -95,6 +106,21 @@ func (cn *conn) writeLocked(f *courierpb.ClientFrame, first bool) error {
 	}
 	if err != nil {
 		return fmt.Errorf("encode frame: %w", err)
+	}
+	if cn.owner != nil && f.ReqId != 0 {
+		size := int64(len(b))
+		if limit := cn.owner.frameLimit(); limit > 0 && size > limit {
+			// Never written: the server would refuse it (or drop the
+			// session over it). The socket stays fine, so this is no
+			// write error when a request takes the refusal.
+			if cn.owner.refuseTooLarge(f.ReqId, tooLarge(size, limit, false)) {
+				return nil
+			}
+			return tooLarge(size, limit, false)
+		}
+		if size >= bigFrame {
+			cn.noteBig(f.ReqId, size)
+		}
 	}
 	_ = cn.ws.SetWriteDeadline(time.Now().Add(defaultWriteTimeout))
 	if err := cn.ws.WriteMessage(typ, b); err != nil {
@@ -169,4 +195,58 @@ func (cn *conn) isDead() bool {
 	cn.wmu.Lock()
 	defer cn.wmu.Unlock()
 	return cn.dead
+}
+
+// bigFrame is the size from which request frames are remembered for a
+// refusal that names no request; smaller ones are under any sane limit.
+const bigFrame = 4 << 10
+
+// noteBig remembers a large request frame before it goes out (a write the
+// server cuts short by closing with 1009 still counts). Entries of
+// requests no longer waiting are dropped as the map grows.
+func (cn *conn) noteBig(reqID uint64, size int64) {
+	cn.bmu.Lock()
+	defer cn.bmu.Unlock()
+	if cn.big == nil {
+		cn.big = make(map[uint64]int64)
+	}
+	if len(cn.big) >= 32 {
+		for id := range cn.big {
+			if !cn.owner.waiting(id) {
+				delete(cn.big, id)
+			}
+		}
+	}
+	cn.big[reqID] = size
+}
+
+// largestWaiting returns the largest remembered frame whose request still
+// waits for its answer (0 if none): when a frame over the limit is among
+// them, it is the largest, since every other one was under the limit.
+func (cn *conn) largestWaiting() (reqID uint64, size int64) {
+	cn.bmu.Lock()
+	defer cn.bmu.Unlock()
+	for id, n := range cn.big {
+		if !cn.owner.waiting(id) {
+			delete(cn.big, id)
+			continue
+		}
+		if n > size || (n == size && id < reqID) {
+			reqID, size = id, n
+		}
+	}
+	if reqID != 0 {
+		delete(cn.big, reqID)
+	}
+	return reqID, size
+}
+
+// forgetBig drops what noteBig remembered of reqID and returns its size
+// (0 if nothing).
+func (cn *conn) forgetBig(reqID uint64) int64 {
+	cn.bmu.Lock()
+	defer cn.bmu.Unlock()
+	n := cn.big[reqID]
+	delete(cn.big, reqID)
+	return n
 }

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -314,4 +315,87 @@ func TestValidateSend(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestTooLargeMessages(t *testing.T) {
+	for _, tt := range []struct {
+		size, limit int64
+		closed      bool
+		want        string
+	}{
+		{300 << 10, 256 << 10, false, "message is 300 KiB; the server takes at most 256 KiB per frame (send large files as media)"},
+		{256<<10 + 1, 256 << 10, false, "message is 257 KiB; the server takes at most 256 KiB per frame (send large files as media)"},
+		{1900 << 10, 1 << 20, true, "message is 1.9 MiB; the server takes at most 1.0 MiB per frame (send large files as media)"},
+		{1900 << 10, 0, true, "message is 1.9 MiB; the server closed the connection rather than read a frame that large (send large files as media)"},
+		{5000, 0, false, "message is 5 KiB; the server refused it as too large for one frame (send large files as media)"},
+		{900, 512, false, "message is 900 bytes; the server takes at most 512 bytes per frame (send large files as media)"},
+	} {
+		err := tooLarge(tt.size, tt.limit, tt.closed)
+		if err.Message != tt.want || !IsCode(err, courierpb.ErrorCode_TOO_LARGE) || !errors.Is(err, ErrTooLarge) {
+			t.Errorf("tooLarge(%d, %d, %v) = %v; want %q", tt.size, tt.limit, tt.closed, err, tt.want)
+		}
+	}
+	for msg, want := range map[string]int64{
+		"frame is 263256 bytes, limit 262144": 262144,
+		"limit 1":                             1,
+		"too large":                           0,
+		"frame is 5 bytes, limit ":            0,
+		"limit -3":                            0,
+	} {
+		if got := limitFromMessage(msg); got != want {
+			t.Errorf("limitFromMessage(%q) = %d; want %d", msg, got, want)
+		}
+	}
+}
+
+// TestNotifierNeverBlocks posts many events to a handler that is stuck:
+// post returns at once, the queue stays bounded and keeps the states
+// alternating, and close stops the goroutine once the handler returns.
+func TestNotifierNeverBlocks(t *testing.T) {
+	release := make(chan struct{})
+	got := make(chan ConnEvent, 1000)
+	n := startNotifier(func(e ConnEvent) {
+		<-release
+		got <- e
+	})
+	for i := range 1000 {
+		done := make(chan struct{})
+		go func() {
+			n.post(ConnEvent{State: ConnState(i%2 + 1)})
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("post blocked")
+		}
+	}
+	n.mu.Lock()
+	queued := len(n.queue)
+	n.mu.Unlock()
+	if queued > notifierQueue {
+		t.Fatalf("%d events queued; want at most %d", queued, notifierQueue)
+	}
+	close(release)
+	var last ConnState
+	for {
+		select {
+		case e := <-got:
+			if e.State == last {
+				t.Fatalf("two %v events in a row", e.State)
+			}
+			last = e.State
+			continue
+		case <-time.After(200 * time.Millisecond):
+		}
+		break
+	}
+	if last != Reconnected {
+		t.Fatalf("last event %v; want the last one posted (Reconnected)", last)
+	}
+	n.close()
+	n.close()
+	var nilNotifier *notifier
+	nilNotifier.post(ConnEvent{State: Disconnected}) // no handler: dropped
+	nilNotifier.close()
 }

@@ -42,6 +42,10 @@ type config struct {
 	resumeAfter    uint64
 	servers        []string
 	e2eeFile       string
+	connState      func(ConnEvent)
+	// noFrameLimit: send frames whatever the server's limit (tests of the
+	// server's refusals).
+	noFrameLimit bool
 }
 
 // WithTLSConfig sets the TLS configuration of https and wss connections.

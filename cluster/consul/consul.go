@@ -4,7 +4,7 @@
 // blocking queries.
 //
 // It differs from Proto.Actor's Consul provider where that one fails in
-// production (PROTOACTOR-NOTES.md): registration and heartbeats back off
+// production (docs/ARCHITECTURE.md §7): registration and heartbeats back off
 // instead of spinning; a node whose TTL lapsed (paused, partitioned, or the
 // agent restarted and forgot it) registers again by itself with the same
 // identity, so it rejoins without a restart; errors never panic, and every

@@ -46,8 +46,9 @@ type conn struct {
 	// oversized frame the server could not decode, or close 1009) finds
 	// the one it was about: the largest still waiting. Guarded by bmu
 	// (taken under wmu, never the other way round).
-	bmu sync.Mutex
-	big map[uint64]int64
+	bmu      sync.Mutex
+	big      map[uint64]int64
+	bigPrune int // len(big) at which answered requests are dropped from it
 
 	lastRead atomic.Int64 // unix nanoseconds of the last frame read
 
@@ -210,12 +211,15 @@ func (cn *conn) noteBig(reqID uint64, size int64) {
 	if cn.big == nil {
 		cn.big = make(map[uint64]int64)
 	}
-	if len(cn.big) >= 32 {
+	if len(cn.big) >= max(cn.bigPrune, 32) {
 		for id := range cn.big {
 			if !cn.owner.waiting(id) {
 				delete(cn.big, id)
 			}
 		}
+		// Many large requests may wait at once: prune again only once
+		// the map doubled, so remembering stays O(1) amortised.
+		cn.bigPrune = 2 * len(cn.big)
 	}
 	cn.big[reqID] = size
 }

@@ -74,3 +74,37 @@ func TestFirstTransmissionMarkIsOnTheWireOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestLargestWaitingFrame: a refusal that names no request is about the
+// largest frame still waiting; answered requests are forgotten, and the
+// map of remembered frames does not grow with answered ones.
+func TestLargestWaitingFrame(t *testing.T) {
+	c := &Client{calls: map[uint64]*call{}}
+	cn := &conn{owner: c}
+	for id := uint64(1); id <= 1000; id++ {
+		if id%100 == 0 { // a few wait; the rest were answered
+			c.calls[id] = &call{}
+		}
+		cn.noteBig(id, int64(bigFrame+id%7*1000+id))
+	}
+	if n := len(cn.big); n > 100 {
+		t.Fatalf("%d frames remembered with 10 waiting", n)
+	}
+	// Sizes are bigFrame + id%7*1000 + id: 1000 is the largest waiting
+	// (+7000), then 300 (+6300).
+	for _, want := range []uint64{1000, 300} {
+		if id, size := cn.largestWaiting(); id != want || size != int64(bigFrame+want%7*1000+want) {
+			t.Fatalf("largestWaiting = %d, %d; want %d", id, size, want)
+		}
+	}
+	if n := cn.forgetBig(600); n != int64(bigFrame+5600) {
+		t.Fatalf("forgetBig(600) = %d", n)
+	}
+	if n := cn.forgetBig(600); n != 0 {
+		t.Fatalf("forgetBig(600) again = %d", n)
+	}
+	c.calls = map[uint64]*call{}
+	if id, size := cn.largestWaiting(); id != 0 || size != 0 || len(cn.big) != 0 {
+		t.Fatalf("nothing waits, largestWaiting = %d, %d (%d remembered)", id, size, len(cn.big))
+	}
+}

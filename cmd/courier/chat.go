@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -39,10 +41,17 @@ type chatFlags struct {
 	caFile  string
 	verbose bool
 	timeout time.Duration
+	// host is the listener a relayed command runs in (chat_relay.go); nil
+	// when the command runs in its own process.
+	host *deviceHost
 }
 
-func newChatCmd() *cobra.Command {
-	var f chatFlags
+func newChatCmd() *cobra.Command { return newChatCmdHosted(nil) }
+
+// newChatCmdHosted builds the chat commands; with h they run inside that
+// listener, on its connection.
+func newChatCmdHosted(h *deviceHost) *cobra.Command {
+	f := chatFlags{host: h}
 	cmd := &cobra.Command{
 		Use:   "chat",
 		Short: "Register, send and listen by hand (end-to-end encrypted)",
@@ -76,11 +85,28 @@ func newChatRegisterCmd(f *chatFlags) *cobra.Command {
 			if _, err := os.Stat(path); err == nil && !force {
 				return fmt.Errorf("profile %s exists; pass --force to overwrite it (its device secret is then lost)", path)
 			}
+			if conn, _ := dialRelay(path); conn != nil {
+				conn.Close()
+				return fmt.Errorf("%s is listening in another terminal: stop that listener before registering %s again", handle, handle)
+			}
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				return err
+			}
+			// A new registration is a new identity: the old keys belong to
+			// a user id that is gone with the old profile.
+			if err := os.Remove(keysPath(path)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 			defer cancel()
-			creds, err := client.Register(ctx, url, handle, f.options()...)
-			if err != nil {
+			// The keys are published now, so others can write to this user
+			// before it ever listens.
+			creds, err := client.Register(ctx, url, handle, append(f.options(), client.WithE2EE(keysPath(path)))...)
+			if err != nil && creds.UserID == "" {
 				return err
+			}
+			if creds.UserID != "" && err != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %v; they are published at the first `chat listen`\n", userMessage(err))
 			}
 			if err := saveProfile(path, creds); err != nil {
 				return fmt.Errorf("registered %s (user id %s) but could not save the credentials: %w", handle, creds.UserID, err)
@@ -98,41 +124,51 @@ func newChatRegisterCmd(f *chatFlags) *cobra.Command {
 }
 
 func newChatSendCmd(f *chatFlags) *cobra.Command {
-	var to string
+	var to, file string
 	var waitDelivered bool
 	cmd := &cobra.Command{
-		Use:   "send --as <handle> --to <handle> <text>...",
+		Use:   "send --as <handle> --to <handle> [<text>... | --file <path>]",
 		Short: "Send a text message; prints the single tick (stored) and, with --wait-delivered, the double tick",
-		Long: `Send a text message. "stored" is the single tick: the server has the
-message durably and will deliver it. --wait-delivered then waits for the
-double tick (the recipient's device received it); entries arriving
-meanwhile (messages to you, receipts) are printed and count as received.
+		Long: `Send a text message: the words given, or the contents of --file, or,
+with neither, standard input. "stored" is the single tick: the server has
+the message durably and will deliver it. --wait-delivered then waits for
+the double tick (the recipient's device received it).
 
 The text is encrypted for each of the recipient's devices (and your other
-devices) before it leaves.`,
-		Example: `  courier chat send --as alice --to bob "hello"`,
-		Args:    cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+devices) before it leaves. While "chat listen" runs for you, this command
+runs inside that listener (it owns your device's connection and keys).`,
+		Example: `  courier chat send --as alice --to bob "hello"
+  echo "hello from a pipe" | courier chat send --as alice --to bob
+  courier chat send --as alice --to bob --file notes.txt`,
+		Annotations: map[string]string{annotationReadsStdin: "yes"},
+		RunE: f.relayed(func(cmd *cobra.Command, args []string) error {
 			if to == "" {
-				return errors.New("--to is required")
+				return errors.New("--to is required: the handle of the person you write to")
+			}
+			msg, contentType, err := messageBody(cmd, args, file)
+			if err != nil {
+				return err
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			c, names, err := f.dial(ctx)
+			s, err := f.open(ctx)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer s.close()
 			out := cmd.OutOrStdout()
 			sctx, cancel := context.WithTimeout(ctx, f.timeout)
 			defer cancel()
-			toID, err := names.resolve(sctx, c, to)
+			toID, err := s.names.resolve(sctx, to)
 			if err != nil {
 				return err
 			}
-			res, err := c.Send(sctx, toID, []byte(strings.Join(args, " ")), client.WithContentType("text"))
+			res, err := s.c.Send(sctx, toID, msg, client.WithContentType(contentType))
+			if errors.Is(err, client.ErrNoKeys) {
+				return fmt.Errorf("%s has no device with encryption keys yet, so nothing can be encrypted for them; they publish keys when they register or run `courier chat listen`", to)
+			}
 			if err != nil {
-				return fmt.Errorf("send: %w", err)
+				return fmt.Errorf("send to %s: %w", to, err)
 			}
 			note := ""
 			if res.Duplicate {
@@ -143,26 +179,68 @@ devices) before it leaves.`,
 				return nil
 			}
 			fmt.Fprintf(out, "waiting for %s's device to receive it (Ctrl-C to stop waiting)\n", to)
+			// In its own process this command is the device's only reader,
+			// so it shows (and thereby acknowledges) whatever arrives; in a
+			// listener, the listener shows everything.
+			p := newPrinter(out, s.names)
 			for {
 				select {
-				case e, ok := <-c.Entries():
+				case e, ok := <-s.entries:
 					if !ok {
-						return client.ErrClosed
+						return fmt.Errorf("the connection ended before the delivered receipt: %w", s.c.Err())
 					}
-					printEntry(out, e, names)
-					if e.IsDelivered() && e.FromUserID == toID && slices.Contains(e.ReceiptFor, res.ClientMsgID) {
+					mine := (e.IsDelivered() || e.IsRead()) && e.FromUserID == toID && slices.Contains(e.ReceiptFor, res.ClientMsgID)
+					if s.hosted && !mine {
+						continue
+					}
+					p.print(e)
+					if mine {
 						return nil
 					}
 				case <-ctx.Done():
 					return errors.New("stopped before the delivered receipt")
 				}
 			}
-		},
+		}),
 	}
 	f.addAs(cmd)
 	cmd.Flags().StringVar(&to, "to", "", "handle of the recipient")
+	cmd.Flags().StringVar(&file, "file", "", "send this file's contents (up to the server's message size; - is standard input)")
 	cmd.Flags().BoolVar(&waitDelivered, "wait-delivered", false, "wait for the delivered receipt (double tick)")
 	return cmd
+}
+
+// messageBody is what a send command sends: its words, the file named by
+// --file, or standard input; never nothing.
+func messageBody(cmd *cobra.Command, args []string, file string) ([]byte, string, error) {
+	var b []byte
+	var err error
+	switch {
+	case file != "" && len(args) > 0:
+		return nil, "", errors.New("give the message as words or as --file, not both")
+	case file == "-" || (file == "" && len(args) == 0):
+		b, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), maxRelayedStdin+1))
+		if err != nil {
+			return nil, "", fmt.Errorf("read the message from standard input: %w", err)
+		}
+	case file != "":
+		b, err = os.ReadFile(file)
+		if err != nil {
+			return nil, "", fmt.Errorf("read the message from %s: %w", file, err)
+		}
+	default:
+		b = []byte(strings.Join(args, " "))
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, "", errors.New("nothing to send: the message is empty (give some words, --file, or text on standard input)")
+	}
+	if len(b) > maxRelayedStdin {
+		return nil, "", fmt.Errorf("the message is over %d MiB: that is a file for media, which Courier cannot send yet", maxRelayedStdin>>20)
+	}
+	if !utf8.Valid(b) {
+		return b, "application/octet-stream", nil
+	}
+	return b, "text", nil
 }
 
 func newChatListenCmd(f *chatFlags) *cobra.Command {
@@ -175,40 +253,80 @@ func newChatListenCmd(f *chatFlags) *cobra.Command {
 acknowledged to the server, which then tells the senders it was delivered;
 --mark-read also sends read receipts (blue ticks).
 
+While it runs, the other chat commands for the same handle (send, group
+...) run inside it, over a socket next to the profile, so they never take
+its connection away. A lost connection is shown, and so is its return. When
+the server ends the session for good (the device was removed, or another
+program connected as this device), listen says why and exits non-zero.
+
 Messages are decrypted on this device; one that cannot be decrypted is
 shown as such.`,
 		Example: "  courier chat listen --as bob --mark-read",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.host != nil {
+				return fmt.Errorf("%s is already listening in another terminal", f.host.names.self.Handle)
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			c, names, err := f.dial(ctx)
+			path, err := f.profilePath()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			// Before connecting: a second session of the device would
+			// replace the running listener's.
+			if conn, _ := dialRelay(path); conn != nil {
+				conn.Close()
+				return fmt.Errorf("%s is already listening in another terminal: run your commands there, and they are handed to that listener", strings.TrimSuffix(filepath.Base(path), filepath.Ext(path)))
+			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "listening as %s (user id %s); Ctrl-C to stop\n", names.self.Handle, c.UserID())
+			states := make(chan client.ConnEvent, 16)
+			s, err := f.open(ctx, client.WithConnStateHandler(func(st client.ConnEvent) {
+				select {
+				case states <- st:
+				default: // the listener is behind; the next state will do
+				}
+			}))
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			host := newDeviceHost(s.c, s.names)
+			var wg sync.WaitGroup
+			stopRelay, err := host.serveRelay(ctx, path, &wg)
+			if err != nil {
+				return err
+			}
+			defer wg.Wait()
+			defer stopRelay()
+			fmt.Fprintf(out, "listening as %s (user id %s); Ctrl-C to stop\n", s.names.self.Handle, s.c.UserID())
+			p := newPrinter(out, s.names)
 			for {
 				select {
-				case e, ok := <-c.Entries():
+				case e, ok := <-s.entries:
 					if !ok {
-						return nil
+						if ctx.Err() != nil {
+							return nil
+						}
+						return fmt.Errorf("the server ended this session: %w", s.c.Err())
 					}
-					printEntry(out, e, names)
+					p.print(e)
+					host.publish(e)
 					if markRead && (e.IsMessage() || e.IsGroupMessage()) {
 						rctx, cancel := context.WithTimeout(ctx, f.timeout)
 						var err error
 						if e.IsGroupMessage() {
-							err = c.MarkGroupRead(rctx, e.GroupID, e.GroupSeq)
+							err = s.c.MarkGroupRead(rctx, e.GroupID, e.GroupSeq)
 						} else {
-							err = c.MarkRead(rctx, e.FromUserID, e.ClientMsgID)
+							err = s.c.MarkRead(rctx, e.FromUserID, e.ClientMsgID)
 						}
 						cancel()
 						if err != nil && ctx.Err() == nil {
-							fmt.Fprintf(cmd.ErrOrStderr(), "mark read: %v\n", err)
+							fmt.Fprintf(cmd.ErrOrStderr(), "mark read: %v\n", userMessage(err))
 						}
 					}
+				case st := <-states:
+					printConnState(cmd.ErrOrStderr(), st)
 				case <-ctx.Done():
 					return nil
 				}
@@ -218,6 +336,21 @@ shown as such.`,
 	f.addAs(cmd)
 	cmd.Flags().BoolVar(&markRead, "mark-read", false, "send read receipts for the messages printed")
 	return cmd
+}
+
+// printConnState tells the person at a listener that the server went away
+// and came back.
+func printConnState(w io.Writer, st client.ConnEvent) {
+	at := st.At.Format(time.TimeOnly)
+	if st.State == client.Reconnected {
+		fmt.Fprintf(w, "[%s] connected again; anything that arrived meanwhile follows\n", at)
+		return
+	}
+	reason := "the connection was lost"
+	if st.Err != nil {
+		reason += ": " + userMessage(st.Err)
+	}
+	fmt.Fprintf(w, "[%s] %s; reconnecting (messages wait in your inbox meanwhile)\n", at, reason)
 }
 
 func (f *chatFlags) addAs(cmd *cobra.Command) {
@@ -236,30 +369,56 @@ func (f *chatFlags) options() []client.Option {
 	return opts
 }
 
-// dial loads the profile named by --as/--profile and connects.
-func (f *chatFlags) dial(ctx context.Context) (*client.Client, *names, error) {
+// profilePath is the profile file --as or --profile names.
+func (f *chatFlags) profilePath() (string, error) {
 	if f.as == "" && f.profile == "" {
-		return nil, nil, errors.New("--as <handle> (or --profile <file>) is required")
+		return "", errors.New("--as <handle> (or --profile <file>) is required")
 	}
-	path, err := profilePath(f.profile, f.as)
+	return profilePath(f.profile, f.as)
+}
+
+// keysPath is where a profile's device keeps its Signal keys and sessions.
+func keysPath(profile string) string {
+	return strings.TrimSuffix(profile, filepath.Ext(profile)) + ".keys"
+}
+
+// deviceSession is the device as one command uses it: its client, its
+// names, and the entries this command may read.
+type deviceSession struct {
+	c       *client.Client
+	names   *names
+	entries <-chan client.Entry
+	// hosted: the command runs inside a listener, which shows every entry.
+	hosted bool
+	close  func()
+}
+
+// open connects the profile's device, or, inside a listener, borrows the
+// listener's connection.
+func (f *chatFlags) open(ctx context.Context, opts ...client.Option) (*deviceSession, error) {
+	if h := f.host; h != nil {
+		entries, cancel := h.subscribe()
+		return &deviceSession{c: h.c, names: h.names, entries: entries, hosted: true, close: cancel}, nil
+	}
+	path, err := f.profilePath()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	creds, err := loadProfile(path)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	dctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	// End-to-end encrypted: the device's Signal keys and sessions live next
 	// to its profile, and the server only ever relays ciphertext.
-	keys := strings.TrimSuffix(path, filepath.Ext(path)) + ".keys"
-	c, err := client.Dial(dctx, creds, append(f.options(), client.WithE2EE(keys))...)
+	opts = append(append(f.options(), client.WithE2EE(keysPath(path))), opts...)
+	c, err := client.Dial(dctx, creds, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to %s as %s: %w", creds.BaseURL, creds.Handle, err)
+		return nil, fmt.Errorf("connect to %s as %s: %w", creds.BaseURL, creds.Handle, err)
 	}
 	dir, _ := configDir()
-	return c, &names{dir: dir, self: creds}, nil
+	return &deviceSession{c: c, names: newNames(dir, creds, c), entries: c.Entries(), close: func() { _ = c.Close() }}, nil
 }
 
 func configDir() (string, error) {
@@ -337,21 +496,32 @@ func loadProfile(path string) (client.Credentials, error) {
 	return creds, nil
 }
 
-// names turns user ids into handles for display. The server can look up a
-// handle but not (yet) name a user id, so it knows the handles of local
-// profiles and of users looked up before (contacts.json), and falls back to
-// the user id.
+// names turns user ids into handles and group ids into subjects for
+// display. It knows the handles of local profiles and of users seen before
+// (contacts.json), and asks the server for the others.
 type names struct {
-	dir    string
-	self   client.Credentials
-	loaded bool
-	byID   map[string]string
-	byName map[string]string
+	dir  string
+	self client.Credentials
+	c    *client.Client
+
+	mu      sync.Mutex
+	loaded  bool
+	byID    map[string]string
+	byName  map[string]string
+	subject map[string]string // group id -> subject
 }
 
 const contactsFile = "contacts.json"
 
-func (n *names) load() {
+// lookupTimeout bounds one name lookup made only to print something.
+const lookupTimeout = 3 * time.Second
+
+func newNames(dir string, self client.Credentials, c *client.Client) *names {
+	return &names{dir: dir, self: self, c: c, subject: make(map[string]string)}
+}
+
+// loadLocked reads contacts.json and the local profiles once. n.mu held.
+func (n *names) loadLocked() {
 	if n.loaded {
 		return
 	}
@@ -380,40 +550,143 @@ func (n *names) load() {
 	}
 }
 
-// name returns a handle for id, or id itself.
+// rememberLocked records a handle and saves contacts.json. n.mu held.
+func (n *names) rememberLocked(handle, id string) {
+	if n.byName[handle] == id {
+		return
+	}
+	n.byName[handle] = id
+	n.byID[id] = handle
+	if n.dir != "" {
+		if b, err := json.MarshalIndent(n.byName, "", "  "); err == nil {
+			_ = writePrivate(filepath.Join(n.dir, contactsFile), append(b, '\n'))
+		}
+	}
+}
+
+// name returns the handle of user id, or id itself when nobody can say.
 func (n *names) name(id string) string {
-	if id == n.self.UserID {
+	if id == "" || id == n.self.UserID {
 		return n.self.Handle
 	}
-	n.load()
-	if h, ok := n.byID[id]; ok {
+	n.mu.Lock()
+	n.loadLocked()
+	h, ok := n.byID[id]
+	n.mu.Unlock()
+	if ok || n.c == nil {
+		if !ok {
+			return id
+		}
 		return h
 	}
-	return id
+	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+	defer cancel()
+	h, err := n.c.LookupUser(ctx, id)
+	if err != nil || h == "" {
+		return id
+	}
+	n.mu.Lock()
+	n.rememberLocked(h, id)
+	n.mu.Unlock()
+	return h
+}
+
+// group returns a group's subject as "#subject", or a short id.
+func (n *names) group(id string) string {
+	n.mu.Lock()
+	sub, ok := n.subject[id]
+	n.mu.Unlock()
+	if !ok && n.c != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+		info, err := n.c.GroupInfo(ctx, id)
+		cancel()
+		if err == nil {
+			sub, ok = info.Subject, true
+			n.setSubject(id, sub)
+		}
+	}
+	if ok && sub != "" {
+		return "#" + sub
+	}
+	if len(id) > 8 {
+		id = id[:8]
+	}
+	return "#" + id
+}
+
+func (n *names) setSubject(groupID, subject string) {
+	n.mu.Lock()
+	n.subject[groupID] = subject
+	n.mu.Unlock()
 }
 
 // resolve looks a handle up on the server and remembers it.
-func (n *names) resolve(ctx context.Context, c *client.Client, handle string) (string, error) {
-	id, err := c.LookupHandle(ctx, handle)
+func (n *names) resolve(ctx context.Context, handle string) (string, error) {
+	id, err := n.c.LookupHandle(ctx, handle)
 	if client.IsCode(err, courierpb.ErrorCode_NOT_FOUND) {
 		return "", fmt.Errorf("no user with handle %q", handle)
 	}
 	if err != nil {
 		return "", err
 	}
-	n.load()
-	if n.byName[handle] != id {
-		n.byName[handle] = id
-		n.byID[id] = handle
-		if n.dir != "" {
-			if b, err := json.MarshalIndent(n.byName, "", "  "); err == nil {
-				_ = writePrivate(filepath.Join(n.dir, contactsFile), append(b, '\n'))
-			}
-		}
-	}
+	n.mu.Lock()
+	n.loadLocked()
+	n.rememberLocked(handle, id)
+	n.mu.Unlock()
 	return id, nil
 }
 
+// printer shows entries as a person reads them. Receipts are shown in the
+// order ticks make sense: a read receipt that overtakes its delivered one
+// (they travel separately) shows "delivered" first, and the late delivered
+// receipt is not shown again.
+type printer struct {
+	w     io.Writer
+	names *names
+	// receipted: client_msg_ids whose delivered tick was shown; bounded
+	// by forgetting all of them now and then (a repeat tick is harmless).
+	receipted map[string]bool
+}
+
+const maxRememberedReceipts = 10000
+
+func newPrinter(w io.Writer, n *names) *printer {
+	return &printer{w: w, names: n, receipted: make(map[string]bool)}
+}
+
+func (p *printer) print(e client.Entry) {
+	switch e.Kind {
+	case courierpb.EntryKind_ENTRY_KIND_DELIVERED:
+		for _, id := range e.ReceiptFor {
+			if p.tick(id) {
+				fmt.Fprintf(p.w, "✓✓ delivered %s (to %s)\n", id, p.names.name(e.FromUserID))
+			}
+		}
+	case courierpb.EntryKind_ENTRY_KIND_READ:
+		for _, id := range e.ReceiptFor {
+			if p.tick(id) {
+				fmt.Fprintf(p.w, "✓✓ delivered %s (to %s)\n", id, p.names.name(e.FromUserID))
+			}
+			fmt.Fprintf(p.w, "✓✓ read %s (by %s)\n", id, p.names.name(e.FromUserID))
+		}
+	default:
+		printEntry(p.w, e, p.names)
+	}
+}
+
+// tick records that id's delivered tick is shown; false if it was before.
+func (p *printer) tick(id string) bool {
+	if p.receipted[id] {
+		return false
+	}
+	if len(p.receipted) >= maxRememberedReceipts {
+		clear(p.receipted)
+	}
+	p.receipted[id] = true
+	return true
+}
+
+// printEntry prints one entry other than a 1:1 receipt (see printer).
 func printEntry(w io.Writer, e client.Entry, n *names) {
 	at := e.SentAt.Local().Format(time.TimeOnly)
 	switch e.Kind {
@@ -425,14 +698,6 @@ func printEntry(w io.Writer, e client.Entry, n *names) {
 		fmt.Fprintf(w, "[%s] ⚠ %s's safety number changed (device %d has a new identity key)\n", at, n.name(e.FromUserID), e.FromDeviceID)
 	case courierpb.EntryKind_ENTRY_KIND_PREKEYS_LOW:
 		// The client uploads more keys by itself.
-	case courierpb.EntryKind_ENTRY_KIND_DELIVERED:
-		for _, id := range e.ReceiptFor {
-			fmt.Fprintf(w, "✓✓ delivered %s (to %s)\n", id, n.name(e.FromUserID))
-		}
-	case courierpb.EntryKind_ENTRY_KIND_READ:
-		for _, id := range e.ReceiptFor {
-			fmt.Fprintf(w, "✓✓ read %s (by %s)\n", id, n.name(e.FromUserID))
-		}
 	case courierpb.EntryKind_ENTRY_KIND_GROUP_MESSAGE, courierpb.EntryKind_ENTRY_KIND_GROUP_EVENT,
 		courierpb.EntryKind_ENTRY_KIND_GROUP_DELIVERED, courierpb.EntryKind_ENTRY_KIND_GROUP_READ:
 		printGroupEntry(w, e, n)

@@ -33,23 +33,23 @@ changes and receipts show up in "courier chat listen".`,
 	return cmd
 }
 
-// groupSession is a connected client with a deadline for one command.
+// groupSession is the device for one command, with a deadline.
 func (f *chatFlags) groupSession(cmd *cobra.Command) (context.Context, *client.Client, *names, func(), error) {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-	c, n, err := f.dial(ctx)
+	s, err := f.open(ctx)
 	if err != nil {
 		stop()
 		return nil, nil, nil, nil, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, f.timeout)
-	return cctx, c, n, func() { cancel(); _ = c.Close(); stop() }, nil
+	return cctx, s.c, s.names, func() { cancel(); s.close(); stop() }, nil
 }
 
 // resolveHandles turns handles into user ids.
-func resolveHandles(ctx context.Context, c *client.Client, n *names, handles []string) ([]string, error) {
+func resolveHandles(ctx context.Context, n *names, handles []string) ([]string, error) {
 	ids := make([]string, 0, len(handles))
 	for _, h := range handles {
-		id, err := n.resolve(ctx, c, h)
+		id, err := n.resolve(ctx, h)
 		if err != nil {
 			return nil, err
 		}
@@ -91,13 +91,13 @@ func newGroupCreateCmd(f *chatFlags) *cobra.Command {
 		Use:     "create --as <handle> --subject <subject> [member handle]...",
 		Short:   "Create a group with you as its admin",
 		Example: `  courier chat group create --as alice --subject "hikers" bob carol`,
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: f.relayed(func(cmd *cobra.Command, args []string) error {
 			ctx, c, n, done, err := f.groupSession(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ids, err := resolveHandles(ctx, c, n, args)
+			ids, err := resolveHandles(ctx, n, args)
 			if err != nil {
 				return err
 			}
@@ -107,7 +107,7 @@ func newGroupCreateCmd(f *chatFlags) *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "created group %q: id %s, %d members\n", g.Subject, g.ID, g.MemberCount)
 			return nil
-		},
+		}),
 	}
 	f.addAs(cmd)
 	cmd.Flags().StringVar(&subject, "subject", "", "the group's subject")
@@ -128,7 +128,7 @@ func newGroupMembersCmd(f *chatFlags, verb string) *cobra.Command {
 		Short:   short,
 		Example: fmt.Sprintf("  courier chat group %s --as alice --group hikers dave", verb),
 		Args:    cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: f.relayed(func(cmd *cobra.Command, args []string) error {
 			ctx, c, n, done, err := f.groupSession(cmd)
 			if err != nil {
 				return err
@@ -138,7 +138,7 @@ func newGroupMembersCmd(f *chatFlags, verb string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ids, err := resolveHandles(ctx, c, n, args)
+			ids, err := resolveHandles(ctx, n, args)
 			if err != nil {
 				return err
 			}
@@ -162,7 +162,7 @@ func newGroupMembersCmd(f *chatFlags, verb string) *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "done (group event %d); the group has %d members\n", up.Seq, up.Info.MemberCount)
 			return nil
-		},
+		}),
 	}
 	f.addAs(cmd)
 	cmd.Flags().StringVar(&group, "group", "", "group id or subject")
@@ -170,13 +170,21 @@ func newGroupMembersCmd(f *chatFlags, verb string) *cobra.Command {
 }
 
 func newGroupSendCmd(f *chatFlags) *cobra.Command {
-	var group string
+	var group, file string
 	cmd := &cobra.Command{
-		Use:     "send --as <handle> --group <group> <text>...",
-		Short:   "Send a text message to a group; prints the single tick",
-		Example: `  courier chat group send --as alice --group hikers "saturday?"`,
-		Args:    cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		Use:   "send --as <handle> --group <group> [<text>... | --file <path>]",
+		Short: "Send a text message to a group; prints the single tick",
+		Long: `Send a text message to a group: the words given, or the contents of
+--file, or, with neither, standard input. It is encrypted once with your
+sender key for the group; the key reaches each member over a pairwise
+session (also members who publish keys only later).`,
+		Example:     `  courier chat group send --as alice --group hikers "saturday?"`,
+		Annotations: map[string]string{annotationReadsStdin: "yes"},
+		RunE: f.relayed(func(cmd *cobra.Command, args []string) error {
+			msg, contentType, err := messageBody(cmd, args, file)
+			if err != nil {
+				return err
+			}
 			ctx, c, _, done, err := f.groupSession(cmd)
 			if err != nil {
 				return err
@@ -186,9 +194,9 @@ func newGroupSendCmd(f *chatFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := c.SendGroup(ctx, gid, []byte(strings.Join(args, " ")), client.WithGroupContentType("text"))
+			res, err := c.SendGroup(ctx, gid, msg, client.WithGroupContentType(contentType))
 			if err != nil {
-				return fmt.Errorf("send: %w", err)
+				return fmt.Errorf("send to %s: %w", group, err)
 			}
 			note := ""
 			if res.Duplicate {
@@ -196,10 +204,11 @@ func newGroupSendCmd(f *chatFlags) *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "✓ stored %s as group message %d at %s%s\n", res.ClientMsgID, res.GroupSeq, res.StoredAt.Local().Format(time.TimeOnly), note)
 			return nil
-		},
+		}),
 	}
 	f.addAs(cmd)
 	cmd.Flags().StringVar(&group, "group", "", "group id or subject")
+	cmd.Flags().StringVar(&file, "file", "", "send this file's contents (- is standard input)")
 	return cmd
 }
 
@@ -208,7 +217,7 @@ func newGroupListCmd(f *chatFlags) *cobra.Command {
 		Use:   "list --as <handle>",
 		Short: "List your groups",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: f.relayed(func(cmd *cobra.Command, _ []string) error {
 			ctx, c, _, done, err := f.groupSession(cmd)
 			if err != nil {
 				return err
@@ -226,7 +235,7 @@ func newGroupListCmd(f *chatFlags) *cobra.Command {
 				fmt.Fprintf(out, "%s  %-24q %4d members  %s\n", g.ID, g.Subject, g.MemberCount, roleName(g.MyRole))
 			}
 			return nil
-		},
+		}),
 	}
 	f.addAs(cmd)
 	return cmd
@@ -238,7 +247,7 @@ func newGroupInfoCmd(f *chatFlags) *cobra.Command {
 		Use:   "info --as <handle> --group <group>",
 		Short: "Show a group and its members",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: f.relayed(func(cmd *cobra.Command, _ []string) error {
 			ctx, c, n, done, err := f.groupSession(cmd)
 			if err != nil {
 				return err
@@ -267,7 +276,7 @@ func newGroupInfoCmd(f *chatFlags) *cobra.Command {
 				fmt.Fprintf(out, "  %-24s %s\n", n.name(m.UserID), roleName(m.Role))
 			}
 			return nil
-		},
+		}),
 	}
 	f.addAs(cmd)
 	cmd.Flags().StringVar(&group, "group", "", "group id or subject")
@@ -280,7 +289,7 @@ func newGroupLeaveCmd(f *chatFlags) *cobra.Command {
 		Use:   "leave --as <handle> --group <group>",
 		Short: "Leave a group",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: f.relayed(func(cmd *cobra.Command, _ []string) error {
 			ctx, c, _, done, err := f.groupSession(cmd)
 			if err != nil {
 				return err
@@ -295,7 +304,7 @@ func newGroupLeaveCmd(f *chatFlags) *cobra.Command {
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "left", gid)
 			return nil
-		},
+		}),
 	}
 	f.addAs(cmd)
 	cmd.Flags().StringVar(&group, "group", "", "group id or subject")
@@ -317,10 +326,11 @@ func roleName(r courierpb.GroupRole) string {
 // printGroupEntry prints group messages, changes and receipts.
 func printGroupEntry(w io.Writer, e client.Entry, n *names) {
 	at := e.SentAt.Local().Format(time.TimeOnly)
-	g := e.GroupID
-	if len(g) > 8 {
-		g = g[:8]
+	if ev := e.GroupEvent; ev != nil && (ev.GetType() == courierpb.GroupEventType_GROUP_EVENT_CREATED ||
+		ev.GetType() == courierpb.GroupEventType_GROUP_EVENT_SUBJECT_CHANGED) {
+		n.setSubject(e.GroupID, ev.GetSubject())
 	}
+	g := strings.TrimPrefix(n.group(e.GroupID), "#")
 	switch e.Kind {
 	case courierpb.EntryKind_ENTRY_KIND_GROUP_MESSAGE:
 		fmt.Fprintf(w, "[%s] #%s %s: %s\n", at, g, n.name(e.FromUserID), body(e))

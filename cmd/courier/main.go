@@ -18,7 +18,7 @@ func main() {
 	}
 	root.AddCommand(newServeCmd(), newChatCmd(), newBenchCmd(), newAdminCmd())
 	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "courier:", err)
+		fmt.Fprintln(os.Stderr, "courier:", userMessage(err))
 		os.Exit(1)
 	}
 }

@@ -30,13 +30,34 @@ PKGS=("${@:-./...}")
 
 command -v go >/dev/null || { echo "test.sh: missing: go: Go 1.26+ from https://go.dev/dl/" >&2; exit 1; }
 
+# Wall time per phase, printed when the run ends (passed or not), so a
+# slower suite shows in CI's log before it gets in anyone's way. The
+# `ok <package> <time>` lines of go test tell which package grew.
+PHASES=""
+PHASE=""
+PHASE_T0=$SECONDS
+RUN_T0=$SECONDS
+phase() {
+	[[ -n "$PHASE" ]] && PHASES+="$PHASE $((SECONDS - PHASE_T0))s, "
+	PHASE="$1"
+	PHASE_T0=$SECONDS
+	[[ -n "$PHASE" ]] && echo "== $PHASE"
+	return 0
+}
+report_times() {
+	phase ""
+	[[ -n "$PHASES" ]] && echo "== wall time: ${PHASES}total $((SECONDS - RUN_T0))s"
+	return 0
+}
+
 # The activation-scale tests run at full size (1,000,000 grains) without the
 # race detector; under -race they run at a tenth of that.
 scale() {
-	echo "== activation scale, full size"
+	phase "activation scale, full size"
 	go test -count=1 -timeout 10m -run 'TestActivationScale' -v ./cluster/ ./actors/
 }
 if [[ "$MODE" == scale ]]; then
+	trap report_times EXIT
 	scale
 	exit 0
 fi
@@ -60,6 +81,7 @@ CONSUL_DIR=""
 BIN_DIR=""
 stop_services() {
 	local d
+	report_times
 	[[ -n "$BIN_DIR" ]] && rm -rf "$BIN_DIR"
 	for d in "${CASSANDRA_DIRS[@]}"; do
 		COURIER_CASSANDRA_DIR="$d" ./scripts/cassandra.sh stop || true
@@ -71,7 +93,7 @@ stop_services() {
 trap stop_services EXIT
 trap 'exit 130' INT TERM
 if [[ -z "${COURIER_TEST_SCYLLA_HOSTS:-}" ]]; then
-	echo "== cassandra"
+	phase "cassandra"
 	COURIER_CASSANDRA_DIR="$(mktemp -d "${TMPDIR:-/tmp}/courier-cassandra.XXXXXX")"
 	export COURIER_CASSANDRA_DIR
 	CASSANDRA_DIRS+=("$COURIER_CASSANDRA_DIR")
@@ -88,7 +110,7 @@ fi
 COURIER_TEST_CONSUL_BIN="$(./scripts/consul.sh install)"
 export COURIER_TEST_CONSUL_BIN
 if [[ -z "${COURIER_TEST_CONSUL_ADDR:-}" ]]; then
-	echo "== consul"
+	phase "consul"
 	CONSUL_DIR="$(mktemp -d "${TMPDIR:-/tmp}/courier-consul.XXXXXX")"
 	COURIER_CONSUL_DIR="$CONSUL_DIR" ./scripts/consul.sh start
 	export COURIER_TEST_CONSUL_ADDR="127.0.0.1:8500"
@@ -106,14 +128,15 @@ CASSANDRA_DIRS+=("$COURIER_TEST_CASSANDRA_OUTAGE")
 BIN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/courier-bin.XXXXXX")"
 COURIER_TEST_COURIER_BIN="$BIN_DIR/courier"
 export COURIER_TEST_COURIER_BIN
+phase "build courier"
 go build -o "$COURIER_TEST_COURIER_BIN" ./cmd/courier
 
 if [[ "$MODE" == all ]]; then
-	echo "== go vet"
+	phase "go vet"
 	go vet ./...
 fi
 
-echo "== go test -race"
+phase "go test -race"
 go test -race -count=1 -timeout 15m "${PKGS[@]}"
 
 if [[ "$MODE" == all ]]; then

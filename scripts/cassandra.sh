@@ -177,7 +177,7 @@ EOF
 		rm -rf "$work"
 		die "could not fetch cassandra-all $VERSION from Maven Central"
 	fi
-	rm -rf "$work" "$CACHE/lib"
+	rm -rf "$work" "${CACHE:?}/lib"
 	mv "$CACHE/lib.partial" "$CACHE/lib"
 	ls "$CACHE/lib"/cassandra-all-*.jar >/dev/null 2>&1 || die "cassandra-all jar missing after download"
 	touch "$CACHE/.complete"

@@ -201,6 +201,17 @@ func (g *Gateway) handleUser(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// Handle serves pattern on the gateway's listener next to the API; the
+// node mounts media this way. Call it before the listener serves.
+func (g *Gateway) Handle(pattern string, h http.Handler) { g.mux.Handle(pattern, h) }
+
+// Authenticate checks r's bearer access token as /v1/ws does, for handlers
+// mounted with Handle. On failure it has answered 401 with the API's JSON
+// error itself.
+func (g *Gateway) Authenticate(w http.ResponseWriter, r *http.Request) (Claims, bool) {
+	return g.authenticate(w, r)
+}
+
 // authenticate verifies the bearer token (header, or ?token= for WebSocket
 // clients that cannot set headers) and answers the failure itself.
 func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request) (Claims, bool) {

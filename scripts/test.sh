@@ -3,7 +3,7 @@
 # the tests need and runs every test, race detector on.
 #
 #   scripts/test.sh              everything: go vet, the whole suite with -race
-#                                (with its CQL node and Consul agent), then the
+#                                (with its CQL node, Consul agent and MinIO), then the
 #                                activation-scale tests at full size (make test)
 #   scripts/test.sh race [PKG…]  only the -race suite, with its services; PKG…
 #                                narrows it (default ./...)  (make test-race)
@@ -62,13 +62,17 @@ if [[ "$MODE" == scale ]]; then
 	exit 0
 fi
 
-# Both services' tools, checked before either starts: one run names all
-# that is missing. The outage test runs a CQL node of its own even when
+# The services' tools, checked before any starts: one run names all that
+# is missing. The outage test runs a CQL node of its own even when
 # COURIER_TEST_SCYLLA_HOSTS names a database, and the Consul-restart test
-# an agent of its own, so both are always needed.
+# an agent of its own, so both are always needed; MinIO only when
+# COURIER_TEST_S3_ENDPOINT names no S3 server.
 tools_ok=1
 ./scripts/cassandra.sh check || tools_ok=0
 ./scripts/consul.sh check || tools_ok=0
+if [[ -z "${COURIER_TEST_S3_ENDPOINT:-}" ]]; then
+	./scripts/minio.sh check || tools_ok=0
+fi
 ((tools_ok)) || { echo "test.sh: install what is missing above and run again" >&2; exit 1; }
 
 # A real CQL node for the scylla store (persistence/scylla and the store
@@ -78,6 +82,7 @@ tools_ok=1
 # the tests passed or not. A node that cannot start fails the run.
 CASSANDRA_DIRS=()
 CONSUL_DIR=""
+MINIO_DIR=""
 BIN_DIR=""
 stop_services() {
 	local d
@@ -88,6 +93,9 @@ stop_services() {
 	done
 	if [[ -n "$CONSUL_DIR" ]]; then
 		COURIER_CONSUL_DIR="$CONSUL_DIR" ./scripts/consul.sh stop || true
+	fi
+	if [[ -n "$MINIO_DIR" ]]; then
+		COURIER_MINIO_DIR="$MINIO_DIR" ./scripts/minio.sh stop || true
 	fi
 }
 trap stop_services EXIT
@@ -114,6 +122,23 @@ if [[ -z "${COURIER_TEST_CONSUL_ADDR:-}" ]]; then
 	CONSUL_DIR="$(mktemp -d "${TMPDIR:-/tmp}/courier-consul.XXXXXX")"
 	COURIER_CONSUL_DIR="$CONSUL_DIR" ./scripts/consul.sh start
 	export COURIER_TEST_CONSUL_ADDR="127.0.0.1:8500"
+fi
+
+# A real S3-compatible server for the media blob store (media's S3
+# backend): MinIO, built once from the Go module proxy and cached, run on
+# 127.0.0.1:18500 unless COURIER_TEST_S3_ENDPOINT already names one (then
+# COURIER_TEST_S3_ACCESS_KEY and COURIER_TEST_S3_SECRET_KEY are its
+# credentials). Each test creates a bucket of its own and deletes it.
+if [[ -z "${COURIER_TEST_S3_ENDPOINT:-}" ]]; then
+	phase "minio"
+	./scripts/minio.sh install >/dev/null
+	MINIO_DIR="$(mktemp -d "${TMPDIR:-/tmp}/courier-minio.XXXXXX")"
+	COURIER_MINIO_DIR="$MINIO_DIR" ./scripts/minio.sh start
+	export COURIER_TEST_S3_ENDPOINT="http://127.0.0.1:${COURIER_MINIO_PORT:-18500}"
+	export COURIER_TEST_S3_ACCESS_KEY="${COURIER_MINIO_ACCESS_KEY:-courier}"
+	export COURIER_TEST_S3_SECRET_KEY="${COURIER_MINIO_SECRET_KEY:-courier-secret}"
+else
+	echo "== using the S3 server at $COURIER_TEST_S3_ENDPOINT"
 fi
 
 # The database-outage test (persistence/scylla) stops and restarts a second

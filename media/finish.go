@@ -1,0 +1,235 @@
+package media
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/tus/tusd/v2/pkg/handler"
+
+	"github.com/courier-im/courier/persistence"
+	"github.com/courier-im/courier/protos/courierpb"
+)
+
+// preCreate runs when tusd has validated a creation (Tus-Resumable,
+// Upload-Length, MaxSize) and before anything is stored. It checks the
+// declared digest, answers an existing blob at once, charges the quota and
+// replaces the client's metadata with the server's.
+func (s *Service) preCreate(ev handler.HookEvent) (handler.HTTPResponse, handler.FileInfoChanges, error) {
+	var none handler.FileInfoChanges
+	user, _ := ev.Context.Value(userKey{}).(string)
+	if user == "" {
+		return handler.HTTPResponse{}, none, tusError(http.StatusUnauthorized, courierpb.ErrorCode_UNAUTHENTICATED, "no user", nil)
+	}
+	digest := ev.Upload.MetaData[metaDigest]
+	if !ValidDigest(digest) {
+		return handler.HTTPResponse{}, none, tusError(http.StatusBadRequest, courierpb.ErrorCode_INVALID_ARGUMENT,
+			"Upload-Metadata must carry sha256: the base64 of the lowercase hex SHA-256 of the ciphertext", nil)
+	}
+	if ev.Upload.SizeIsDeferred || ev.Upload.IsPartial || ev.Upload.IsFinal {
+		return handler.HTTPResponse{}, none, tusError(http.StatusBadRequest, courierpb.ErrorCode_INVALID_ARGUMENT, "Upload-Length is required", nil)
+	}
+	ctx, cancel := context.WithTimeout(ev.Context, storeTimeout)
+	defer cancel()
+	exists, err := s.reference(ctx, digest, user)
+	if err != nil {
+		s.log.Warn("media store call failed", "op", "reference", "err", err)
+		return handler.HTTPResponse{}, none, errUnavailable
+	}
+	if exists {
+		// An error is tusd's only way to answer without creating; this one
+		// is a success.
+		return handler.HTTPResponse{}, none, handler.Error{
+			ErrorCode:    "EXISTS",
+			Message:      "blob exists",
+			HTTPResponse: handler.HTTPResponse{StatusCode: http.StatusOK, Header: handler.HTTPHeader{HeaderBlobDigest: digest}},
+		}
+	}
+	if err := s.charge(ctx, user, ev.Upload.Size); err != nil {
+		return handler.HTTPResponse{}, none, err
+	}
+	now := s.now()
+	changes := handler.FileInfoChanges{MetaData: handler.MetaData{
+		metaDigest:  digest,
+		metaOwner:   user,
+		metaCreated: strconv.FormatInt(now.Unix(), 10),
+	}}
+	resp := handler.HTTPResponse{Header: handler.HTTPHeader{}}
+	if s.cfg.TTL > 0 {
+		resp.Header["Upload-Expires"] = now.Add(s.cfg.TTL).UTC().Format(http.TimeFormat)
+	}
+	return resp, changes, nil
+}
+
+// reference re-references a published blob: when its bytes exist, its
+// record's life is extended (or the record written again, if a crash lost
+// it after publishing: M2) and it reports true.
+func (s *Service) reference(ctx context.Context, digest, user string) (bool, error) {
+	defer s.lockDigest(digest)()
+	size, err := s.blobs.Stat(ctx, digest)
+	if errors.Is(err, ErrBlobNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	now := s.now()
+	err = s.store.TouchBlob(ctx, digest, now)
+	if errors.Is(err, persistence.ErrNotFound) {
+		_, _, err = s.store.PutBlob(ctx, persistence.Blob{Digest: digest, Size: size, OwnerID: user, CreatedAt: now, LastReferenced: now})
+	}
+	return err == nil, err
+}
+
+// charge counts size against user's usage today, or answers 429 when it
+// would exceed the daily quota (M4).
+func (s *Service) charge(ctx context.Context, user string, size int64) error {
+	if s.cfg.DailyQuota < 0 || size == 0 {
+		return nil
+	}
+	defer s.lockQuota(user)()
+	now := s.now().UTC()
+	day := now.Format(time.DateOnly)
+	used, err := s.store.MediaUsage(ctx, user, day)
+	if err != nil {
+		s.log.Warn("media store call failed", "op", "usage", "err", err)
+		return errUnavailable
+	}
+	if used+size > s.cfg.DailyQuota {
+		next := time.Date(now.Year(), now.Month(), now.Day()+1, 0, 0, 0, 0, time.UTC)
+		secs := int64((next.Sub(now) + time.Second - 1) / time.Second)
+		return tusError(http.StatusTooManyRequests, courierpb.ErrorCode_RATE_LIMITED,
+			fmt.Sprintf("daily media quota of %d bytes reached (%d used today): retry after midnight UTC", s.cfg.DailyQuota, used),
+			handler.HTTPHeader{"Retry-After": strconv.FormatInt(max(secs, 1), 10)})
+	}
+	if _, err := s.store.AddMediaUsage(ctx, user, day, size); err != nil {
+		s.log.Warn("media store call failed", "op", "add usage", "err", err)
+		return errUnavailable
+	}
+	return nil
+}
+
+// preFinish runs when the last byte of an upload arrived, inside the
+// request that brought it and under the upload's lock.
+func (s *Service) preFinish(ev handler.HookEvent) (handler.HTTPResponse, error) {
+	return s.finish(ev.Context, ev.Upload.ID)
+}
+
+// finish checks a complete upload's digest and publishes it (M1, M2). A
+// wrong digest deletes the upload. The caller holds the upload's lock.
+func (s *Service) finish(reqCtx context.Context, id string) (handler.HTTPResponse, error) {
+	// The client may hang up once it sent the last byte: the check and
+	// the publication still complete.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(reqCtx), time.Minute)
+	defer cancel()
+	up, err := s.composer.Core.GetUpload(ctx, id)
+	if err != nil {
+		return handler.HTTPResponse{}, err
+	}
+	info, err := up.GetInfo(ctx)
+	if err != nil {
+		return handler.HTTPResponse{}, err
+	}
+	declared, owner := info.MetaData[metaDigest], info.MetaData[metaOwner]
+	got, err := s.hashUpload(ctx, up)
+	if err != nil {
+		s.log.Error("hash an upload", "upload", id, "err", err)
+		return handler.HTTPResponse{}, tusError(http.StatusInternalServerError, courierpb.ErrorCode_INTERNAL, "cannot read the upload back", nil)
+	}
+	if got != declared {
+		if err := s.composer.Terminater.AsTerminatableUpload(up).Terminate(ctx); err != nil {
+			s.log.Error("delete an upload with a wrong digest", "upload", id, "err", err)
+		}
+		return handler.HTTPResponse{}, tusError(http.StatusBadRequest, courierpb.ErrorCode_INVALID_ARGUMENT,
+			fmt.Sprintf("digest mismatch: declared %s, got %s", declared, got), nil)
+	}
+	defer s.lockDigest(declared)()
+	switch err := s.blobs.Publish(ctx, id, declared); {
+	case err == nil, errors.Is(err, ErrBlobExists):
+	case errors.Is(err, syscall.ENOSPC):
+		return handler.HTTPResponse{}, errDiskFull
+	default:
+		s.log.Error("publish a blob", "upload", id, "err", err)
+		return handler.HTTPResponse{}, tusError(http.StatusInternalServerError, courierpb.ErrorCode_INTERNAL, "cannot publish the blob", nil)
+	}
+	now := s.now()
+	if _, _, err := s.store.PutBlob(ctx, persistence.Blob{Digest: declared, Size: info.Size, OwnerID: owner, CreatedAt: now, LastReferenced: now}); err != nil {
+		// The bytes are published; creating the digest again re-records
+		// them without a byte sent (reference).
+		s.log.Warn("media store call failed", "op", "put blob", "err", err)
+		return handler.HTTPResponse{}, errUnavailable
+	}
+	return handler.HTTPResponse{Header: handler.HTTPHeader{HeaderBlobDigest: declared}}, nil
+}
+
+// hashUpload streams an upload through SHA-256; it never holds more than a
+// buffer of it.
+func (s *Service) hashUpload(ctx context.Context, up handler.Upload) (string, error) {
+	rc, err := up.GetReader(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, rc, make([]byte, 256<<10)); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// finishStranded finishes an upload whose bytes all arrived but which was
+// not published: the server stopped, or the store failed, between the last
+// byte and the answer. A HEAD or a PATCH at its final offset publishes it
+// now instead of leaving the client with a complete upload and no blob.
+func (s *Service) finishStranded(w http.ResponseWriter, r *http.Request, id string) {
+	lock, err := s.composer.Locker.NewLock(id)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
+		err = lock.Lock(ctx, func() {})
+		cancel()
+	}
+	if err != nil {
+		writeError(w, http.StatusLocked, courierpb.ErrorCode_UNAVAILABLE, "the upload is busy, retry")
+		return
+	}
+	defer func() { _ = lock.Unlock() }()
+	up, err := s.composer.Core.GetUpload(r.Context(), id)
+	var info handler.FileInfo
+	if err == nil {
+		info, err = up.GetInfo(r.Context())
+	}
+	if err != nil {
+		writeError(w, http.StatusNotFound, courierpb.ErrorCode_NOT_FOUND, "no such upload")
+		return
+	}
+	resp, err := s.finish(r.Context(), id)
+	var tusErr handler.Error
+	if err != nil && !errors.As(err, &tusErr) {
+		tusErr = tusError(http.StatusInternalServerError, courierpb.ErrorCode_INTERNAL, "cannot finish the upload", nil)
+	}
+	if err != nil {
+		resp = tusErr.HTTPResponse
+	} else {
+		resp.StatusCode = http.StatusNoContent
+		if r.Method == http.MethodHead {
+			resp.StatusCode = http.StatusOK
+			resp.Header["Upload-Length"] = strconv.FormatInt(info.Size, 10)
+		}
+		resp.Header["Upload-Offset"] = strconv.FormatInt(info.Size, 10)
+		resp.Header["Cache-Control"] = "no-store"
+	}
+	for k, v := range resp.Header {
+		w.Header().Set(k, v)
+	}
+	w.WriteHeader(resp.StatusCode)
+	if r.Method != http.MethodHead {
+		_, _ = io.WriteString(w, resp.Body)
+	}
+}

@@ -1,0 +1,417 @@
+package media_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/courier-im/courier/media"
+	"github.com/courier-im/courier/persistence"
+)
+
+func TestUploadInChunksResumesAfterADropAndDownloadsByRange(t *testing.T) {
+	h := newHarness(t, media.Config{})
+	data := randomBytes(t, 300_000)
+	digest := digestOf(data)
+	path := h.mustCreate("alice", int64(len(data)), digest)
+
+	resp, body := h.patch("alice", path, 0, data[:100_000])
+	wantStatus(t, "first PATCH", resp, body, http.StatusNoContent)
+	if got := resp.Header.Get("Upload-Offset"); got != "100000" {
+		t.Fatalf("Upload-Offset %q after the first chunk", got)
+	}
+	if resp.Header.Get("Upload-Expires") == "" {
+		t.Error("no Upload-Expires on an unfinished upload")
+	}
+
+	// The connection drops in the middle of the second chunk.
+	dropPatch(t, h, "alice", path, 100_000, data[100_000:250_000], 70_000)
+
+	head := h.head("alice", path)
+	if head.StatusCode != http.StatusOK {
+		t.Fatalf("HEAD after the drop: %d", head.StatusCode)
+	}
+	off, err := strconv.ParseInt(head.Header.Get("Upload-Offset"), 10, 64)
+	if err != nil || off < 100_000 || off > 170_000 {
+		t.Fatalf("HEAD after the drop: Upload-Offset %q, want 100000..170000", head.Header.Get("Upload-Offset"))
+	}
+	if head.Header.Get("Upload-Length") != strconv.Itoa(len(data)) {
+		t.Fatalf("HEAD: Upload-Length %q", head.Header.Get("Upload-Length"))
+	}
+
+	resp, body = h.patch("alice", path, off, data[off:])
+	wantStatus(t, "resumed PATCH", resp, body, http.StatusNoContent)
+	if got := resp.Header.Get(media.HeaderBlobDigest); got != digest {
+		t.Fatalf("final PATCH: %s %q, want %s", media.HeaderBlobDigest, got, digest)
+	}
+	if h.head("alice", path).StatusCode != http.StatusNotFound {
+		t.Error("the upload is still there after it was published")
+	}
+
+	// Bob downloads: any authenticated user may, by digest.
+	resp, body = h.do("bob", http.MethodGet, media.Prefix+"blobs/"+digest, nil, nil)
+	wantStatus(t, "GET", resp, body, http.StatusOK)
+	if !bytes.Equal(body, data) {
+		t.Fatal("downloaded bytes differ from the uploaded ones")
+	}
+	for k, want := range map[string]string{
+		"ETag":           `"` + digest + `"`,
+		"Content-Length": strconv.Itoa(len(data)),
+		"Accept-Ranges":  "bytes",
+		"Cache-Control":  "private, immutable",
+	} {
+		if got := resp.Header.Get(k); got != want {
+			t.Errorf("GET: %s %q, want %q", k, got, want)
+		}
+	}
+
+	resp, body = h.do("bob", http.MethodGet, media.Prefix+"blobs/"+digest, map[string]string{"Range": "bytes=1000-1999"}, nil)
+	wantStatus(t, "ranged GET", resp, body, http.StatusPartialContent)
+	if !bytes.Equal(body, data[1000:2000]) || resp.Header.Get("Content-Range") != "bytes 1000-1999/300000" {
+		t.Fatalf("ranged GET: %d bytes, Content-Range %q", len(body), resp.Header.Get("Content-Range"))
+	}
+	resp, body = h.do("bob", http.MethodGet, media.Prefix+"blobs/"+digest, map[string]string{"If-None-Match": `"` + digest + `"`}, nil)
+	wantStatus(t, "conditional GET", resp, body, http.StatusNotModified)
+}
+
+// dropPatch sends a PATCH announcing all of chunk but closes the connection
+// after sending only n of its bytes.
+func dropPatch(t *testing.T, h *harness, user, path string, offset int64, chunk []byte, n int) {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hdr := "PATCH " + path + " HTTP/1.1\r\nHost: x\r\nAuthorization: " + h.tokens(user) +
+		"\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: " +
+		strconv.FormatInt(offset, 10) + "\r\nContent-Length: " + strconv.Itoa(len(chunk)) + "\r\n\r\n"
+	if _, err := conn.Write([]byte(hdr)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write(chunk[:n]); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWrongDigestIsRefusedNothingIsPublishedAndTheUploadIsGone(t *testing.T) {
+	h := newHarness(t, media.Config{})
+	data := randomBytes(t, 5000)
+	declared := digestOf([]byte("something else"))
+	path := h.mustCreate("alice", int64(len(data)), declared)
+	resp, body := h.patch("alice", path, 0, data[:2000])
+	wantStatus(t, "PATCH", resp, body, http.StatusNoContent)
+	resp, body = h.patch("alice", path, 2000, data[2000:])
+	wantStatus(t, "last PATCH", resp, body, http.StatusBadRequest)
+	want := "digest mismatch: declared " + declared + ", got " + digestOf(data)
+	if !strings.Contains(string(body), want) {
+		t.Fatalf("last PATCH: body %q does not say %q", body, want)
+	}
+	if resp.Header.Get(media.HeaderBlobDigest) != "" {
+		t.Error("a mismatch named a blob")
+	}
+	if h.head("alice", path).StatusCode != http.StatusNotFound {
+		t.Error("the upload with a wrong digest is still there")
+	}
+	for _, d := range []string{declared, digestOf(data)} {
+		resp, body := h.do("alice", http.MethodGet, media.Prefix+"blobs/"+d, nil, nil)
+		wantStatus(t, "GET "+d, resp, body, http.StatusNotFound)
+		if _, err := h.records.GetBlob(context.Background(), d); !errors.Is(err, persistence.ErrNotFound) {
+			t.Errorf("record of %s: %v, want ErrNotFound", d, err)
+		}
+	}
+	wantEmptyDir(t, filepath.Join(h.dir, "blobs"))
+	wantEmptyDir(t, filepath.Join(h.dir, "uploads"))
+}
+
+func wantEmptyDir(t *testing.T, dir string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 0 {
+		names := make([]string, len(entries))
+		for i, e := range entries {
+			names[i] = e.Name()
+		}
+		t.Fatalf("%s holds %v, want nothing", dir, names)
+	}
+}
+
+func TestExistingDigestAnswers200AtOnceStoresNothingAndExtendsItsLife(t *testing.T) {
+	h := newHarness(t, media.Config{})
+	data := randomBytes(t, 4096)
+	digest := h.upload("alice", data, 4096)
+	before, err := h.records.GetBlob(context.Background(), digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Advance(time.Hour)
+
+	resp, body := h.create("bob", int64(len(data)), digest)
+	wantStatus(t, "create of an existing digest", resp, body, http.StatusOK)
+	if resp.Header.Get(media.HeaderBlobDigest) != digest || resp.Header.Get("Location") != "" {
+		t.Fatalf("create of an existing digest: %s %q, Location %q", media.HeaderBlobDigest,
+			resp.Header.Get(media.HeaderBlobDigest), resp.Header.Get("Location"))
+	}
+	wantEmptyDir(t, filepath.Join(h.dir, "uploads"))
+	after, err := h.records.GetBlob(context.Background(), digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !after.LastReferenced.Equal(before.LastReferenced.Add(time.Hour)) || after.OwnerID != "alice" {
+		t.Fatalf("record after the re-reference: %+v (before %+v)", after, before)
+	}
+	used, err := h.records.MediaUsage(context.Background(), "bob", "2026-12-02")
+	if err != nil || used != 0 {
+		t.Fatalf("bob's usage %d (%v): a re-reference must cost nothing", used, err)
+	}
+}
+
+func TestRequestsWithoutAValidTokenAre401(t *testing.T) {
+	h := newHarness(t, media.Config{})
+	digest := h.upload("alice", []byte("hello"), 5)
+	upload := h.mustCreate("alice", 10, digestOf([]byte("0123456789")))
+	for _, tc := range []struct{ method, path string }{
+		{http.MethodPost, media.Prefix},
+		{http.MethodHead, upload},
+		{http.MethodPatch, upload},
+		{http.MethodDelete, upload},
+		{http.MethodGet, media.Prefix + "blobs/" + digest},
+	} {
+		resp, body := h.do("", tc.method, tc.path, map[string]string{"Tus-Resumable": "1.0.0"}, nil)
+		wantStatus(t, tc.method+" "+tc.path, resp, body, http.StatusUnauthorized)
+		if tc.method != http.MethodHead {
+			wantJSONError(t, tc.method+" "+tc.path, body, "UNAUTHENTICATED")
+		}
+	}
+}
+
+func TestAnotherUsersUploadAndUnknownUploadsAre404(t *testing.T) {
+	h := newHarness(t, media.Config{})
+	data := []byte("0123456789")
+	// Alice's client also claims bob as the owner: the server ignores it.
+	resp, body := h.do("alice", http.MethodPost, media.Prefix, map[string]string{
+		"Tus-Resumable":   "1.0.0",
+		"Upload-Length":   "10",
+		"Upload-Metadata": sha256Meta(digestOf(data)) + ",owner Ym9i,filename c2VjcmV0LmpwZw==",
+	}, nil)
+	wantStatus(t, "create", resp, body, http.StatusCreated)
+	path := resp.Header.Get("Location")
+	for _, tc := range []struct {
+		name, user, method, path string
+	}{
+		{"bob HEAD", "bob", http.MethodHead, path},
+		{"bob PATCH", "bob", http.MethodPatch, path},
+		{"bob DELETE", "bob", http.MethodDelete, path},
+		{"unknown id", "alice", http.MethodHead, media.Prefix + "0123456789abcdef0123456789abcdef"},
+		{"malformed id", "alice", http.MethodPatch, media.Prefix + "..%2F..%2Fetc"},
+		{"blobs is no upload", "alice", http.MethodPatch, media.Prefix + "blobs/" + digestOf(data)},
+	} {
+		resp, body := h.do(tc.user, tc.method, tc.path, map[string]string{
+			"Tus-Resumable": "1.0.0", "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream",
+		}, bytes.NewReader(data))
+		if tc.name == "blobs is no upload" {
+			wantStatus(t, tc.name, resp, body, http.StatusMethodNotAllowed)
+			continue
+		}
+		wantStatus(t, tc.name, resp, body, http.StatusNotFound)
+	}
+	head := h.head("alice", path)
+	if head.StatusCode != http.StatusOK || head.Header.Get("Upload-Offset") != "0" {
+		t.Fatalf("alice's HEAD: %d, offset %q: bob's PATCH must not have written", head.StatusCode, head.Header.Get("Upload-Offset"))
+	}
+	meta := head.Header.Get("Upload-Metadata")
+	if !strings.Contains(meta, "owner YWxpY2U=") || strings.Contains(meta, "filename") {
+		t.Fatalf("Upload-Metadata %q: want owner alice set by the server and the client's other keys dropped", meta)
+	}
+	resp, body = h.do("alice", http.MethodDelete, path, map[string]string{"Tus-Resumable": "1.0.0"}, nil)
+	wantStatus(t, "alice's DELETE", resp, body, http.StatusNoContent)
+	wantEmptyDir(t, filepath.Join(h.dir, "uploads"))
+}
+
+func TestCreationRefusals(t *testing.T) {
+	h := newHarness(t, media.Config{MaxSize: 1000, DailyQuota: 5000})
+	for _, tc := range []struct {
+		name   string
+		header map[string]string
+		want   int
+	}{
+		{"no sha256", map[string]string{"Upload-Length": "10"}, http.StatusBadRequest},
+		{"sha256 not base64", map[string]string{"Upload-Length": "10", "Upload-Metadata": "sha256 !!!"}, http.StatusBadRequest},
+		{"sha256 in upper case", map[string]string{"Upload-Length": "10", "Upload-Metadata": sha256Meta(strings.ToUpper(digestOf(nil)))}, http.StatusBadRequest},
+		{"sha256 too short", map[string]string{"Upload-Length": "10", "Upload-Metadata": sha256Meta("abcd")}, http.StatusBadRequest},
+		{"over the maximum", map[string]string{"Upload-Length": "1001", "Upload-Metadata": sha256Meta(digestOf(nil))}, http.StatusRequestEntityTooLarge},
+		{"deferred length", map[string]string{"Upload-Defer-Length": "1", "Upload-Metadata": sha256Meta(digestOf(nil))}, http.StatusNotImplemented},
+		{"no Tus-Resumable", map[string]string{"Tus-Resumable": "", "Upload-Length": "10", "Upload-Metadata": sha256Meta(digestOf(nil))}, http.StatusPreconditionFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hdr := map[string]string{"Tus-Resumable": "1.0.0"}
+			for k, v := range tc.header {
+				hdr[k] = v
+			}
+			resp, body := h.do("alice", http.MethodPost, media.Prefix, hdr, nil)
+			wantStatus(t, tc.name, resp, body, tc.want)
+			if resp.Header.Get("Location") != "" {
+				t.Errorf("refused creation has Location %q", resp.Header.Get("Location"))
+			}
+		})
+	}
+	wantEmptyDir(t, filepath.Join(h.dir, "uploads"))
+	if used, err := h.records.MediaUsage(context.Background(), "alice", "2026-12-02"); err != nil || used != 0 {
+		t.Fatalf("usage %d (%v) after refused creations", used, err)
+	}
+}
+
+func TestOffsetMismatchIs409(t *testing.T) {
+	h := newHarness(t, media.Config{})
+	data := randomBytes(t, 100)
+	path := h.mustCreate("alice", 100, digestOf(data))
+	resp, body := h.patch("alice", path, 0, data[:40])
+	wantStatus(t, "PATCH", resp, body, http.StatusNoContent)
+	for _, off := range []int64{0, 39, 41} {
+		resp, body := h.patch("alice", path, off, data[off:])
+		wantStatus(t, "PATCH at "+strconv.FormatInt(off, 10), resp, body, http.StatusConflict)
+	}
+	if got := h.head("alice", path).Header.Get("Upload-Offset"); got != "40" {
+		t.Fatalf("offset %s after refused PATCHes, want 40", got)
+	}
+}
+
+func TestDailyQuotaAnswers429WithRetryAfterUntilMidnightUTC(t *testing.T) {
+	h := newHarness(t, media.Config{DailyQuota: 1000})
+	h.clock.Advance(11*time.Hour + 30*time.Minute) // 23:30 UTC
+	a := randomBytes(t, 600)
+	h.mustCreate("alice", 600, digestOf(a))
+	resp, body := h.create("alice", 600, digestOf(randomBytes(t, 600)))
+	wantStatus(t, "second creation", resp, body, http.StatusTooManyRequests)
+	wantJSONError(t, "second creation", body, "RATE_LIMITED")
+	if got := resp.Header.Get("Retry-After"); got != "1800" {
+		t.Fatalf("Retry-After %q, want 1800 (seconds to midnight UTC)", got)
+	}
+	// Only alice is over her quota; an existing blob costs nothing.
+	h.mustCreate("bob", 600, digestOf(randomBytes(t, 600)))
+	b := randomBytes(t, 10)
+	digest := h.upload("bob", b, 10)
+	resp, body = h.create("alice", 10, digest)
+	wantStatus(t, "alice re-references bob's blob", resp, body, http.StatusOK)
+	// A new day, a new quota.
+	h.clock.Advance(30 * time.Minute)
+	h.mustCreate("alice", 600, digestOf(randomBytes(t, 600)))
+}
+
+func TestExpiryDeletesBytesAndRecordThen404(t *testing.T) {
+	ttl := 30 * 24 * time.Hour
+	h := newHarness(t, media.Config{TTL: ttl})
+	old := h.upload("alice", []byte("old photo"), 100)
+	kept := h.upload("alice", []byte("forwarded photo"), 100)
+	stale := h.mustCreate("alice", 100, digestOf(randomBytes(t, 100)))
+
+	h.clock.Advance(ttl / 2)
+	resp, body := h.create("bob", 15, kept) // forwarded: re-referenced
+	wantStatus(t, "re-reference", resp, body, http.StatusOK)
+	h.clock.Advance(ttl/2 + time.Second)
+
+	// Expired but not yet swept: already gone for downloads.
+	resp, body = h.do("bob", http.MethodGet, media.Prefix+"blobs/"+old, nil, nil)
+	wantStatus(t, "GET before the sweep", resp, body, http.StatusNotFound)
+
+	res, err := h.svc.Sweep(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Blobs != 1 || res.Uploads != 1 {
+		t.Fatalf("sweep: %+v, want 1 blob and 1 upload", res)
+	}
+	if _, err := os.Stat(filepath.Join(h.dir, "blobs", old)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("expired blob's bytes: %v, want gone", err)
+	}
+	if _, err := h.records.GetBlob(context.Background(), old); !errors.Is(err, persistence.ErrNotFound) {
+		t.Errorf("expired blob's record: %v, want ErrNotFound", err)
+	}
+	resp, body = h.do("bob", http.MethodGet, media.Prefix+"blobs/"+old, nil, nil)
+	wantStatus(t, "GET after the sweep", resp, body, http.StatusNotFound)
+	wantJSONError(t, "GET after the sweep", body, "NOT_FOUND")
+	if h.head("alice", stale).StatusCode != http.StatusNotFound {
+		t.Error("a stale unfinished upload survived the sweep")
+	}
+	resp, body = h.do("bob", http.MethodGet, media.Prefix+"blobs/"+kept, nil, nil)
+	wantStatus(t, "GET of the re-referenced blob", resp, body, http.StatusOK)
+	// Uploading an expired digest again publishes it anew.
+	if got := h.upload("alice", []byte("old photo"), 100); got != old {
+		t.Fatalf("re-upload: digest %q", got)
+	}
+}
+
+func TestStalledPatchIsCutOffAfterTheIdleTimeout(t *testing.T) {
+	h := newHarness(t, media.Config{IdleTimeout: 300 * time.Millisecond})
+	data := randomBytes(t, 1000)
+	path := h.mustCreate("alice", 1000, digestOf(data))
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() { _, _ = pw.Write(data[:10]) }() // then nothing
+	req, err := http.NewRequest(http.MethodPatch, h.base+path, pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = 1000
+	req.Header.Set("Authorization", h.tokens("alice"))
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Upload-Offset", "0")
+	req.Header.Set("Content-Type", "application/offset+octet-stream")
+	start := time.Now()
+	resp, err := h.srv.Client().Do(req)
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode < 400 {
+			t.Fatalf("stalled PATCH answered %d", resp.StatusCode)
+		}
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("the stalled PATCH took %v to be cut off with a 300ms idle timeout", el)
+	}
+	if got := h.head("alice", path).Header.Get("Upload-Offset"); got != "10" {
+		t.Fatalf("offset %s after the cut-off, want the 10 bytes received", got)
+	}
+}
+
+func TestBlobFileHoldsTheBytesExactlyAsUploaded(t *testing.T) {
+	for _, size := range []int{0, 1, 65536, 1<<20 + 7} {
+		t.Run(strconv.Itoa(size), func(t *testing.T) {
+			h := newHarness(t, media.Config{})
+			data := randomBytes(t, size)
+			var digest string
+			if size == 0 {
+				resp, body := h.create("alice", 0, digestOf(nil))
+				wantStatus(t, "create empty", resp, body, http.StatusCreated)
+				digest = resp.Header.Get(media.HeaderBlobDigest)
+			} else {
+				digest = h.upload("alice", data, 200_000)
+			}
+			if digest != digestOf(data) {
+				t.Fatalf("digest %q, want %s", digest, digestOf(data))
+			}
+			onDisk, err := os.ReadFile(filepath.Join(h.dir, "blobs", digest))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(onDisk, data) {
+				t.Fatal("the blob file differs from the uploaded bytes")
+			}
+			b, err := h.records.GetBlob(context.Background(), digest)
+			if err != nil || b.Size != int64(size) || b.OwnerID != "alice" {
+				t.Fatalf("record %+v (%v)", b, err)
+			}
+		})
+	}
+}

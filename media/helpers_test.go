@@ -82,6 +82,7 @@ type harness struct {
 	// server's URL.
 	tokens func(user string) string
 	base   string
+	client *http.Client
 }
 
 // newHarness serves media on an httptest server with the embedded store,
@@ -111,6 +112,7 @@ func newHarness(t testing.TB, cfg media.Config) *harness {
 	mux.Handle(media.Prefix, svc)
 	h.srv = httptest.NewServer(mux)
 	h.base = h.srv.URL
+	h.client = h.srv.Client()
 	h.tokens = func(user string) string { return "Bearer user:" + user }
 	t.Cleanup(func() {
 		h.srv.Close()
@@ -162,7 +164,7 @@ func (h *harness) do(user, method, path string, header map[string]string, body i
 	if b, ok := body.(*bytes.Reader); ok {
 		req.ContentLength = int64(b.Len())
 	}
-	resp, err := h.srv.Client().Do(req)
+	resp, err := h.client.Do(req)
 	if err != nil {
 		h.t.Fatalf("%s %s: %v", method, path, err)
 	}

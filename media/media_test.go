@@ -370,7 +370,7 @@ func TestStalledPatchIsCutOffAfterTheIdleTimeout(t *testing.T) {
 	req.Header.Set("Upload-Offset", "0")
 	req.Header.Set("Content-Type", "application/offset+octet-stream")
 	start := time.Now()
-	resp, err := h.srv.Client().Do(req)
+	resp, err := h.client.Do(req)
 	if err == nil {
 		resp.Body.Close()
 		if resp.StatusCode < 400 {

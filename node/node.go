@@ -23,6 +23,7 @@ import (
 	"github.com/courier-im/courier/cluster"
 	"github.com/courier-im/courier/cluster/consul"
 	"github.com/courier-im/courier/gateway"
+	"github.com/courier-im/courier/media"
 	"github.com/courier-im/courier/persistence"
 	"github.com/courier-im/courier/persistence/embedded"
 	"github.com/courier-im/courier/persistence/scylla"
@@ -132,7 +133,11 @@ type Config struct {
 	// AdminToken enables the admin API (/v1/admin/…) behind this bearer
 	// token; empty serves none.
 	AdminToken string
-	Logger     *slog.Logger
+	// Media tunes media uploads and downloads under /v1/media/ (see
+	// media.Config; an empty Dir is <DataDir>/media). Media is served when
+	// the store keeps media records (persistence.MediaStore).
+	Media  media.Config
+	Logger *slog.Logger
 	// DropDeliveryForTest is passed to the gateway (gateway.Config): a
 	// fault hook for tests that drops live entries. Never set in production.
 	DropDeliveryForTest func(e *courierpb.InboxEntry) bool
@@ -148,10 +153,12 @@ type Node struct {
 	store   persistence.Store
 	cluster *cluster.Cluster
 	gateway *gateway.Gateway
-	http    *http.Server
-	ln      net.Listener
-	served  chan error
-	tls     bool
+	// media serves /v1/media/ (nil when the store keeps no media records).
+	media  *media.Service
+	http   *http.Server
+	ln     net.Listener
+	served chan error
+	tls    bool
 	// push sends pushes to offline devices (nil without a webhook).
 	push       *push.Dispatcher
 	deadLetter *os.File
@@ -342,6 +349,9 @@ func (n *Node) start(ctx context.Context) error {
 		st.PresenceChanges, st.PresenceSent, st.PresenceCoalesced = presence.Changes.Load(), presence.Sent.Load(), presence.Coalesced.Load()
 		st.EphemeralDropped = gw.DroppedEphemeral()
 	})
+	if err := n.startMedia(gw); err != nil {
+		return err
+	}
 	handler := gw.Handler()
 	if cfg.AdminToken != "" {
 		ah, err := admin.Handler(cl, cfg.AdminToken, cfg.Logger)
@@ -362,6 +372,33 @@ func (n *Node) start(ctx context.Context) error {
 	n.served = make(chan error, 1)
 	go func() { n.served <- n.http.Serve(ln) }()
 	n.log.Info("courier node serving", "addr", n.Addr(), "tls", n.tls, "store", cfg.Store, "data", cfg.DataDir)
+	return nil
+}
+
+// startMedia mounts media on the gateway's listener when the store can
+// keep its records.
+func (n *Node) startMedia(gw *gateway.Gateway) error {
+	records, ok := n.store.(persistence.MediaStore)
+	if !ok {
+		n.log.Warn("media is off: this store keeps no media records", "store", n.cfg.Store)
+		return nil
+	}
+	mc := n.cfg.Media
+	if mc.Dir == "" && mc.Blobs == nil {
+		mc.Dir = filepath.Join(n.cfg.DataDir, "media")
+	}
+	if mc.Logger == nil {
+		mc.Logger = n.cfg.Logger
+	}
+	svc, err := media.New(mc, records, func(w http.ResponseWriter, r *http.Request) (string, bool) {
+		c, ok := gw.Authenticate(w, r)
+		return c.UserID, ok
+	})
+	if err != nil {
+		return err
+	}
+	n.media = svc
+	gw.Handle(media.Prefix, svc)
 	return nil
 }
 
@@ -474,6 +511,9 @@ func (n *Node) Close(ctx context.Context) error {
 		errs = append(errs, n.http.Shutdown(ctx))
 	} else if n.ln != nil {
 		_ = n.ln.Close() // start failed before serving
+	}
+	if n.media != nil {
+		errs = append(errs, n.media.Close(ctx))
 	}
 	if n.cluster != nil {
 		errs = append(errs, n.cluster.Shutdown(ctx))

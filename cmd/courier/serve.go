@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/courier-im/courier/media"
 	"github.com/courier-im/courier/node"
 )
 
@@ -101,6 +102,11 @@ COURIER_ plus the flag name in upper case with - as _ (e.g. COURIER_LISTEN).`,
 	f.IntVar(&cfg.PushAttempts, "push-attempts", 5, "attempts per push before it goes to the dead-letter log")
 	f.DurationVar(&cfg.PushBackoff, "push-backoff", time.Second, "wait before the first retry of a failed push (doubles per attempt, at most 1m)")
 	f.StringVar(&cfg.PushDeadLetter, "push-dead-letter", "", "append pushes given up on to this file, one JSON line each")
+	f.Int64Var(&cfg.Media.MaxSize, "max-media", media.DefaultMaxSize, "largest media upload in bytes (larger: 413 before a byte is stored)")
+	f.Int64Var(&cfg.Media.DailyQuota, "media-quota", media.DefaultDailyQuota, "bytes of media one user may upload per UTC day (over it: 429 until midnight UTC; negative: no quota)")
+	f.DurationVar(&cfg.Media.TTL, "media-ttl", media.DefaultTTL, "a media blob is deleted this long after its last upload or re-reference, an unfinished upload this long after its creation")
+	f.DurationVar(&cfg.Media.IdleTimeout, "media-idle-timeout", media.DefaultIdleTimeout, "cut off a media upload whose body sends nothing for this long (the bytes so far are kept for resume)")
+	f.StringVar(&cfg.Media.Dir, "media-dir", "", "directory of media uploads and blobs (default <data>/media)")
 	f.StringVar(&cfg.AdminToken, "admin-token", "", "enable the admin API /v1/admin/… behind this bearer token (prefer COURIER_ADMIN_TOKEN)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off by default")

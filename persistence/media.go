@@ -9,6 +9,11 @@ import (
 // re-reference.
 const DefaultMediaTTL = 30 * 24 * time.Hour
 
+// MediaUsageTTL is how long a per-user, per-day usage record is kept after
+// its last AddMediaUsage: long enough for any quota window over "today"
+// (in any time zone) to read it, short enough that usage costs no cleanup.
+const MediaUsageTTL = 3 * 24 * time.Hour
+
 // Blob is the metadata of one published media blob. The blob's bytes are
 // end-to-end encrypted ciphertext kept in a blob store (a directory, an S3
 // bucket); this record is what expiry and the download path need. A blob
@@ -43,14 +48,19 @@ type MediaStore interface {
 	// ErrNotFound when there is no such blob.
 	TouchBlob(ctx context.Context, digest string, at time.Time) error
 	// ExpiredBlobs returns up to limit blobs whose LastReferenced is before
-	// cutoff, in no particular order.
+	// cutoff, in no particular order, each as stored. limit must be
+	// positive. A sweeper calls it with cutoff = now - DefaultMediaTTL and
+	// deletes what it gets; a blob touched or deleted meanwhile is not
+	// returned by a later call.
 	ExpiredBlobs(ctx context.Context, cutoff time.Time, limit int) ([]Blob, error)
 	// DeleteBlob removes a blob's record; removing a missing one is not an
 	// error. A sweeper deletes the bytes first, then the record.
 	DeleteBlob(ctx context.Context, digest string) error
 	// AddMediaUsage adds bytes to what userID uploaded on day (UTC,
-	// "2006-01-02") and returns the new total. Usage records expire on
-	// their own after a few days.
+	// "2006-01-02") and returns the new total. Concurrent adds are never
+	// lost; the total returned includes this add and every add that
+	// returned before it. Usage records expire on their own, MediaUsageTTL
+	// after their last add.
 	AddMediaUsage(ctx context.Context, userID, day string, bytes int64) (total int64, err error)
 	// MediaUsage returns what userID uploaded on day; 0 when nothing.
 	MediaUsage(ctx context.Context, userID, day string) (int64, error)

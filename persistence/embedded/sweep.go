@@ -144,6 +144,9 @@ func recordExpiry(key, value []byte) (int64, error) {
 		if exp, ok, err := groupRecordExpiry(key, value); ok {
 			return exp, err
 		}
+		if exp, ok, err := mediaRecordExpiry(key, value); ok {
+			return exp, err
+		}
 		return 0, fmt.Errorf("%w: expiry index points at record type %#x", errCorrupt, key[0])
 	}
 }

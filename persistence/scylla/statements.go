@@ -1,11 +1,14 @@
 package scylla
 
 import (
+	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/scylladb/gocqlx/v2/qb"
 	"github.com/scylladb/gocqlx/v2/table"
+
+	"github.com/courier-im/courier/persistence"
 )
 
 // Table models, matching migrations/. Statements are built from them once
@@ -73,6 +76,12 @@ type statements struct {
 	deleteDeviceKeys                      string
 	putPrekey, listPrekeys, takePrekey    string
 	countPrekeys, deletePrekeys           string
+
+	// Media (media.go, migrations/0005_media.cql).
+	insertBlob, getBlob, forwardBlob, deleteBlob  string
+	indexBlob, listDayIndex, unindexBlob          string
+	insertMediaDay, listMediaDays, deleteMediaDay string
+	insertUsage, sumUsage                         string
 }
 
 func buildStatements(ttlSec int) statements {
@@ -127,6 +136,24 @@ func buildStatements(ttlSec int) statements {
 
 	st.putProfile, _ = profilesTable.Insert()
 	st.getProfile, _ = profilesTable.Get("profile")
+
+	// Every write of a blob record is an LWT, so plain writes never race
+	// Paxos-timestamped ones on the same cells.
+	st.insertBlob = "INSERT INTO media_blobs (digest, size, owner_id, created_at, last_referenced) VALUES (?, ?, ?, ?, ?) IF NOT EXISTS"
+	st.getBlob = "SELECT size, owner_id, created_at, last_referenced FROM media_blobs WHERE digest = ?"
+	st.forwardBlob = "UPDATE media_blobs SET last_referenced = ? WHERE digest = ? IF last_referenced < ?"
+	st.deleteBlob = "DELETE FROM media_blobs WHERE digest = ? IF EXISTS"
+	st.indexBlob = "INSERT INTO media_by_day (day, shard, digest, last_referenced) VALUES (?, ?, ?, ?)"
+	st.listDayIndex = "SELECT digest, last_referenced FROM media_by_day WHERE day = ? AND shard = ?"
+	// Index deletes carry the time the row was read, so they never shadow
+	// a row a concurrent reference rewrote after that.
+	st.unindexBlob = "DELETE FROM media_by_day USING TIMESTAMP ? WHERE day = ? AND shard = ? AND digest = ?"
+	st.insertMediaDay = "INSERT INTO media_days (bucket, day) VALUES (0, ?)"
+	st.listMediaDays = "SELECT day FROM media_days WHERE bucket = 0 AND day <= ?"
+	st.deleteMediaDay = "DELETE FROM media_days USING TIMESTAMP ? WHERE bucket = 0 AND day = ?"
+	st.insertUsage = fmt.Sprintf("INSERT INTO media_usage (user_id, day, add_id, bytes) VALUES (?, ?, ?, ?) USING TTL %d",
+		ttlSeconds(persistence.MediaUsageTTL))
+	st.sumUsage = "SELECT SUM(bytes) FROM media_usage WHERE user_id = ? AND day = ?"
 	return st
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"sync"
 	"time"
 
 	"github.com/gocql/gocql"
@@ -15,9 +16,9 @@ import (
 // Media (persistence.MediaStore), on the tables of migrations/0005_media.cql:
 //
 //	media_blobs   (digest) size, owner_id, created_at, last_referenced
-//	media_by_day  ((day, shard), digest) last_referenced   blobs by the UTC day of a reference
-//	media_days    ((bucket 0), day)                        the days media_by_day may hold rows for
-//	media_usage   ((user_id, day), add_id) bytes           one row per add, MediaUsageTTL
+//	media_by_day  ((day, shard), last_referenced, digest)  blobs by the UTC day of a reference
+//	media_days    ((bucket 0), day)                       the days media_by_day may hold rows for
+//	media_usage   ((user_id, day), add_id) bytes          one row per add, MediaUsageTTL
 //
 // # Blob records
 //
@@ -37,21 +38,24 @@ import (
 // # Finding expired blobs without a scan
 //
 // media_by_day indexes blobs by the UTC day of their LastReferenced, each
-// day split into mediaDayShards partitions. A write of LastReferenced first
-// writes the row of its new day (and the day into media_days), then the
-// record, so a record's current day always has its row; the rows of
-// earlier days it leaves behind are deleted by ExpiredBlobs when it meets
-// them. ExpiredBlobs reads the days in media_days up to the cutoff's day,
-// oldest first, reads each day's shards, and re-reads the record of every
-// row that may be expired, trusting only the record:
+// day split into mediaDayShards partitions clustered by the reference
+// time. A write of LastReferenced first writes the row of the new
+// reference (and its day into media_days), then the record, so a record's
+// current reference always has its row; the rows of earlier references it
+// leaves behind are deleted by ExpiredBlobs when it meets them.
+// ExpiredBlobs reads the days in media_days up to the cutoff's day, oldest
+// first, reads each day's shards up to the cutoff, and re-reads the record
+// of every row, trusting only the record:
 //
 //   - no record (deleted): the row is deleted;
-//   - the record is referenced on a later day: the row is stale and deleted;
-//     the blob is returned if the record is expired (its own day, also
-//     before the cutoff, has its row);
-//   - the record is referenced on this day or an earlier one (a reference
-//     in flight wrote this row first): the row stays, and the blob is
-//     returned if the record is expired.
+//   - the record is referenced later than the row: the row is stale and
+//     deleted; the blob is returned if the record is expired (its current
+//     row, also before the cutoff, is then kept);
+//   - the record is referenced at the row's time: the row is current, kept,
+//     and the blob returned;
+//   - the record is referenced earlier than the row (a reference in flight,
+//     or one that failed after writing its row): the row is kept, and the
+//     blob returned if the record is expired.
 //
 // A day before the cutoff's day whose shards were all read and left empty
 // is removed from media_days, so drained days are not read again. Deletes
@@ -60,12 +64,9 @@ import (
 //
 // What this leaves: an index row deleted because its record was missing
 // while a publish of that digest was between its index write and its
-// INSERT (a publish whose LastReferenced is already before the cutoff,
-// which a server stamping references with its own clock never makes)
-// leaves that record unindexed, never expired. And on the cutoff's own day
-// a row's last_referenced filters without a record read, so a reference
-// that wrote its row but failed to update the record delays that blob's
-// expiry by up to a day.
+// INSERT leaves that record unindexed, never expired. That takes a publish
+// whose LastReferenced is already before the cutoff, which a server
+// stamping references with its own clock never makes.
 //
 // # Usage
 //
@@ -85,6 +86,8 @@ const (
 	mediaDayShards = 32
 	// maxMediaAttempts bounds the compare-and-set rounds of one call.
 	maxMediaAttempts = 16
+	// mediaReadConcurrency bounds the index reads ExpiredBlobs has in flight.
+	mediaReadConcurrency = 8
 )
 
 var _ persistence.MediaStore = (*Store)(nil)
@@ -143,12 +146,13 @@ func (s *Store) indexBlob(ctx context.Context, digest string, lastReferenced tim
 	if err := s.query(ctx, s.stmts.insertMediaDay, day).Exec(); err != nil {
 		return err
 	}
-	return s.query(ctx, s.stmts.indexBlob, day, mediaShard(digest), digest, lastReferenced).Exec()
+	return s.query(ctx, s.stmts.indexBlob, day, mediaShard(digest), lastReferenced, digest).Exec()
 }
 
-// PutBlob implements persistence.MediaStore. The index row of
-// b.LastReferenced's day goes first; then the record is created, or, when
-// it exists, its LastReferenced moved forward (forwardBlob).
+// PutBlob implements persistence.MediaStore. A plain read answers a
+// re-publish that would not move LastReferenced forward. Otherwise the
+// index row of b.LastReferenced goes first; then the record is created,
+// or, when it exists, its LastReferenced moved forward (forwardBlob).
 //
 // A create whose outcome is unknown (a CAS timeout) is settled by reading
 // the record at LOCAL_SERIAL: a record with b's owner, size and creation
@@ -165,6 +169,12 @@ func (s *Store) PutBlob(ctx context.Context, b persistence.Blob) (persistence.Bl
 	}
 	defer release()
 	b.CreatedAt, b.LastReferenced = msTime(b.CreatedAt), msTime(b.LastReferenced)
+	// A record a quorum read sees exists: no LWT needed to tell.
+	if cur, found, err := s.readBlob(ctx, b.Digest, gocql.LocalQuorum); err != nil {
+		return persistence.Blob{}, false, wrap(err)
+	} else if found && !b.LastReferenced.After(cur.LastReferenced) {
+		return cur, true, nil
+	}
 	if err := s.indexBlob(ctx, b.Digest, b.LastReferenced); err != nil {
 		return persistence.Blob{}, false, wrap(err)
 	}
@@ -325,7 +335,7 @@ func (s *Store) DeleteBlob(ctx context.Context, digest string) error {
 	if _, err := s.sess.Session.Query(s.stmts.deleteBlob, digest).WithContext(ctx).MapScanCAS(map[string]any{}); err != nil {
 		return wrap(err)
 	}
-	if err := s.query(ctx, s.stmts.unindexBlob, readAt, mediaDay(cur.LastReferenced), mediaShard(digest), digest).Exec(); err != nil {
+	if err := s.query(ctx, s.stmts.unindexBlob, readAt, mediaDay(cur.LastReferenced), mediaShard(digest), cur.LastReferenced, digest).Exec(); err != nil {
 		return wrap(err)
 	}
 	return nil
@@ -393,15 +403,58 @@ type expiryWalk struct {
 
 func (w *expiryWalk) full() bool { return len(w.out) >= w.limit }
 
-// walkDay reads every shard of day (until the walk is full) and reports
-// whether it read all of them and left no row behind.
+// indexPage is one page of an index partition's rows before the cutoff.
+type indexPage struct {
+	rows []indexRow
+	// next is the page state of the following page; empty at the end.
+	next []byte
+	// readAt is when the page was asked for (µs), the timestamp of the
+	// deletes of its rows.
+	readAt int64
+	err    error
+}
+
+type indexRow struct {
+	last   time.Time
+	digest string
+}
+
+// readIndexPage reads one page of (day, shard) from state.
+func (w *expiryWalk) readIndexPage(ctx context.Context, day, shard int, state []byte) indexPage {
+	s := w.s
+	p := indexPage{readAt: time.Now().UnixMicro()}
+	it := s.query(ctx, s.stmts.listDayIndex, day, shard, w.cutoff).PageSize(pageSize).PageState(state).Iter()
+	var r indexRow
+	for it.Scan(&r.last, &r.digest) {
+		p.rows = append(p.rows, r)
+	}
+	p.next = it.PageState()
+	p.err = it.Close()
+	return p
+}
+
+// walkDay walks every shard of day (until the walk is full) and reports
+// whether it read all of them and left no row behind. The first pages of
+// the shards are read concurrently: most shards of a day are small or
+// empty, so this is most of the reading.
 func (w *expiryWalk) walkDay(ctx context.Context, day int) (drained bool, err error) {
+	first := make([]indexPage, mediaDayShards)
+	sem := make(chan struct{}, mediaReadConcurrency)
+	var wg sync.WaitGroup
+	for shard := range first {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			first[shard] = w.readIndexPage(ctx, day, shard, nil)
+		})
+	}
+	wg.Wait()
 	drained = true
-	for shard := 0; shard < mediaDayShards; shard++ {
+	for shard := range first {
 		if w.full() {
 			return false, nil
 		}
-		kept, complete, err := w.walkShard(ctx, day, shard)
+		kept, complete, err := w.walkShard(ctx, day, shard, first[shard])
 		if err != nil {
 			return false, err
 		}
@@ -412,44 +465,24 @@ func (w *expiryWalk) walkDay(ctx context.Context, day int) (drained bool, err er
 	return drained, nil
 }
 
-// walkShard reads one index partition page by page, checking each row
-// against its record, until the partition ends or the walk is full.
-func (w *expiryWalk) walkShard(ctx context.Context, day, shard int) (kept int, complete bool, err error) {
+// walkShard checks the rows of one index partition against their records,
+// from its first page on, until the partition ends or the walk is full.
+func (w *expiryWalk) walkShard(ctx context.Context, day, shard int, p indexPage) (kept int, complete bool, err error) {
 	s := w.s
-	var state []byte
 	for {
-		type row struct {
-			digest string
-			last   time.Time
+		if p.err != nil {
+			return 0, false, p.err
 		}
-		var rows []row
-		readAt := time.Now().UnixMicro()
-		it := s.query(ctx, s.stmts.listDayIndex, day, shard).PageSize(pageSize).PageState(state).Iter()
-		var r row
-		for it.Scan(&r.digest, &r.last) {
-			rows = append(rows, r)
-		}
-		state = it.PageState()
-		if err := it.Close(); err != nil {
-			return 0, false, err
-		}
-		for i, r := range rows {
+		for i, r := range p.rows {
 			if w.full() {
-				return kept + len(rows) - i, false, nil
-			}
-			if !r.last.Before(w.cutoff) {
-				// The cutoff's day: this reference is not expired, and it
-				// is the record's latest or an even later one exists.
-				kept++
-				continue
+				return kept + len(p.rows) - i, false, nil
 			}
 			b, found, err := s.readBlob(ctx, r.digest, gocql.LocalQuorum)
 			if err != nil {
 				return 0, false, err
 			}
-			stale := !found || mediaDay(b.LastReferenced) > day
-			if stale {
-				if err := s.query(ctx, s.stmts.unindexBlob, readAt, day, shard, r.digest).Exec(); err != nil {
+			if !found || b.LastReferenced.After(r.last) {
+				if err := s.query(ctx, s.stmts.unindexBlob, p.readAt, day, shard, r.last, r.digest).Exec(); err != nil {
 					return 0, false, err
 				}
 			} else {
@@ -460,12 +493,13 @@ func (w *expiryWalk) walkShard(ctx context.Context, day, shard int) (kept int, c
 				w.out = append(w.out, b)
 			}
 		}
-		if len(state) == 0 {
+		if len(p.next) == 0 {
 			return kept, true, nil
 		}
 		if err := ctx.Err(); err != nil {
 			return 0, false, err
 		}
+		p = w.readIndexPage(ctx, day, shard, p.next)
 	}
 }
 

@@ -143,11 +143,11 @@ func buildStatements(ttlSec int) statements {
 	st.getBlob = "SELECT size, owner_id, created_at, last_referenced FROM media_blobs WHERE digest = ?"
 	st.forwardBlob = "UPDATE media_blobs SET last_referenced = ? WHERE digest = ? IF last_referenced < ?"
 	st.deleteBlob = "DELETE FROM media_blobs WHERE digest = ? IF EXISTS"
-	st.indexBlob = "INSERT INTO media_by_day (day, shard, digest, last_referenced) VALUES (?, ?, ?, ?)"
-	st.listDayIndex = "SELECT digest, last_referenced FROM media_by_day WHERE day = ? AND shard = ?"
+	st.indexBlob = "INSERT INTO media_by_day (day, shard, last_referenced, digest) VALUES (?, ?, ?, ?)"
+	st.listDayIndex = "SELECT last_referenced, digest FROM media_by_day WHERE day = ? AND shard = ? AND last_referenced < ?"
 	// Index deletes carry the time the row was read, so they never shadow
 	// a row a concurrent reference rewrote after that.
-	st.unindexBlob = "DELETE FROM media_by_day USING TIMESTAMP ? WHERE day = ? AND shard = ? AND digest = ?"
+	st.unindexBlob = "DELETE FROM media_by_day USING TIMESTAMP ? WHERE day = ? AND shard = ? AND last_referenced = ? AND digest = ?"
 	st.insertMediaDay = "INSERT INTO media_days (bucket, day) VALUES (0, ?)"
 	st.listMediaDays = "SELECT day FROM media_days WHERE bucket = 0 AND day <= ?"
 	st.deleteMediaDay = "DELETE FROM media_days USING TIMESTAMP ? WHERE bucket = 0 AND day = ?"

@@ -18,7 +18,8 @@ const MediaUsageTTL = 3 * 24 * time.Hour
 // end-to-end encrypted ciphertext kept in a blob store (a directory, an S3
 // bucket); this record is what expiry and the download path need. A blob
 // is named by the SHA-256 of its ciphertext, so the same file sent to many
-// chats (a forward) is one blob.
+// chats (a forward) is one blob. Stores keep its times to the millisecond
+// at least (CQL timestamps are milliseconds) and return them in UTC.
 type Blob struct {
 	// Digest is the lowercase hex SHA-256 of the ciphertext.
 	Digest string

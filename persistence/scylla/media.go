@@ -139,14 +139,18 @@ func (s *Store) readBlob(ctx context.Context, digest string, c gocql.Consistency
 	return b, true, nil
 }
 
-// indexBlob writes the index row of a reference at lastReferenced, and its
-// day, before the record says so.
+// indexBlob writes the index row of a reference at lastReferenced, then
+// its day, before the record says so. In that order a day's row in
+// media_days is always written after the index rows it covers, so
+// ExpiredBlobs, which deletes a day it found empty with the time it began
+// reading as the delete's timestamp, never deletes the day of a row
+// written after that read began.
 func (s *Store) indexBlob(ctx context.Context, digest string, lastReferenced time.Time) error {
 	day := mediaDay(lastReferenced)
-	if err := s.query(ctx, s.stmts.insertMediaDay, day).Exec(); err != nil {
+	if err := s.query(ctx, s.stmts.indexBlob, day, mediaShard(digest), lastReferenced, digest).Exec(); err != nil {
 		return err
 	}
-	return s.query(ctx, s.stmts.indexBlob, day, mediaShard(digest), lastReferenced, digest).Exec()
+	return s.query(ctx, s.stmts.insertMediaDay, day).Exec()
 }
 
 // PutBlob implements persistence.MediaStore. A plain read answers a

@@ -89,7 +89,13 @@ type harness struct {
 // an injected clock (2026-12-02 12:00 UTC) and no background sweeper.
 func newHarness(t testing.TB, cfg media.Config) *harness {
 	t.Helper()
-	h := &harness{t: t, clock: newClock(time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)), dir: t.TempDir()}
+	return newHarnessWith(t, cfg, nil)
+}
+
+// newHarnessWith is newHarness with the given records (nil: embedded).
+func newHarnessWith(t testing.TB, cfg media.Config, records persistence.MediaStore) *harness {
+	t.Helper()
+	h := &harness{t: t, clock: newClock(time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)), dir: t.TempDir(), records: records}
 	if cfg.Dir == "" && cfg.Blobs == nil {
 		cfg.Dir = h.dir
 	}

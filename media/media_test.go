@@ -1,6 +1,7 @@
 package media_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -83,8 +84,9 @@ func TestUploadInChunksResumesAfterADropAndDownloadsByRange(t *testing.T) {
 	wantStatus(t, "conditional GET", resp, body, http.StatusNotModified)
 }
 
-// dropPatch sends a PATCH announcing all of chunk but closes the connection
-// after sending only n of its bytes.
+// dropPatch sends a PATCH announcing all of chunk, sends only n of its bytes
+// and hangs up, then waits for the server's answer, so the bytes received
+// are stored before the test goes on.
 func dropPatch(t *testing.T, h *harness, user, path string, offset int64, chunk []byte, n int) {
 	t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(h.base, "http://"))
@@ -100,6 +102,60 @@ func dropPatch(t *testing.T, h *harness, user, path string, offset int64, chunk 
 	}
 	if _, err := conn.Write(chunk[:n]); err != nil {
 		t.Fatal(err)
+	}
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("the dropped PATCH got no answer: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode < 400 {
+		t.Fatalf("the dropped PATCH was answered %d", resp.StatusCode)
+	}
+}
+
+// A client whose connection died resumes on a new one while the server
+// still waits for the old PATCH's body: the HEAD interrupts the old PATCH
+// (tusd's lock), keeps what it received, and the upload completes.
+func TestResumeInterruptsAPatchStillWaitingOnTheOldConnection(t *testing.T) {
+	h := newHarness(t, media.Config{})
+	data := randomBytes(t, 50_000)
+	path := h.mustCreate("alice", int64(len(data)), digestOf(data))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hdr := "PATCH " + path + " HTTP/1.1\r\nHost: x\r\nAuthorization: " + h.tokens("alice") +
+		"\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\nContent-Length: 50000\r\n\r\n"
+	if _, err := conn.Write(append([]byte(hdr), data[:20_000]...)); err != nil {
+		t.Fatal(err)
+	}
+	// The old connection stays open and silent; the client resumes on a
+	// new one (the idle timeout, 30s, is far off).
+	time.Sleep(50 * time.Millisecond)
+	head := h.head("alice", path)
+	if head.StatusCode != http.StatusOK {
+		t.Fatalf("HEAD: %d", head.StatusCode)
+	}
+	off, err := strconv.ParseInt(head.Header.Get("Upload-Offset"), 10, 64)
+	if err != nil || off > 20_000 {
+		t.Fatalf("HEAD: Upload-Offset %q", head.Header.Get("Upload-Offset"))
+	}
+	// The old PATCH was answered: it no longer holds the upload.
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	old, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("the interrupted PATCH got no answer: %v", err)
+	}
+	old.Body.Close()
+	resp, body := h.patch("alice", path, off, data[off:])
+	wantStatus(t, "resumed PATCH", resp, body, http.StatusNoContent)
+	if resp.Header.Get(media.HeaderBlobDigest) != digestOf(data) {
+		t.Fatalf("resumed PATCH: digest %q", resp.Header.Get(media.HeaderBlobDigest))
 	}
 }
 
@@ -413,5 +469,57 @@ func TestBlobFileHoldsTheBytesExactlyAsUploaded(t *testing.T) {
 				t.Fatalf("record %+v (%v)", b, err)
 			}
 		})
+	}
+}
+
+// A flaky network: PATCHes cut short again and again, each resumed at once
+// from the server's offset on a new connection while the server may still
+// be reading the old one. Every byte received is kept, the upload
+// completes, and (under -race) tusd's lock hand-over is race-free
+// (locker.go).
+func TestRepeatedDropsAndImmediateResumesLoseNothing(t *testing.T) {
+	h := newHarness(t, media.Config{})
+	data := randomBytes(t, 200_000)
+	digest := digestOf(data)
+	path := h.mustCreate("alice", int64(len(data)), digest)
+	var off int64
+	for range 20 {
+		head := h.head("alice", path)
+		if head.StatusCode != http.StatusOK {
+			t.Fatalf("HEAD: %d", head.StatusCode)
+		}
+		off, _ = strconv.ParseInt(head.Header.Get("Upload-Offset"), 10, 64)
+		conn, err := net.Dial("tcp", strings.TrimPrefix(h.base, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hdr := "PATCH " + path + " HTTP/1.1\r\nHost: x\r\nAuthorization: " + h.tokens("alice") +
+			"\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: " +
+			strconv.FormatInt(off, 10) + "\r\nContent-Length: " + strconv.FormatInt(int64(len(data))-off, 10) + "\r\n\r\n"
+		_, _ = conn.Write([]byte(hdr))
+		_, _ = conn.Write(data[off:min(off+5000, int64(len(data))-1)])
+		_ = conn.Close()
+	}
+	// The last dropped PATCH may reach the server after the HEAD: then the
+	// offset moved (409), or it interrupts the final PATCH (tusd's newest
+	// request wins: 400 ERR_UPLOAD_INTERRUPTED) perhaps after that PATCH
+	// published the blob (HEAD 404; creating it again answers 200). A
+	// client asks again.
+	published := ""
+	for i := 0; i < 5 && published == ""; i++ {
+		head := h.head("alice", path)
+		if head.StatusCode == http.StatusNotFound {
+			resp, body := h.create("alice", int64(len(data)), digest)
+			wantStatus(t, "creation after the upload was published", resp, body, http.StatusOK)
+			published = resp.Header.Get(media.HeaderBlobDigest)
+			break
+		}
+		off, _ = strconv.ParseInt(head.Header.Get("Upload-Offset"), 10, 64)
+		if resp, _ := h.patch("alice", path, off, data[off:]); resp.StatusCode == http.StatusNoContent {
+			published = resp.Header.Get(media.HeaderBlobDigest)
+		}
+	}
+	if published != digest {
+		t.Fatalf("published digest %q, want %s", published, digest)
 	}
 }

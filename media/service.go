@@ -103,14 +103,15 @@ func New(cfg Config, store persistence.MediaStore, auth Authenticator) (*Service
 	if s.composer.Core == nil || !s.composer.UsesTerminater {
 		return nil, errors.New("media: the blob store must give tusd a core and a terminater")
 	}
-	s.composer.UseCore(mappedStore{DataStore: s.composer.Core, log: s.log})
 	s.composer.UseTerminater(mappedTerminater{s.composer.Terminater})
 	// Deferred lengths would escape the quota and concatenation the
 	// digest check: neither is offered.
 	s.composer.UsesLengthDeferrer, s.composer.LengthDeferrer = false, nil
 	s.composer.UsesConcater, s.composer.Concater = false, nil
 	s.composer.UsesContentServer, s.composer.ContentServer = false, nil
-	memorylocker.New().UseIn(s.composer)
+	locker := newFencedLocker(memorylocker.New())
+	s.composer.UseLocker(locker)
+	s.composer.UseCore(mappedStore{DataStore: s.composer.Core, log: s.log, locker: locker})
 
 	idle := cfg.IdleTimeout
 	if idle < 0 {
@@ -308,7 +309,8 @@ func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // error echoes a path to the client.
 type mappedStore struct {
 	handler.DataStore
-	log *slog.Logger
+	log    *slog.Logger
+	locker *fencedLocker
 }
 
 func (m mappedStore) NewUpload(ctx context.Context, info handler.FileInfo) (handler.Upload, error) {
@@ -316,7 +318,11 @@ func (m mappedStore) NewUpload(ctx context.Context, info handler.FileInfo) (hand
 	if err != nil {
 		return nil, m.mapErr("create upload", err)
 	}
-	return mappedUpload{Upload: up, m: m}, nil
+	created, err := up.GetInfo(ctx)
+	if err != nil {
+		return nil, m.mapErr("create upload", err)
+	}
+	return mappedUpload{Upload: up, m: m, id: created.ID}, nil
 }
 
 func (m mappedStore) GetUpload(ctx context.Context, id string) (handler.Upload, error) {
@@ -324,7 +330,7 @@ func (m mappedStore) GetUpload(ctx context.Context, id string) (handler.Upload, 
 	if err != nil {
 		return nil, m.mapErr("open upload", err)
 	}
-	return mappedUpload{Upload: up, m: m}, nil
+	return mappedUpload{Upload: up, m: m, id: id}, nil
 }
 
 func (m mappedStore) mapErr(op string, err error) error {
@@ -345,10 +351,13 @@ func (m mappedStore) mapErr(op string, err error) error {
 
 type mappedUpload struct {
 	handler.Upload
-	m mappedStore
+	m  mappedStore
+	id string
 }
 
 func (u mappedUpload) WriteChunk(ctx context.Context, offset int64, src io.Reader) (int64, error) {
+	// tusd made this request's body reader before this call (locker.go).
+	u.m.locker.open(u.id)
 	n, err := u.Upload.WriteChunk(ctx, offset, src)
 	return n, u.m.mapErr("write chunk", err)
 }

@@ -11,7 +11,9 @@ import (
 // that forwards its warnings and errors to ours. Its Info lines (every
 // request and response) are dropped: a busy node would log each chunk.
 // tusd logs methods, paths, upload ids and its own messages, never request
-// bodies.
+// bodies; the path and the client's X-Request-ID are dropped too, so no
+// client-supplied bytes reach the log (upload ids are validated before
+// tusd sees them).
 func tusLogger(l *slog.Logger) *xslog.Logger {
 	return xslog.New(tusHandler{log: l.With("component", "media/tusd")})
 }
@@ -26,7 +28,9 @@ func (h tusHandler) Enabled(_ context.Context, l xslog.Level) bool { return l >=
 func (h tusHandler) Handle(ctx context.Context, r xslog.Record) error {
 	args := append([]any(nil), h.attrs...)
 	r.Attrs(func(a xslog.Attr) bool {
-		args = append(args, a.Key, a.Value.String())
+		if !clientSupplied(a.Key) {
+			args = append(args, a.Key, a.Value.String())
+		}
 		return true
 	})
 	h.log.Log(ctx, slog.Level(r.Level), r.Message, args...)
@@ -36,9 +40,15 @@ func (h tusHandler) Handle(ctx context.Context, r xslog.Record) error {
 func (h tusHandler) WithAttrs(as []xslog.Attr) xslog.Handler {
 	attrs := append([]any(nil), h.attrs...)
 	for _, a := range as {
-		attrs = append(attrs, a.Key, a.Value.String())
+		if !clientSupplied(a.Key) {
+			attrs = append(attrs, a.Key, a.Value.String())
+		}
 	}
 	return tusHandler{log: h.log, attrs: attrs}
 }
 
 func (h tusHandler) WithGroup(string) xslog.Handler { return h }
+
+// clientSupplied names the attributes of tusd's logs that carry raw
+// request bytes.
+func clientSupplied(key string) bool { return key == "path" || key == "requestId" }

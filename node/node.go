@@ -136,8 +136,13 @@ type Config struct {
 	// Media tunes media uploads and downloads under /v1/media/ (see
 	// media.Config; an empty Dir is <DataDir>/media). Media is served when
 	// the store keeps media records (persistence.MediaStore).
-	Media  media.Config
-	Logger *slog.Logger
+	Media media.Config
+	// MediaS3 keeps media uploads and blobs in an S3-compatible bucket
+	// instead of Media.Dir when its Bucket is set; every node of a cluster
+	// names the same bucket, so any gateway serves any blob. An empty
+	// TempDir is <DataDir>/media-s3-parts.
+	MediaS3 media.S3Config
+	Logger  *slog.Logger
 	// DropDeliveryForTest is passed to the gateway (gateway.Config): a
 	// fault hook for tests that drops live entries. Never set in production.
 	DropDeliveryForTest func(e *courierpb.InboxEntry) bool
@@ -384,6 +389,22 @@ func (n *Node) startMedia(gw *gateway.Gateway) error {
 		return nil
 	}
 	mc := n.cfg.Media
+	if s3 := n.cfg.MediaS3; s3.Bucket == "" && s3.Endpoint != "" {
+		return errors.New("media: an S3 endpoint needs a bucket (--media-s3-bucket)")
+	}
+	if s3 := n.cfg.MediaS3; s3.Bucket != "" && mc.Blobs == nil {
+		if s3.TempDir == "" {
+			s3.TempDir = filepath.Join(n.cfg.DataDir, "media-s3-parts")
+		}
+		if err := os.MkdirAll(s3.TempDir, 0o700); err != nil {
+			return fmt.Errorf("media: %w", err)
+		}
+		blobs, err := media.NewS3Store(context.Background(), s3)
+		if err != nil {
+			return err
+		}
+		mc.Blobs = blobs
+	}
 	if mc.Dir == "" && mc.Blobs == nil {
 		mc.Dir = filepath.Join(n.cfg.DataDir, "media")
 	}
@@ -507,13 +528,15 @@ func (n *Node) Close(ctx context.Context) error {
 	if n.gateway != nil {
 		errs = append(errs, n.gateway.Shutdown(ctx))
 	}
+	// Uploads in flight answer 503 and keep their bytes, so the server
+	// below does not wait for a long upload to end.
+	if n.media != nil {
+		errs = append(errs, n.media.Close(ctx))
+	}
 	if n.http != nil {
 		errs = append(errs, n.http.Shutdown(ctx))
 	} else if n.ln != nil {
 		_ = n.ln.Close() // start failed before serving
-	}
-	if n.media != nil {
-		errs = append(errs, n.media.Close(ctx))
 	}
 	if n.cluster != nil {
 		errs = append(errs, n.cluster.Shutdown(ctx))

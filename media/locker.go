@@ -2,85 +2,89 @@ package media
 
 import (
 	"context"
+	"net/http"
 	"sync"
 
 	"github.com/tus/tusd/v2/pkg/handler"
 )
 
-// fencedLocker wraps tusd's in-memory locker to close a data race in tusd
-// v2.9.1. When a request asks for an upload's lock (the client resumes with
-// HEAD while its old PATCH still hangs on a dead connection), the locker
-// calls the holder's release callback, which cancels the holder's context;
-// a goroutine of tusd (handler/context.go) then reads the holder's body
-// reader, which the holder's goroutine wrote with no synchronisation
-// between the two. The race detector flags it, and a real interleaving can
-// miss the body and leave the old PATCH holding the lock until its idle
-// timeout.
+// request is one request handed to tusd: Close cancels it, and its fence
+// orders tusd's body reader before any cancellation that makes tusd read it.
 //
-// The fence orders them: a holder's fence is closed from the moment it
-// takes the lock until its body reader exists (its first WriteChunk) or it
-// unlocks; a release request waits at the fence, so the holder's writes
-// happen before the cancellation that makes tusd read them.
-type fencedLocker struct {
-	inner handler.Locker
-	mu    sync.Mutex
-	held  map[string]*fence // guarded by mu: the fence of each held lock
+// The fence closes a data race in tusd v2.9.1. Cancelling a request with
+// one of tusd's causes (another request asks for the upload's lock, the
+// server shuts down) wakes a goroutine of tusd (handler/context.go) that
+// reads the request's body reader, which the request's goroutine wrote
+// with no synchronisation between the two: the race detector flags it, and
+// a real interleaving can miss the body and leave a PATCH reading until
+// its idle timeout. So a request's fence opens once its body reader exists
+// (its first WriteChunk, which tusd calls after making it) or the request
+// ends, and whoever cancels it waits for the fence first.
+type request struct {
+	cancel context.CancelCauseFunc
+	once   sync.Once
+	fence  chan struct{} // closed when open
 }
 
-type fence struct {
-	mu     sync.Mutex // locked while closed
-	opened bool       // guarded by fencedLocker.mu
+type requestKey struct{}
+
+func requestOf(ctx context.Context) *request {
+	q, _ := ctx.Value(requestKey{}).(*request)
+	return q
 }
 
-func newFencedLocker(inner handler.Locker) *fencedLocker {
-	return &fencedLocker{inner: inner, held: make(map[string]*fence)}
+func (q *request) open() { q.once.Do(func() { close(q.fence) }) }
+
+// interrupt cancels the request with cause once its fence is open.
+func (q *request) interrupt(cause error) {
+	<-q.fence
+	q.cancel(cause)
 }
 
-func (l *fencedLocker) NewLock(id string) (handler.Lock, error) {
+// begin registers a request handed to tusd; false once Close began.
+func (s *Service) begin(r *http.Request) (*http.Request, *request, bool) {
+	ctx, cancel := context.WithCancelCause(r.Context())
+	q := &request{cancel: cancel, fence: make(chan struct{})}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		cancel(nil)
+		return r, nil, false
+	}
+	s.requests[q] = struct{}{}
+	return r.WithContext(context.WithValue(ctx, requestKey{}, q)), q, true
+}
+
+func (s *Service) end(q *request) {
+	q.open()
+	q.cancel(nil)
+	s.mu.Lock()
+	delete(s.requests, q)
+	s.mu.Unlock()
+}
+
+// fencedLocker wraps tusd's locker so the release callback a lock holder
+// registers (which cancels the holder) first waits for the holder's fence.
+type fencedLocker struct{ inner handler.Locker }
+
+func (l fencedLocker) NewLock(id string) (handler.Lock, error) {
 	inner, err := l.inner.NewLock(id)
 	if err != nil {
 		return nil, err
 	}
-	return &fencedLock{inner: inner, locker: l, id: id}, nil
+	return fencedLock{inner}, nil
 }
 
-// open opens the fence of upload id's lock, if held and still closed.
-func (l *fencedLocker) open(id string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if f := l.held[id]; f != nil && !f.opened {
-		f.opened = true
-		f.mu.Unlock()
-	}
-}
+type fencedLock struct{ inner handler.Lock }
 
-type fencedLock struct {
-	inner  handler.Lock
-	locker *fencedLocker
-	id     string
-}
-
-func (k *fencedLock) Lock(ctx context.Context, requestRelease func()) error {
-	f := &fence{}
-	f.mu.Lock()
-	err := k.inner.Lock(ctx, func() {
-		f.mu.Lock()
-		f.mu.Unlock() //nolint:staticcheck // an empty critical section: waiting for the fence is the point
+func (k fencedLock) Lock(ctx context.Context, requestRelease func()) error {
+	holder := requestOf(ctx) // nil for the sweeper
+	return k.inner.Lock(ctx, func() {
+		if holder != nil {
+			<-holder.fence
+		}
 		requestRelease()
 	})
-	if err != nil {
-		return err
-	}
-	k.locker.mu.Lock()
-	k.locker.held[k.id] = f
-	k.locker.mu.Unlock()
-	return nil
 }
 
-func (k *fencedLock) Unlock() error {
-	k.locker.open(k.id)
-	k.locker.mu.Lock()
-	delete(k.locker.held, k.id)
-	k.locker.mu.Unlock()
-	return k.inner.Unlock()
-}
+func (k fencedLock) Unlock() error { return k.inner.Unlock() }

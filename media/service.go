@@ -73,6 +73,12 @@ type Service struct {
 	quotaMu [64]sync.Mutex
 	seed    maphash.Seed
 
+	// mu guards closing and requests, the requests handed to tusd (which
+	// Close interrupts).
+	mu       sync.Mutex
+	closing  bool
+	requests map[*request]struct{}
+
 	stopSweep context.CancelFunc
 	sweepDone chan struct{}
 	closeOnce sync.Once
@@ -90,7 +96,8 @@ func New(cfg Config, store persistence.MediaStore, auth Authenticator) (*Service
 	if store == nil || auth == nil {
 		return nil, errors.New("media: a MediaStore and an Authenticator are required")
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger.With("component", "media"), store: store, auth: auth, blobs: cfg.Blobs, seed: maphash.MakeSeed()}
+	s := &Service{cfg: cfg, log: cfg.Logger.With("component", "media"), store: store, auth: auth, blobs: cfg.Blobs, seed: maphash.MakeSeed(),
+		requests: make(map[*request]struct{})}
 	if s.blobs == nil {
 		local, err := NewLocalStore(cfg.Dir)
 		if err != nil {
@@ -109,9 +116,8 @@ func New(cfg Config, store persistence.MediaStore, auth Authenticator) (*Service
 	s.composer.UsesLengthDeferrer, s.composer.LengthDeferrer = false, nil
 	s.composer.UsesConcater, s.composer.Concater = false, nil
 	s.composer.UsesContentServer, s.composer.ContentServer = false, nil
-	locker := newFencedLocker(memorylocker.New())
-	s.composer.UseLocker(locker)
-	s.composer.UseCore(mappedStore{DataStore: s.composer.Core, log: s.log, locker: locker})
+	s.composer.UseLocker(fencedLocker{memorylocker.New()})
+	s.composer.UseCore(mappedStore{DataStore: s.composer.Core, log: s.log})
 
 	idle := cfg.IdleTimeout
 	if idle < 0 {
@@ -143,10 +149,19 @@ func New(cfg Config, store persistence.MediaStore, auth Authenticator) (*Service
 	return s, nil
 }
 
-// Close stops the sweeper. Requests in flight are the HTTP server's to end.
+// Close refuses new requests (503), interrupts the uploads in flight (they
+// answer 503 ERR_SERVER_SHUTDOWN and keep the bytes received, so clients
+// resume after the restart) and stops the sweeper. Call it before the HTTP
+// server's Shutdown, which then need not wait for long uploads.
 func (s *Service) Close(ctx context.Context) error {
 	var err error
 	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closing = true
+		for q := range s.requests {
+			go q.interrupt(handler.ErrServerShutdown)
+		}
+		s.mu.Unlock()
 		if s.stopSweep == nil {
 			return
 		}
@@ -193,7 +208,13 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// tusd would turn a POST with this header into a PATCH or DELETE
 	// after the checks below chose the route.
 	r.Header.Del("X-HTTP-Method-Override")
-	r = r.WithContext(context.WithValue(r.Context(), userKey{}, user))
+	r.Header.Del("X-Request-ID") // tusd would log it
+	r, q, ok := s.begin(r.WithContext(context.WithValue(r.Context(), userKey{}, user)))
+	if !ok {
+		writeError(w, http.StatusServiceUnavailable, courierpb.ErrorCode_UNAVAILABLE, "the server is shutting down: retry on another or after its restart")
+		return
+	}
+	defer s.end(q)
 	u := *r.URL
 	u.Path, u.RawPath = "/"+rest, ""
 	r.URL = &u
@@ -309,8 +330,7 @@ func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // error echoes a path to the client.
 type mappedStore struct {
 	handler.DataStore
-	log    *slog.Logger
-	locker *fencedLocker
+	log *slog.Logger
 }
 
 func (m mappedStore) NewUpload(ctx context.Context, info handler.FileInfo) (handler.Upload, error) {
@@ -318,11 +338,7 @@ func (m mappedStore) NewUpload(ctx context.Context, info handler.FileInfo) (hand
 	if err != nil {
 		return nil, m.mapErr("create upload", err)
 	}
-	created, err := up.GetInfo(ctx)
-	if err != nil {
-		return nil, m.mapErr("create upload", err)
-	}
-	return mappedUpload{Upload: up, m: m, id: created.ID}, nil
+	return mappedUpload{Upload: up, m: m}, nil
 }
 
 func (m mappedStore) GetUpload(ctx context.Context, id string) (handler.Upload, error) {
@@ -330,7 +346,7 @@ func (m mappedStore) GetUpload(ctx context.Context, id string) (handler.Upload, 
 	if err != nil {
 		return nil, m.mapErr("open upload", err)
 	}
-	return mappedUpload{Upload: up, m: m, id: id}, nil
+	return mappedUpload{Upload: up, m: m}, nil
 }
 
 func (m mappedStore) mapErr(op string, err error) error {
@@ -351,13 +367,14 @@ func (m mappedStore) mapErr(op string, err error) error {
 
 type mappedUpload struct {
 	handler.Upload
-	m  mappedStore
-	id string
+	m mappedStore
 }
 
 func (u mappedUpload) WriteChunk(ctx context.Context, offset int64, src io.Reader) (int64, error) {
 	// tusd made this request's body reader before this call (locker.go).
-	u.m.locker.open(u.id)
+	if q := requestOf(ctx); q != nil {
+		q.open()
+	}
 	n, err := u.Upload.WriteChunk(ctx, offset, src)
 	return n, u.m.mapErr("write chunk", err)
 }

@@ -10,7 +10,8 @@
 //     HEAD/PATCH/DELETE /v1/media/<upload-id> for the owner of the upload,
 //     and GET /v1/media/blobs/<digest> for any authenticated user.
 //   - Uploads in progress and published blobs, through a BlobStore
-//     (blobstore.go; LocalStore in local.go keeps both in one directory).
+//     (blobstore.go; LocalStore in local.go keeps both in one directory,
+//     S3Store in s3store.go in a bucket every node shares).
 //   - The step from a finished upload to a published blob (finish.go): the
 //     SHA-256 of the ciphertext is computed by streaming the upload and must
 //     equal the digest the client declared; only then is the blob published

@@ -578,3 +578,28 @@ func TestCloseInterruptsUploadsInFlightKeepsTheirBytesAndRefusesNewRequests(t *t
 	resp, body := h.create("alice", 5, digestOf([]byte("hello")))
 	wantStatus(t, "creation after Close", resp, body, http.StatusServiceUnavailable)
 }
+
+func TestOptionsAdvertisesTheProtocolToAuthenticatedClientsOnly(t *testing.T) {
+	h := newHarness(t, media.Config{MaxSize: 1 << 20})
+	resp, body := h.do("alice", http.MethodOptions, media.Prefix, nil, nil)
+	wantStatus(t, "OPTIONS", resp, body, http.StatusOK)
+	if got := resp.Header.Get("Tus-Version"); got != "1.0.0" {
+		t.Errorf("Tus-Version %q", got)
+	}
+	if got := resp.Header.Get("Tus-Max-Size"); got != "1048576" {
+		t.Errorf("Tus-Max-Size %q", got)
+	}
+	ext := resp.Header.Get("Tus-Extension")
+	for _, want := range []string{"creation", "termination", "expiration"} {
+		if !strings.Contains(ext, want) {
+			t.Errorf("Tus-Extension %q lacks %s", ext, want)
+		}
+	}
+	for _, unwanted := range []string{"concatenation", "creation-defer-length"} {
+		if strings.Contains(ext, unwanted) {
+			t.Errorf("Tus-Extension %q offers %s", ext, unwanted)
+		}
+	}
+	resp, body = h.do("", http.MethodOptions, media.Prefix, nil, nil)
+	wantStatus(t, "OPTIONS without a token", resp, body, http.StatusUnauthorized)
+}

@@ -57,7 +57,7 @@ type Service struct {
 	auth  Authenticator
 	blobs BlobStore
 	// composer is tusd's view of the upload store, with media's error
-	// mapping (storage.go) and an in-memory locker.
+	// mapping (mappedStore, below) and an in-memory locker (locker.go).
 	composer *handler.StoreComposer
 	tus      *handler.UnroutedHandler
 	// routes is tus's middleware (Tus-Resumable, read deadlines) around

@@ -57,5 +57,8 @@
 // that completes an upload carries Courier-Blob-Digest, or 400 "digest
 // mismatch" (the upload is then gone). Over --max-media: 413; over the
 // daily quota: 429 with Retry-After; disk full: 507 with the partial
-// upload kept.
+// upload kept; Upload-Offset not the server's: 409; a PATCH interrupted
+// by a newer request for its upload: 423; a PATCH silent for the idle
+// timeout: 500 ERR_READ_TIMEOUT; the server stopping: 503. After each of
+// the last five, HEAD gives the offset to resume from.
 package media

@@ -603,3 +603,56 @@ func TestOptionsAdvertisesTheProtocolToAuthenticatedClientsOnly(t *testing.T) {
 	resp, body = h.do("", http.MethodOptions, media.Prefix, nil, nil)
 	wantStatus(t, "OPTIONS without a token", resp, body, http.StatusUnauthorized)
 }
+
+// Two PATCHes of one upload at once (the client's old connection is still
+// alive): the newer takes the upload, the older is answered 423, which a
+// client retries with HEAD; a 400 stays reserved for a digest mismatch.
+func TestAPatchInterruptedByANewerOneIsAnswered423(t *testing.T) {
+	h := newHarness(t, media.Config{})
+	data := randomBytes(t, 1000)
+	path := h.mustCreate("alice", 1000, digestOf(data))
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() { _, _ = pw.Write(data[:10]) }()
+	req, err := http.NewRequest(http.MethodPatch, h.base+path, pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = 1000
+	req.Header.Set("Authorization", h.tokens("alice"))
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Upload-Offset", "0")
+	req.Header.Set("Content-Type", "application/offset+octet-stream")
+	older := make(chan int, 1)
+	go func() {
+		resp, err := h.client.Do(req)
+		if err != nil {
+			older <- 0
+			return
+		}
+		resp.Body.Close()
+		older <- resp.StatusCode
+	}()
+	bin := filepath.Join(h.dir, "uploads", strings.TrimPrefix(path, media.Prefix))
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if st, err := os.Stat(bin); err == nil && st.Size() == 10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first 10 bytes never reached the disk")
+		}
+	}
+	resp, body := h.patch("alice", path, 10, data[10:])
+	wantStatus(t, "newer PATCH", resp, body, http.StatusNoContent)
+	if resp.Header.Get(media.HeaderBlobDigest) != digestOf(data) {
+		t.Fatalf("newer PATCH: digest %q", resp.Header.Get(media.HeaderBlobDigest))
+	}
+	select {
+	case code := <-older:
+		if code != http.StatusLocked {
+			t.Fatalf("the older PATCH was answered %d, want 423", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the older PATCH was never answered")
+	}
+}

@@ -1,6 +1,7 @@
 package media
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -218,7 +219,9 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u := *r.URL
 	u.Path, u.RawPath = "/"+rest, ""
 	r.URL = &u
-	s.routes.ServeHTTP(&respWriter{ResponseWriter: w, expiration: s.cfg.TTL > 0}, r)
+	rw := &respWriter{ResponseWriter: w, expiration: s.cfg.TTL > 0}
+	s.routes.ServeHTTP(rw, r)
+	rw.flush()
 }
 
 // route runs inside tusd's middleware: r.URL.Path is "/" or "/<upload-id>".
@@ -302,12 +305,38 @@ func (s *Service) uploadExpires(info handler.FileInfo) (time.Time, bool) {
 
 // respWriter adjusts tusd's answers to the protocol: Location is the path
 // /v1/media/<upload-id> (tusd makes it absolute from the Host header,
-// which a proxy may have changed), and OPTIONS lists the expiration
-// extension that Upload-Expires implements. Unwrap keeps
+// which a proxy may have changed); OPTIONS lists the expiration extension
+// that Upload-Expires implements; and a request interrupted because a newer
+// one took the upload (tusd: 400 ERR_UPLOAD_INTERRUPTED) answers 423
+// Locked, which tus clients retry (HEAD, then resume), so the only 400 a
+// complete PATCH gets is a digest mismatch. Unwrap keeps
 // http.ResponseController (tusd's read deadlines) working.
 type respWriter struct {
 	http.ResponseWriter
 	expiration bool
+	// held: tusd wrote a plain-text 400 whose code its body names; the
+	// status waits for the first Write (or flush).
+	held bool
+}
+
+func (w *respWriter) Write(b []byte) (int, error) {
+	if w.held {
+		w.held = false
+		code := http.StatusBadRequest
+		if bytes.HasPrefix(b, []byte(handler.ErrUploadInterrupted.ErrorCode+":")) {
+			code = http.StatusLocked
+		}
+		w.ResponseWriter.WriteHeader(code)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// flush sends a held status that no body followed (HEAD).
+func (w *respWriter) flush() {
+	if w.held {
+		w.held = false
+		w.ResponseWriter.WriteHeader(http.StatusBadRequest)
+	}
 }
 
 func (w *respWriter) WriteHeader(code int) {
@@ -319,6 +348,10 @@ func (w *respWriter) WriteHeader(code int) {
 	}
 	if ext := h.Get("Tus-Extension"); ext != "" && w.expiration {
 		h.Set("Tus-Extension", ext+",expiration")
+	}
+	if code == http.StatusBadRequest && strings.HasPrefix(h.Get("Content-Type"), "text/plain") {
+		w.held = true
+		return
 	}
 	w.ResponseWriter.WriteHeader(code)
 }

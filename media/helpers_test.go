@@ -105,7 +105,9 @@ func newHarnessWith(t testing.TB, cfg media.Config, records persistence.MediaSto
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = -1
 	}
-	cfg.Logger = nodetest.Logger()
+	if cfg.Logger == nil {
+		cfg.Logger = nodetest.Logger()
+	}
 	if h.records == nil {
 		h.records = openRecords(t)
 	}

@@ -4,14 +4,17 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -654,5 +657,57 @@ func TestAPatchInterruptedByANewerOneIsAnswered423(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the older PATCH was never answered")
+	}
+}
+
+// syncBuffer is a log sink safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestNoClientSuppliedBytesReachTheLog(t *testing.T) {
+	var logs syncBuffer
+	blobs := newFaultyBlobs(t, t.TempDir())
+	h := newHarness(t, media.Config{Blobs: blobs, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	const canary = "CANARY7f3a"
+	data := []byte(canary + " ciphertext " + canary)
+	hdr := map[string]string{
+		"Tus-Resumable":   "1.0.0",
+		"Upload-Length":   strconv.Itoa(len(data)),
+		"X-Request-ID":    canary,
+		"Upload-Metadata": sha256Meta(digestOf([]byte("other"))) + ",filename " + base64.StdEncoding.EncodeToString([]byte(canary)),
+	}
+	resp, body := h.do("alice", http.MethodPost, media.Prefix, hdr, nil)
+	wantStatus(t, "create", resp, body, http.StatusCreated)
+	path := resp.Header.Get("Location")
+	blobs.set(5, 0) // a full disk: logged
+	resp, body = h.do("alice", http.MethodPatch, path, map[string]string{"Tus-Resumable": "1.0.0", "Upload-Offset": "0",
+		"Content-Type": "application/offset+octet-stream", "X-Request-ID": canary}, bytes.NewReader(data))
+	wantStatus(t, "PATCH on a full disk", resp, body, http.StatusInsufficientStorage)
+	blobs.set(-1, 0)
+	resp, body = h.do("alice", http.MethodPatch, path, map[string]string{"Tus-Resumable": "1.0.0", "Upload-Offset": "5",
+		"Content-Type": "application/offset+octet-stream", "X-Request-ID": canary}, bytes.NewReader(data[5:]))
+	wantStatus(t, "PATCH with a wrong digest", resp, body, http.StatusBadRequest)
+	resp, body = h.do("alice", http.MethodPatch, media.Prefix+canary, map[string]string{"Tus-Resumable": "1.0.0", "Upload-Offset": "0",
+		"Content-Type": "application/offset+octet-stream"}, bytes.NewReader(data))
+	wantStatus(t, "PATCH of a made-up upload", resp, body, http.StatusNotFound)
+	if logs.String() == "" {
+		t.Fatal("nothing was logged: the test proves nothing")
+	}
+	if strings.Contains(logs.String(), canary) {
+		t.Fatalf("client-supplied bytes in the log:\n%s", logs.String())
 	}
 }

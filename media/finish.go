@@ -122,12 +122,26 @@ func (s *Service) preFinish(ev handler.HookEvent) (handler.HTTPResponse, error) 
 	return s.finish(ev.Context, ev.Upload.ID)
 }
 
+// finishTimeout bounds reading an upload back, publishing it and writing
+// its record (an object store reads 2 GiB back and copies it server-side).
+const finishTimeout = 10 * time.Minute
+
+// allowFinish lets the answer to the request that finishes an upload be
+// written after the check and publication, however long they take; tusd
+// set the write deadline to twice the idle timeout after the last read.
+func allowFinish(ctx context.Context) {
+	if q := requestOf(ctx); q != nil {
+		_ = q.rc.SetWriteDeadline(time.Now().Add(finishTimeout + time.Minute))
+	}
+}
+
 // finish checks a complete upload's digest and publishes it (M1, M2). A
 // wrong digest deletes the upload. The caller holds the upload's lock.
 func (s *Service) finish(reqCtx context.Context, id string) (handler.HTTPResponse, error) {
 	// The client may hang up once it sent the last byte: the check and
 	// the publication still complete.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(reqCtx), time.Minute)
+	allowFinish(reqCtx)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(reqCtx), finishTimeout)
 	defer cancel()
 	up, err := s.composer.Core.GetUpload(ctx, id)
 	if err != nil {

@@ -21,6 +21,8 @@ import (
 // (its first WriteChunk, which tusd calls after making it) or the request
 // ends, and whoever cancels it waits for the fence first.
 type request struct {
+	// rc controls the request's connection (deadlines).
+	rc     *http.ResponseController
 	cancel context.CancelCauseFunc
 	once   sync.Once
 	fence  chan struct{} // closed when open
@@ -42,9 +44,9 @@ func (q *request) interrupt(cause error) {
 }
 
 // begin registers a request handed to tusd; false once Close began.
-func (s *Service) begin(r *http.Request) (*http.Request, *request, bool) {
+func (s *Service) begin(w http.ResponseWriter, r *http.Request) (*http.Request, *request, bool) {
 	ctx, cancel := context.WithCancelCause(r.Context())
-	q := &request{cancel: cancel, fence: make(chan struct{})}
+	q := &request{rc: http.NewResponseController(w), cancel: cancel, fence: make(chan struct{})}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {

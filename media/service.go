@@ -210,7 +210,7 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// after the checks below chose the route.
 	r.Header.Del("X-HTTP-Method-Override")
 	r.Header.Del("X-Request-ID") // tusd would log it
-	r, q, ok := s.begin(r.WithContext(context.WithValue(r.Context(), userKey{}, user)))
+	r, q, ok := s.begin(w, r.WithContext(context.WithValue(r.Context(), userKey{}, user)))
 	if !ok {
 		writeError(w, http.StatusServiceUnavailable, courierpb.ErrorCode_UNAVAILABLE, "the server is shutting down: retry on another or after its restart")
 		return

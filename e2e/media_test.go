@@ -55,7 +55,8 @@ func canaryOffsets(size int64, canary []byte) []int64 {
 // has never connected, downloads with the plaintext's SHA-256; the node's
 // blobs, uploads and Pebble store never hold the plaintext, key or name.
 func TestTwoGiBFileReachesAnOfflineRecipientIntact(t *testing.T) {
-	n := startSoloNode(t, "--max-media", maxMediaFor(twoGiB))
+	// The default --max-media must take a 2 GiB file with its overhead.
+	n := startSoloNode(t)
 	offlineRecipient(t, n, twoGiB, nil)
 }
 

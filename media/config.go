@@ -16,9 +16,9 @@ type Config struct {
 	Dir string
 	// Blobs is where uploads and blobs live; nil: a LocalStore in Dir.
 	Blobs BlobStore
-	// MaxSize is the largest upload in bytes (default 2 GiB; negative: no
-	// limit). A larger Upload-Length is refused with 413 before a byte is
-	// stored.
+	// MaxSize is the largest upload in bytes (default: a 2 GiB file and
+	// its encryption overhead; negative: no limit). A larger Upload-Length
+	// is refused with 413 before a byte is stored.
 	MaxSize int64
 	// DailyQuota is how many bytes one user may upload per UTC day
 	// (default 20 GiB; negative: no quota). Over it, creation is answered
@@ -41,8 +41,11 @@ type Config struct {
 }
 
 const (
-	// DefaultMaxSize is the default of Config.MaxSize.
-	DefaultMaxSize = 2 << 30
+	// DefaultMaxSize is the default of Config.MaxSize: the promise is files
+	// of 2 GiB, and an upload is ciphertext, a little larger than its file
+	// (the SDK's chunked AES-GCM adds 16 bytes per 64 KiB: 512 KiB on 2 GiB).
+	// One MiB of headroom covers that and any client format within reason.
+	DefaultMaxSize = 2<<30 + 1<<20
 	// DefaultDailyQuota is the default of Config.DailyQuota.
 	DefaultDailyQuota = 20 << 30
 	// DefaultTTL is the default of Config.TTL.

@@ -324,6 +324,9 @@ func TestCreationRefusals(t *testing.T) {
 			if resp.Header.Get("Location") != "" {
 				t.Errorf("refused creation has Location %q", resp.Header.Get("Location"))
 			}
+			if tc.want == http.StatusRequestEntityTooLarge && !strings.Contains(string(body), `"code":"TOO_LARGE"`) {
+				t.Errorf("413 body %q: want the API's JSON error with code TOO_LARGE", body)
+			}
 		})
 	}
 	wantEmptyDir(t, filepath.Join(h.dir, "uploads"))

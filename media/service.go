@@ -233,6 +233,13 @@ func (s *Service) route(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusMethodNotAllowed, courierpb.ErrorCode_INVALID_ARGUMENT, "create an upload with POST "+Prefix)
 			return
 		}
+		// tusd refuses an oversized creation itself, with a plain-text
+		// body; say it in the API's words first.
+		if n, err := strconv.ParseInt(r.Header.Get("Upload-Length"), 10, 64); err == nil && s.cfg.MaxSize > 0 && n > s.cfg.MaxSize {
+			writeError(w, http.StatusRequestEntityTooLarge, courierpb.ErrorCode_TOO_LARGE,
+				fmt.Sprintf("the upload is %d bytes; this server takes at most %d (--max-media)", n, s.cfg.MaxSize))
+			return
+		}
 		s.tus.PostFile(w, r)
 		return
 	}

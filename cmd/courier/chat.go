@@ -44,14 +44,24 @@ type chatFlags struct {
 	// host is the listener a relayed command runs in (chat_relay.go); nil
 	// when the command runs in its own process.
 	host *deviceHost
+	// errTTY: the person's standard error is a terminal (progress is drawn
+	// in place). Relayed commands learn it from the command's process.
+	errTTY bool
 }
 
-func newChatCmd() *cobra.Command { return newChatCmdHosted(nil) }
+// progressOnTTY reports whether progress may be redrawn in place on cmd's
+// standard error.
+func (f *chatFlags) progressOnTTY(cmd *cobra.Command) bool {
+	return f.errTTY || (f.host == nil && isTerminal(cmd.ErrOrStderr()))
+}
+
+func newChatCmd() *cobra.Command { return newChatCmdHosted(nil, false) }
 
 // newChatCmdHosted builds the chat commands; with h they run inside that
-// listener, on its connection.
-func newChatCmdHosted(h *deviceHost) *cobra.Command {
-	f := chatFlags{host: h}
+// listener, on its connection, for a person whose standard error is a
+// terminal when errTTY.
+func newChatCmdHosted(h *deviceHost, errTTY bool) *cobra.Command {
+	f := chatFlags{host: h, errTTY: errTTY}
 	cmd := &cobra.Command{
 		Use:   "chat",
 		Short: "Register, send and listen by hand (end-to-end encrypted)",
@@ -128,26 +138,38 @@ func newChatSendCmd(f *chatFlags) *cobra.Command {
 	var waitDelivered bool
 	cmd := &cobra.Command{
 		Use:   "send --as <handle> --to <handle> [<text>... | --file <path>]",
-		Short: "Send a text message; prints the single tick (stored) and, with --wait-delivered, the double tick",
-		Long: `Send a text message: the words given, or the contents of --file, or,
-with neither, standard input. "stored" is the single tick: the server has
-the message durably and will deliver it. --wait-delivered then waits for
-the double tick (the recipient's device received it).
+		Short: "Send a text message or a file; prints the single tick (stored) and, with --wait-delivered, the double tick",
+		Long: `Send a text message (the words given, or, with none, standard input) or,
+with --file, any file up to the server's limit (2 GiB by default) as media.
+"stored" is the single tick: the server has the message durably and will
+deliver it. --wait-delivered then waits for the double tick (the
+recipient's device received it).
 
 The text is encrypted for each of the recipient's devices (and your other
-devices) before it leaves. While "chat listen" runs for you, this command
-runs inside that listener (it owns your device's connection and keys).`,
+devices) before it leaves. A file is encrypted with a fresh key while it is
+uploaded (resumably: an interrupted upload continues where the server's
+copy ends), and the key travels inside the end-to-end encrypted message:
+the server only ever holds ciphertext. While "chat listen" runs for you,
+this command runs inside that listener (it owns your device's connection
+and keys).`,
 		Example: `  courier chat send --as alice --to bob "hello"
   echo "hello from a pipe" | courier chat send --as alice --to bob
-  courier chat send --as alice --to bob --file notes.txt`,
+  courier chat send --as alice --to bob --file video.mp4`,
 		Annotations: map[string]string{annotationReadsStdin: "yes"},
 		RunE: f.relayed(func(cmd *cobra.Command, args []string) error {
 			if to == "" {
 				return errors.New("--to is required: the handle of the person you write to")
 			}
-			msg, contentType, err := messageBody(cmd, args, file)
-			if err != nil {
-				return err
+			if file != "" && len(args) > 0 {
+				return errors.New("give either words or --file, not both")
+			}
+			var msg []byte
+			contentType := ""
+			if file == "" {
+				var err error
+				if msg, contentType, err = messageBody(cmd, args); err != nil {
+					return err
+				}
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -157,18 +179,33 @@ runs inside that listener (it owns your device's connection and keys).`,
 			}
 			defer s.close()
 			out := cmd.OutOrStdout()
-			sctx, cancel := context.WithTimeout(ctx, f.timeout)
-			defer cancel()
-			toID, err := s.names.resolve(sctx, to)
+			rctx, cancel := context.WithTimeout(ctx, f.timeout)
+			toID, err := s.names.resolve(rctx, to)
+			cancel()
 			if err != nil {
 				return err
 			}
-			res, err := s.c.Send(sctx, toID, msg, client.WithContentType(contentType))
-			if errors.Is(err, client.ErrNoKeys) {
-				return fmt.Errorf("%s has no device with encryption keys yet, so nothing can be encrypted for them; they publish keys when they register or run `courier chat listen`", to)
-			}
-			if err != nil {
-				return fmt.Errorf("send to %s: %w", to, err)
+			var res client.SendResult
+			if file != "" {
+				// The upload has no deadline but Ctrl-C: a 2 GiB file takes
+				// what it takes, and resumes after any interruption.
+				ref, err := uploadFile(ctx, s.c, file, cmd.ErrOrStderr(), f.progressOnTTY(cmd))
+				if err != nil {
+					return err
+				}
+				sctx, cancel := context.WithTimeout(ctx, f.timeout)
+				res, err = s.c.SendMedia(sctx, toID, ref)
+				cancel()
+				if err != nil {
+					return sendError(to, err)
+				}
+			} else {
+				sctx, cancel := context.WithTimeout(ctx, f.timeout)
+				res, err = s.c.Send(sctx, toID, msg, client.WithContentType(contentType))
+				cancel()
+				if err != nil {
+					return sendError(to, err)
+				}
 			}
 			note := ""
 			if res.Duplicate {
@@ -205,37 +242,35 @@ runs inside that listener (it owns your device's connection and keys).`,
 	}
 	f.addAs(cmd)
 	cmd.Flags().StringVar(&to, "to", "", "handle of the recipient")
-	cmd.Flags().StringVar(&file, "file", "", "send this file's contents (up to the server's message size; - is standard input)")
+	cmd.Flags().StringVar(&file, "file", "", "send this file as media (encrypted, resumable upload, up to the server's --max-media)")
 	cmd.Flags().BoolVar(&waitDelivered, "wait-delivered", false, "wait for the delivered receipt (double tick)")
 	return cmd
 }
 
-// messageBody is what a send command sends: its words, the file named by
-// --file, or standard input; never nothing.
-func messageBody(cmd *cobra.Command, args []string, file string) ([]byte, string, error) {
-	var b []byte
-	var err error
-	switch {
-	case file != "" && len(args) > 0:
-		return nil, "", errors.New("give the message as words or as --file, not both")
-	case file == "-" || (file == "" && len(args) == 0):
+// sendError says why a send to a handle failed, in a person's words.
+func sendError(to string, err error) error {
+	if errors.Is(err, client.ErrNoKeys) {
+		return fmt.Errorf("%s has no device with encryption keys yet, so nothing can be encrypted for them; they publish keys when they register or run `courier chat listen`", to)
+	}
+	return fmt.Errorf("send to %s: %w", to, err)
+}
+
+// messageBody is the text a send command sends: its words, or standard
+// input when there are none; never nothing.
+func messageBody(cmd *cobra.Command, args []string) ([]byte, string, error) {
+	b := []byte(strings.Join(args, " "))
+	if len(args) == 0 {
+		var err error
 		b, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), maxRelayedStdin+1))
 		if err != nil {
 			return nil, "", fmt.Errorf("read the message from standard input: %w", err)
 		}
-	case file != "":
-		b, err = os.ReadFile(file)
-		if err != nil {
-			return nil, "", fmt.Errorf("read the message from %s: %w", file, err)
-		}
-	default:
-		b = []byte(strings.Join(args, " "))
 	}
 	if len(bytes.TrimSpace(b)) == 0 {
-		return nil, "", errors.New("nothing to send: the message is empty (give some words, --file, or text on standard input)")
+		return nil, "", errors.New("nothing to send: the message is empty (give some words, text on standard input, or --file)")
 	}
 	if len(b) > maxRelayedStdin {
-		return nil, "", fmt.Errorf("the message is over %d MiB: that is a file for media, which Courier cannot send yet", maxRelayedStdin>>20)
+		return nil, "", fmt.Errorf("the message is over %d MiB: send it with --file, as media", maxRelayedStdin>>20)
 	}
 	if !utf8.Valid(b) {
 		return b, "application/octet-stream", nil
@@ -245,6 +280,7 @@ func messageBody(cmd *cobra.Command, args []string, file string) ([]byte, string
 
 func newChatListenCmd(f *chatFlags) *cobra.Command {
 	var markRead bool
+	var saveDir string
 	cmd := &cobra.Command{
 		Use:   "listen --as <handle>",
 		Short: "Print incoming messages and receipts until Ctrl-C",
@@ -260,8 +296,10 @@ the server ends the session for good (the device was removed, or another
 program connected as this device), listen says why and exits non-zero.
 
 Messages are decrypted on this device; one that cannot be decrypted is
-shown as such.`,
-		Example: "  courier chat listen --as bob --mark-read",
+shown as such. Files (media) are shown by name and size; with --save-dir
+they are downloaded there, checked against their digest and key before a
+byte is written, and saved under the sender's file name.`,
+		Example: "  courier chat listen --as bob --mark-read --save-dir ~/Downloads/courier",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.host != nil {
@@ -299,6 +337,13 @@ shown as such.`,
 			}
 			defer wg.Wait()
 			defer stopRelay()
+			var saver *mediaSaver
+			if saveDir != "" {
+				if saver, err = newMediaSaver(saveDir, s.c, out); err != nil {
+					return err
+				}
+				defer saver.wait()
+			}
 			fmt.Fprintf(out, "listening as %s (user id %s); Ctrl-C to stop\n", s.names.self.Handle, s.c.UserID())
 			p := newPrinter(out, s.names)
 			for {
@@ -312,6 +357,9 @@ shown as such.`,
 					}
 					p.print(e)
 					host.publish(e)
+					if ref, ok := client.MediaOf(e); ok && saver != nil && e.Kind != courierpb.EntryKind_ENTRY_KIND_SENT_TRANSCRIPT {
+						saver.save(ctx, ref, s.names.name(e.FromUserID))
+					}
 					if markRead && (e.IsMessage() || e.IsGroupMessage()) {
 						rctx, cancel := context.WithTimeout(ctx, f.timeout)
 						var err error
@@ -335,6 +383,7 @@ shown as such.`,
 	}
 	f.addAs(cmd)
 	cmd.Flags().BoolVar(&markRead, "mark-read", false, "send read receipts for the messages printed")
+	cmd.Flags().StringVar(&saveDir, "save-dir", "", "download the files (media) that arrive into this directory")
 	return cmd
 }
 
@@ -708,6 +757,9 @@ func printEntry(w io.Writer, e client.Entry, n *names) {
 
 // body is what a message says: its decrypted text, or why it has none.
 func body(e client.Entry) string {
+	if ref, ok := client.MediaOf(e); ok {
+		return describeMedia(ref)
+	}
 	switch {
 	case e.DecryptErr != nil:
 		return "⚠ cannot decrypt: " + e.DecryptErr.Error()

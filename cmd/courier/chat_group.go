@@ -173,17 +173,26 @@ func newGroupSendCmd(f *chatFlags) *cobra.Command {
 	var group, file string
 	cmd := &cobra.Command{
 		Use:   "send --as <handle> --group <group> [<text>... | --file <path>]",
-		Short: "Send a text message to a group; prints the single tick",
-		Long: `Send a text message to a group: the words given, or the contents of
---file, or, with neither, standard input. It is encrypted once with your
-sender key for the group; the key reaches each member over a pairwise
-session (also members who publish keys only later).`,
-		Example:     `  courier chat group send --as alice --group hikers "saturday?"`,
+		Short: "Send a text message or a file to a group; prints the single tick",
+		Long: `Send a text message to a group (the words given, or, with none, standard
+input), or with --file any file as media (encrypted and uploaded once; the
+key goes to the members inside the encrypted message). It is encrypted once
+with your sender key for the group; the key reaches each member over a
+pairwise session (also members who publish keys only later).`,
+		Example: `  courier chat group send --as alice --group hikers "saturday?"
+  courier chat group send --as alice --group hikers --file map.png`,
 		Annotations: map[string]string{annotationReadsStdin: "yes"},
 		RunE: f.relayed(func(cmd *cobra.Command, args []string) error {
-			msg, contentType, err := messageBody(cmd, args, file)
-			if err != nil {
-				return err
+			if file != "" && len(args) > 0 {
+				return errors.New("give either words or --file, not both")
+			}
+			var msg []byte
+			contentType := ""
+			if file == "" {
+				var err error
+				if msg, contentType, err = messageBody(cmd, args); err != nil {
+					return err
+				}
 			}
 			ctx, c, _, done, err := f.groupSession(cmd)
 			if err != nil {
@@ -194,7 +203,17 @@ session (also members who publish keys only later).`,
 			if err != nil {
 				return err
 			}
-			res, err := c.SendGroup(ctx, gid, msg, client.WithGroupContentType(contentType))
+			var res client.SendResult
+			if file != "" {
+				// The upload is bounded by Ctrl-C only, not --timeout.
+				ref, err := uploadFile(cmd.Context(), c, file, cmd.ErrOrStderr(), f.progressOnTTY(cmd))
+				if err != nil {
+					return err
+				}
+				res, err = c.SendGroupMedia(ctx, gid, ref)
+			} else {
+				res, err = c.SendGroup(ctx, gid, msg, client.WithGroupContentType(contentType))
+			}
 			if err != nil {
 				return fmt.Errorf("send to %s: %w", group, err)
 			}
@@ -208,7 +227,7 @@ session (also members who publish keys only later).`,
 	}
 	f.addAs(cmd)
 	cmd.Flags().StringVar(&group, "group", "", "group id or subject")
-	cmd.Flags().StringVar(&file, "file", "", "send this file's contents (- is standard input)")
+	cmd.Flags().StringVar(&file, "file", "", "send this file as media (encrypted, resumable upload)")
 	return cmd
 }
 

@@ -44,6 +44,8 @@ type relayRequest struct {
 	Args     []string `json:"args"`
 	Stdin    []byte   `json:"stdin,omitempty"`
 	HasStdin bool     `json:"has_stdin,omitempty"`
+	// ErrTTY: the command's standard error is a terminal.
+	ErrTTY bool `json:"err_tty,omitempty"`
 }
 
 // relayReply is one line of the listener's answer: output, then done.
@@ -105,7 +107,7 @@ func (f *chatFlags) relayed(run func(cmd *cobra.Command, args []string) error) f
 // forward hands the command to the listener on conn and copies its output
 // here; the listener's error becomes this command's.
 func forward(cmd *cobra.Command, conn net.Conn, args []string) error {
-	req := relayRequest{Args: relayArgs(cmd, args)}
+	req := relayRequest{Args: relayArgs(cmd, args), ErrTTY: isTerminal(cmd.ErrOrStderr())}
 	if cmd.Annotations[annotationReadsStdin] != "" && len(args) == 0 && !cmd.Flags().Changed("file") {
 		b, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), maxRelayedStdin+1))
 		if err != nil {
@@ -284,7 +286,7 @@ func (h *deviceHost) serveOne(ctx context.Context, conn net.Conn) {
 		cancel()
 	}()
 	w := &relayWriter{enc: json.NewEncoder(conn)}
-	root := newChatCmdHosted(h)
+	root := newChatCmdHosted(h, req.ErrTTY)
 	root.SetArgs(req.Args)
 	root.SetOut(w.stream(false))
 	root.SetErr(w.stream(true))

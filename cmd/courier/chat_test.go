@@ -233,12 +233,50 @@ func TestSendRefusesAnEmptyMessageInPlainWords(t *testing.T) {
 			t.Errorf("%s: err = %v, want 'nothing to send' without a courier: prefix", tc.name, err)
 		}
 	}
-	path := filepath.Join(t.TempDir(), "note.txt")
-	if err := os.WriteFile(path, []byte("from a file"), 0o600); err != nil {
+}
+
+// TestFileSentAsMediaIsSavedByTheListener: `send --file` encrypts and
+// uploads the file and sends its key in the message; `listen --save-dir`
+// downloads, verifies and saves it under the sender's file name, for 1:1
+// and group sends, whether or not the sender's own listener runs.
+func TestFileSentAsMediaIsSavedByTheListener(t *testing.T) {
+	e := newChatEnv(t)
+	e.must("register", "--url", e.url, "--handle", "alice")
+	e.must("register", "--url", e.url, "--handle", "bob")
+	saveDir := t.TempDir()
+	bob := e.listen("--as", "bob", "--save-dir", saveDir)
+
+	src := t.TempDir()
+	photo := make([]byte, 300<<10) // over one message frame: only media carries it
+	for i := range photo {
+		photo[i] = byte(i * 7)
+	}
+	if err := os.WriteFile(filepath.Join(src, "photo.jpg"), photo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out := e.must("send", "--as", "alice", "--to", "bob", "--file", path); !strings.Contains(out, "✓ stored") {
+	out := e.must("send", "--as", "alice", "--to", "bob", "--file", filepath.Join(src, "photo.jpg"))
+	if !strings.Contains(out, "✓ stored") || !strings.Contains(out, "upload photo.jpg") {
 		t.Fatalf("send --file printed %q", out)
+	}
+	bob.waitFor(t, "alice: 📎 photo.jpg (300.0 KiB, image/jpeg)")
+	bob.waitFor(t, "saved 📎 photo.jpg")
+	got, err := os.ReadFile(filepath.Join(saveDir, "photo.jpg"))
+	if err != nil || !bytes.Equal(got, photo) {
+		t.Fatalf("saved photo.jpg: %d bytes, err %v; want the %d bytes sent", len(got), err, len(photo))
+	}
+
+	// The same file again, to a group, from inside Alice's listener: the
+	// blob exists, so it is not uploaded twice, and it is saved beside.
+	alice := e.listen("--as", "alice")
+	e.must("group", "create", "--as", "alice", "--subject", "pics", "bob")
+	e.must("group", "send", "--as", "alice", "--group", "pics", "--file", filepath.Join(src, "photo.jpg"))
+	bob.waitFor(t, "#pics alice: 📎 photo.jpg")
+	bob.waitFor(t, "photo (1).jpg")
+	if got, err := os.ReadFile(filepath.Join(saveDir, "photo (1).jpg")); err != nil || !bytes.Equal(got, photo) {
+		t.Fatalf("second copy: %d bytes, err %v", len(got), err)
+	}
+	if !alice.running() || !bob.running() {
+		t.Fatal("a listener ended")
 	}
 }
 
@@ -294,6 +332,35 @@ func TestReceiptsShowInTheOrderTicksMakeSense(t *testing.T) {
 		}
 		if out.String() != tc.want {
 			t.Errorf("%s:\n got %q\nwant %q", tc.name, out.String(), tc.want)
+		}
+	}
+}
+
+// TestSavedFileNamesNeverLeaveTheSaveDirectory: a file name is the
+// sender's word; whatever it says, the file lands in the save directory
+// under a plain visible name.
+func TestSavedFileNamesNeverLeaveTheSaveDirectory(t *testing.T) {
+	digest := strings.Repeat("ab", 32)
+	tests := []struct{ name, contentType, want string }{
+		{"photo.jpg", "image/jpeg", "photo.jpg"},
+		{"../../etc/passwd", "text/plain", "passwd"},
+		{`..\..\boot.ini`, "text/plain", "boot.ini"},
+		{"/abs/path/x.bin", "", "x.bin"},
+		{".bashrc", "text/plain", "media-abababababab.asc"},
+		{"..", "", "media-abababababab"},
+		{"", "", "media-abababababab"},
+	}
+	for _, tc := range tests {
+		got := safeFileName(client.MediaRef{FileName: tc.name, ContentType: tc.contentType, Digest: digest})
+		if tc.contentType == "text/plain" && strings.HasPrefix(tc.want, "media-") {
+			// The extension comes from the system's MIME table.
+			if !strings.HasPrefix(got, "media-abababababab") || strings.Contains(got, "/") {
+				t.Errorf("safeFileName(%q) = %q", tc.name, got)
+			}
+			continue
+		}
+		if got != tc.want {
+			t.Errorf("safeFileName(%q) = %q, want %q", tc.name, got, tc.want)
 		}
 	}
 }

@@ -10,5 +10,7 @@
 // prints as a table (WriteText), as JSON with the full latency histogram
 // (WriteJSON) and as a PNG plot (WritePlot). Presence (presence fan-out
 // while connections flap) checks final presence states instead and returns
-// a PresenceReport of its own. See README.md.
+// a PresenceReport of its own; Media (encrypted file uploads and downloads
+// through the SDK, resumed after cut connections) checks that every file
+// comes back with its SHA-256 and returns a MediaReport. See README.md.
 package bench

@@ -21,22 +21,25 @@ func newBenchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Load a Courier server and check that it delivers every message exactly once, in order",
-		Long: `Six scenarios: direct (1:1), fanout (groups), mixed (a realistic mix),
-storm (reconnect storm), conns (idle connections and their memory) and
-presence (presence fan-out while connections flap); plot redraws the plot
-of a saved --json report.
+		Long: `Seven scenarios: direct (1:1), fanout (groups), mixed (a realistic mix),
+storm (reconnect storm), conns (idle connections and their memory),
+presence (presence fan-out while connections flap) and media (encrypted
+file uploads and downloads, resumable); plot redraws the plot of a saved
+--json report.
 
 direct, fanout, mixed, storm and conns check exactly-once, in-order
 delivery as well as speed, print a summary table (--json: one JSON
 document with the full latency histogram), can draw --plot out.png, and
 exit non-zero when anything was lost, duplicated or reordered. presence
 checks instead that every subscriber ends up knowing who is online, and
-exits non-zero otherwise (no latency histogram, no plot). --url may list
-several gateways of a cluster. Ctrl-C stops a run and prints what was
-measured so far. See bench/README.md.`,
+exits non-zero otherwise (no latency histogram, no plot). media checks
+that every file comes back with the SHA-256 it went up with and reports
+MB/s, time to first byte, resumes and the server's memory (no plot).
+--url may list several gateways of a cluster. Ctrl-C stops a run and
+prints what was measured so far. See bench/README.md.`,
 	}
 	cmd.AddCommand(newBenchDirectCmd(), newBenchFanoutCmd(), newBenchMixedCmd(), newBenchStormCmd(),
-		newBenchConnsCmd(), newBenchConnsWorkerCmd(), newBenchPlotCmd(), newBenchPresenceCmd())
+		newBenchConnsCmd(), newBenchConnsWorkerCmd(), newBenchPlotCmd(), newBenchPresenceCmd(), newBenchMediaCmd())
 	return cmd
 }
 

@@ -179,10 +179,11 @@ type progressBar struct {
 	mu        sync.Mutex
 	last      time.Time
 	done, all int64
+	shown     int64 // done as last printed; -1 before the first line
 }
 
 func newProgressBar(w io.Writer, label string, tty bool) *progressBar {
-	return &progressBar{w: w, label: label, tty: tty, start: time.Now()}
+	return &progressBar{w: w, label: label, tty: tty, start: time.Now(), shown: -1}
 }
 
 func (p *progressBar) update(done, total int64) {
@@ -192,6 +193,9 @@ func (p *progressBar) update(done, total int64) {
 	every := 2 * time.Second
 	if p.tty {
 		every = 200 * time.Millisecond
+	}
+	if done == 0 && !p.tty {
+		return // a log line saying nothing happened yet says nothing
 	}
 	if now := time.Now(); now.Sub(p.last) >= every || done == total {
 		p.last = now
@@ -205,7 +209,9 @@ func (p *progressBar) finish(err error) {
 	if err == nil && p.all > 0 {
 		p.done = p.all
 	}
-	p.printLocked(true)
+	if p.tty || p.done != p.shown {
+		p.printLocked(true)
+	}
 }
 
 // printLocked writes the line. p.mu held.
@@ -223,8 +229,13 @@ func (p *progressBar) printLocked(final bool) {
 	if rate > 0 && p.all > p.done {
 		eta = (time.Duration(float64(p.all-p.done)/rate) * time.Second / time.Second).Round(time.Second).String()
 	}
+	p.shown = p.done
 	line := fmt.Sprintf("%s: %s of %s (%.0f%%), %s/s, %s left", p.label,
 		humanBytes(p.done), humanBytes(p.all), pct, humanBytes(int64(rate)), eta)
+	if p.done == p.all {
+		line = fmt.Sprintf("%s: %s in %s, %s/s", p.label, humanBytes(p.all),
+			time.Since(p.start).Round(time.Millisecond), humanBytes(int64(rate)))
+	}
 	switch {
 	case p.tty && final:
 		fmt.Fprintf(p.w, "\r%s\033[K\n", line)

@@ -255,7 +255,7 @@ func TestFileSentAsMediaIsSavedByTheListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := e.must("send", "--as", "alice", "--to", "bob", "--file", filepath.Join(src, "photo.jpg"))
-	if !strings.Contains(out, "✓ stored") || !strings.Contains(out, "upload photo.jpg") {
+	if !strings.Contains(out, "✓ stored") || !strings.Contains(out, "upload photo.jpg:") {
 		t.Fatalf("send --file printed %q", out)
 	}
 	bob.waitFor(t, "alice: 📎 photo.jpg (300.0 KiB, image/jpeg)")
@@ -362,5 +362,27 @@ func TestSavedFileNamesNeverLeaveTheSaveDirectory(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("safeFileName(%q) = %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestProgressLinesSayBytesRateAndTimeLeft: off a terminal, progress is a
+// line now and then and one when done, never a line about nothing.
+func TestProgressLinesSayBytesRateAndTimeLeft(t *testing.T) {
+	var out bytes.Buffer
+	p := newProgressBar(&out, "upload a.bin", false)
+	p.update(0, 4<<20)
+	p.update(1<<20, 4<<20) // the first real progress is shown
+	p.update(2<<20, 4<<20) // within 2 s of the last line: not shown
+	p.update(4<<20, 4<<20) // done: shown
+	p.finish(nil)          // nothing new to say
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("got %d lines, want 2:\n%s", len(lines), out.String())
+	}
+	if !strings.Contains(lines[0], "upload a.bin: 1.0 MiB of 4.0 MiB (25%)") || !strings.Contains(lines[0], "left") {
+		t.Errorf("first line %q", lines[0])
+	}
+	if !strings.HasPrefix(lines[1], "upload a.bin: 4.0 MiB in ") {
+		t.Errorf("last line %q", lines[1])
 	}
 }

@@ -160,16 +160,9 @@ and keys).`,
 			if to == "" {
 				return errors.New("--to is required: the handle of the person you write to")
 			}
-			if file != "" && len(args) > 0 {
-				return errors.New("give either words or --file, not both")
-			}
-			var msg []byte
-			contentType := ""
-			if file == "" {
-				var err error
-				if msg, contentType, err = messageBody(cmd, args); err != nil {
-					return err
-				}
+			msg, contentType, err := messageBody(cmd, args, file)
+			if err != nil {
+				return err
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -256,8 +249,15 @@ func sendError(to string, err error) error {
 }
 
 // messageBody is the text a send command sends: its words, or standard
-// input when there are none; never nothing.
-func messageBody(cmd *cobra.Command, args []string) ([]byte, string, error) {
+// input when there are none; never nothing. With --file it is nil: the file
+// goes as media.
+func messageBody(cmd *cobra.Command, args []string, file string) ([]byte, string, error) {
+	if file != "" {
+		if len(args) > 0 {
+			return nil, "", errors.New("give either words or --file, not both")
+		}
+		return nil, "", nil
+	}
 	b := []byte(strings.Join(args, " "))
 	if len(args) == 0 {
 		var err error

@@ -183,16 +183,9 @@ pairwise session (also members who publish keys only later).`,
   courier chat group send --as alice --group hikers --file map.png`,
 		Annotations: map[string]string{annotationReadsStdin: "yes"},
 		RunE: f.relayed(func(cmd *cobra.Command, args []string) error {
-			if file != "" && len(args) > 0 {
-				return errors.New("give either words or --file, not both")
-			}
-			var msg []byte
-			contentType := ""
-			if file == "" {
-				var err error
-				if msg, contentType, err = messageBody(cmd, args); err != nil {
-					return err
-				}
+			msg, contentType, err := messageBody(cmd, args, file)
+			if err != nil {
+				return err
 			}
 			ctx, c, _, done, err := f.groupSession(cmd)
 			if err != nil {

@@ -37,7 +37,7 @@ long after it opened, so transfers must resume from the server's offset.
 Exits non-zero when a transfer failed, a file came back different or was
 refused as corrupt, or the run did not finish.`,
 		Example: `  courier bench media --size 256MiB --clients 8 --server-pid $(pgrep -f 'courier serve') --json
-  courier bench media --size 2GiB --clients 1 --dd          # the server needs --max-media above 2 GiB
+  courier bench media --size 2GiB --clients 1 --dd
   courier bench media --size 64MiB --clients 4 --kill-every 500ms`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -114,6 +114,12 @@ const (
 	// mediaMaxRecreate bounds how often an upload the server lost is
 	// created again.
 	mediaMaxRecreate = 3
+	// mediaFinishWait is how long the server may take to check and
+	// publish a complete upload (reading it back from an object store)
+	// before it answers the last PATCH; the SDK waits that long for the
+	// answer, and as long for a complete upload to be published before it
+	// uploads again.
+	mediaFinishWait = 11 * time.Minute
 )
 
 // MediaOption adjusts one UploadMedia or DownloadMedia.
@@ -171,7 +177,10 @@ func WithMediaTempDir(dir string) MediaOption {
 }
 
 // WithMediaStallTimeout sets how long a transfer may make no progress
-// before its request is abandoned and resumed (default 30s).
+// before its request is abandoned and resumed (default 30s). Once the last
+// byte of an upload is sent the SDK waits longer (11 minutes) for the
+// answer: the server reads the whole upload back to check its digest and
+// publish it before it answers.
 func WithMediaStallTimeout(d time.Duration) MediaOption {
 	return func(c *mediaConfig) { c.stall = d }
 }
@@ -570,6 +579,12 @@ func newStallGuard(ctx context.Context, d time.Duration) (context.Context, *stal
 
 func (g *stallGuard) tick() { g.t.Reset(g.d) }
 
+// extend gives the request d from now, and from then on.
+func (g *stallGuard) extend(d time.Duration) {
+	g.d = max(g.d, d)
+	g.t.Reset(g.d)
+}
+
 // mediaUpload is one UploadMedia's transfer.
 type mediaUpload struct {
 	c      *Client
@@ -582,6 +597,9 @@ type mediaUpload struct {
 
 	loc string // the upload's URL; "" before creation
 }
+
+// errNotPublished: a complete upload whose blob is not there yet.
+var errNotPublished = errors.New("media: the upload is complete but not published yet")
 
 // errNoProgress: a PATCH the server accepted without taking any byte.
 var errNoProgress = errors.New("media: the server took no bytes")
@@ -601,6 +619,9 @@ func (u *mediaUpload) run(ctx context.Context) (err error) {
 	offset := int64(-1) // -1: ask the server
 	attempt, authFails, recreated := 0, 0, 0
 	var last error
+	// completeAt is when the server first had every byte of the current
+	// upload without naming the published blob yet (zero: not yet).
+	var completeAt time.Time
 	for {
 		if ctx.Err() != nil {
 			return mediaCtxErr(ctx, last)
@@ -611,18 +632,30 @@ func (u *mediaUpload) run(ctx context.Context) (err error) {
 		switch {
 		case u.loc == "":
 			done, err = u.create(ctx)
-			offset = 0
+			offset, completeAt = 0, time.Time{}
 		case offset < 0:
-			offset, err = u.head(ctx)
+			offset, done, err = u.head(ctx)
 		case offset == u.total:
-			// Complete, but the answer naming the published blob was
-			// lost: creating it again answers at once if it was published.
-			recreated++
-			if recreated > mediaMaxRecreate {
-				return fmt.Errorf("%w: the upload is complete but no blob was published", errMediaProtocol)
+			// Complete, but the answer naming the published blob was lost
+			// or is still to come (the server checks and publishes it, and
+			// a HEAD finishes it if nothing else does). Ask whether the
+			// blob is there; wait for it a while; then upload again.
+			if completeAt.IsZero() {
+				completeAt = time.Now()
 			}
-			u.loc, offset = "", -1
-			continue
+			done, err = u.blobExists(ctx)
+			if err == nil && !done {
+				if time.Since(completeAt) > mediaFinishWait {
+					recreated++
+					if recreated > mediaMaxRecreate {
+						return fmt.Errorf("%w: the upload is complete but no blob was published", errMediaProtocol)
+					}
+					u.loc, offset = "", -1
+					continue
+				}
+				err = errNotPublished
+			}
+			offset = -1
 		default:
 			var next int64
 			next, done, err = u.patch(ctx, offset)
@@ -631,6 +664,9 @@ func (u *mediaUpload) run(ctx context.Context) (err error) {
 				err = errNoProgress // pause before asking again
 			}
 			offset = next
+		}
+		if offset == u.total && completeAt.IsZero() {
+			completeAt = time.Now()
 		}
 		if done {
 			u.loc = "" // published: nothing to clean up
@@ -650,6 +686,19 @@ func (u *mediaUpload) run(ctx context.Context) (err error) {
 		}
 		var status *statusErr
 		switch {
+		case errors.Is(err, errUploadLost) && !completeAt.IsZero():
+			// Gone once complete: published, or refused and deleted.
+			if ok, berr := u.blobExists(ctx); berr == nil && ok {
+				u.loc = ""
+				u.prog.report(u.total)
+				return nil
+			}
+			recreated++
+			if recreated > mediaMaxRecreate {
+				return err
+			}
+			u.loc, offset = "", -1
+			continue
 		case errors.Is(err, errUploadLost):
 			recreated++
 			if recreated > mediaMaxRecreate {
@@ -719,7 +768,8 @@ func retryableTransport(ctx context.Context, err error) bool {
 	if ctx.Err() != nil {
 		return false
 	}
-	if errors.Is(err, ErrMediaSourceChanged) || errors.Is(err, ErrMediaSize) || errors.Is(err, errLocal) || errors.Is(err, errMediaProtocol) {
+	if errors.Is(err, ErrMediaSourceChanged) || errors.Is(err, ErrMediaSize) || errors.Is(err, errLocal) ||
+		errors.Is(err, errMediaProtocol) || errors.Is(err, ErrMediaDigestRefused) {
 		return false
 	}
 	var apiErr *Error
@@ -789,25 +839,54 @@ func (u *mediaUpload) create(ctx context.Context) (bool, error) {
 	return false, refused(resp, "media: create upload")
 }
 
-// head asks the server how much of the upload it has.
-func (u *mediaUpload) head(ctx context.Context) (int64, error) {
+// head asks the server how much of the upload it has. The HEAD of a
+// complete upload may finish it: done when it names the published blob.
+func (u *mediaUpload) head(ctx context.Context) (int64, bool, error) {
 	resp, err := u.c.mediaDo(ctx, u.hc, http.MethodHead, u.loc, tusHeader(), nil, 0)
 	if err != nil {
-		return -1, err
+		return -1, false, err
 	}
 	switch resp.StatusCode {
 	case http.StatusOK, http.StatusNoContent:
 		drain(resp)
 		off, err := strconv.ParseInt(resp.Header.Get("Upload-Offset"), 10, 64)
 		if err != nil || off < 0 || off > u.total {
-			return -1, fmt.Errorf("%w: it reports offset %q of %d", errMediaProtocol, resp.Header.Get("Upload-Offset"), u.total)
+			return -1, false, fmt.Errorf("%w: it reports offset %q of %d", errMediaProtocol, resp.Header.Get("Upload-Offset"), u.total)
 		}
-		return off, nil
+		if got := resp.Header.Get("Courier-Blob-Digest"); off == u.total && got != "" {
+			if got != u.digest {
+				return off, false, fmt.Errorf("%w: it published blob %q, not %q", errMediaProtocol, got, u.digest)
+			}
+			return off, true, nil
+		}
+		return off, false, nil
 	case http.StatusNotFound, http.StatusGone:
 		drain(resp)
-		return -1, errUploadLost
+		return -1, false, errUploadLost
+	case http.StatusBadRequest:
+		// Finishing the complete upload found the wrong digest.
+		e := mediaRefusal(resp, "media: upload")
+		return -1, false, fmt.Errorf("%w: %w", ErrMediaDigestRefused, e)
 	}
-	return -1, refused(resp, "media: resume upload")
+	return -1, false, refused(resp, "media: resume upload")
+}
+
+// blobExists asks whether the server has published the blob.
+func (u *mediaUpload) blobExists(ctx context.Context) (bool, error) {
+	target := u.c.server().httpBase + "/v1/media/blobs/" + u.digest
+	resp, err := u.c.mediaDo(ctx, u.hc, http.MethodHead, target, nil, nil, 0)
+	if err != nil {
+		return false, err
+	}
+	switch resp.StatusCode {
+	case http.StatusOK, http.StatusPartialContent:
+		drain(resp)
+		return true, nil
+	case http.StatusNotFound, http.StatusGone:
+		drain(resp)
+		return false, nil
+	}
+	return false, refused(resp, "media: look for the published blob")
 }
 
 // patchBody is the body of one PATCH: a piece of the ciphertext. Once
@@ -860,7 +939,13 @@ func (u *mediaUpload) patch(ctx context.Context, offset int64) (int64, bool, err
 	rctx, guard, release := newStallGuard(ctx, u.mc.stall)
 	defer release()
 	body := &patchBody{r: io.LimitReader(src, n), onRead: func(sent int64) {
-		guard.tick()
+		if offset+sent == u.total {
+			// The server now checks and publishes the whole upload
+			// before it answers: that may take minutes.
+			guard.extend(mediaFinishWait)
+		} else {
+			guard.tick()
+		}
 		u.prog.report(offset + sent)
 	}}
 	hdr := tusHeader("Upload-Offset", strconv.FormatInt(offset, 10), "Content-Type", "application/offset+octet-stream")

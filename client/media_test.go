@@ -70,6 +70,7 @@ type fakeTus struct {
 	stallPatch   int   // this many PATCHes read 1 KiB, then hang
 	stallGet     int   // this many GETs send 1 KiB, then hang
 	noHeadOffset bool
+	lateFinish   bool // a complete upload is published only by finishLate
 	absoluteLoc  bool
 }
 
@@ -207,6 +208,18 @@ func (f *fakeTus) upload(w http.ResponseWriter, r *http.Request, id string) {
 			status, f.headPlan = f.headPlan[0], f.headPlan[1:]
 		}
 		off := len(up.data)
+		if status == 0 && int64(off) == up.length && !f.lateFinish {
+			// Like the real server: the HEAD of a complete upload whose
+			// last PATCH never got its answer finishes it.
+			defer f.mu.Unlock()
+			w.Header().Set("Upload-Offset", strconv.Itoa(off))
+			if !f.finishLocked(id, up, w) {
+				http.Error(w, "digest mismatch", http.StatusBadRequest)
+				return
+			}
+			w.WriteHeader(http.StatusOK)
+			return
+		}
 		f.mu.Unlock()
 		if status != 0 {
 			w.WriteHeader(status)
@@ -318,22 +331,29 @@ func (f *fakeTus) patch(w http.ResponseWriter, r *http.Request, id string, up *f
 	defer f.mu.Unlock()
 	w.Header().Set("Tus-Resumable", "1.0.0")
 	w.Header().Set("Upload-Offset", strconv.Itoa(len(up.data)))
-	if int64(len(up.data)) == up.length {
-		delete(f.uploads, id)
-		data := up.data
-		if f.corruptStore {
-			data = bytes.Clone(data)
-			data[len(data)/2] ^= 1
-		}
-		sum := sha256.Sum256(data)
-		if hex.EncodeToString(sum[:]) != up.digest {
-			http.Error(w, "digest mismatch", http.StatusBadRequest)
-			return
-		}
-		f.blobs[up.digest] = data
-		w.Header().Set("Courier-Blob-Digest", up.digest)
+	if int64(len(up.data)) == up.length && !f.finishLocked(id, up, w) {
+		http.Error(w, "digest mismatch", http.StatusBadRequest)
+		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// finishLocked checks a complete upload's digest and publishes it; false
+// on a mismatch (the upload is gone either way).
+func (f *fakeTus) finishLocked(id string, up *fakeUpload, w http.ResponseWriter) bool {
+	delete(f.uploads, id)
+	data := up.data
+	if f.corruptStore {
+		data = bytes.Clone(data)
+		data[len(data)/2] ^= 1
+	}
+	sum := sha256.Sum256(data)
+	if hex.EncodeToString(sum[:]) != up.digest {
+		return false
+	}
+	f.blobs[up.digest] = data
+	w.Header().Set("Courier-Blob-Digest", up.digest)
+	return true
 }
 
 func (f *fakeTus) download(w http.ResponseWriter, r *http.Request, digest string) {
@@ -356,8 +376,13 @@ func (f *fakeTus) download(w http.ResponseWriter, r *http.Request, digest string
 		w.WriteHeader(status)
 		return
 	}
-	if !ok || r.Method != http.MethodGet {
+	if !ok || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
 		http.NotFound(w, r)
+		return
+	}
+	if r.Method == http.MethodHead {
+		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+		w.WriteHeader(http.StatusOK)
 		return
 	}
 	start := int64(0)
@@ -413,6 +438,18 @@ func (f *fakeTus) hang(r *http.Request) {
 	case <-time.After(10 * time.Second):
 	}
 	panic(http.ErrAbortHandler)
+}
+
+// finishLate publishes every complete upload (the server finishing after
+// its client hung up).
+func (f *fakeTus) finishLate() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for id, up := range f.uploads {
+		if int64(len(up.data)) == up.length {
+			f.finishLocked(id, up, httptest.NewRecorder())
+		}
+	}
 }
 
 func (f *fakeTus) blob(digest string) []byte {
@@ -952,7 +989,9 @@ func TestMediaStalledTransfersAreResumed(t *testing.T) {
 	plain := canaryFile(1 << 20)
 	f.do(func(f *fakeTus) { f.stallPatch, f.stallGet = 2, 2 })
 	start := time.Now()
-	ref := roundTrip(t, c, f, plain, bytes.NewReader(plain), client.WithMediaStallTimeout(200*time.Millisecond))
+	// (Pieces smaller than the file: after the last byte of the last piece
+	// the SDK waits minutes for the server to check and publish it.)
+	ref := roundTrip(t, c, f, plain, bytes.NewReader(plain), client.WithMediaStallTimeout(200*time.Millisecond), client.WithMediaPieceSize(256<<10))
 	if d := time.Since(start); d > 8*time.Second {
 		t.Fatalf("stalls took %v to notice", d)
 	}
@@ -1116,6 +1155,7 @@ func TestMediaResumesAgainstTheRealServer(t *testing.T) {
 	var patchBytes int64
 	var offsets []int64
 	var gets []string
+	droppedAnswer := false
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		switch {
@@ -1131,6 +1171,14 @@ func TestMediaResumesAgainstTheRealServer(t *testing.T) {
 				patchBytes += cut
 			} else {
 				patchBytes += r.ContentLength
+				if !droppedAnswer {
+					// The last PATCH: the node gets it all, its answer
+					// (naming the published blob) is lost.
+					droppedAnswer = true
+					mu.Unlock()
+					proxy.ServeHTTP(httptest.NewRecorder(), r)
+					panic(http.ErrAbortHandler)
+				}
 			}
 		case r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/"):
 			gets = append(gets, r.Header.Get("Range"))
@@ -1167,8 +1215,9 @@ func TestMediaResumesAgainstTheRealServer(t *testing.T) {
 	sent, offs := patchBytes, offsets
 	mu.Unlock()
 	// Each PATCH starts where the node got to: after a cut only what was
-	// in flight is sent again, never the prefix.
-	if len(offs) != 4 || offs[0] != 0 || offs[1] == 0 || offs[1] > offs[2] || offs[2] > offs[3] {
+	// in flight is sent again, never the prefix; the lost last answer
+	// costs no PATCH.
+	if !droppedAnswer || len(offs) != 4 || offs[0] != 0 || offs[1] == 0 || offs[1] > offs[2] || offs[2] > offs[3] {
 		t.Fatalf("PATCH offsets %v", offs)
 	}
 	// What was in flight at a cut (proxy and socket buffers) may be lost
@@ -1308,4 +1357,39 @@ func TestMediaUploadSurvivesANodeRestart(t *testing.T) {
 	if !bytes.Equal(out.Bytes(), plain) {
 		t.Fatal("downloaded file differs")
 	}
+}
+
+func TestMediaUploadWhoseLastAnswerIsLost(t *testing.T) {
+	plain := canaryFile(1 << 20)
+	cipherSize := client.MediaCipherSize(int64(len(plain)))
+	t.Run("a HEAD finishes it", func(t *testing.T) {
+		f := newFakeTus(t)
+		c := mediaClient(t, f)
+		f.do(func(f *fakeTus) { f.patchPlan = []patchStep{{abort: true, read: cipherSize}} })
+		roundTrip(t, c, f, plain, bytes.NewReader(plain))
+		received, _, creates, patches, _ := f.stats()
+		if received != cipherSize || creates != 1 || len(patches) != 1 {
+			t.Fatalf("%d bytes, %d creations, PATCHes %v", received, creates, patches)
+		}
+	})
+	t.Run("published later", func(t *testing.T) {
+		f := newFakeTus(t)
+		c := mediaClient(t, f)
+		f.do(func(f *fakeTus) { f.lateFinish, f.patchPlan = true, []patchStep{{abort: true, read: cipherSize}} })
+		time.AfterFunc(300*time.Millisecond, f.finishLate)
+		roundTrip(t, c, f, plain, bytes.NewReader(plain))
+		received, _, creates, _, _ := f.stats()
+		if received != cipherSize || creates != 1 {
+			t.Fatalf("%d bytes in %d creations: uploaded again", received, creates)
+		}
+	})
+	t.Run("refused when finished", func(t *testing.T) {
+		f := newFakeTus(t)
+		c := mediaClient(t, f)
+		f.do(func(f *fakeTus) { f.corruptStore, f.patchPlan = true, []patchStep{{abort: true, read: cipherSize}} })
+		_, err := c.UploadMedia(timeout(t, 10*time.Second), bytes.NewReader(plain), int64(len(plain)))
+		if !errors.Is(err, client.ErrMediaDigestRefused) {
+			t.Fatalf("got %v, want ErrMediaDigestRefused", err)
+		}
+	})
 }

@@ -13,9 +13,12 @@
 //     (blobstore.go; LocalStore in local.go keeps both in one directory,
 //     S3Store in s3store.go in a bucket every node shares).
 //   - The step from a finished upload to a published blob (finish.go): the
-//     SHA-256 of the ciphertext is computed by streaming the upload and must
-//     equal the digest the client declared; only then is the blob published
-//     under that digest and its record written (persistence.MediaStore).
+//     SHA-256 of the ciphertext must equal the digest the client declared;
+//     only then is the blob published under that digest and its record
+//     written (persistence.MediaStore). The local store hashes the bytes
+//     as PATCH bodies write them, with a checkpoint beside the upload for
+//     a resume after a crash (hashstate.go), so finishing reads back only
+//     what no hash state covers; the S3 store streams the upload back.
 //   - The sweeper (sweep.go) that deletes blobs a TTL after their last upload
 //     or re-reference, and unfinished uploads a TTL after their creation.
 //
@@ -34,7 +37,10 @@
 // # Invariants
 //
 //	M1: a blob is published only after its bytes hashed to its digest, so a
-//	    blob's name is always the SHA-256 of its bytes.
+//	    blob's name is always the SHA-256 of its bytes. The bytes are hashed
+//	    as they were written to the upload, or read back from it; a hash
+//	    state that disagrees with the declared digest is not believed
+//	    (the upload is read back), and one that is not sound is dropped.
 //	M2: a blob's bytes are published before its record is written, and
 //	    deleted before its record is removed: a record never names bytes
 //	    that were never complete. (Bytes without a record are re-recorded

@@ -122,8 +122,9 @@ func (s *Service) preFinish(ev handler.HookEvent) (handler.HTTPResponse, error) 
 	return s.finish(ev.Context, ev.Upload.ID)
 }
 
-// finishTimeout bounds reading an upload back, publishing it and writing
-// its record (an object store reads 2 GiB back and copies it server-side).
+// finishTimeout bounds hashing an upload (reading it back when no hash
+// state covers it), publishing it and writing its record (an object store
+// reads 2 GiB back and copies it server-side).
 const finishTimeout = 10 * time.Minute
 
 // allowFinish lets the answer to the request that finishes an upload be
@@ -152,7 +153,7 @@ func (s *Service) finish(reqCtx context.Context, id string) (handler.HTTPRespons
 		return handler.HTTPResponse{}, err
 	}
 	declared, owner := info.MetaData[metaDigest], info.MetaData[metaOwner]
-	got, err := s.hashUpload(ctx, up)
+	got, err := s.digest(ctx, id, up, info.Size, declared)
 	if err != nil {
 		s.log.Error("hash an upload", "upload", id, "err", err)
 		return handler.HTTPResponse{}, tusError(http.StatusInternalServerError, courierpb.ErrorCode_INTERNAL, "cannot read the upload back", nil)
@@ -181,6 +182,32 @@ func (s *Service) finish(reqCtx context.Context, id string) (handler.HTTPRespons
 		return handler.HTTPResponse{}, errUnavailable
 	}
 	return handler.HTTPResponse{Header: handler.HTTPHeader{HeaderBlobDigest: declared}}, nil
+}
+
+// uploadDigester is a BlobStore that hashes uploads as they are written
+// (LocalStore, hashstate.go).
+type uploadDigester interface {
+	// uploadDigest returns the SHA-256 of the finished upload id of size
+	// bytes, reading back only what its hash state lacks. fromState says
+	// whether a state supplied any of it; ok false: read the upload back.
+	uploadDigest(ctx context.Context, id string, size int64) (digest string, fromState, ok bool)
+}
+
+// digest returns the SHA-256 of a finished upload: from the hash computed
+// while it was written when the store keeps one, else by reading it back.
+// A hashed state that disagrees with the declared digest is not believed:
+// the upload is read back and its bytes decide (M1 either way).
+func (s *Service) digest(ctx context.Context, id string, up handler.Upload, size int64, declared string) (string, error) {
+	if d, ok := s.blobs.(uploadDigester); ok {
+		got, fromState, ok := d.uploadDigest(ctx, id, size)
+		switch {
+		case ok && (got == declared || !fromState):
+			return got, nil
+		case ok:
+			s.log.Warn("an upload's hash state disagrees with its declared digest: reading it back", "upload", id)
+		}
+	}
+	return s.hashUpload(ctx, up)
 }
 
 // hashUpload streams an upload through SHA-256; it never holds more than a

@@ -9,23 +9,33 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 
 	"github.com/tus/tusd/v2/pkg/filestore"
 	"github.com/tus/tusd/v2/pkg/handler"
 )
 
 // LocalStore keeps uploads in Dir/uploads (tusd's filestore: <id> holds the
-// bytes, <id>.info the upload's metadata) and published blobs in
-// Dir/blobs/<digest>. Both are on one filesystem, so publishing is a
-// rename: no byte is copied.
+// bytes, <id>.info the upload's metadata, and <id>.sha256 a checkpoint of
+// their SHA-256, hashstate.go) and published blobs in Dir/blobs/<digest>.
+// Both are on one filesystem, so publishing is a rename: no byte is copied.
 type LocalStore struct {
 	uploads, blobs string
 	files          filestore.FileStore
+
+	// hashes are the running SHA-256 of the uploads written to since the
+	// store was opened; checkpointEvery bytes apart they are saved.
+	hashes          hashes
+	checkpointEvery int64
+	// readBack counts the bytes of uploads read back (to hash them, or
+	// through GetReader).
+	readBack atomic.Int64
 }
 
 // NewLocalStore creates dir/uploads and dir/blobs when missing.
 func NewLocalStore(dir string) (*LocalStore, error) {
-	s := &LocalStore{uploads: filepath.Join(dir, "uploads"), blobs: filepath.Join(dir, "blobs")}
+	s := &LocalStore{uploads: filepath.Join(dir, "uploads"), blobs: filepath.Join(dir, "blobs"),
+		hashes: hashes{m: map[string]*uploadHash{}}, checkpointEvery: defaultCheckpointEvery}
 	for _, d := range []string{s.uploads, s.blobs} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("media: create %s: %w", d, err)
@@ -36,13 +46,16 @@ func NewLocalStore(dir string) (*LocalStore, error) {
 	return s, nil
 }
 
-// UseIn installs the filestore as tusd's core and terminater.
+// UseIn installs the filestore, hashing what it writes, as tusd's core and
+// terminater.
 func (s *LocalStore) UseIn(c *handler.StoreComposer) {
-	c.UseCore(s.files)
-	c.UseTerminater(s.files)
+	d := hashedStore{DataStore: s.files, s: s}
+	c.UseCore(d)
+	c.UseTerminater(d)
 }
 
-// ListUploads lists the uploads that have an .info file.
+// ListUploads lists the uploads that have an .info file (not their
+// .sha256 checkpoints).
 func (s *LocalStore) ListUploads(context.Context) ([]string, error) {
 	entries, err := os.ReadDir(s.uploads)
 	if err != nil {
@@ -60,7 +73,8 @@ func (s *LocalStore) ListUploads(context.Context) ([]string, error) {
 func (s *LocalStore) blobPath(digest string) string { return filepath.Join(s.blobs, digest) }
 
 // Publish syncs the upload's bytes, renames them to blobs/<digest>, syncs
-// the blobs directory and removes the upload's .info file. Two uploads of
+// the blobs directory and removes the upload's hash state and .info file.
+// Two uploads of
 // one digest finishing at once may both rename: the second replaces the
 // first with the same bytes, and a reader holding the first keeps it.
 func (s *LocalStore) Publish(_ context.Context, uploadID, digest string) error {
@@ -71,7 +85,7 @@ func (s *LocalStore) Publish(_ context.Context, uploadID, digest string) error {
 	info := bin + ".info"
 	dst := s.blobPath(digest)
 	if _, err := os.Lstat(dst); err == nil {
-		return errors.Join(ErrBlobExists, removeIfExists(bin), removeIfExists(info))
+		return errors.Join(ErrBlobExists, removeIfExists(bin), s.forgetHash(uploadID), removeIfExists(info))
 	}
 	if err := syncFile(bin); err != nil {
 		return err
@@ -82,7 +96,7 @@ func (s *LocalStore) Publish(_ context.Context, uploadID, digest string) error {
 	if err := syncDir(s.blobs); err != nil {
 		return err
 	}
-	return removeIfExists(info)
+	return errors.Join(s.forgetHash(uploadID), removeIfExists(info))
 }
 
 // Open opens a blob; *os.File seeks and reads at any offset, and lets

@@ -136,7 +136,8 @@ func NewS3Store(ctx context.Context, cfg S3Config) (*S3Store, error) {
 }
 
 // UseIn installs tusd's s3store, behind S3Store's upload ids, as tusd's
-// core and terminater.
+// core and terminater. Unlike LocalStore it keeps no incremental hash
+// state (hashstate.go says why): finish reads an S3 upload back to hash it.
 func (s *S3Store) UseIn(c *handler.StoreComposer) {
 	inner := s3store.New(s.bucket, s.client)
 	inner.ObjectPrefix = s3UploadPrefix

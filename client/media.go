@@ -617,6 +617,11 @@ func (u *mediaUpload) run(ctx context.Context) (err error) {
 		}
 	}()
 	offset := int64(-1) // -1: ask the server
+	// best is the highest offset the server confirmed for this upload:
+	// whenever it grows (a completed PATCH, or a HEAD after a cut one that
+	// moved bytes) the backoff starts over, so an upload over a link that
+	// drops every few seconds keeps pausing briefly.
+	best := int64(-1)
 	attempt, authFails, recreated := 0, 0, 0
 	var last error
 	// completeAt is when the server first had every byte of the current
@@ -632,7 +637,7 @@ func (u *mediaUpload) run(ctx context.Context) (err error) {
 		switch {
 		case u.loc == "":
 			done, err = u.create(ctx)
-			offset, completeAt = 0, time.Time{}
+			offset, completeAt, best = 0, time.Time{}, 0
 		case offset < 0:
 			offset, done, err = u.head(ctx)
 		case offset == u.total:
@@ -659,11 +664,13 @@ func (u *mediaUpload) run(ctx context.Context) (err error) {
 		default:
 			var next int64
 			next, done, err = u.patch(ctx, offset)
-			progressed = next > offset
-			if err == nil && !done && !progressed {
+			if err == nil && !done && next <= offset {
 				err = errNoProgress // pause before asking again
 			}
 			offset = next
+		}
+		if offset > best {
+			best, progressed = offset, true
 		}
 		if offset == u.total && completeAt.IsZero() {
 			completeAt = time.Now()
@@ -673,10 +680,10 @@ func (u *mediaUpload) run(ctx context.Context) (err error) {
 			u.prog.report(u.total)
 			return nil
 		}
+		if progressed {
+			attempt = 0
+		}
 		if err == nil {
-			if progressed {
-				attempt = 0
-			}
 			authFails = 0
 			continue
 		}

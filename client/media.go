@@ -300,10 +300,15 @@ func (c *Client) SendGroupMedia(ctx context.Context, groupID string, ref MediaRe
 // The ciphertext goes up in pieces (WithMediaPieceSize). After a dropped
 // connection, a server error or restart, or a conflicting offset, the SDK
 // asks the server how far it got (HEAD) and continues from there, with
-// backoff, until ctx ends; only an upload the server lost altogether
-// starts again from byte 0. If the server already has a blob of that
-// digest nothing is uploaded. An upload that fails for good is deleted
-// from the server.
+// backoff, until ctx ends (the backoff starts over whenever the server's
+// offset moved on); only an upload the server lost altogether starts
+// again from byte 0. Once every byte is sent the SDK waits for the server
+// to check the digest and publish the blob (minutes for a large file on
+// an object store), asking again (HEAD) if the answer is lost, and never
+// uploads a complete file again unless the server still has not
+// published it after 11 minutes. If the server already has a blob of
+// that digest nothing is uploaded. An upload that fails for good is
+// deleted from the server.
 func (c *Client) UploadMedia(ctx context.Context, r io.Reader, size int64, opts ...MediaOption) (MediaRef, error) {
 	mc := mediaOptions(opts)
 	total := MediaCipherSize(size)

@@ -50,3 +50,7 @@ func HashStateOffset(s *LocalStore, id string) (int64, error) {
 	_, off, err := decodeState(id, b)
 	return off, err
 }
+
+// ReadUploadsBack makes finish read every upload back and hash it, ignoring
+// the hash computed while it was written (the behaviour before it was).
+func ReadUploadsBack(s *LocalStore) { s.noIncremental = true }

@@ -281,7 +281,7 @@ func (s *LocalStore) resume(id string, e *uploadHash, off int64) (int64, error) 
 // there is none). fromState says whether a state supplied any of it; ok is
 // false when the store cannot tell (then read the upload back).
 func (s *LocalStore) uploadDigest(_ context.Context, id string, size int64) (digest string, fromState, ok bool) {
-	if !validUploadID(id) {
+	if !validUploadID(id) || s.noIncremental {
 		return "", false, false
 	}
 	st, err := os.Stat(filepath.Join(s.uploads, id))

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/courier-im/courier/media"
 )
@@ -224,4 +225,52 @@ func TestTerminatingAnUploadRemovesItsHashState(t *testing.T) {
 	resp, body = h.do("alice", http.MethodDelete, path, map[string]string{"Tus-Resumable": "1.0.0"}, nil)
 	wantStatus(t, "DELETE", resp, body, http.StatusNoContent)
 	wantEmptyDir(t, filepath.Join(dir, "uploads"))
+}
+
+// BenchmarkLastPatch times the PATCH that completes an upload of
+// COURIER_BENCH_MEDIA_MIB MiB (default 256) on a LocalStore in TMPDIR:
+// "incremental" uses the hash computed while the upload was written,
+// "readback" reads the upload back to hash it (the finish of before).
+// Both sync and rename the file. go test -run x -bench LastPatch
+// -benchtime 3x ./media/
+func BenchmarkLastPatch(b *testing.B) {
+	size := 256 << 20
+	if v, err := strconv.Atoi(os.Getenv("COURIER_BENCH_MEDIA_MIB")); err == nil && v > 1 {
+		size = v << 20
+	}
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i*7 + i>>13)
+	}
+	for _, mode := range []string{"incremental", "readback"} {
+		b.Run(mode, func(b *testing.B) {
+			local, err := media.NewLocalStore(b.TempDir())
+			if err != nil {
+				b.Fatal(err)
+			}
+			if mode == "readback" {
+				media.ReadUploadsBack(local)
+			}
+			h := newHarness(b, media.Config{Blobs: local})
+			var total time.Duration
+			for i := 0; b.Loop(); i++ {
+				b.StopTimer()
+				data[0] = byte(i) // a new digest: a new blob each time
+				last := size - 1<<20
+				path := h.mustCreate("alice", int64(size), digestOf(data))
+				for off := 0; off < last; off += 8 << 20 {
+					end := min(off+8<<20, last)
+					resp, body := h.patch("alice", path, int64(off), data[off:end])
+					wantStatus(b, "PATCH", resp, body, http.StatusNoContent)
+				}
+				media.WaitHashSaves(local)
+				b.StartTimer()
+				start := time.Now()
+				resp, body := h.patch("alice", path, int64(last), data[last:])
+				total += time.Since(start)
+				wantStatus(b, "last PATCH", resp, body, http.StatusNoContent)
+			}
+			b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms/lastpatch")
+		})
+	}
 }

@@ -30,6 +30,9 @@ type LocalStore struct {
 	// readBack counts the bytes of uploads read back (to hash them, or
 	// through GetReader).
 	readBack atomic.Int64
+	// noIncremental (tests and benchmarks only) makes finish read every
+	// upload back, as before hashes were kept.
+	noIncremental bool
 }
 
 // NewLocalStore creates dir/uploads and dir/blobs when missing.

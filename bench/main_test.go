@@ -19,5 +19,12 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	if dir := os.Getenv(hotpathServerEnv); dir != "" {
+		if err := hotpathServe(dir); err != nil {
+			fmt.Fprintln(os.Stderr, "hotpath server:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }

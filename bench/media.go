@@ -282,6 +282,7 @@ func (m *mediaClient) upload(ctx context.Context, cfg MediaConfig, opts []client
 		m.upErr = err
 		return
 	}
+	defer p.close()
 	var once sync.Once
 	progress := client.WithMediaProgress(func(done, _ int64) {
 		once.Do(func() { m.upSent = time.Now() })
@@ -298,6 +299,7 @@ func (m *mediaClient) upload(ctx context.Context, cfg MediaConfig, opts []client
 
 func (m *mediaClient) download(ctx context.Context, cfg MediaConfig, opts []client.MediaOption) {
 	hw := newHashWriter()
+	defer hw.close()
 	var w io.Writer = hw
 	if cfg.tamper != nil {
 		w = cfg.tamper(m.i, hw)

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"net/http"
 	"net/url"
@@ -293,9 +292,12 @@ func (c *Client) SendGroupMedia(ctx context.Context, groupID string, ref MediaRe
 // pass encrypts and hashes it (keeping 16 bytes per 64 KiB, the chunks'
 // tags) and the upload encrypts it again, seeking back to resume; any
 // other reader is encrypted once into a temporary file (ciphertext only,
-// WithMediaTempDir, removed before UploadMedia returns). The file is never
-// held in memory. r must hold exactly size bytes from its current
-// position.
+// WithMediaTempDir, removed before UploadMedia returns). Encryption runs
+// on a goroutine of its own, a few MiB ahead of the hashing (first pass)
+// or of the network (upload). The file is never held in memory. r must
+// hold exactly size bytes from its current position. A file of 32 MiB or
+// more first asks the server's size limit (tus OPTIONS), so one it would
+// refuse fails with ErrMediaTooLarge before it is read.
 //
 // The ciphertext goes up in pieces (WithMediaPieceSize). After a dropped
 // connection, a server error or restart, or a conflicting offset, the SDK
@@ -317,6 +319,13 @@ func (c *Client) UploadMedia(ctx context.Context, r io.Reader, size int64, opts 
 	}
 	ctx, cancel := c.mediaContext(ctx)
 	defer cancel()
+	if total >= mediaPrecheckSize {
+		// Ask the server's limit first: a file it refuses fails now, not
+		// after a pass over the whole file.
+		if limit, ok := c.mediaMaxSize(ctx); ok && total > limit {
+			return MediaRef{}, fmt.Errorf("media: create upload: %w: %d bytes of ciphertext, the server takes at most %d", ErrMediaTooLarge, total, limit)
+		}
+	}
 	key := make([]byte, mediaKeySize)
 	if _, err := rand.Read(key); err != nil {
 		return MediaRef{}, err
@@ -328,14 +337,14 @@ func (c *Client) UploadMedia(ctx context.Context, r io.Reader, size int64, opts 
 	var src cipherSource
 	if rs, ok := r.(io.ReadSeeker); ok {
 		if start, err := rs.Seek(0, io.SeekCurrent); err == nil {
-			src, err = newSeekSource(aead, rs, start, size)
+			src, err = newSeekSource(ctx, aead, rs, start, size)
 			if err != nil {
 				return MediaRef{}, err
 			}
 		}
 	}
 	if src == nil {
-		sp, err := newSpoolSource(aead, r, size, mc.tempDir)
+		sp, err := newSpoolSource(ctx, aead, r, size, mc.tempDir)
 		if err != nil {
 			return MediaRef{}, err
 		}
@@ -356,6 +365,30 @@ func (c *Client) UploadMedia(ctx context.Context, r io.Reader, size int64, opts 
 		return MediaRef{}, err
 	}
 	return ref, nil
+}
+
+// mediaPrecheckSize: uploads of this much ciphertext or more ask the
+// server's size limit before the first pass over the file.
+const mediaPrecheckSize = 32 << 20
+
+// mediaMaxSize asks the server the largest upload it takes (tus OPTIONS,
+// Tus-Max-Size); false when it does not say (then the creation answers).
+func (c *Client) mediaMaxSize(ctx context.Context) (int64, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := c.mediaDo(ctx, c.mediaHTTP(), http.MethodOptions, c.server().httpBase+"/v1/media/", tusHeader(), nil, 0)
+	if err != nil {
+		return 0, false
+	}
+	drain(resp)
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(resp.Header.Get("Tus-Max-Size"), 10, 64)
+	if err != nil || n <= 0 {
+		return 0, false
+	}
+	return n, true
 }
 
 // mediaContext ends with ctx or when the Client closes.
@@ -386,15 +419,20 @@ type seekSource struct {
 	tags  []byte
 }
 
-func newSeekSource(aead cipher.AEAD, rs io.ReadSeeker, start, size int64) (*seekSource, error) {
+func newSeekSource(ctx context.Context, aead cipher.AEAD, rs io.ReadSeeker, start, size int64) (*seekSource, error) {
 	s := &seekSource{aead: aead, rs: rs, start: start, size: size}
-	s.tags = make([]byte, 0, mediaChunks(size)*mediaTagSize)
-	enc := newMediaEncrypter(aead, rs, size, 0, 0)
-	enc.record = &s.tags
+	tags := make([]byte, 0, mediaChunks(size)*mediaTagSize)
+	enc := newMediaEncrypter(aead, newCtxReader(ctx, rs), size, 0, 0)
+	enc.record = &tags
+	// Encrypt on one goroutine, hash on this one.
+	ahead := newAheadReader(enc, -1)
 	h := sha256.New()
-	if _, err := io.Copy(h, enc); err != nil {
+	_, err := io.Copy(h, ahead)
+	ahead.Close()
+	if err != nil {
 		return nil, err
 	}
+	s.tags = tags
 	s.dig = hex.EncodeToString(h.Sum(nil))
 	return s, nil
 }
@@ -418,14 +456,20 @@ type spoolSource struct {
 	n   int64
 }
 
-func newSpoolSource(aead cipher.AEAD, r io.Reader, size int64, dir string) (*spoolSource, error) {
+func newSpoolSource(ctx context.Context, aead cipher.AEAD, r io.Reader, size int64, dir string) (*spoolSource, error) {
 	f, err := os.CreateTemp(dir, "courier-media-up-*.enc")
 	if err != nil {
 		return nil, fmt.Errorf("media: spool file: %w", err)
 	}
 	s := &spoolSource{f: f}
+	if err := preallocSpool(f, MediaCipherSize(size)); err != nil {
+		s.close()
+		return nil, err
+	}
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), newMediaEncrypter(aead, r, size, 0, 0))
+	ahead := newAheadReader(newMediaEncrypter(aead, newCtxReader(ctx, r), size, 0, 0), -1)
+	n, err := io.Copy(io.MultiWriter(f, h), ahead)
+	ahead.Close()
 	if err != nil {
 		s.close()
 		return nil, err
@@ -948,9 +992,12 @@ func (u *mediaUpload) patch(ctx context.Context, offset int64) (int64, bool, err
 	if err != nil {
 		return offset, false, fmt.Errorf("%w: %w", errLocal, err)
 	}
+	// The next blocks are encrypted while this one is sent.
+	ahead := newAheadReader(src, n)
+	defer ahead.Close()
 	rctx, guard, release := newStallGuard(ctx, u.mc.stall)
 	defer release()
-	body := &patchBody{r: io.LimitReader(src, n), onRead: func(sent int64) {
+	body := &patchBody{r: ahead, onRead: func(sent int64) {
 		if offset+sent == u.total {
 			// The server now checks and publishes the whole upload
 			// before it answers: that may take minutes.
@@ -963,6 +1010,7 @@ func (u *mediaUpload) patch(ctx context.Context, offset int64) (int64, bool, err
 	hdr := tusHeader("Upload-Offset", strconv.FormatInt(offset, 10), "Content-Type", "application/offset+octet-stream")
 	resp, err := u.c.mediaDo(rctx, u.hc, http.MethodPatch, u.loc, hdr, body, n)
 	srcErr := body.stop()
+	ahead.Close() // the next request may seek the source
 	if srcErr != nil {
 		// The source, not the network, failed: resuming cannot help.
 		if resp != nil {
@@ -1021,10 +1069,13 @@ func (u *mediaUpload) terminate(ctx context.Context) {
 // plaintext to w. The ciphertext is first downloaded into a temporary file
 // (WithMediaTempDir; removed before DownloadMedia returns), resuming with
 // a Range request after a dropped connection or server error, with
-// backoff, until ctx ends. Then its size and SHA-256 are checked against
-// ref and every chunk is authenticated, and only then is the file
-// decrypted into w: a blob that fails any check is ErrMediaCorrupt and not
-// a byte reaches w. An unknown or expired blob is ErrMediaNotFound.
+// backoff, until ctx ends. Its SHA-256 and every chunk's tag are computed
+// as the bytes arrive (on another goroutine; a resume continues them, a
+// server that answers a resume with the whole blob starts them over); once
+// the last byte is in, the size, digest and tags are checked against ref,
+// and only then is the file decrypted into w, in one pass: a blob that
+// fails any check is ErrMediaCorrupt and not a byte reaches w. An unknown
+// or expired blob is ErrMediaNotFound.
 func (c *Client) DownloadMedia(ctx context.Context, ref MediaRef, w io.Writer, opts ...MediaOption) error {
 	if err := ref.validate(); err != nil {
 		return err
@@ -1044,28 +1095,26 @@ func (c *Client) DownloadMedia(ctx context.Context, ref MediaRef, w io.Writer, o
 		_ = f.Close()
 		_ = os.Remove(f.Name())
 	}()
-	d := &mediaDownload{c: c, mc: mc, ref: ref, f: f, h: sha256.New(), prog: newMediaProgress(mc.progress, ref.CipherSize), hc: c.mediaHTTP()}
+	// The ciphertext is hashed and its chunks authenticated as it arrives,
+	// on another goroutine; after the last byte one pass remains.
+	if err := preallocSpool(f, ref.CipherSize); err != nil {
+		return fmt.Errorf("%w: %w", errLocal, err)
+	}
+	ver := startVerifier(newChunkVerifier(aead, ref.CipherSize))
+	defer ver.wait()
+	d := &mediaDownload{c: c, mc: mc, ref: ref, f: f, ver: ver, prog: newMediaProgress(mc.progress, ref.CipherSize), hc: c.mediaHTTP()}
 	if err := d.run(ctx); err != nil {
 		return err
 	}
-	if got := hex.EncodeToString(d.h.Sum(nil)); got != ref.Digest {
-		return fmt.Errorf("%w: the server sent a blob of SHA-256 %s for %s", ErrMediaCorrupt, got, ref.Digest)
-	}
-	// Authenticate every chunk before the first plaintext byte goes out:
-	// the digest proves the bytes are the sender's, the tags that the
-	// sender's key sealed them in this order.
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
+	// The digest proves the bytes are the sender's, the tags that the
+	// sender's key sealed them in this order: both are checked before the
+	// first plaintext byte goes out.
+	if err := ver.wait().check(ref.Digest); err != nil {
 		return err
 	}
-	if _, err := decryptMedia(aead, newCtxReader(ctx, f), ref.CipherSize, nil); err != nil {
-		return err
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
-	n, err := decryptMedia(aead, newCtxReader(ctx, f), ref.CipherSize, w)
+	n, err := decryptSpool(ctx, aead, f, ref.CipherSize, w)
 	if err != nil {
-		return fmt.Errorf("media: write: %w", err)
+		return err
 	}
 	if n != ref.Size {
 		return fmt.Errorf("media: wrote %d of %d bytes", n, ref.Size)
@@ -1094,8 +1143,8 @@ type mediaDownload struct {
 	mc   mediaConfig
 	ref  MediaRef
 	f    *os.File
-	h    hash.Hash // of f's contents
-	got  int64     // bytes in f
+	ver  *asyncVerifier // has been handed exactly f's contents
+	got  int64          // bytes in f
 	prog *mediaProgress
 	hc   *http.Client
 }
@@ -1107,9 +1156,9 @@ func (d *mediaDownload) restart() error {
 	if _, err := d.f.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	d.h.Reset()
+	d.ver.reset()
 	d.got = 0
-	return nil
+	return preallocSpool(d.f, d.ref.CipherSize)
 }
 
 func (d *mediaDownload) run(ctx context.Context) error {
@@ -1216,18 +1265,31 @@ func (d *mediaDownload) fetch(ctx context.Context) error {
 	default:
 		return refused(resp, "media: download")
 	}
-	buf := make([]byte, 64<<10)
 	for {
-		n, rerr := resp.Body.Read(buf)
-		if n > 0 {
-			guard.tick()
+		// At most one byte past the end: enough to tell a longer blob.
+		buf := d.ver.block()
+		buf = buf[:min(int64(len(buf)), d.ref.CipherSize-d.got+1)]
+		n, rerr := 0, error(nil)
+		for n < len(buf) && rerr == nil {
+			var k int
+			k, rerr = resp.Body.Read(buf[n:])
+			n += k
+			if k > 0 {
+				guard.tick()
+			}
+		}
+		if n == 0 {
+			d.ver.release(buf)
+		} else {
 			if d.got+int64(n) > d.ref.CipherSize {
+				d.ver.release(buf)
 				return fmt.Errorf("%w: the server's blob is longer than the reference says", ErrMediaCorrupt)
 			}
 			if _, err := d.f.Write(buf[:n]); err != nil {
+				d.ver.release(buf)
 				return fmt.Errorf("%w: %w", errLocal, err)
 			}
-			d.h.Write(buf[:n])
+			d.ver.submit(buf[:n])
 			d.got += int64(n)
 			d.prog.report(d.got)
 		}

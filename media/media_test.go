@@ -14,10 +14,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/courier-im/courier/internal/lockedbuf"
 	"github.com/courier-im/courier/media"
 	"github.com/courier-im/courier/persistence"
 )
@@ -663,26 +663,8 @@ func TestAPatchInterruptedByANewerOneIsAnswered423(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestNoClientSuppliedBytesReachTheLog(t *testing.T) {
-	var logs syncBuffer
+	var logs lockedbuf.Buffer
 	blobs := newFaultyBlobs(t, t.TempDir())
 	h := newHarness(t, media.Config{Blobs: blobs, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	const canary = "CANARY7f3a"

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/courier-im/courier/internal/lockedbuf"
 	"github.com/courier-im/courier/push"
 )
 
@@ -141,7 +142,7 @@ func TestManyNotificationsForOneDeviceCollapseIntoOne(t *testing.T) {
 	// Attempts to spare: under a loaded make test a local POST can fail
 	// transiently, which is not what this test is about; what was given up
 	// on is logged if it fails anyway.
-	dead := &safeBuffer{}
+	dead := &lockedbuf.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("dead letters: %s", dead.String())
@@ -209,7 +210,7 @@ func TestGivenUpPushGoesToTheDeadLetterLog(t *testing.T) {
 			rcv := &receiver{t: t, secret: secret, failFirst: 1000, status: tc.status}
 			srv := httptest.NewServer(rcv)
 			defer srv.Close()
-			var dead safeBuffer
+			var dead lockedbuf.Buffer
 			d := newDispatcher(t, srv.URL, secret, 3, &dead)
 			d.Enqueue(push.Notification{Token: "a", UserID: "u7", DeviceID: 3})
 			eventually(t, "the dead letter", func() bool { return strings.Contains(dead.String(), "\n") })
@@ -248,21 +249,4 @@ func TestVerifyRejectsForgeries(t *testing.T) {
 			t.Errorf("%s: err = %v, want ok=%v", tc.name, err, tc.ok)
 		}
 	}
-}
-
-type safeBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *safeBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *safeBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

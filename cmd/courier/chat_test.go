@@ -7,33 +7,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/courier-im/courier/client"
+	"github.com/courier-im/courier/internal/lockedbuf"
 	"github.com/courier-im/courier/internal/nodetest"
 	"github.com/courier-im/courier/node"
 	"github.com/courier-im/courier/protos/courierpb"
 )
-
-// syncBuffer is an output a running command writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // chatEnv is a person at a terminal: a config directory of their own.
 type chatEnv struct {
@@ -54,7 +36,7 @@ func (e *chatEnv) run(stdin string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := newChatCmd()
-	var out syncBuffer
+	var out lockedbuf.Buffer
 	cmd.SetOut(&out)
 	cmd.SetErr(&out)
 	cmd.SetIn(strings.NewReader(stdin))
@@ -76,7 +58,7 @@ func (e *chatEnv) must(args ...string) string {
 
 // listener is `courier chat listen` running in the background.
 type listener struct {
-	out    *syncBuffer
+	out    *lockedbuf.Buffer
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -84,7 +66,7 @@ type listener struct {
 func (e *chatEnv) listen(args ...string) *listener {
 	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &listener{out: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	l := &listener{out: &lockedbuf.Buffer{}, cancel: cancel, done: make(chan error, 1)}
 	cmd := newChatCmd()
 	cmd.SetOut(l.out)
 	cmd.SetErr(l.out)

@@ -13,7 +13,8 @@
 //     (blobstore.go; LocalStore in local.go keeps both in one directory,
 //     S3Store in s3store.go in a bucket every node shares).
 //   - The step from a finished upload to a published blob (finish.go): the
-//     SHA-256 of the ciphertext must equal the digest the client declared;
+//     SHA-256 of the ciphertext must equal the digest the client declared
+//     (at creation, or on the PATCH that completes a deferred-digest one);
 //     only then is the blob published under that digest and its record
 //     written (persistence.MediaStore). The local store hashes the bytes
 //     as PATCH bodies write them, with a checkpoint beside the upload for
@@ -28,7 +29,8 @@
 //     send key and digest inside the end-to-end encrypted message. The
 //     server stores the bytes exactly as they arrive and keeps only the
 //     digest, size, owner and times. Client-supplied metadata other than the
-//     declared digest is dropped at creation; no client bytes are logged.
+//     declared digest (optional) is dropped at creation; no client bytes
+//     are logged.
 //   - Tokens: a request is authenticated by the Authenticator the node passes
 //     in (the gateway's bearer-token check), so media never sees keys.
 //   - Messages, grains and sessions: a media message is an ordinary
@@ -56,12 +58,21 @@
 //
 // Every request carries "Authorization: Bearer <access token>" (401 with
 // a JSON error otherwise). Creation sends Tus-Resumable: 1.0.0,
-// Upload-Length and "Upload-Metadata: sha256 <base64 of the lowercase hex
-// SHA-256 of the ciphertext>". An existing digest is answered 200 with
+// Upload-Length and, when the client knows it (a forward),
+// "Upload-Metadata: sha256 <base64 of the lowercase hex SHA-256 of the
+// ciphertext>". An existing digest is answered 200 with
 // Courier-Blob-Digest and no Location; a new one 201 with Location
-// /v1/media/<upload-id> and Upload-Expires. The response to the PATCH
-// that completes an upload carries Courier-Blob-Digest, or 400 "digest
-// mismatch" (the upload is then gone). Over --max-media: 413; over the
+// /v1/media/<upload-id> and Upload-Expires. A creation without sha256
+// (a new file: its fresh key makes a ciphertext no blob shares) is a
+// deferred-digest upload, always 201: the PATCH that completes it must
+// carry "Courier-Blob-Digest: <lowercase hex SHA-256 of the
+// ciphertext>", which the server checks as it checks a declared one;
+// without it the answer is 400 and the bytes are kept, and a PATCH at
+// Upload-Offset == Upload-Length with an empty body and the header
+// finishes the upload (a HEAD of such an upload only gives the offset).
+// The response to the PATCH that completes an upload carries
+// Courier-Blob-Digest, or 400 "digest mismatch" (the upload is then
+// gone). Over --max-media: 413; over the
 // daily quota: 429 with Retry-After; disk full: 507 with the partial
 // upload kept; Upload-Offset not the server's: 409; a PATCH interrupted
 // by a newer request for its upload: 423; a PATCH silent for the idle

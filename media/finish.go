@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,20 +29,29 @@ func (s *Service) preCreate(ev handler.HookEvent) (handler.HTTPResponse, handler
 	if user == "" {
 		return handler.HTTPResponse{}, none, tusError(http.StatusUnauthorized, courierpb.ErrorCode_UNAUTHENTICATED, "no user", nil)
 	}
-	digest := ev.Upload.MetaData[metaDigest]
-	if !ValidDigest(digest) {
+	// No sha256: a deferred digest, declared by the PATCH that completes
+	// the upload (Courier-Blob-Digest).
+	digest, declared := ev.Upload.MetaData[metaDigest]
+	// (tusd drops an element whose value is not base64: such a sha256 is
+	// refused, not taken for a deferred digest.)
+	deferred := !declared && !namesKey(ev.HTTPRequest.Header.Get("Upload-Metadata"), metaDigest)
+	if !deferred && !ValidDigest(digest) {
 		return handler.HTTPResponse{}, none, tusError(http.StatusBadRequest, courierpb.ErrorCode_INVALID_ARGUMENT,
-			"Upload-Metadata must carry sha256: the base64 of the lowercase hex SHA-256 of the ciphertext", nil)
+			"Upload-Metadata sha256, when given, must be the base64 of the lowercase hex SHA-256 of the ciphertext", nil)
 	}
 	if ev.Upload.SizeIsDeferred || ev.Upload.IsPartial || ev.Upload.IsFinal {
 		return handler.HTTPResponse{}, none, tusError(http.StatusBadRequest, courierpb.ErrorCode_INVALID_ARGUMENT, "Upload-Length is required", nil)
 	}
 	ctx, cancel := context.WithTimeout(ev.Context, storeTimeout)
 	defer cancel()
-	exists, err := s.reference(ctx, digest, user)
-	if err != nil {
-		s.log.Warn("media store call failed", "op", "reference", "err", err)
-		return handler.HTTPResponse{}, none, errUnavailable
+	exists := false
+	if !deferred {
+		var err error
+		exists, err = s.reference(ctx, digest, user)
+		if err != nil {
+			s.log.Warn("media store call failed", "op", "reference", "err", err)
+			return handler.HTTPResponse{}, none, errUnavailable
+		}
 	}
 	if exists {
 		// An error is tusd's only way to answer without creating; this one
@@ -56,16 +66,32 @@ func (s *Service) preCreate(ev handler.HookEvent) (handler.HTTPResponse, handler
 		return handler.HTTPResponse{}, none, err
 	}
 	now := s.now()
-	changes := handler.FileInfoChanges{MetaData: handler.MetaData{
-		metaDigest:  digest,
+	meta := handler.MetaData{
 		metaOwner:   user,
 		metaCreated: strconv.FormatInt(now.Unix(), 10),
-	}}
+	}
+	if deferred {
+		meta[metaDeferred] = "1"
+	} else {
+		meta[metaDigest] = digest
+	}
+	changes := handler.FileInfoChanges{MetaData: meta}
 	resp := handler.HTTPResponse{Header: handler.HTTPHeader{}}
 	if s.cfg.TTL > 0 {
 		resp.Header["Upload-Expires"] = now.Add(s.cfg.TTL).UTC().Format(http.TimeFormat)
 	}
 	return resp, changes, nil
+}
+
+// namesKey says whether a raw Upload-Metadata header has an element for
+// key, valid or not.
+func namesKey(header, key string) bool {
+	for element := range strings.SplitSeq(header, ",") {
+		if k, _, _ := strings.Cut(strings.TrimSpace(element), " "); k == key {
+			return true
+		}
+	}
+	return false
 }
 
 // reference re-references a published blob: when its bytes exist, its
@@ -119,7 +145,7 @@ func (s *Service) charge(ctx context.Context, user string, size int64) error {
 // preFinish runs when the last byte of an upload arrived, inside the
 // request that brought it and under the upload's lock.
 func (s *Service) preFinish(ev handler.HookEvent) (handler.HTTPResponse, error) {
-	return s.finish(ev.Context, ev.Upload.ID)
+	return s.finish(ev.Context, ev.Upload.ID, ev.HTTPRequest.Header.Get(HeaderBlobDigest))
 }
 
 // finishTimeout bounds hashing an upload (reading it back when no hash
@@ -137,8 +163,12 @@ func allowFinish(ctx context.Context) {
 }
 
 // finish checks a complete upload's digest and publishes it (M1, M2). A
-// wrong digest deletes the upload. The caller holds the upload's lock.
-func (s *Service) finish(reqCtx context.Context, id string) (handler.HTTPResponse, error) {
+// wrong digest deletes the upload. The digest is the one declared at
+// creation or, for a deferred-digest upload, header: the
+// Courier-Blob-Digest of the request that finishes it (without one, the
+// upload is kept and the answer is 400). The caller holds the upload's
+// lock.
+func (s *Service) finish(reqCtx context.Context, id, header string) (handler.HTTPResponse, error) {
 	// The client may hang up once it sent the last byte: the check and
 	// the publication still complete.
 	allowFinish(reqCtx)
@@ -153,6 +183,16 @@ func (s *Service) finish(reqCtx context.Context, id string) (handler.HTTPRespons
 		return handler.HTTPResponse{}, err
 	}
 	declared, owner := info.MetaData[metaDigest], info.MetaData[metaOwner]
+	if info.MetaData[metaDeferred] != "" {
+		if !ValidDigest(header) {
+			// The bytes stay: a PATCH at the final offset with an empty
+			// body and the header finishes the upload.
+			return handler.HTTPResponse{}, tusError(http.StatusBadRequest, courierpb.ErrorCode_INVALID_ARGUMENT,
+				"this upload declared no sha256 at creation: the PATCH that completes it must carry "+HeaderBlobDigest+
+					": <lowercase hex SHA-256 of the ciphertext>; the bytes are kept, send a PATCH at the final Upload-Offset with an empty body and the header", nil)
+		}
+		declared = header
+	}
 	got, err := s.digest(ctx, id, up, info.Size, declared)
 	if err != nil {
 		s.log.Error("hash an upload", "upload", id, "err", err)
@@ -227,8 +267,11 @@ func (s *Service) hashUpload(ctx context.Context, up handler.Upload) (string, er
 
 // finishStranded finishes an upload whose bytes all arrived but which was
 // not published: the server stopped, or the store failed, between the last
-// byte and the answer. A HEAD or a PATCH at its final offset publishes it
-// now instead of leaving the client with a complete upload and no blob.
+// byte and the answer, or (a deferred digest) the completing PATCH carried
+// no Courier-Blob-Digest. A HEAD or a PATCH at its final offset publishes
+// it now instead of leaving the client with a complete upload and no blob;
+// for a deferred-digest upload only a PATCH with the header can (route
+// answers its HEAD with the offset).
 func (s *Service) finishStranded(w http.ResponseWriter, r *http.Request, id string) {
 	lock, err := s.composer.Locker.NewLock(id)
 	if err == nil {
@@ -250,7 +293,7 @@ func (s *Service) finishStranded(w http.ResponseWriter, r *http.Request, id stri
 		writeError(w, http.StatusNotFound, courierpb.ErrorCode_NOT_FOUND, "no such upload")
 		return
 	}
-	resp, err := s.finish(r.Context(), id)
+	resp, err := s.finish(r.Context(), id, r.Header.Get(HeaderBlobDigest))
 	var tusErr handler.Error
 	if err != nil && !errors.As(err, &tusErr) {
 		tusErr = tusError(http.StatusInternalServerError, courierpb.ErrorCode_INTERNAL, "cannot finish the upload", nil)

@@ -30,16 +30,21 @@ const Prefix = "/v1/media/"
 const (
 	// HeaderBlobDigest names the published blob: in the 200 answer to the
 	// creation of an existing digest, and in the answer to the PATCH that
-	// completed an upload.
+	// completed an upload. On the PATCH that completes an upload created
+	// without sha256 (a deferred digest), it declares the digest.
 	HeaderBlobDigest = "Courier-Blob-Digest"
 )
 
-// Upload metadata keys. Only metaDigest comes from the client; the server
-// sets the others and drops everything else the client sent.
+// Upload metadata keys. Only metaDigest comes from the client (and is
+// optional); the server sets the others and drops everything else the
+// client sent.
 const (
 	metaDigest  = "sha256"
 	metaOwner   = "owner"
 	metaCreated = "created" // unix seconds, on Config.Now's clock
+	// metaDeferred is set on an upload created without sha256: its digest
+	// comes with the PATCH that completes it (HeaderBlobDigest).
+	metaDeferred = "deferred"
 )
 
 // storeTimeout bounds one metadata store call made for a request.
@@ -257,7 +262,11 @@ func (s *Service) route(w http.ResponseWriter, r *http.Request) {
 	if exp, ok := s.uploadExpires(info); ok {
 		w.Header().Set("Upload-Expires", exp.UTC().Format(http.TimeFormat))
 	}
-	if r.Method != http.MethodDelete && !info.SizeIsDeferred && info.Offset == info.Size &&
+	// A complete deferred-digest upload whose digest nobody declared yet:
+	// HEAD answers the offset (tusd), and the PATCH with the header
+	// finishes it.
+	headOnly := r.Method == http.MethodHead && info.MetaData[metaDeferred] != ""
+	if r.Method != http.MethodDelete && !info.SizeIsDeferred && info.Offset == info.Size && !headOnly &&
 		(r.Method == http.MethodHead || r.Header.Get("Upload-Offset") == strconv.FormatInt(info.Size, 10)) {
 		s.finishStranded(w, r, id)
 		return

@@ -84,7 +84,7 @@ type mediaClient struct {
 
 	ref               client.MediaRef
 	upStart, upEnd    time.Time
-	upSent            time.Time // the SDK's first pass is over: sending starts
+	upSent            time.Time // the SDK's first progress report: sending starts
 	upDone            atomic.Int64
 	dnStart, dnEnd    time.Time
 	dnGot             time.Time // the last ciphertext byte arrived

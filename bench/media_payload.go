@@ -28,8 +28,8 @@ const (
 )
 
 // mediaPayload is one client's file: size bytes generated on the fly, an
-// io.ReadSeeker like a file, so the SDK takes its no-spool path (a first
-// pass to hash the ciphertext, then the upload, seeking back to resume).
+// io.ReadSeeker like a file, so the SDK takes its no-spool path (one pass
+// that encrypts, hashes and sends, seeking back to resume).
 // Whatever the reads and seeks, it hashes every byte once, in order, the
 // first time a read reaches it: after the SDK has read the whole file,
 // sum is the SHA-256 of the plaintext that went up.

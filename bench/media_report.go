@@ -64,9 +64,9 @@ type MediaPhase struct {
 	ClientP50MBPerSec float64 `json:"client_p50_mb_per_sec"`
 	ClientMinMBPerSec float64 `json:"client_min_mb_per_sec"`
 	// TransferP50MBPerSec: per client (median), over the network part
-	// only. LocalP50Sec (median) is the rest of the call. Upload: the
-	// SDK's first pass (encrypt and hash the whole file, before a byte is
-	// sent). Download: after the last byte (check the digest and the
+	// only. LocalP50Sec (median) is the rest of the call. Upload: what
+	// the SDK does before its first progress report (creation; with a
+	// digest declared at creation, the pass that hashed the whole file). Download: after the last byte (check the digest and the
 	// chunks' tags the SDK computed on the way, decrypt). The bench's own
 	// SHA-256 of the plaintext runs on a goroutine of its own (hashAhead):
 	// every byte is hashed before a file counts as checked, but a
@@ -398,7 +398,7 @@ func (r *MediaReport) WriteText(w io.Writer) error {
 		p    MediaPhase
 	}{{"upload", r.Upload}, {"download", r.Download}} {
 		p := ph.p
-		local := "SDK's first pass (encrypt+hash)"
+		local := "SDK before sending (creation)"
 		if ph.name == "download" {
 			local = "verify+decrypt after the last byte"
 		}

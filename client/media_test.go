@@ -90,7 +90,10 @@ type patchStep struct {
 type fakeUpload struct {
 	length int64
 	digest string
-	data   []byte
+	// deferred: created without sha256; the PATCH that completes it
+	// declares the digest (Courier-Blob-Digest), as with the real server.
+	deferred bool
+	data     []byte
 }
 
 func newFakeTus(t testing.TB) *fakeTus {
@@ -170,20 +173,24 @@ func (f *fakeTus) create(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusRequestEntityTooLarge)
 		return
 	}
-	key, val, _ := strings.Cut(r.Header.Get("Upload-Metadata"), " ")
-	dig, err := base64.StdEncoding.DecodeString(val)
-	if key != "sha256" || err != nil || len(dig) != 64 || strings.Contains(r.Header.Get("Upload-Metadata"), ",") {
-		http.Error(w, "bad metadata", http.StatusBadRequest)
-		return
-	}
-	if _, ok := f.blobs[string(dig)]; ok || f.exists {
-		w.Header().Set("Courier-Blob-Digest", string(dig))
-		w.WriteHeader(http.StatusOK)
-		return
+	var dig []byte
+	deferred := r.Header.Get("Upload-Metadata") == ""
+	if !deferred {
+		key, val, _ := strings.Cut(r.Header.Get("Upload-Metadata"), " ")
+		dig, err = base64.StdEncoding.DecodeString(val)
+		if key != "sha256" || err != nil || len(dig) != 64 || strings.Contains(r.Header.Get("Upload-Metadata"), ",") {
+			http.Error(w, "bad metadata", http.StatusBadRequest)
+			return
+		}
+		if _, ok := f.blobs[string(dig)]; ok || f.exists {
+			w.Header().Set("Courier-Blob-Digest", string(dig))
+			w.WriteHeader(http.StatusOK)
+			return
+		}
 	}
 	f.nextID++
 	id := fmt.Sprintf("up%d", f.nextID)
-	f.uploads[id] = &fakeUpload{length: length, digest: string(dig)}
+	f.uploads[id] = &fakeUpload{length: length, digest: string(dig), deferred: deferred}
 	loc := "/v1/media/" + id
 	if f.absoluteLoc {
 		loc = f.srv.URL + loc
@@ -209,7 +216,7 @@ func (f *fakeTus) upload(w http.ResponseWriter, r *http.Request, id string) {
 			status, f.headPlan = f.headPlan[0], f.headPlan[1:]
 		}
 		off := len(up.data)
-		if status == 0 && int64(off) == up.length && !f.lateFinish {
+		if status == 0 && int64(off) == up.length && !f.lateFinish && !up.deferred {
 			// Like the real server: the HEAD of a complete upload whose
 			// last PATCH never got its answer finishes it.
 			defer f.mu.Unlock()
@@ -341,6 +348,15 @@ func (f *fakeTus) patch(w http.ResponseWriter, r *http.Request, id string, up *f
 	defer f.mu.Unlock()
 	w.Header().Set("Tus-Resumable", "1.0.0")
 	w.Header().Set("Upload-Offset", strconv.Itoa(len(up.data)))
+	if int64(len(up.data)) == up.length && up.deferred {
+		d := r.Header.Get("Courier-Blob-Digest")
+		if len(d) != 64 {
+			// The bytes stay; an empty PATCH with the header finishes.
+			http.Error(w, "the completing PATCH carries no Courier-Blob-Digest", http.StatusBadRequest)
+			return
+		}
+		up.digest = d
+	}
 	if int64(len(up.data)) == up.length && !f.finishLocked(id, up, w) {
 		http.Error(w, "digest mismatch", http.StatusBadRequest)
 		return
@@ -659,7 +675,10 @@ func TestMediaExistingDigestUploadsNothing(t *testing.T) {
 	f.do(func(f *fakeTus) { f.exists = true })
 	plain := canaryFile(300 << 10)
 	var p progressLog
-	ref, err := c.UploadMedia(timeout(t, 10*time.Second), bytes.NewReader(plain), int64(len(plain)), client.WithMediaProgress(p.fn))
+	// A spooled upload knows its digest before it creates the upload, so
+	// it declares it there. (A file's upload defers it: with a fresh key
+	// no blob can share its ciphertext.)
+	ref, err := c.UploadMedia(timeout(t, 10*time.Second), onlyReader{bytes.NewReader(plain)}, int64(len(plain)), client.WithMediaProgress(p.fn))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -748,7 +767,8 @@ func TestMediaUploadCreatesAgainWhenTheServerLostIt(t *testing.T) {
 	}
 }
 
-// changingFile reads differently the second time through.
+// changingFile reads differently the second time through: after the
+// last piece (here the whole file) was hashed, before it is sent.
 type changingFile struct {
 	*bytes.Reader
 	data   []byte
@@ -758,7 +778,7 @@ type changingFile struct {
 func (c *changingFile) Seek(off int64, whence int) (int64, error) {
 	if off == 0 && whence == io.SeekStart {
 		c.passes++
-		if c.passes == 1 {
+		if c.passes == 2 {
 			c.data[len(c.data)-10] ^= 1
 		}
 	}
@@ -1374,12 +1394,26 @@ func TestMediaUploadWhoseLastAnswerIsLost(t *testing.T) {
 	plain := canaryFile(1 << 20)
 	cipherSize := client.MediaCipherSize(int64(len(plain)))
 	t.Run("a HEAD finishes it", func(t *testing.T) {
+		// A spooled upload declared its digest at creation.
+		f := newFakeTus(t)
+		c := mediaClient(t, f)
+		f.do(func(f *fakeTus) { f.patchPlan = []patchStep{{abort: true, read: cipherSize}} })
+		roundTrip(t, c, f, plain, onlyReader{bytes.NewReader(plain)})
+		received, _, creates, patches, _ := f.stats()
+		if received != cipherSize || creates != 1 || len(patches) != 1 {
+			t.Fatalf("%d bytes, %d creations, PATCHes %v", received, creates, patches)
+		}
+	})
+	t.Run("an empty PATCH with the digest finishes it", func(t *testing.T) {
+		// A file's upload declares its digest at the end: the server
+		// that lost the completing PATCH's answer (and its header) is
+		// told again, without a byte sent again.
 		f := newFakeTus(t)
 		c := mediaClient(t, f)
 		f.do(func(f *fakeTus) { f.patchPlan = []patchStep{{abort: true, read: cipherSize}} })
 		roundTrip(t, c, f, plain, bytes.NewReader(plain))
 		received, _, creates, patches, _ := f.stats()
-		if received != cipherSize || creates != 1 || len(patches) != 1 {
+		if received != cipherSize || creates != 1 || len(patches) != 2 || patches[1] != cipherSize {
 			t.Fatalf("%d bytes, %d creations, PATCHes %v", received, creates, patches)
 		}
 	})

@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"net/url"
@@ -27,14 +28,18 @@ import (
 // only ever receives ciphertext, and is told nothing of the file but its
 // ciphertext size and digest.
 //
-// The upload is announced with the ciphertext's SHA-256, so the ciphertext
-// is produced twice or kept: when r is an io.ReadSeeker (a file), a first
-// pass encrypts and hashes it (keeping 16 bytes per 64 KiB, the chunks'
-// tags) and the upload encrypts it again, seeking back to resume; any
-// other reader is encrypted once into a temporary file (ciphertext only,
-// WithMediaTempDir, removed before UploadMedia returns). While a piece
-// goes up, encryption runs on a goroutine of its own a few MiB ahead of
-// the network. The file is never held in memory. r must
+// When r is an io.ReadSeeker (a file), the upload declares the
+// ciphertext's SHA-256 only at its end (a deferred digest: a fresh key
+// makes a ciphertext no existing blob shares, so there is nothing to look
+// up first): the file is encrypted and hashed in one pass as it is sent,
+// keeping 16 bytes per 64 KiB (the chunks' tags) to check that what is
+// encrypted again (a resume seeks back; the last piece, at most 8 MiB, is
+// hashed before its PATCH and then sent) has not changed. Any other reader
+// is encrypted once into a temporary file (ciphertext only,
+// WithMediaTempDir, removed before UploadMedia returns) and the upload
+// declares its digest at creation. While a piece goes up, encryption runs
+// on a goroutine of its own a few MiB ahead of the network. The file is
+// never held in memory. r must
 // hold exactly size bytes from its current position. A file of 32 MiB or
 // more first asks the server's size limit (tus OPTIONS), so one it would
 // refuse fails with ErrMediaTooLarge before it is read.
@@ -46,11 +51,12 @@ import (
 // offset moved on); only an upload the server lost altogether starts
 // again from byte 0. Once every byte is sent the SDK waits for the server
 // to check the digest and publish the blob (minutes for a large file on
-// an object store), asking again (HEAD) if the answer is lost, and never
-// uploads a complete file again unless the server still has not
-// published it after 11 minutes. If the server already has a blob of
-// that digest nothing is uploaded. An upload that fails for good is
-// deleted from the server.
+// an object store), asking again (HEAD) if the answer is lost (a
+// deferred-digest upload is told its digest again by an empty PATCH), and
+// never uploads a complete file again unless the server still has not
+// published it after 11 minutes. When the digest is declared at creation
+// (a spooled upload) and the server already has that blob, nothing is
+// uploaded. An upload that fails for good is deleted from the server.
 func (c *Client) UploadMedia(ctx context.Context, r io.Reader, size int64, opts ...MediaOption) (MediaRef, error) {
 	mc := mediaOptions(opts)
 	total := MediaCipherSize(size)
@@ -77,10 +83,7 @@ func (c *Client) UploadMedia(ctx context.Context, r io.Reader, size int64, opts 
 	var src cipherSource
 	if rs, ok := r.(io.ReadSeeker); ok {
 		if start, err := rs.Seek(0, io.SeekCurrent); err == nil {
-			src, err = newSeekSource(ctx, aead, rs, start, size)
-			if err != nil {
-				return MediaRef{}, err
-			}
+			src = newSeekSource(ctx, aead, rs, start, size)
 		}
 	}
 	if src == nil {
@@ -92,7 +95,6 @@ func (c *Client) UploadMedia(ctx context.Context, r io.Reader, size int64, opts 
 		src = sp
 	}
 	ref := MediaRef{
-		Digest:      src.digest(),
 		Key:         key,
 		Size:        size,
 		CipherSize:  total,
@@ -100,15 +102,16 @@ func (c *Client) UploadMedia(ctx context.Context, r io.Reader, size int64, opts 
 		FileName:    mc.fileName,
 		Thumbnail:   mc.thumbnail,
 	}
-	up := &mediaUpload{c: c, mc: mc, src: src, digest: ref.Digest, total: total, prog: newMediaProgress(mc.progress, total)}
+	up := &mediaUpload{c: c, mc: mc, src: src, deferred: src.digest() == "", total: total, prog: newMediaProgress(mc.progress, total)}
 	if err := up.run(ctx); err != nil {
 		return MediaRef{}, err
 	}
+	ref.Digest = src.digest()
 	return ref, nil
 }
 
 // mediaPrecheckSize: uploads of this much ciphertext or more ask the
-// server's size limit before the first pass over the file.
+// server's size limit before reading the file.
 const mediaPrecheckSize = 32 << 20
 
 // mediaMaxSize asks the server the largest upload it takes (tus OPTIONS,
@@ -134,48 +137,133 @@ func (c *Client) mediaMaxSize(ctx context.Context) (int64, bool) {
 // cipherSource produces the ciphertext of the file being uploaded from
 // any offset.
 type cipherSource interface {
+	// digest is the ciphertext's SHA-256, "" until prepare hashed it all
+	// (a deferred digest).
 	digest() string
+	// prepare readies the source for a PATCH at off; final: that PATCH
+	// completes the upload (the digest is known after it).
+	prepare(off int64, final bool) error
 	from(off int64) (io.Reader, error)
 }
 
-// seekSource re-encrypts from the plaintext, seeking to the chunk that
-// holds the offset.
+// seekSource encrypts the file from any offset, seeking to the chunk that
+// holds it, and hashes the ciphertext as it first goes out: its digest is
+// known once the last piece is prepared (a deferred digest), after one
+// pass over the file (the last piece is read twice: hashed, then sent).
+//
+// It keeps each chunk's tag as the chunk is first sealed: a chunk sealed
+// again (a resume, the last piece sent after it was hashed) must match, so
+// the bytes sent are the bytes the digest covers (ErrMediaSourceChanged
+// otherwise). Because of that, bytes hashed but not kept by the server (a
+// dropped PATCH, a restart that lost some) need no hashing again: the
+// resume re-sends them, checked against their tags, and hashes only from
+// where the hash stopped.
 type seekSource struct {
+	ctx   context.Context
 	aead  cipher.AEAD
 	rs    io.ReadSeeker
 	start int64
 	size  int64
-	dig   string
+	total int64
 	tags  []byte
+
+	h      hash.Hash // the SHA-256 of the first hashed bytes of the ciphertext
+	hashed int64
+	dig    string // once every byte was hashed
 }
 
-func newSeekSource(ctx context.Context, aead cipher.AEAD, rs io.ReadSeeker, start, size int64) (*seekSource, error) {
-	s := &seekSource{aead: aead, rs: rs, start: start, size: size}
-	tags := make([]byte, 0, mediaChunks(size)*mediaTagSize)
-	enc := newMediaEncrypter(aead, newCtxReader(ctx, rs), size, 0, 0)
-	enc.record = &tags
-	// (Encrypting on a goroutine of its own, ahead of the hashing, was
-	// measured and dropped: SHA-256 is the floor of this pass, and the
-	// handoff cost more than the overlap gained on a loaded 2-core box.)
-	h := sha256.New()
-	if _, err := io.Copy(h, enc); err != nil {
-		return nil, err
-	}
-	s.tags = tags
-	s.dig = hex.EncodeToString(h.Sum(nil))
-	return s, nil
+func newSeekSource(ctx context.Context, aead cipher.AEAD, rs io.ReadSeeker, start, size int64) *seekSource {
+	return &seekSource{ctx: ctx, aead: aead, rs: rs, start: start, size: size, total: MediaCipherSize(size), h: sha256.New(),
+		tags: make([]byte, 0, mediaChunks(size)*mediaTagSize)}
 }
 
 func (s *seekSource) digest() string { return s.dig }
 
-func (s *seekSource) from(off int64) (io.Reader, error) {
+// prepare readies a PATCH at off: the hash must cover at least the bytes
+// before off (the PATCH hashes what it sends beyond them), or, when final
+// (the PATCH completes the upload and must declare the digest), the whole
+// ciphertext: what is missing is encrypted and hashed here, not sent.
+func (s *seekSource) prepare(off int64, final bool) error {
+	if s.dig != "" {
+		return nil
+	}
+	to := off
+	if final {
+		to = s.total
+	}
+	if s.hashed < to {
+		enc, err := s.encrypter(newCtxReader(s.ctx, s.rs), s.hashed)
+		if err != nil {
+			return err
+		}
+		var n int64
+		if final {
+			// To the end: the encrypter checks that the file ends there.
+			n, err = io.Copy(s.h, enc)
+		} else {
+			n, err = io.CopyN(s.h, enc, to-s.hashed)
+		}
+		s.hashed += n
+		if err != nil {
+			return err
+		}
+		if s.hashed != to {
+			return fmt.Errorf("%w: its ciphertext ended at byte %d of %d", ErrMediaSize, s.hashed, s.total)
+		}
+	}
+	if final {
+		s.dig = hex.EncodeToString(s.h.Sum(nil))
+	}
+	return nil
+}
+
+// encrypter seeks to the chunk that holds ciphertext offset off and
+// encrypts from there, skipping to off.
+func (s *seekSource) encrypter(r io.Reader, off int64) (*mediaEncrypter, error) {
 	chunk := off / mediaSealedChunk
 	if _, err := s.rs.Seek(s.start+chunk*MediaChunkSize, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("media: seek back to resume: %w", err)
 	}
-	enc := newMediaEncrypter(s.aead, s.rs, s.size, chunk, off%mediaSealedChunk)
-	enc.expect = s.tags
+	enc := newMediaEncrypter(s.aead, r, s.size, chunk, off%mediaSealedChunk)
+	enc.tags = &s.tags
 	return enc, nil
+}
+
+// from is the ciphertext from off, which prepare readied. Until the digest
+// is known, the bytes beyond those hashed are hashed as they are read (on
+// the reader's goroutine; the caller stops it before the next prepare).
+func (s *seekSource) from(off int64) (io.Reader, error) {
+	enc, err := s.encrypter(s.rs, off)
+	if err != nil {
+		return nil, err
+	}
+	if s.dig != "" {
+		return enc, nil
+	}
+	return &hashingReader{r: enc, s: s, skip: s.hashed - off}, nil
+}
+
+// hashingReader hashes what it reads, after skip bytes, into its
+// source's hash.
+type hashingReader struct {
+	r    io.Reader
+	s    *seekSource
+	skip int64
+}
+
+func (h *hashingReader) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	b := p[:n]
+	if h.skip > 0 {
+		k := min(h.skip, int64(len(b)))
+		h.skip -= k
+		b = b[k:]
+	}
+	if len(b) > 0 {
+		h.s.h.Write(b)
+		h.s.hashed += int64(len(b))
+	}
+	return n, err
 }
 
 // spoolSource keeps the ciphertext in a temporary file.
@@ -207,6 +295,8 @@ func newSpoolSource(ctx context.Context, aead cipher.AEAD, r io.Reader, size int
 
 func (s *spoolSource) digest() string { return s.dig }
 
+func (s *spoolSource) prepare(int64, bool) error { return nil }
+
 func (s *spoolSource) from(off int64) (io.Reader, error) {
 	return io.NewSectionReader(s.f, off, s.n-off), nil
 }
@@ -218,13 +308,18 @@ func (s *spoolSource) close() {
 
 // mediaUpload is one UploadMedia's transfer.
 type mediaUpload struct {
-	c      *Client
-	mc     mediaConfig
-	src    cipherSource
-	digest string
-	total  int64
-	prog   *mediaProgress
-	hc     *http.Client
+	c   *Client
+	mc  mediaConfig
+	src cipherSource
+	// deferred: the digest is declared by the PATCH that completes the
+	// upload, not at creation.
+	deferred bool
+	// sentAll: a PATCH sent the last byte (the server may have published
+	// the blob and dropped the upload without our hearing of it).
+	sentAll bool
+	total   int64
+	prog    *mediaProgress
+	hc      *http.Client
 
 	loc string // the upload's URL; "" before creation
 }
@@ -279,6 +374,14 @@ func (u *mediaUpload) run(ctx context.Context) (err error) {
 			if completeAt.IsZero() {
 				completeAt = time.Now()
 			}
+			if u.deferred {
+				// Nobody declared its digest yet (the server stopped
+				// between the last byte and the check): an empty PATCH
+				// with it finishes the upload.
+				done, err = u.finishDeferred(ctx)
+				offset = -1
+				break
+			}
 			done, err = u.blobExists(ctx)
 			if err == nil && !done {
 				if time.Since(completeAt) > mediaFinishWait {
@@ -324,7 +427,7 @@ func (u *mediaUpload) run(ctx context.Context) (err error) {
 		}
 		var status *statusErr
 		switch {
-		case errors.Is(err, errUploadLost) && !completeAt.IsZero():
+		case errors.Is(err, errUploadLost) && (!completeAt.IsZero() || u.sentAll):
 			// Gone once complete: published, or refused and deleted.
 			if ok, berr := u.blobExists(ctx); berr == nil && ok {
 				u.loc = ""
@@ -392,9 +495,11 @@ func (u *mediaUpload) createURL() string {
 
 // create announces the upload; done: the server already has the blob.
 func (u *mediaUpload) create(ctx context.Context) (bool, error) {
-	meta := "sha256 " + base64.StdEncoding.EncodeToString([]byte(u.digest))
 	target := u.createURL()
-	hdr := tusHeader("Upload-Length", strconv.FormatInt(u.total, 10), "Upload-Metadata", meta)
+	hdr := tusHeader("Upload-Length", strconv.FormatInt(u.total, 10))
+	if !u.deferred {
+		hdr.Set("Upload-Metadata", "sha256 "+base64.StdEncoding.EncodeToString([]byte(u.src.digest())))
+	}
 	resp, err := u.c.mediaDo(ctx, u.hc, http.MethodPost, target, hdr, http.NoBody, 0)
 	if err != nil {
 		return false, err
@@ -402,8 +507,8 @@ func (u *mediaUpload) create(ctx context.Context) (bool, error) {
 	switch resp.StatusCode {
 	case http.StatusOK:
 		drain(resp)
-		if got := resp.Header.Get("Courier-Blob-Digest"); got != u.digest {
-			return false, fmt.Errorf("%w: it answered for blob %q, not %q", errMediaProtocol, got, u.digest)
+		if got := resp.Header.Get("Courier-Blob-Digest"); u.deferred || got != u.src.digest() {
+			return false, fmt.Errorf("%w: it answered for blob %q, not %q", errMediaProtocol, got, u.src.digest())
 		}
 		return true, nil
 	case http.StatusCreated:
@@ -435,8 +540,11 @@ func (u *mediaUpload) head(ctx context.Context) (int64, bool, error) {
 			return -1, false, fmt.Errorf("%w: it reports offset %q of %d", errMediaProtocol, resp.Header.Get("Upload-Offset"), u.total)
 		}
 		if got := resp.Header.Get("Courier-Blob-Digest"); off == u.total && got != "" {
-			if got != u.digest {
-				return off, false, fmt.Errorf("%w: it published blob %q, not %q", errMediaProtocol, got, u.digest)
+			if err := u.src.prepare(u.total, true); err != nil {
+				return off, false, localErr(err)
+			}
+			if got != u.src.digest() {
+				return off, false, fmt.Errorf("%w: it published blob %q, not %q", errMediaProtocol, got, u.src.digest())
 			}
 			return off, true, nil
 		}
@@ -454,7 +562,10 @@ func (u *mediaUpload) head(ctx context.Context) (int64, bool, error) {
 
 // blobExists asks whether the server has published the blob.
 func (u *mediaUpload) blobExists(ctx context.Context) (bool, error) {
-	target := u.c.server().httpBase + "/v1/media/blobs/" + u.digest
+	if u.src.digest() == "" {
+		return false, nil // never hashed to the end: never sent it all
+	}
+	target := u.c.server().httpBase + "/v1/media/blobs/" + u.src.digest()
 	resp, err := u.c.mediaDo(ctx, u.hc, http.MethodHead, target, nil, nil, 0)
 	if err != nil {
 		return false, err
@@ -513,6 +624,15 @@ func (u *mediaUpload) patch(ctx context.Context, offset int64) (int64, bool, err
 	if u.mc.pieceSize > 0 {
 		n = min(n, u.mc.pieceSize)
 	}
+	if u.deferred && offset+n == u.total && n > mediaFinalPiece {
+		// The PATCH that completes the upload declares the digest, so
+		// its bytes are hashed before it is sent: keep it small.
+		n -= mediaFinalPiece
+	}
+	final := offset+n == u.total
+	if err := u.src.prepare(offset, final); err != nil {
+		return offset, false, localErr(err)
+	}
 	src, err := u.src.from(offset)
 	if err != nil {
 		return offset, false, fmt.Errorf("%w: %w", errLocal, err)
@@ -533,8 +653,14 @@ func (u *mediaUpload) patch(ctx context.Context, offset int64) (int64, bool, err
 		u.prog.report(offset + sent)
 	}}
 	hdr := tusHeader("Upload-Offset", strconv.FormatInt(offset, 10), "Content-Type", "application/offset+octet-stream")
+	if u.deferred && final {
+		hdr.Set("Courier-Blob-Digest", u.src.digest())
+	}
 	resp, err := u.c.mediaDo(rctx, u.hc, http.MethodPatch, u.loc, hdr, body, n)
 	srcErr := body.stop()
+	if offset+body.sent == u.total {
+		u.sentAll = true
+	}
 	ahead.Close() // the next request may seek the source
 	if srcErr != nil {
 		// The source, not the network, failed: resuming cannot help.
@@ -564,8 +690,8 @@ func (u *mediaUpload) patch(ctx context.Context, offset int64) (int64, bool, err
 			if got == "" {
 				return next, false, nil // see run: offset == total
 			}
-			if got != u.digest {
-				return next, false, fmt.Errorf("%w: it published blob %q, not %q", errMediaProtocol, got, u.digest)
+			if got != u.src.digest() {
+				return next, false, fmt.Errorf("%w: it published blob %q, not %q", errMediaProtocol, got, u.src.digest())
 			}
 			return next, true, nil
 		}
@@ -578,6 +704,54 @@ func (u *mediaUpload) patch(ctx context.Context, offset int64) (int64, bool, err
 		return -1, false, errUploadLost
 	}
 	return -1, false, refused(resp, "media: upload")
+}
+
+// mediaFinalPiece is the most a PATCH that completes a deferred-digest
+// upload sends: its bytes are encrypted and hashed once more before it.
+const mediaFinalPiece = DefaultMediaPieceSize
+
+// localErr marks a failure of the source: ErrMediaSourceChanged and
+// ErrMediaSize as they are, others as errLocal.
+func localErr(err error) error {
+	if errors.Is(err, ErrMediaSourceChanged) || errors.Is(err, ErrMediaSize) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", errLocal, err)
+}
+
+// finishDeferred finishes a complete deferred-digest upload: an empty
+// PATCH at its final offset declaring the digest. done: the server named
+// the published blob.
+func (u *mediaUpload) finishDeferred(ctx context.Context) (bool, error) {
+	if err := u.src.prepare(u.total, true); err != nil {
+		return false, localErr(err)
+	}
+	dig := u.src.digest()
+	hdr := tusHeader("Upload-Offset", strconv.FormatInt(u.total, 10), "Content-Type", "application/offset+octet-stream",
+		"Courier-Blob-Digest", dig)
+	resp, err := u.c.mediaDo(ctx, u.hc, http.MethodPatch, u.loc, hdr, http.NoBody, 0)
+	if err != nil {
+		return false, err
+	}
+	switch resp.StatusCode {
+	case http.StatusNoContent, http.StatusOK:
+		drain(resp)
+		got := resp.Header.Get("Courier-Blob-Digest")
+		if got == "" {
+			return false, errNotPublished
+		}
+		if got != dig {
+			return false, fmt.Errorf("%w: it published blob %q, not %q", errMediaProtocol, got, dig)
+		}
+		return true, nil
+	case http.StatusBadRequest:
+		e := mediaRefusal(resp, "media: upload")
+		return false, fmt.Errorf("%w: %w", ErrMediaDigestRefused, e)
+	case http.StatusNotFound, http.StatusGone:
+		drain(resp)
+		return false, errUploadLost
+	}
+	return false, refused(resp, "media: finish upload")
 }
 
 // terminate deletes an abandoned upload (best effort).

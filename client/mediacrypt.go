@@ -44,7 +44,7 @@ import (
 // used for one file only, so the 2^32-chunk (256 TiB) nonce space is never
 // exhausted and the same nonce only ever seals the same chunk again (a
 // re-encryption when resuming; UploadMedia checks each re-encrypted chunk
-// against the first pass, see ErrMediaSourceChanged).
+// against the tag it had when first sealed, see ErrMediaSourceChanged).
 
 // MediaChunkSize is the plaintext size of every chunk but the last.
 const MediaChunkSize = 64 << 10
@@ -131,11 +131,11 @@ type mediaEncrypter struct {
 	pos    int
 	skip   int64 // bytes of the first chunk to leave out
 	err    error
-	// record, when set, collects each chunk's tag (the first pass);
-	// expect, when set, holds them and every chunk sealed again must match
-	// (a resumed pass must produce the same bytes the digest covers).
-	record *[]byte
-	expect []byte
+	// tags, when set, holds the tags of the chunks sealed before, in
+	// order: a chunk sealed again must match its tag (a resumed upload
+	// must produce the bytes the digest covers), and the tag of the next
+	// chunk never sealed is appended.
+	tags *[]byte
 }
 
 func newMediaEncrypter(aead cipher.AEAD, src io.Reader, size, first, skip int64) *mediaEncrypter {
@@ -194,13 +194,15 @@ func (e *mediaEncrypter) fill() {
 	nonce := mediaNonce(i, i == e.chunks-1)
 	e.out = e.aead.Seal(e.out, nonce[:], e.plain[:n], nil)
 	tag := e.out[len(e.out)-mediaTagSize:]
-	switch {
-	case e.record != nil:
-		*e.record = append(*e.record, tag...)
-	case e.expect != nil:
-		if subtle.ConstantTimeCompare(tag, e.expect[i*mediaTagSize:(i+1)*mediaTagSize]) != 1 {
-			e.out, e.err = e.out[:0], ErrMediaSourceChanged
-			return
+	if e.tags != nil {
+		switch known := int64(len(*e.tags) / mediaTagSize); {
+		case i < known:
+			if subtle.ConstantTimeCompare(tag, (*e.tags)[i*mediaTagSize:(i+1)*mediaTagSize]) != 1 {
+				e.out, e.err = e.out[:0], ErrMediaSourceChanged
+				return
+			}
+		case i == known:
+			*e.tags = append(*e.tags, tag...)
 		}
 	}
 	e.next++

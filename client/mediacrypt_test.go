@@ -209,7 +209,7 @@ func TestMediaEncrypterRefusesAChangedSource(t *testing.T) {
 	plain := patterned(3 * 65536)
 	var tags []byte
 	first := newMediaEncrypter(aead, bytes.NewReader(plain), int64(len(plain)), 0, 0)
-	first.record = &tags
+	first.tags = &tags
 	if _, err := io.ReadAll(first); err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +219,7 @@ func TestMediaEncrypterRefusesAChangedSource(t *testing.T) {
 	changed := bytes.Clone(plain)
 	changed[2*65536+5] ^= 1
 	again := newMediaEncrypter(aead, bytes.NewReader(changed[65536:]), int64(len(plain)), 1, 7)
-	again.expect = tags
+	again.tags = &tags
 	got, err := io.ReadAll(again)
 	if !errors.Is(err, ErrMediaSourceChanged) {
 		t.Fatalf("got %v, want ErrMediaSourceChanged", err)

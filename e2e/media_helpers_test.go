@@ -166,8 +166,9 @@ func (n *soloNode) stop() {
 // produced directly, at the speed of AES-NI), with a canary string
 // written over it at a few offsets. It is never held in memory or on disk.
 //
-// The first sequential pass from offset 0 (UploadMedia's digest pass) is
-// also hashed, so the plaintext's SHA-256 costs no extra read.
+// Every byte is hashed the first time a read reaches it in order from
+// offset 0 (UploadMedia's one pass, whatever its resumes re-read), so the
+// plaintext's SHA-256 costs no extra read.
 type genFile struct {
 	size     int64
 	block    cipher.Block
@@ -221,9 +222,9 @@ func (g *genFile) Read(p []byte) (int, error) {
 	}
 	p = p[:min(int64(len(p)), g.size-g.off)]
 	g.fill(p, g.off)
-	if g.off == g.hashed && g.hashed < g.size {
-		g.h.Write(p)
-		g.hashed += int64(len(p))
+	if end := g.off + int64(len(p)); g.off <= g.hashed && g.hashed < end {
+		g.h.Write(p[g.hashed-g.off:])
+		g.hashed = end
 	}
 	g.off += int64(len(p))
 	return len(p), nil

@@ -123,7 +123,7 @@ func offlineRecipient(t *testing.T, n *soloNode, size int64, s3cfg *media.S3Conf
 	}
 	upTook := time.Since(start)
 	want := src.sum(t)
-	t.Logf("upload (digest pass + upload): %s; %d progress calls", rate(ref.CipherSize, upTook), calls)
+	t.Logf("upload (one pass: encrypt, hash, send): %s; %d progress calls", rate(ref.CipherSize, upTook), calls)
 	if lastDone != ref.CipherSize || ref.CipherSize != client.MediaCipherSize(size) || ref.Size != size {
 		t.Fatalf("upload ended at progress %d; ref sizes %d/%d, want %d/%d", lastDone, ref.Size, ref.CipherSize, size, client.MediaCipherSize(size))
 	}

@@ -1,33 +1,11 @@
 package embedded
 
-import (
-	"context"
-
-	"github.com/cockroachdb/pebble/v2"
-)
-
 // RawGroupCounts counts the group log and group dedupe keys physically
 // present, expired or not.
 func (s *Store) RawGroupCounts() (log, dedupe int, err error) {
-	release, err := s.enter(context.Background())
+	c, err := s.rawCounts(prefixGroupLog, prefixGroupDedupe)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer release()
-	count := func(prefix byte) (int, error) {
-		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefix}, UpperBound: []byte{prefix + 1}})
-		if err != nil {
-			return 0, err
-		}
-		n := 0
-		for ok := it.First(); ok; ok = it.Next() {
-			n++
-		}
-		return n, closeIter(it)
-	}
-	if log, err = count(prefixGroupLog); err != nil {
-		return
-	}
-	dedupe, err = count(prefixGroupDedupe)
-	return
+	return c[0], c[1], nil
 }

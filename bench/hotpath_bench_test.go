@@ -319,7 +319,13 @@ func benchDirect(b *testing.B, srv *hotpathServer, pairs int, serial bool) {
 // awaitReceipts reads the sender's inbox until DELIVERED receipts for n of
 // the ids in want have arrived.
 func awaitReceipts(c *client.Client, want map[string]bool, n int) error {
-	t := time.NewTimer(time.Minute)
+	return awaitReceiptsOf(c, want, n, client.Entry.IsDelivered, "delivered", time.Minute)
+}
+
+// awaitReceiptsOf waits until receipts of the kind is picks name n of the
+// ids in want, for at most d.
+func awaitReceiptsOf(c *client.Client, want map[string]bool, n int, is func(client.Entry) bool, what string, d time.Duration) error {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	for n > 0 {
 		select {
@@ -327,7 +333,7 @@ func awaitReceipts(c *client.Client, want map[string]bool, n int) error {
 			if !ok {
 				return fmt.Errorf("client closed: %v", c.Err())
 			}
-			if !e.IsDelivered() {
+			if !is(e) {
 				continue
 			}
 			for _, id := range e.ReceiptFor {
@@ -337,7 +343,7 @@ func awaitReceipts(c *client.Client, want map[string]bool, n int) error {
 				}
 			}
 		case <-t.C:
-			return fmt.Errorf("%d delivered receipts missing after 1m", n)
+			return fmt.Errorf("%d %s receipts missing after %v", n, what, d)
 		}
 	}
 	return nil
@@ -438,26 +444,5 @@ func drain(c *client.Client) {
 // awaitGroupDelivered reads the sender's inbox until GROUP_DELIVERED
 // receipts for n of the ids in want have arrived.
 func awaitGroupDelivered(c *client.Client, want map[string]bool, n int) error {
-	t := time.NewTimer(2 * time.Minute)
-	defer t.Stop()
-	for n > 0 {
-		select {
-		case e, ok := <-c.Entries():
-			if !ok {
-				return fmt.Errorf("client closed: %v", c.Err())
-			}
-			if !e.IsGroupDelivered() {
-				continue
-			}
-			for _, id := range e.ReceiptFor {
-				if want[id] {
-					delete(want, id)
-					n--
-				}
-			}
-		case <-t.C:
-			return fmt.Errorf("%d group delivered receipts missing after 2m", n)
-		}
-	}
-	return nil
+	return awaitReceiptsOf(c, want, n, client.Entry.IsGroupDelivered, "group delivered", 2*time.Minute)
 }

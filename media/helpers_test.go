@@ -11,6 +11,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -256,5 +258,44 @@ func wantJSONError(t testing.TB, what string, body []byte, code string) {
 	var e struct{ Code, Message string }
 	if err := json.Unmarshal(body, &e); err != nil || e.Code != code || e.Message == "" {
 		t.Fatalf("%s: body %q is not a JSON error with code %s", what, body, code)
+	}
+}
+
+// stallPatch starts a PATCH of an upload of total bytes at offset 0 that
+// sends sent and then nothing (its body stays open until the test ends),
+// waits until those bytes are on disk, and returns a channel that gets
+// the PATCH's status (0 when it failed without one).
+func (h *harness) stallPatch(base, path string, total int64, sent []byte, hc *http.Client) <-chan int {
+	h.t.Helper()
+	pr, pw := io.Pipe()
+	h.t.Cleanup(func() { _ = pw.Close() })
+	go func() { _, _ = pw.Write(sent) }() // then nothing
+	req, err := http.NewRequest(http.MethodPatch, base+path, pr)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	req.ContentLength = total
+	req.Header.Set("Authorization", h.tokens("alice"))
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Upload-Offset", "0")
+	req.Header.Set("Content-Type", "application/offset+octet-stream")
+	answered := make(chan int, 1)
+	go func() {
+		resp, err := hc.Do(req)
+		if err != nil {
+			answered <- 0
+			return
+		}
+		resp.Body.Close()
+		answered <- resp.StatusCode
+	}()
+	bin := filepath.Join(h.dir, "uploads", strings.TrimPrefix(path, media.Prefix))
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if st, err := os.Stat(bin); err == nil && st.Size() == int64(len(sent)) {
+			return answered
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("the first %d bytes never reached the disk", len(sent))
+		}
 	}
 }

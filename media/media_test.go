@@ -534,37 +534,7 @@ func TestCloseInterruptsUploadsInFlightKeepsTheirBytesAndRefusesNewRequests(t *t
 	h := newHarness(t, media.Config{})
 	data := randomBytes(t, 1000)
 	path := h.mustCreate("alice", 1000, digestOf(data))
-	pr, pw := io.Pipe()
-	defer pw.Close()
-	go func() { _, _ = pw.Write(data[:10]) }() // then nothing, for longer than the test
-	req, err := http.NewRequest(http.MethodPatch, h.base+path, pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.ContentLength = 1000
-	req.Header.Set("Authorization", h.tokens("alice"))
-	req.Header.Set("Tus-Resumable", "1.0.0")
-	req.Header.Set("Upload-Offset", "0")
-	req.Header.Set("Content-Type", "application/offset+octet-stream")
-	answered := make(chan int, 1)
-	go func() {
-		resp, err := h.client.Do(req)
-		if err != nil {
-			answered <- 0
-			return
-		}
-		resp.Body.Close()
-		answered <- resp.StatusCode
-	}()
-	bin := filepath.Join(h.dir, "uploads", strings.TrimPrefix(path, media.Prefix))
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if st, err := os.Stat(bin); err == nil && st.Size() == 10 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the first 10 bytes never reached the disk")
-		}
-	}
+	answered := h.stallPatch(h.base, path, 1000, data[:10], h.client)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := h.svc.Close(ctx); err != nil {
@@ -578,6 +548,7 @@ func TestCloseInterruptsUploadsInFlightKeepsTheirBytesAndRefusesNewRequests(t *t
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close did not interrupt the PATCH in flight")
 	}
+	bin := filepath.Join(h.dir, "uploads", strings.TrimPrefix(path, media.Prefix))
 	if st, err := os.Stat(bin); err != nil || st.Size() != 10 {
 		t.Fatalf("after Close the upload holds %v bytes (%v), want the 10 received", st, err)
 	}
@@ -617,37 +588,7 @@ func TestAPatchInterruptedByANewerOneIsAnswered423(t *testing.T) {
 	h := newHarness(t, media.Config{})
 	data := randomBytes(t, 1000)
 	path := h.mustCreate("alice", 1000, digestOf(data))
-	pr, pw := io.Pipe()
-	defer pw.Close()
-	go func() { _, _ = pw.Write(data[:10]) }()
-	req, err := http.NewRequest(http.MethodPatch, h.base+path, pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.ContentLength = 1000
-	req.Header.Set("Authorization", h.tokens("alice"))
-	req.Header.Set("Tus-Resumable", "1.0.0")
-	req.Header.Set("Upload-Offset", "0")
-	req.Header.Set("Content-Type", "application/offset+octet-stream")
-	older := make(chan int, 1)
-	go func() {
-		resp, err := h.client.Do(req)
-		if err != nil {
-			older <- 0
-			return
-		}
-		resp.Body.Close()
-		older <- resp.StatusCode
-	}()
-	bin := filepath.Join(h.dir, "uploads", strings.TrimPrefix(path, media.Prefix))
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if st, err := os.Stat(bin); err == nil && st.Size() == 10 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the first 10 bytes never reached the disk")
-		}
-	}
+	older := h.stallPatch(h.base, path, 1000, data[:10], h.client)
 	resp, body := h.patch("alice", path, 10, data[10:])
 	wantStatus(t, "newer PATCH", resp, body, http.StatusNoContent)
 	if resp.Header.Get(media.HeaderBlobDigest) != digestOf(data) {

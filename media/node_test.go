@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -85,29 +83,7 @@ func TestMediaThroughTheNodesListenerWithRealTokens(t *testing.T) {
 	// A graceful stop does not wait for an upload in flight: it is
 	// answered 503 and keeps its bytes for the restart.
 	path := h.mustCreate("alice", 100, digestOf(randomBytes(t, 100)))
-	pr, pw := io.Pipe()
-	defer pw.Close()
-	go func() { _, _ = pw.Write(make([]byte, 10)) }()
-	req, _ := http.NewRequest(http.MethodPatch, n.URL()+path, pr)
-	req.ContentLength = 100
-	req.Header.Set("Authorization", h.tokens("alice"))
-	req.Header.Set("Tus-Resumable", "1.0.0")
-	req.Header.Set("Upload-Offset", "0")
-	req.Header.Set("Content-Type", "application/offset+octet-stream")
-	go func() {
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-		}
-	}()
-	bin := filepath.Join(h.dir, "uploads", strings.TrimPrefix(path, media.Prefix))
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if st, err := os.Stat(bin); err == nil && st.Size() == 10 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the first 10 bytes never reached the disk")
-		}
-	}
+	h.stallPatch(n.URL(), path, 100, make([]byte, 10), http.DefaultClient)
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

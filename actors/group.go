@@ -613,7 +613,7 @@ func (g *groupGrain) checkUsers(ctx actor.Context, ids []string, done func(*cour
 		return
 	}
 	store := g.deps.Store
-	runAsync(ctx, g.stop, g.deps.Config.StoreTimeout, func(c context.Context) (any, error) {
+	cluster.RunAsync(ctx, g.stop, g.deps.Config.StoreTimeout, func(c context.Context) (any, error) {
 		for _, id := range ids {
 			_, err := store.GetUser(c, id)
 			if errors.Is(err, persistence.ErrNotFound) {
@@ -1205,7 +1205,7 @@ func (g *groupGrain) flush(ctx actor.Context) {
 	}
 	gen := g.gen
 	groups := g.deps.Groups
-	runAsync(ctx, g.stop, g.deps.Config.StoreTimeout, func(c context.Context) (any, error) {
+	cluster.RunAsync(ctx, g.stop, g.deps.Config.StoreTimeout, func(c context.Context) (any, error) {
 		return commitGroupBatch(c, groups, commit, batch)
 	}, func(res any, err error) {
 		if gen != g.gen {
@@ -1378,8 +1378,8 @@ func (g *groupGrain) typing(ctx actor.Context, msg *courierpb.GroupTyping) {
 		if id == msg.FromUserId || !m.active() {
 			continue
 		}
-		// Fire and forget: the future resolves by itself (reply or timeout).
-		g.deps.Cluster.RequestFuture(UserGrainID(id), n, "", typingTimeout)
+		// Fire and forget: a late indicator is worth nothing.
+		_ = g.deps.Cluster.Notify(UserGrainID(id), n, "", typingTimeout)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/courier-im/courier/cluster"
 	"github.com/courier-im/courier/persistence"
@@ -174,7 +175,7 @@ func (g *groupGrain) deliverTo(ctx actor.Context, m *gmember) {
 	// Only entries stored before the read are surely in it.
 	bound := g.fan.last
 	groups, id := g.deps.Groups, g.id
-	runAsync(ctx, g.stop, g.deps.Config.StoreTimeout, func(c context.Context) (any, error) {
+	cluster.RunAsync(ctx, g.stop, g.deps.Config.StoreTimeout, func(c context.Context) (any, error) {
 		return groups.GroupLog(c, id, after, limit)
 	}, func(res any, err error) {
 		if gen != g.gen {
@@ -247,15 +248,13 @@ func (g *groupGrain) sendBatch(ctx actor.Context, m *gmember, batch []*courierpb
 	g.fan.inflight++
 	user := m.st.UserId
 	key := fmt.Sprintf("fanout/%s/%d-%d", g.id, batch[0].GroupSeq, scanned)
-	f := g.deps.Cluster.RequestFuture(UserGrainID(user), &courierpb.DeliverGroupEntries{GroupId: g.id, Entries: batch}, key, g.deps.Config.RequestTimeout)
 	gen := g.gen
-	ctx.ReenterAfter(f, func(res any, err error) {
+	g.deps.Cluster.RequestAsync(ctx, UserGrainID(user), &courierpb.DeliverGroupEntries{GroupId: g.id, Entries: batch}, key, g.deps.Config.RequestTimeout, func(reply proto.Message, err error) {
 		if gen != g.gen {
 			return
 		}
 		m.inflight = false
 		g.fan.inflight--
-		reply, err := cluster.FutureResult(res, err)
 		if err == nil {
 			if r, ok := reply.(*courierpb.DeliverGroupEntriesReply); ok && r.Error != nil {
 				if r.Error.Code == courierpb.ErrorCode_NOT_FOUND {
@@ -394,7 +393,7 @@ func (g *groupGrain) advance(ctx actor.Context) {
 	}
 	g.fan.advancing = true
 	gen, groups, id := g.gen, g.deps.Groups, g.id
-	runAsync(ctx, g.stop, g.deps.Config.StoreTimeout, func(c context.Context) (any, error) {
+	cluster.RunAsync(ctx, g.stop, g.deps.Config.StoreTimeout, func(c context.Context) (any, error) {
 		return nil, groups.AdvanceFanout(c, id, low)
 	}, func(_ any, err error) {
 		if gen != g.gen {

@@ -261,7 +261,7 @@ func (g *groupGrain) sendNotices() {
 
 func sendNotice(cl *cluster.Cluster, log *slog.Logger, sender string, r *courierpb.DeliverReceipt, timeout time.Duration) {
 	key := fmt.Sprintf("group-receipt/%s/%d/%d/%s", r.GroupId, r.Kind, r.GroupSeq, r.ClientMsgIds[0])
-	workers.Go(func() {
+	cluster.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		reply, err := cl.Request(ctx, UserGrainID(sender), r, key)

@@ -2,10 +2,7 @@ package actors
 
 import (
 	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 )
 
 func TestUnackedIndexThrough(t *testing.T) {
@@ -42,29 +39,5 @@ func TestUnackedIndexThrough(t *testing.T) {
 	var nilIx *unackedIndex
 	if _, complete := nilIx.through(0, 5); complete {
 		t.Fatal("a missing index claims to be complete")
-	}
-}
-
-func TestWorkerPoolReusesIdleWorkersAndRunsEverything(t *testing.T) {
-	p := &workerPool{idle: time.Second}
-	var wg sync.WaitGroup
-	var ran atomic.Int64
-	for range 1000 {
-		wg.Add(1)
-		p.Go(func() { ran.Add(1); wg.Done() })
-	}
-	wg.Wait()
-	if ran.Load() != 1000 {
-		t.Fatalf("ran %d of 1000", ran.Load())
-	}
-	// Work that blocks on other work must not deadlock: the pool never caps.
-	release := make(chan struct{})
-	done := make(chan struct{})
-	p.Go(func() { <-release; close(done) })
-	p.Go(func() { close(release) })
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("blocked work starved the work it waited for")
 	}
 }

@@ -619,7 +619,7 @@ func (g *userGrain) flush(ctx actor.Context) {
 
 	store := g.deps.Store
 	devices := slices.Clone(g.devices)
-	runAsync(ctx, g.stopCtx(), g.deps.Config.StoreTimeout, func(c context.Context) (any, error) {
+	cluster.RunAsync(ctx, g.stopCtx(), g.deps.Config.StoreTimeout, func(c context.Context) (any, error) {
 		return storeBatch(c, store, devices, batch)
 	}, func(res any, err error) {
 		g.flushing = false
@@ -942,7 +942,7 @@ func (g *userGrain) runAck(ctx actor.Context, device uint32, st *ackState) {
 	}
 	known, complete := ix.through(from, to)
 	// Receipts to several senders plus the delete: allow for all of them.
-	runAsync(ctx, g.stopCtx(), g.deps.Config.StoreTimeout+2*reqTimeout, func(c context.Context) (any, error) {
+	cluster.RunAsync(ctx, g.stopCtx(), g.deps.Config.StoreTimeout+2*reqTimeout, func(c context.Context) (any, error) {
 		if !complete {
 			var err error
 			if known, err = storedMessages(c, store, userID, device, from, to); err != nil {

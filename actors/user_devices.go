@@ -161,9 +161,9 @@ func (g *userGrain) announceIdentity(ctx actor.Context, msg *courierpb.IdentityC
 	}
 	key := fmt.Sprintf("identity/%s/%d/%d", g.id, msg.DeviceId, g.deps.Now().UnixNano())
 	for id := range g.profile.contacts {
-		g.deps.Cluster.RequestFuture(UserGrainID(id), &courierpb.DeliverReceipt{
+		_ = g.deps.Cluster.Notify(UserGrainID(id), &courierpb.DeliverReceipt{
 			FromUserId: g.id, FromDeviceId: msg.DeviceId, Kind: courierpb.EntryKind_ENTRY_KIND_IDENTITY_CHANGED,
-		}, key, g.deps.Config.RequestTimeout)
+		}, key, 0)
 	}
 }
 

@@ -223,7 +223,7 @@ func groupInboxEntry(src *courierpb.InboxEntry, inboxSeq, groupSeq uint64, group
 func groupDelivered(cl *cluster.Cluster, userID string, byGroup map[string]uint64) {
 	for groupID, seq := range byGroup {
 		key := fmt.Sprintf("group-delivered/%s/%s/%d", groupID, userID, seq)
-		cl.RequestFuture(GroupGrainID(groupID), &courierpb.GroupReceipt{
+		_ = cl.Notify(GroupGrainID(groupID), &courierpb.GroupReceipt{
 			GroupId: groupID, UserId: userID, Kind: courierpb.EntryKind_ENTRY_KIND_DELIVERED, UpToGroupSeq: seq,
 		}, key, 0)
 	}

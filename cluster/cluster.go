@@ -131,6 +131,8 @@ type Cluster struct {
 
 	remote    *remote.Remote
 	routerPID *actor.PID
+	// discard is the sender of Notify requests: it drops their replies.
+	discard *actor.PID
 	statsHook atomic.Pointer[func(*clusterpb.NodeStats)]
 
 	// closing turns every new delivery away (Shutdown has begun).
@@ -221,6 +223,9 @@ func (c *Cluster) Start(ctx context.Context) error {
 	if c.remote != nil {
 		addr = c.system.Address()
 	}
+	// After remote: a PID takes the system's address when it is made, and
+	// peers must be able to send replies back to this one.
+	c.discard, _ = c.system.ProcessRegistry.Add(discardProcess{}, "courier-discard")
 	c.self = Member{ID: c.system.ID, Address: addr, Kinds: append([]string(nil), c.kindNames...), Meta: maps.Clone(c.cfg.Meta)}
 	c.selfKey = memberKey(c.self)
 	if err := c.cfg.Membership.Start(ctx, c.self); err != nil {
@@ -293,17 +298,21 @@ func (c *Cluster) Request(ctx context.Context, id GrainID, msg proto.Message, ke
 	return c.request(ctx, id, msg, key)
 }
 
-// RequestFuture is Request for callers inside an actor (use with
-// ctx.ReenterAfter): the future resolves to the reply proto.Message or an
-// error. One attempt, no retries.
-//
-// The future's result is never a transport-level surprise: Result() returns
-// (res, nil) where res is either the reply proto.Message or an error value
-// wrapping ErrUnavailable / ErrUnknownKind / ErrUnknownType / ErrBadEnvelope.
-// Read it with FutureResult(f.Result()) or, in a continuation,
-// FutureResult(res, err).
-func (c *Cluster) RequestFuture(id GrainID, msg proto.Message, key string, timeout time.Duration) *actor.Future {
-	return c.requestFuture(id, msg, key, timeout)
+// RequestAsync is Request for callers inside an actor, without blocking
+// it: cont runs on the calling actor's goroutine (see Continuation) with
+// the grain's reply, or an error wrapping ErrUnavailable / ErrUnknownKind /
+// ErrUnknownType / ErrBadEnvelope. One attempt, no retries; a timeout <= 0
+// means Config.RequestTimeout. Call it only from the actor's own goroutine.
+func (c *Cluster) RequestAsync(ctx actor.Context, id GrainID, msg proto.Message, key string, timeout time.Duration, cont func(proto.Message, error)) {
+	c.requestAsync(ctx, id, msg, key, timeout, cont)
+}
+
+// Notify sends msg to the grain as a request whose reply nobody reads (a
+// typing notice, a best-effort detach): no reply slot, no timer. Delivery is
+// at most once; the error says only that it could not even be sent. A peer
+// drops it once ttl has passed (ttl <= 0 means Config.RequestTimeout).
+func (c *Cluster) Notify(id GrainID, msg proto.Message, key string, ttl time.Duration) error {
+	return c.notify(id, msg, key, ttl)
 }
 
 // Tell sends msg one-way to an actor PID that may live on another node

@@ -8,13 +8,13 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/courier-im/courier/protos/clusterpb"
 	"github.com/courier-im/courier/protos/courierpb"
@@ -282,7 +282,7 @@ func TestPanickingGrainIsRestartedBySupervisor(t *testing.T) {
 		t.Fatalf("handled %d, want 1", got)
 	}
 	// The message that panics is not redelivered: its caller times out.
-	res, err := FutureResult(c.RequestFuture(id, &courierpb.Ping{ClientTimeMs: pingBoom}, "boom", 200*time.Millisecond).Result())
+	res, err := requestAsync(t, c, id, &courierpb.Ping{ClientTimeMs: pingBoom}, "boom", 200*time.Millisecond)
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("boom: got (%v, %v), want ErrUnavailable", res, err)
 	}
@@ -387,36 +387,41 @@ func TestUnknownKindIsRefused(t *testing.T) {
 	if _, err := c.Owner(GrainID{"nope", "x"}); !errors.Is(err, ErrUnknownKind) {
 		t.Errorf("Owner: err = %v, want ErrUnknownKind", err)
 	}
-	if _, err := FutureResult(c.RequestFuture(GrainID{"nope", "x"}, &courierpb.Ping{}, "", time.Second).Result()); !errors.Is(err, ErrUnknownKind) {
-		t.Errorf("RequestFuture: err = %v, want ErrUnknownKind", err)
+	if _, err := requestAsync(t, c, GrainID{"nope", "x"}, &courierpb.Ping{}, "", time.Second); !errors.Is(err, ErrUnknownKind) {
+		t.Errorf("RequestAsync: err = %v, want ErrUnknownKind", err)
+	}
+	if err := c.Notify(GrainID{"nope", "x"}, &courierpb.Ping{}, "", 0); !errors.Is(err, ErrUnknownKind) {
+		t.Errorf("Notify: err = %v, want ErrUnknownKind", err)
 	}
 }
 
-func TestRequestFutureFromInsideAnActor(t *testing.T) {
+func TestRequestAsyncRunsItsContinuationOnTheCaller(t *testing.T) {
 	c := startNode(t, Config{}, echoKind(&grainStats{}, 0))
-	got := make(chan proto.Message, 1)
-	caller := actor.PropsFromFunc(func(ctx actor.Context) {
-		if _, ok := ctx.Message().(string); ok {
-			f := c.RequestFuture(GrainID{"echo", "dave"}, &courierpb.Ping{ClientTimeMs: 1}, "", time.Second)
-			ctx.ReenterAfter(f, func(res interface{}, err error) {
-				reply, err := FutureResult(res, err)
-				if err != nil {
-					t.Errorf("continuation: %v", err)
-				}
-				got <- reply
-			})
+	reply, err := requestAsync(t, c, GrainID{"echo", "dave"}, &courierpb.Ping{ClientTimeMs: 1}, "", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pong, ok := reply.(*courierpb.Pong); !ok || pong.ClientTimeMs != 1 {
+		t.Errorf("reply = %v, want Pong{1}", reply)
+	}
+	_, err = requestAsync(t, c, GrainID{"echo", "dave"}, &courierpb.Ping{ClientTimeMs: pingIgnore}, "", 50*time.Millisecond)
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "echo/dave") {
+		t.Errorf("silent grain: err = %v, want ErrUnavailable naming the grain", err)
+	}
+}
+
+func TestNotifyReachesTheGrainAndDropsItsReply(t *testing.T) {
+	stats := &grainStats{}
+	c := startNode(t, Config{}, echoKind(stats, 0))
+	id := GrainID{"echo", "erin"}
+	for range 3 {
+		if err := c.Notify(id, &courierpb.Ping{ClientTimeMs: 1}, "", 0); err != nil {
+			t.Fatal(err)
 		}
-	})
-	pid := c.System().Root.Spawn(caller)
-	defer c.System().Root.Stop(pid)
-	c.System().Root.Send(pid, "go")
-	select {
-	case reply := <-got:
-		if pong, ok := reply.(*courierpb.Pong); !ok || pong.ClientTimeMs != 1 {
-			t.Errorf("reply = %v, want Pong{1}", reply)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("continuation never ran")
+	}
+	// The grain handled all three: the next request is its fourth.
+	if got := ping(t, c, id, 1).ClientTimeMs; got != 4 {
+		t.Errorf("handled %d, want 4", got)
 	}
 }
 
@@ -526,12 +531,12 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Exercise every path that starts timers or goroutines: activations,
-	// idle passivation, a restart, a RequestFuture that times out.
+	// idle passivation, a restart, a RequestAsync that times out.
 	for i := range 50 {
 		ping(t, c, GrainID{"echo", fmt.Sprint(i)}, 1)
 	}
-	_, _ = FutureResult(c.RequestFuture(GrainID{"echo", "0"}, &courierpb.Ping{ClientTimeMs: pingBoom}, "", 50*time.Millisecond).Result())
-	_, _ = FutureResult(c.RequestFuture(GrainID{"echo", "1"}, &courierpb.Ping{ClientTimeMs: pingIgnore}, "", 10*time.Millisecond).Result())
+	_, _ = requestAsync(t, c, GrainID{"echo", "0"}, &courierpb.Ping{ClientTimeMs: pingBoom}, "", 50*time.Millisecond)
+	_, _ = requestAsync(t, c, GrainID{"echo", "1"}, &courierpb.Ping{ClientTimeMs: pingIgnore}, "", 10*time.Millisecond)
 	eventually(t, 2*time.Second, "idle grains to passivate", func() bool { return c.Activations()["echo"] == 0 })
 	ping(t, c, GrainID{"echo", "again"}, 1)
 

@@ -74,6 +74,9 @@ type activation struct {
 	// Owned by the grain's mailbox (one goroutine at a time).
 	inner actor.Actor
 	self  *actor.PID
+	// awaiting counts continuations (RunAsync, RequestAsync) still to come
+	// back: a grain waiting for one is not idle, whatever its clock says.
+	awaiting int
 	// lastActive is when the grain last handled a message (clock); the
 	// idle sweep (sweepIdle) reads it from its own goroutine.
 	lastActive atomic.Int64
@@ -115,9 +118,14 @@ func (a *activation) produce(*actor.ActorSystem) actor.Actor {
 // *actor.ReceiveTimeout is passed through untouched and ticks do not reset
 // it.
 func (a *activation) Receive(ctx actor.Context) {
-	switch ctx.Message().(type) {
+	switch m := ctx.Message().(type) {
 	case *passivationTick:
 		a.onIdleTick(ctx)
+		return
+	case *Continuation:
+		a.awaiting--
+		a.lastActive.Store(int64(clock()))
+		m.Run()
 		return
 	case *actor.Started:
 		a.self = ctx.Self()
@@ -140,7 +148,7 @@ func (a *activation) idleFor() time.Duration {
 }
 
 func (a *activation) onIdleTick(ctx actor.Context) {
-	if a.idleFor() < a.kind.passivateAfter {
+	if a.idleFor() < a.kind.passivateAfter || a.awaiting > 0 {
 		return // busy since the sweep looked; a later sweep looks again
 	}
 	a.sh.mu.Lock()

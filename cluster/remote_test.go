@@ -367,13 +367,29 @@ func TestRequestToGrainOwnedByPeerNode(t *testing.T) {
 			statsA.of(id.Identity).started.Load(), st.Started, st.Activations)
 	}
 
-	t.Run("RequestFuture", func(t *testing.T) {
-		reply, err := FutureResult(a.RequestFuture(id, &courierpb.Ping{ClientTimeMs: 1}, "", 2*time.Second).Result())
+	t.Run("RequestAsync", func(t *testing.T) {
+		reply, err := requestAsync(t, a, id, &courierpb.Ping{ClientTimeMs: 1}, "", 2*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if pong := reply.(*courierpb.Pong); pong.ClientTimeMs != 4 {
 			t.Errorf("handled = %d, want 4", pong.ClientTimeMs)
+		}
+	})
+	t.Run("Notify", func(t *testing.T) {
+		for range 2 {
+			if err := a.Notify(id, &courierpb.Ping{ClientTimeMs: 1}, "", 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The peer handled both, and their replies went to the discard
+		// process, not back into anyone's request.
+		reply, err := requestAsync(t, a, id, &courierpb.Ping{ClientTimeMs: 1}, "", 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pong := reply.(*courierpb.Pong); pong.ClientTimeMs != 7 {
+			t.Errorf("handled = %d, want 7", pong.ClientTimeMs)
 		}
 	})
 	t.Run("a silent remote grain is ErrUnavailable", func(t *testing.T) {

@@ -155,53 +155,88 @@ func (c *Cluster) register(s *replySlot) {
 	s.pid, _ = c.system.ProcessRegistry.Add(s, "courier-reply"+c.system.ProcessRegistry.NextId())
 }
 
-// requestFuture: see Cluster.RequestFuture.
-func (c *Cluster) requestFuture(id GrainID, msg proto.Message, key string, timeout time.Duration) *actor.Future {
-	// The future gets no timer of its own and exactly one message from the
-	// slot below, which sidesteps Proto.Actor's race between a future's
-	// timeout and a late reply (#1145).
-	f := actor.NewFuture(c.system, -1)
+// requestAsync: see Cluster.RequestAsync.
+func (c *Cluster) requestAsync(ctx actor.Context, id GrainID, msg proto.Message, key string, timeout time.Duration, cont func(proto.Message, error)) {
+	post := continueOn(ctx)
+	c.requestOnce(id, msg, key, timeout, func(reply proto.Message, err error) {
+		post(func() { cont(reply, err) })
+	})
+}
+
+// requestOnce sends msg in one attempt and calls done exactly once, from
+// whichever goroutine resolves it, with the reply or an error that reads
+// "request <id> <type>: ...".
+func (c *Cluster) requestOnce(id GrainID, msg proto.Message, key string, timeout time.Duration, done func(proto.Message, error)) {
 	if timeout <= 0 {
 		timeout = c.cfg.RequestTimeout
 	}
-	s := &replySlot{c: c, future: f, id: id, msg: msg}
-	fail := func(err error) {
-		c.system.Root.Send(f.PID(), fmt.Errorf("request %s %T: %w", id, msg, err))
-	}
+	s := &replySlot{c: c, then: done, id: id, msg: msg}
 	if msg == nil {
-		fail(fmt.Errorf("%w: nil message", ErrBadEnvelope))
-		return f
+		s.resolve(nil, fmt.Errorf("%w: nil message", ErrBadEnvelope))
+		return
 	}
 	v := c.view.Load()
 	switch {
 	case v == nil:
-		fail(errNotStarted)
-		return f
+		s.resolve(nil, errNotStarted)
+		return
 	case c.closing.Load():
-		fail(errStopping)
-		return f
+		s.resolve(nil, errStopping)
+		return
 	}
 	h := keyHash(id)
 	owner := v.owner(id.Kind, h)
 	if owner == nil {
-		fail(fmt.Errorf("%w: no member hosts %q", ErrUnknownKind, id.Kind))
-		return f
+		s.resolve(nil, fmt.Errorf("%w: no member hosts %q", ErrUnknownKind, id.Kind))
+		return
 	}
 	s.remote = !owner.self
 	c.register(s)
 	s.timer = time.AfterFunc(timeout, func() {
-		s.resolve(fmt.Errorf("%w: no reply within %v", ErrUnavailable, timeout))
+		s.resolve(nil, fmt.Errorf("%w: no reply within %v", ErrUnavailable, timeout))
 	})
 	if err := c.send(owner, id, h, msg, key, time.Now().Add(timeout), s.pid); err != nil {
 		s.timer.Stop()
-		s.resolve(err)
+		s.resolve(nil, err)
 	}
-	return f
 }
+
+// notify: see Cluster.Notify.
+func (c *Cluster) notify(id GrainID, msg proto.Message, key string, ttl time.Duration) error {
+	if ttl <= 0 {
+		ttl = c.cfg.RequestTimeout
+	}
+	if msg == nil {
+		return fmt.Errorf("notify %s: %w: nil message", id, ErrBadEnvelope)
+	}
+	v := c.view.Load()
+	switch {
+	case v == nil:
+		return fmt.Errorf("notify %s %T: %w", id, msg, errNotStarted)
+	case c.closing.Load():
+		return fmt.Errorf("notify %s %T: %w", id, msg, errStopping)
+	}
+	h := keyHash(id)
+	owner := v.owner(id.Kind, h)
+	if owner == nil {
+		return fmt.Errorf("notify %s %T: %w: no member hosts %q", id, msg, ErrUnknownKind, id.Kind)
+	}
+	if err := c.send(owner, id, h, msg, key, time.Now().Add(ttl), c.discard); err != nil {
+		return fmt.Errorf("notify %s %T: %w", id, msg, err)
+	}
+	return nil
+}
+
+// discardProcess is the sender of every Notify: it drops the replies.
+type discardProcess struct{}
+
+func (discardProcess) SendUserMessage(*actor.PID, interface{})   {}
+func (discardProcess) SendSystemMessage(*actor.PID, interface{}) {}
+func (discardProcess) Stop(*actor.PID)                           {}
 
 // replySlot is the sender of one request: a process in Proto.Actor's
 // registry that takes the first message it gets. Request waits on ch;
-// RequestFuture resolves future.
+// requestOnce calls done.
 type replySlot struct {
 	pid    *actor.PID
 	remote bool // the owner is a peer: replies are Envelopes
@@ -209,7 +244,7 @@ type replySlot struct {
 	ch     chan interface{}
 
 	c      *Cluster
-	future *actor.Future
+	then   func(proto.Message, error)
 	timer  *time.Timer
 	id     GrainID
 	msg    proto.Message
@@ -219,7 +254,7 @@ var _ actor.Process = (*replySlot)(nil)
 
 func (s *replySlot) SendUserMessage(_ *actor.PID, m interface{}) {
 	_, msg, _ := actor.UnwrapEnvelope(m)
-	if s.future == nil {
+	if s.then == nil {
 		if s.done.CompareAndSwap(false, true) {
 			s.ch <- msg // buffered 1 and sent once: never blocks the grain
 		}
@@ -231,27 +266,21 @@ func (s *replySlot) SendUserMessage(_ *actor.PID, m interface{}) {
 	if s.timer != nil {
 		s.timer.Stop()
 	}
-	reply, err := decodeReply(msg, s.remote)
-	if err != nil {
-		s.resolve(err)
-		return
-	}
-	s.resolve(reply)
+	s.resolve(decodeReply(msg, s.remote))
 }
 
-// resolve completes a RequestFuture exactly once with a proto.Message or an
-// error.
-func (s *replySlot) resolve(v interface{}) {
+// resolve completes a requestOnce exactly once.
+func (s *replySlot) resolve(reply proto.Message, err error) {
 	if !s.done.CompareAndSwap(false, true) {
 		return
 	}
 	if s.pid != nil {
 		s.c.system.ProcessRegistry.Remove(s.pid)
 	}
-	if err, ok := v.(error); ok {
-		v = fmt.Errorf("request %s %T: %w", s.id, s.msg, err)
+	if err != nil {
+		err = fmt.Errorf("request %s %T: %w", s.id, s.msg, err)
 	}
-	s.c.system.Root.Send(s.future.PID(), v)
+	s.then(reply, err)
 }
 
 func (s *replySlot) SendSystemMessage(*actor.PID, interface{}) {}
@@ -280,22 +309,4 @@ func decodeReply(m interface{}, remote bool) (proto.Message, error) {
 		return nil, fmt.Errorf("%w: grain replied with non-protobuf %T", ErrBadEnvelope, m)
 	}
 	return reply, nil
-}
-
-// FutureResult reads what a RequestFuture resolved to: pass it f.Result()
-// or a ReenterAfter continuation's (res, err). It returns the grain's reply,
-// or an error wrapping ErrUnavailable (retry with the same key),
-// ErrUnknownKind, ErrUnknownType or ErrBadEnvelope.
-func FutureResult(res interface{}, err error) (proto.Message, error) {
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	switch r := res.(type) {
-	case error:
-		return nil, r
-	case proto.Message:
-		return r, nil
-	default:
-		return nil, fmt.Errorf("%w: future resolved to %T", ErrBadEnvelope, res)
-	}
 }

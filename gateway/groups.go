@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
@@ -106,9 +105,7 @@ func replyTypeOf(req proto.Message) protoreflect.MessageDescriptor {
 
 // groupRequest is requestRetrying for a Group grain.
 func (s *session) groupRequest(ctx actor.Context, groupID string, msg proto.Message, key string, attempt int, done func(proto.Message, error)) {
-	f := s.g.cfg.Cluster.RequestFuture(actors.GroupGrainID(groupID), msg, key, s.g.cfg.RequestTimeout)
-	ctx.ReenterAfter(f, func(res any, err error) {
-		reply, err := grainReply(res, err)
+	s.g.cfg.Cluster.RequestAsync(ctx, actors.GroupGrainID(groupID), msg, key, s.g.cfg.RequestTimeout, func(reply proto.Message, err error) {
 		if err != nil && attempt < s.g.cfg.RequestRetries && !s.stopping {
 			s.groupRequest(ctx, groupID, asResend(msg), key, attempt+1, done)
 			return
@@ -238,12 +235,6 @@ func (s *session) groupRead(ctx actor.Context, reqID uint64, m *courierpb.GroupR
 		})
 }
 
-// groupListResult is what the list worker hands back to the session.
-type groupListResult struct {
-	groups []*courierpb.GroupInfo
-	err    error
-}
-
 // groupList reads the user's groups from the store's index and asks each
 // group for its info (as this user) off the session's mailbox.
 func (s *session) groupList(ctx actor.Context, reqID uint64) {
@@ -256,28 +247,17 @@ func (s *session) groupList(ctx actor.Context, reqID uint64) {
 	}
 	s.inflight++
 	timeout := 3 * s.g.cfg.RequestTimeout
-	system := ctx.ActorSystem()
-	f := actor.NewFuture(system, timeout+time.Second)
-	pid := f.PID()
 	groups, cl, user := s.g.cfg.Groups, s.g.cfg.Cluster, s.claims.UserID
-	go func() {
-		c, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		list, err := listGroups(c, groups, cl, user)
-		system.Root.Send(pid, groupListResult{groups: list, err: err})
-	}()
-	ctx.ReenterAfter(f, func(res any, err error) {
+	cluster.RunAsync(ctx, context.Background(), timeout, func(c context.Context) (any, error) {
+		return listGroups(c, groups, cl, user)
+	}, func(res any, err error) {
 		s.inflight--
-		r, _ := res.(groupListResult)
-		if err == nil {
-			err = r.err
-		}
 		if err != nil {
 			s.logger().Warn("list groups failed", "err", err)
 			s.enqueue(ctx, frameError(reqID, courierpb.ErrorCode_UNAVAILABLE, "groups unavailable, retry", true))
 			return
 		}
-		s.enqueue(ctx, &courierpb.ServerFrame{ReqId: reqID, Body: &courierpb.ServerFrame_GroupList{GroupList: &courierpb.GroupList{Groups: r.groups}}})
+		s.enqueue(ctx, &courierpb.ServerFrame{ReqId: reqID, Body: &courierpb.ServerFrame_GroupList{GroupList: &courierpb.GroupList{Groups: res.([]*courierpb.GroupInfo)}}})
 	})
 }
 

@@ -155,7 +155,7 @@ func (g *Gateway) handlePutKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	if prev != nil && !bytes.Equal(prev, u.IdentityKey) {
 		g.log.Info("identity key changed", "user_id", c.UserID, "device_id", c.DeviceID)
-		g.cfg.Cluster.RequestFuture(actors.UserGrainID(c.UserID), &courierpb.IdentityChanged{DeviceId: c.DeviceID}, "", g.cfg.RequestTimeout)
+		_ = g.cfg.Cluster.Notify(actors.UserGrainID(c.UserID), &courierpb.IdentityChanged{DeviceId: c.DeviceID}, "", 0)
 	}
 	n, err := g.cfg.Store.CountOneTimePrekeys(ctx, c.UserID, c.DeviceID)
 	if err != nil {
@@ -243,9 +243,9 @@ func (g *Gateway) bundle(ctx context.Context, userID string, deviceID uint32) (*
 		// Tell the device when its pool crosses the watermark (and once
 		// more when it runs dry), not on every fetch below it.
 		if n, err := g.cfg.Store.CountOneTimePrekeys(ctx, userID, deviceID); err == nil && (n == PrekeysLowWatermark-1 || n == 0) {
-			g.cfg.Cluster.RequestFuture(actors.UserGrainID(userID), &courierpb.DeliverReceipt{
+			_ = g.cfg.Cluster.Notify(actors.UserGrainID(userID), &courierpb.DeliverReceipt{
 				FromUserId: userID, FromDeviceId: deviceID, Kind: courierpb.EntryKind_ENTRY_KIND_PREKEYS_LOW, OnlyDeviceId: deviceID,
-			}, "", g.cfg.RequestTimeout)
+			}, "", 0)
 		}
 	}
 	return b, nil

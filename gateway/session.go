@@ -178,8 +178,10 @@ func (s *session) Receive(ctx actor.Context) {
 		s.shutdown()
 		// Best effort: the grain also watches the session and drops the
 		// attachment when it terminates.
-		s.g.cfg.Cluster.RequestFuture(actors.UserGrainID(s.claims.UserID),
-			&courierpb.DetachDevice{DeviceId: s.claims.DeviceID, SessionId: s.id}, s.id+"/detach", s.g.cfg.RequestTimeout)
+		_ = s.g.cfg.Cluster.Notify(actors.UserGrainID(s.claims.UserID),
+			&courierpb.DetachDevice{DeviceId: s.claims.DeviceID, SessionId: s.id}, s.id+"/detach", 0)
+	case *cluster.Continuation:
+		msg.Run()
 	case inboundFrame:
 		s.handleFrame(ctx, msg.frame)
 	case badFrame:
@@ -509,10 +511,7 @@ func asResend(msg proto.Message) proto.Message {
 }
 
 func (s *session) request(ctx actor.Context, userID string, msg proto.Message, key string, done func(proto.Message, error)) {
-	f := s.g.cfg.Cluster.RequestFuture(actors.UserGrainID(userID), msg, key, s.g.cfg.RequestTimeout)
-	ctx.ReenterAfter(f, func(res any, err error) {
-		done(grainReply(res, err))
-	})
+	s.g.cfg.Cluster.RequestAsync(ctx, actors.UserGrainID(userID), msg, key, s.g.cfg.RequestTimeout, done)
 }
 
 // refuse answers a request the session will not carry out. Frames that are
@@ -907,18 +906,4 @@ func (s *session) replay(job *replayJob) (uint64, error) {
 		after = entries[len(entries)-1].InboxSeq
 	}
 	return last, nil
-}
-
-// grainReply reads a cluster future's outcome as a reply or an error.
-func grainReply(res any, err error) (proto.Message, error) {
-	if err != nil {
-		return nil, err
-	}
-	switch r := res.(type) {
-	case error:
-		return nil, r
-	case proto.Message:
-		return r, nil
-	}
-	return nil, fmt.Errorf("unexpected grain reply %T", res)
 }

@@ -120,10 +120,10 @@ func (s *session) presenceSubscribe(ctx actor.Context, reqID uint64, ids []strin
 // the renewal every lease period repairs one that was lost (the grain moved
 // or passivated).
 func (s *session) watch(userID string, unwatch bool) {
-	s.g.cfg.Cluster.RequestFuture(actors.UserGrainID(userID), &courierpb.WatchPresence{
+	_ = s.g.cfg.Cluster.Notify(actors.UserGrainID(userID), &courierpb.WatchPresence{
 		ViewerUserId: s.claims.UserID, SessionAddress: s.self.Address, SessionId: s.id,
 		ViewerVisibility: s.visibility, Unwatch: unwatch,
-	}, "", s.g.cfg.RequestTimeout)
+	}, "", 0)
 }
 
 // renewPresence re-sends every subscription; it runs with the lease renewal.
@@ -147,12 +147,12 @@ func (s *session) typing(ctx actor.Context, reqID uint64, t *courierpb.Typing) {
 	}
 	// One-way: an indicator is worth nothing late, so it is never retried.
 	if t.GroupId != "" {
-		s.g.cfg.Cluster.RequestFuture(actors.GroupGrainID(t.GroupId), &courierpb.GroupTyping{
+		_ = s.g.cfg.Cluster.Notify(actors.GroupGrainID(t.GroupId), &courierpb.GroupTyping{
 			GroupId: t.GroupId, FromUserId: s.claims.UserID, FromDeviceId: s.claims.DeviceID, State: t.State,
 		}, "", typingTimeout)
 		return
 	}
-	s.g.cfg.Cluster.RequestFuture(actors.UserGrainID(t.ToUserId), &courierpb.TypingTo{
+	_ = s.g.cfg.Cluster.Notify(actors.UserGrainID(t.ToUserId), &courierpb.TypingTo{
 		FromUserId: s.claims.UserID, FromDeviceId: s.claims.DeviceID, State: t.State,
 	}, "", typingTimeout)
 }

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/courier-im/courier/actors"
@@ -30,6 +31,7 @@ import (
 	"github.com/courier-im/courier/protos/clusterpb"
 	"github.com/courier-im/courier/protos/courierpb"
 	"github.com/courier-im/courier/push"
+	"github.com/courier-im/courier/turn"
 )
 
 // Config is everything a node can be told. Zero values take defaults.
@@ -142,6 +144,15 @@ type Config struct {
 	// names the same bucket, so any gateway serves any blob. An empty
 	// TempDir is <DataDir>/media-s3-parts.
 	MediaS3 media.S3Config
+	// TURN gives calls a relay (see turn.Config): GET /v1/calls/turn and,
+	// unless TURN.URIs names external servers, an embedded TURN server.
+	// An empty TURN.Listen is the gateway's address over UDP: the same
+	// host and port number (an ephemeral port when the gateway's is 0), so
+	// one open port serves both. TURNOff runs no server and serves no
+	// credentials. An empty TURN.Secret is generated once and kept in
+	// <DataDir>/turn-secret (mode 0600).
+	TURN    turn.Config
+	TURNOff bool
 	Logger  *slog.Logger
 	// DropDeliveryForTest is passed to the gateway (gateway.Config): a
 	// fault hook for tests that drops live entries. Never set in production.
@@ -159,7 +170,10 @@ type Node struct {
 	cluster *cluster.Cluster
 	gateway *gateway.Gateway
 	// media serves /v1/media/ (nil when the store keeps no media records).
-	media  *media.Service
+	media *media.Service
+	// turn serves /v1/calls/turn and runs the embedded TURN server (nil
+	// with TURNOff).
+	turn   *turn.Service
 	http   *http.Server
 	ln     net.Listener
 	served chan error
@@ -357,6 +371,9 @@ func (n *Node) start(ctx context.Context) error {
 	if err := n.startMedia(gw); err != nil {
 		return err
 	}
+	if err := n.startTURN(ctx, gw); err != nil {
+		return err
+	}
 	handler := gw.Handler()
 	if cfg.AdminToken != "" {
 		ah, err := admin.Handler(cl, cfg.AdminToken, cfg.Logger)
@@ -420,6 +437,58 @@ func (n *Node) startMedia(gw *gateway.Gateway) error {
 	}
 	n.media = svc
 	gw.Handle(media.Prefix, svc)
+	return nil
+}
+
+// startTURN starts the TURN service and mounts its credentials endpoint
+// on the gateway's listener, authenticated like the rest of the API.
+func (n *Node) startTURN(ctx context.Context, gw *gateway.Gateway) error {
+	if n.cfg.TURNOff {
+		return nil
+	}
+	tc := n.cfg.TURN
+	if tc.Logger == nil {
+		tc.Logger = n.cfg.Logger
+	}
+	if len(tc.URIs) > 0 && len(tc.Secret) == 0 {
+		return errors.New("turn: external TURN servers (--turn-urls) need the secret they share (--turn-secret)")
+	}
+	derived := len(tc.URIs) == 0 && tc.Listen == ""
+	if derived {
+		host, port, err := net.SplitHostPort(n.ln.Addr().String())
+		if err != nil {
+			return fmt.Errorf("turn: gateway address: %w", err)
+		}
+		if _, p, err := net.SplitHostPort(n.cfg.Listen); err == nil && p == "0" {
+			port = "0"
+		}
+		tc.Listen = net.JoinHostPort(host, port)
+	}
+	if len(tc.Secret) == 0 {
+		secret, err := turn.LoadOrCreateSecret(filepath.Join(n.cfg.DataDir, turn.SecretFile))
+		if err != nil {
+			return err
+		}
+		tc.Secret = secret
+	}
+	svc, err := turn.Start(ctx, tc)
+	if derived && errors.Is(err, syscall.EADDRINUSE) {
+		// The gateway's port number is taken over UDP by something else.
+		// The URIs handed out name the port really bound, so clients
+		// still find the server; only a firewall rule may need it.
+		host, _, _ := net.SplitHostPort(tc.Listen)
+		n.log.Warn("turn: the gateway's port is taken over UDP; the embedded TURN server takes another (set --turn-listen to choose)", "taken", tc.Listen, "err", err)
+		tc.Listen = net.JoinHostPort(host, "0")
+		svc, err = turn.Start(ctx, tc)
+	}
+	if err != nil {
+		return err
+	}
+	n.turn = svc
+	gw.Handle("GET "+turn.Path, svc.Handler(func(w http.ResponseWriter, r *http.Request) (string, bool) {
+		c, ok := gw.Authenticate(w, r)
+		return c.UserID, ok
+	}))
 	return nil
 }
 
@@ -512,6 +581,9 @@ func (n *Node) Cluster() *cluster.Cluster { return n.cluster }
 // Gateway is the node's gateway.
 func (n *Node) Gateway() *gateway.Gateway { return n.gateway }
 
+// TURN is the node's TURN service (nil with TURNOff).
+func (n *Node) TURN() *turn.Service { return n.turn }
+
 // Close shuts the node down gracefully: sessions are closed with 1001 so
 // clients reconnect, grains stop, and the store is flushed and closed.
 func (n *Node) Close(ctx context.Context) error {
@@ -537,6 +609,11 @@ func (n *Node) Close(ctx context.Context) error {
 		errs = append(errs, n.http.Shutdown(ctx))
 	} else if n.ln != nil {
 		_ = n.ln.Close() // start failed before serving
+	}
+	// Relayed calls break here; their clients ask another node for
+	// credentials and servers.
+	if n.turn != nil {
+		errs = append(errs, n.turn.Close(ctx))
 	}
 	if n.cluster != nil {
 		errs = append(errs, n.cluster.Shutdown(ctx))

@@ -3,7 +3,7 @@
 # the tests need and runs every test, race detector on.
 #
 #   scripts/test.sh              everything: go vet, the whole suite with -race
-#                                (with its CQL node, Consul agent and MinIO), then the
+#                                (with its CQL node, Consul agent, MinIO and coturn), then the
 #                                activation-scale tests at full size (make test)
 #   scripts/test.sh race [PKG…]  only the -race suite, with its services; PKG…
 #                                narrows it (default ./...)  (make test-race)
@@ -66,12 +66,16 @@ fi
 # is missing. The outage test runs a CQL node of its own even when
 # COURIER_TEST_SCYLLA_HOSTS names a database, and the Consul-restart test
 # an agent of its own, so both are always needed; MinIO only when
-# COURIER_TEST_S3_ENDPOINT names no S3 server.
+# COURIER_TEST_S3_ENDPOINT names no S3 server, coturn only when
+# COURIER_TEST_COTURN_ADDR names no TURN server.
 tools_ok=1
 ./scripts/cassandra.sh check || tools_ok=0
 ./scripts/consul.sh check || tools_ok=0
 if [[ -z "${COURIER_TEST_S3_ENDPOINT:-}" ]]; then
 	./scripts/minio.sh check || tools_ok=0
+fi
+if [[ -z "${COURIER_TEST_COTURN_ADDR:-}" ]]; then
+	./scripts/coturn.sh check || tools_ok=0
 fi
 ((tools_ok)) || { echo "test.sh: install what is missing above and run again" >&2; exit 1; }
 
@@ -83,6 +87,7 @@ fi
 CASSANDRA_DIRS=()
 CONSUL_DIR=""
 MINIO_DIR=""
+COTURN_DIR=""
 BIN_DIR=""
 stop_services() {
 	local d
@@ -96,6 +101,9 @@ stop_services() {
 	fi
 	if [[ -n "$MINIO_DIR" ]]; then
 		COURIER_MINIO_DIR="$MINIO_DIR" ./scripts/minio.sh stop || true
+	fi
+	if [[ -n "$COTURN_DIR" ]]; then
+		COURIER_COTURN_DIR="$COTURN_DIR" ./scripts/coturn.sh stop || true
 	fi
 }
 trap stop_services EXIT
@@ -139,6 +147,20 @@ if [[ -z "${COURIER_TEST_S3_ENDPOINT:-}" ]]; then
 	export COURIER_TEST_S3_SECRET_KEY="${COURIER_MINIO_SECRET_KEY:-courier-secret}"
 else
 	echo "== using the S3 server at $COURIER_TEST_S3_ENDPOINT"
+fi
+
+# A real coturn for the TURN credentials (turn): Debian's package, run on
+# udp 127.0.0.1:13478 in use-auth-secret mode unless
+# COURIER_TEST_COTURN_ADDR already names one (then
+# COURIER_TEST_COTURN_SECRET is its static-auth-secret).
+if [[ -z "${COURIER_TEST_COTURN_ADDR:-}" ]]; then
+	phase "coturn"
+	COTURN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/courier-coturn.XXXXXX")"
+	COURIER_COTURN_DIR="$COTURN_DIR" ./scripts/coturn.sh start
+	export COURIER_TEST_COTURN_ADDR="127.0.0.1:${COURIER_COTURN_PORT:-13478}"
+	export COURIER_TEST_COTURN_SECRET="${COURIER_COTURN_SECRET:-courier-coturn-secret}"
+else
+	echo "== using the TURN server at $COURIER_TEST_COTURN_ADDR"
 fi
 
 # The database-outage test (persistence/scylla) stops and restarts a second

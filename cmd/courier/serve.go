@@ -16,6 +16,7 @@ import (
 
 	"github.com/courier-im/courier/media"
 	"github.com/courier-im/courier/node"
+	"github.com/courier-im/courier/turn"
 )
 
 func newServeCmd() *cobra.Command {
@@ -23,6 +24,7 @@ func newServeCmd() *cobra.Command {
 	var logLevel string
 	var shutdownTimeout time.Duration
 	var debugAddr string
+	var turnListen, turnSecret string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run a Courier node (embedded store, single node by default)",
@@ -37,6 +39,12 @@ COURIER_ plus the flag name in upper case with - as _ (e.g. COURIER_LISTEN).`,
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			if turnListen == "off" {
+				cfg.TURNOff = true
+			} else {
+				cfg.TURN.Listen = turnListen
+			}
+			cfg.TURN.Secret = []byte(turnSecret)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			n, err := node.Start(ctx, cfg)
@@ -113,6 +121,11 @@ COURIER_ plus the flag name in upper case with - as _ (e.g. COURIER_LISTEN).`,
 	f.StringVar(&cfg.MediaS3.AccessKey, "media-s3-access-key", "", "S3 access key (empty, with no secret key: the AWS SDK's default credentials)")
 	f.StringVar(&cfg.MediaS3.SecretKey, "media-s3-secret-key", "", "S3 secret key (prefer COURIER_MEDIA_S3_SECRET_KEY)")
 	f.BoolVar(&cfg.MediaS3.PathStyle, "media-s3-path-style", true, "address the bucket as <endpoint>/<bucket>/<key>, as MinIO and most non-AWS servers need (false: <bucket>.<host>)")
+	f.StringVar(&turnListen, "turn-listen", "", `UDP address of the embedded TURN server for calls (default: the gateway's host and port number, over UDP); "off": no TURN, no /v1/calls/turn`)
+	f.StringVar(&cfg.TURN.RelayIP, "turn-relay-ip", "", "address clients and peers reach the embedded TURN server's relays on (default: the --turn-listen host, or this machine's first global IPv4)")
+	f.StringSliceVar(&cfg.TURN.URIs, "turn-urls", nil, "external TURN servers (turn:host:port?transport=udp,...) sharing --turn-secret, e.g. coturn with use-auth-secret; then no embedded server runs")
+	f.StringVar(&turnSecret, "turn-secret", "", "shared secret of TURN credentials (prefer COURIER_TURN_SECRET; default: generated once into <data>/turn-secret)")
+	f.DurationVar(&cfg.TURN.TTL, "turn-ttl", turn.DefaultTTL, "lifetime of TURN credentials, and so the longest a relayed call can last")
 	f.StringVar(&cfg.AdminToken, "admin-token", "", "enable the admin API /v1/admin/… behind this bearer token (prefer COURIER_ADMIN_TOKEN)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off by default")

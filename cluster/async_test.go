@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -117,4 +118,65 @@ func TestGrainAwaitingAContinuationIsNotPassivated(t *testing.T) {
 	}
 	// Once nothing is awaited, it does passivate.
 	eventually(t, 5*time.Second, "the idle grain to passivate", func() bool { return stopped.Load() == 1 })
+}
+
+func TestSharedDeadlineEndsWithinTimeoutAndIsShared(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	before := time.Now()
+	a := sharedDeadline(timeout)
+	b := sharedDeadline(timeout)
+	after := time.Now()
+	d, ok := a.Deadline()
+	if !ok {
+		t.Fatal("no deadline")
+	}
+	if d.After(after.Add(timeout)) || d.Before(before.Add(timeout-deadlineGrain)) {
+		t.Errorf("deadline %v from now, want within (%v, %v]", d.Sub(before), timeout-deadlineGrain, timeout)
+	}
+	if a != b {
+		t.Error("two calls within the grain got separate contexts")
+	}
+	if other := sharedDeadline(2 * timeout); other == a {
+		t.Error("a different timeout shares the context")
+	}
+	time.Sleep(deadlineGrain)
+	if c := sharedDeadline(timeout); c == a {
+		t.Error("a call after the grain reuses an older deadline")
+	}
+	select {
+	case <-a.Done():
+		if !errors.Is(a.Err(), context.DeadlineExceeded) {
+			t.Errorf("err = %v, want DeadlineExceeded", a.Err())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the shared context never ended")
+	}
+}
+
+func TestRunAsyncDoesNotStartWorkAfterStop(t *testing.T) {
+	c := startNode(t, Config{})
+	stop, cancel := context.WithCancel(context.Background())
+	cancel()
+	var ran atomic.Bool
+	got := make(chan error, 1)
+	pid := c.System().Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		switch m := ctx.Message().(type) {
+		case *actor.Started:
+			RunAsync(ctx, stop, time.Second, func(context.Context) (any, error) {
+				ran.Store(true)
+				return nil, nil
+			}, func(_ any, err error) { got <- err })
+		case *Continuation:
+			m.Run()
+		}
+	}))
+	defer c.System().Root.Stop(pid)
+	select {
+	case err := <-got:
+		if !errors.Is(err, context.Canceled) || ran.Load() {
+			t.Errorf("err = %v, work ran = %v; want context.Canceled and no work", err, ran.Load())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the continuation never ran")
+	}
 }

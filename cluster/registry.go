@@ -222,7 +222,7 @@ func (c *Cluster) spawnLocked(ks *kindState, id GrainID, h uint64, sh *shard) (a
 	// The lock-free mailbox starts with one 32-byte node where the default
 	// one allocates a 10-slot ring: 200 bytes less on every grain, and most
 	// grains are idle users' with an empty mailbox.
-	props := actor.PropsFromProducerWithActorSystem(a.produce, actor.WithGuardian(ks.guardian), actor.WithMailbox(actor.UnboundedLockfree()))
+	props := actor.PropsFromProducerWithActorSystem(a.produce, actor.WithGuardian(ks.guardian), actor.WithMailbox(actor.UnboundedLockfree()), actor.WithDispatcher(Dispatcher))
 	defer func() {
 		// The producer runs inside SpawnNamed; a panicking producer must not
 		// take the caller (and the shard lock) down with it.

@@ -177,6 +177,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.props = actor.PropsFromProducer(g.produceSession,
 		actor.WithGuardian(actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive { return actor.StopDirective })),
 		actor.WithMailbox(actor.UnboundedLockfree()),
+		actor.WithDispatcher(cluster.Dispatcher),
 	)
 	if cfg.ParkAfter > 0 {
 		p, err := readiness.New()

@@ -172,7 +172,10 @@ func (s *session) Receive(ctx actor.Context) {
 		s.self = ctx.Self()
 		system := ctx.ActorSystem()
 		go s.readLoop()
-		s.out.startWriter = func() { go s.writeLoop(system) }
+		// Writers come and go with the queue; warm pooled goroutines spare
+		// each one a fresh stack.
+		write := func() { s.writeLoop(system) }
+		s.out.startWriter = func() { cluster.Go(write) }
 		s.attach(ctx)
 	case *actor.Stopped:
 		s.shutdown()

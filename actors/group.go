@@ -369,9 +369,9 @@ func noSuchGroup() *courierpb.Error {
 }
 
 func (g *groupGrain) nextSeq() (uint64, error) {
-	c, cancel := context.WithTimeout(g.stop, g.deps.Config.StoreTimeout)
-	defer cancel()
-	return g.seq.Next(c, g.deps.Store)
+	return g.seq.Next(func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(g.stop, g.deps.Config.StoreTimeout)
+	}, g.deps.Store)
 }
 
 // settingAllows applies a permission with its default.

@@ -27,9 +27,14 @@ func newSeqBlock(counter string, size uint64) seqBlock {
 
 // Next returns the next number, leasing a new block when the current one is
 // used up. It blocks on the store only when it leases.
-func (s *seqBlock) Next(ctx context.Context, store persistence.SequenceStore) (uint64, error) {
+// The context comes from newCtx, called only when a lease is due: most
+// numbers come from the block in memory, and a timer per message for a
+// store call that does not happen is not free.
+func (s *seqBlock) Next(newCtx func() (context.Context, context.CancelFunc), store persistence.SequenceStore) (uint64, error) {
 	if s.next == 0 || s.next > s.last {
+		ctx, cancel := newCtx()
 		first, last, err := store.LeaseBlock(ctx, s.counter, s.size)
+		cancel()
 		if err != nil {
 			return 0, fmt.Errorf("lease sequence block %s: %w", s.counter, err)
 		}

@@ -377,9 +377,7 @@ func (g *userGrain) hasDevice(id uint32) bool {
 // also tells the grain that every earlier number is stored or was never used.
 func (g *userGrain) nextSeq() (uint64, error) {
 	fresh := g.seq.next == 0
-	ctx, cancel := g.storeCtx()
-	defer cancel()
-	n, err := g.seq.Next(ctx, g.deps.Store)
+	n, err := g.seq.Next(g.storeCtx, g.deps.Store)
 	if err != nil {
 		return 0, err
 	}

@@ -103,6 +103,13 @@ type InboxStore interface {
 	// DeleteRange deletes the entries of one device inbox with
 	// after < inbox_seq <= through. Acks pass the previous ack point as
 	// after, so a store never walks over what it deleted before.
+	//
+	// A delete need not be durable when DeleteRange returns. A delete that a
+	// crash undoes only brings back entries their device already consumed:
+	// a reconnecting client resumes after its last inbox_seq and skips them,
+	// and the first ack of the next activation starts at 0 and deletes them
+	// again. So a store may skip its own fsync here and let the next durable
+	// write carry the delete to disk.
 	DeleteRange(ctx context.Context, userID string, deviceID uint32, after, through uint64) error
 	// DeleteInbox deletes every entry of one device inbox.
 	DeleteInbox(ctx context.Context, userID string, deviceID uint32) error

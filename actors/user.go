@@ -202,8 +202,9 @@ type ackState struct {
 }
 
 type ackWaiter struct {
-	upTo uint64
-	pid  *actor.PID
+	upTo  uint64
+	pid   *actor.PID
+	quiet bool // answer only a failure
 }
 
 func newUserGrain(id string, deps *Deps) *userGrain {
@@ -233,7 +234,7 @@ func (g *userGrain) Receive(ctx actor.Context) {
 	case *courierpb.DetachDevice:
 		g.detach(ctx, msg)
 	case *courierpb.AckInbox:
-		g.ack(ctx, msg.DeviceId, msg.UpToInboxSeq, ctx.Sender())
+		g.ack(ctx, msg.DeviceId, msg.UpToInboxSeq, msg.Quiet, ctx.Sender())
 	case *courierpb.DeliverGroupEntries:
 		g.deliverGroupEntries(ctx, msg, ctx.Sender())
 	case *courierpb.UserSettings:
@@ -853,7 +854,7 @@ func (g *userGrain) attach(ctx actor.Context, msg *courierpb.AttachDevice) {
 		g.deviceOnline(ctx, msg.DeviceId, wasOnline)
 	}
 	if msg.ResumeAfter > 0 {
-		g.ack(ctx, msg.DeviceId, msg.ResumeAfter, nil)
+		g.ack(ctx, msg.DeviceId, msg.ResumeAfter, true, nil)
 	}
 }
 
@@ -884,8 +885,9 @@ func devicesOf(appends []persistence.InboxAppend) map[uint32]bool {
 // ack deletes a device's entries through upTo, after telling each sender
 // that its messages were delivered. The receipts are stored before the
 // entries are deleted, so a crash in between repeats a receipt (clients
-// ignore repeats) but never loses one.
-func (g *userGrain) ack(ctx actor.Context, device uint32, upTo uint64, replyTo *actor.PID) {
+// ignore repeats) but never loses one. A quiet ack is answered only when it
+// fails.
+func (g *userGrain) ack(ctx actor.Context, device uint32, upTo uint64, quiet bool, replyTo *actor.PID) {
 	if e := g.ready(); e != nil {
 		if replyTo != nil {
 			ctx.Send(replyTo, &courierpb.AckInboxReply{Error: e})
@@ -907,14 +909,14 @@ func (g *userGrain) ack(ctx actor.Context, device uint32, upTo uint64, replyTo *
 		g.acks[device] = st
 	}
 	if upTo <= st.done {
-		if replyTo != nil {
+		if replyTo != nil && !quiet {
 			ctx.Send(replyTo, &courierpb.AckInboxReply{})
 		}
 		return
 	}
 	st.target = max(st.target, upTo)
 	if replyTo != nil {
-		st.waiters = append(st.waiters, ackWaiter{upTo: upTo, pid: replyTo})
+		st.waiters = append(st.waiters, ackWaiter{upTo: upTo, pid: replyTo, quiet: quiet})
 	}
 	g.runAck(ctx, device, st)
 }
@@ -963,7 +965,9 @@ func (g *userGrain) runAck(ctx actor.Context, device uint32, st *ackState) {
 		kept := st.waiters[:0]
 		for _, w := range st.waiters {
 			if w.upTo <= st.done {
-				ctx.Send(w.pid, &courierpb.AckInboxReply{})
+				if !w.quiet {
+					ctx.Send(w.pid, &courierpb.AckInboxReply{})
+				}
 			} else {
 				kept = append(kept, w)
 			}

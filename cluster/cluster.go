@@ -132,7 +132,7 @@ type Cluster struct {
 	remote    *remote.Remote
 	routerPID *actor.PID
 	// discard is the sender of Notify requests: it drops their replies.
-	discard *actor.PID
+	discard   *actor.PID
 	statsHook atomic.Pointer[func(*clusterpb.NodeStats)]
 
 	// closing turns every new delivery away (Shutdown has begun).
@@ -312,7 +312,16 @@ func (c *Cluster) RequestAsync(ctx actor.Context, id GrainID, msg proto.Message,
 // at most once; the error says only that it could not even be sent. A peer
 // drops it once ttl has passed (ttl <= 0 means Config.RequestTimeout).
 func (c *Cluster) Notify(id GrainID, msg proto.Message, key string, ttl time.Duration) error {
-	return c.notify(id, msg, key, ttl)
+	return c.notify(id, msg, key, ttl, c.discard)
+}
+
+// Post is Notify with a reader for the reply: whatever the grain answers
+// goes to replyTo as an ordinary message (an Envelope that UnwrapTell
+// decodes when it crosses nodes). For requests whose answer matters only
+// when it is a refusal, and whose loss is harmless (cumulative acks): no
+// reply slot, no timer, nothing to correlate.
+func (c *Cluster) Post(id GrainID, msg proto.Message, key string, ttl time.Duration, replyTo *actor.PID) error {
+	return c.notify(id, msg, key, ttl, replyTo)
 }
 
 // Tell sends msg one-way to an actor PID that may live on another node

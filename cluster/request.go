@@ -201,8 +201,8 @@ func (c *Cluster) requestOnce(id GrainID, msg proto.Message, key string, timeout
 	}
 }
 
-// notify: see Cluster.Notify.
-func (c *Cluster) notify(id GrainID, msg proto.Message, key string, ttl time.Duration) error {
+// notify: see Cluster.Notify and Cluster.Post.
+func (c *Cluster) notify(id GrainID, msg proto.Message, key string, ttl time.Duration, replyTo *actor.PID) error {
 	if ttl <= 0 {
 		ttl = c.cfg.RequestTimeout
 	}
@@ -221,7 +221,7 @@ func (c *Cluster) notify(id GrainID, msg proto.Message, key string, ttl time.Dur
 	if owner == nil {
 		return fmt.Errorf("notify %s %T: %w: no member hosts %q", id, msg, ErrUnknownKind, id.Kind)
 	}
-	if err := c.send(owner, id, h, msg, key, time.Now().Add(ttl), c.discard); err != nil {
+	if err := c.send(owner, id, h, msg, key, time.Now().Add(ttl), replyTo); err != nil {
 		return fmt.Errorf("notify %s %T: %w", id, msg, err)
 	}
 	return nil
@@ -243,11 +243,11 @@ type replySlot struct {
 	done   atomic.Bool
 	ch     chan interface{}
 
-	c      *Cluster
-	then   func(proto.Message, error)
-	timer  *time.Timer
-	id     GrainID
-	msg    proto.Message
+	c     *Cluster
+	then  func(proto.Message, error)
+	timer *time.Timer
+	id    GrainID
+	msg   proto.Message
 }
 
 var _ actor.Process = (*replySlot)(nil)

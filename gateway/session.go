@@ -98,6 +98,8 @@ type session struct {
 	buffered    []*courierpb.InboxEntry
 	lastSent    uint64 // highest inbox_seq handed to the writer
 	inflight    int
+	// quietAckReq is the request id of the latest quiet ack (quietAck).
+	quietAckReq uint64
 	abuse       int
 	stopping    bool
 	// Presence subscriptions of this connection (user ids) and the user's
@@ -191,6 +193,8 @@ func (s *session) Receive(ctx actor.Context) {
 		s.refuse(ctx, msg.reqID, msg.code, msg.msg)
 	case *courierpb.PushEntries:
 		s.push(ctx, msg.Entries)
+	case *courierpb.AckInboxReply:
+		s.quietAckRefused(ctx, msg)
 	case *courierpb.SessionReplaced:
 		s.replaced(ctx)
 	case *courierpb.PresenceUpdate:
@@ -435,6 +439,10 @@ func (s *session) ack(ctx actor.Context, reqID uint64, m *courierpb.Ack) {
 	if !s.admit(ctx, reqID) {
 		return
 	}
+	if m.Quiet {
+		s.quietAck(ctx, reqID, m.UpToInboxSeq)
+		return
+	}
 	s.inflight++
 	msg := &courierpb.AckInbox{DeviceId: s.claims.DeviceID, UpToInboxSeq: m.UpToInboxSeq}
 	// An ack is idempotent by itself (through a number): no key.
@@ -450,6 +458,29 @@ func (s *session) ack(ctx actor.Context, reqID uint64, m *courierpb.Ack) {
 			s.enqueue(ctx, &courierpb.ServerFrame{ReqId: reqID, Body: &courierpb.ServerFrame_AckOk{AckOk: &courierpb.AckOk{UpToInboxSeq: m.UpToInboxSeq}}})
 		}
 	})
+}
+
+// quietAck posts an ack that wants no answer (the SDK's default) to the
+// grain without a reply slot or a timer: the grain answers only a refusal,
+// which comes back as an AckInboxReply and goes out under the request id of
+// the latest quiet ack (the SDK then sends its last ack again). Acks are
+// cumulative, so one lost with a node is covered by the next one, or by the
+// resume point of the next connection.
+func (s *session) quietAck(ctx actor.Context, reqID, upTo uint64) {
+	msg := &courierpb.AckInbox{DeviceId: s.claims.DeviceID, UpToInboxSeq: upTo, Quiet: true}
+	if err := s.g.cfg.Cluster.Post(actors.UserGrainID(s.claims.UserID), msg, "", s.g.cfg.RequestTimeout, s.self); err != nil {
+		s.enqueue(ctx, frameError(reqID, courierpb.ErrorCode_UNAVAILABLE, "ack not applied, send it again", true))
+		return
+	}
+	s.quietAckReq = reqID
+}
+
+// quietAckRefused answers a quiet ack the grain did not apply.
+func (s *session) quietAckRefused(ctx actor.Context, r *courierpb.AckInboxReply) {
+	if r.GetError() == nil {
+		return
+	}
+	s.enqueue(ctx, &courierpb.ServerFrame{ReqId: s.quietAckReq, Body: &courierpb.ServerFrame_Error{Error: r.Error}})
 }
 
 func (s *session) read(ctx actor.Context, reqID uint64, m *courierpb.ReadReceipt) {

@@ -589,9 +589,13 @@ func (*DetachDeviceReply) Descriptor() ([]byte, []int) {
 
 // AckInbox deletes a device's entries up to up_to_inbox_seq.
 type AckInbox struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	DeviceId      uint32                 `protobuf:"varint,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
-	UpToInboxSeq  uint64                 `protobuf:"varint,2,opt,name=up_to_inbox_seq,json=upToInboxSeq,proto3" json:"up_to_inbox_seq,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId     uint32                 `protobuf:"varint,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	UpToInboxSeq uint64                 `protobuf:"varint,2,opt,name=up_to_inbox_seq,json=upToInboxSeq,proto3" json:"up_to_inbox_seq,omitempty"`
+	// quiet: answer only a refusal. Acks are cumulative, so the session sends
+	// a quiet ack without a reply slot or a timer and hears back only when it
+	// was not applied.
+	Quiet         bool `protobuf:"varint,3,opt,name=quiet,proto3" json:"quiet,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -638,6 +642,13 @@ func (x *AckInbox) GetUpToInboxSeq() uint64 {
 		return x.UpToInboxSeq
 	}
 	return 0
+}
+
+func (x *AckInbox) GetQuiet() bool {
+	if x != nil {
+		return x.Quiet
+	}
+	return false
 }
 
 type AckInboxReply struct {
@@ -3289,10 +3300,11 @@ const file_grain_proto_rawDesc = "" +
 	"\tdevice_id\x18\x01 \x01(\rR\bdeviceId\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x02 \x01(\tR\tsessionId\"\x13\n" +
-	"\x11DetachDeviceReply\"N\n" +
+	"\x11DetachDeviceReply\"d\n" +
 	"\bAckInbox\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\rR\bdeviceId\x12%\n" +
-	"\x0fup_to_inbox_seq\x18\x02 \x01(\x04R\fupToInboxSeq\"8\n" +
+	"\x0fup_to_inbox_seq\x18\x02 \x01(\x04R\fupToInboxSeq\x12\x14\n" +
+	"\x05quiet\x18\x03 \x01(\bR\x05quiet\"8\n" +
 	"\rAckInboxReply\x12'\n" +
 	"\x05error\x18\x01 \x01(\v2\x11.courier.v1.ErrorR\x05error\"?\n" +
 	"\vPushEntries\x120\n" +

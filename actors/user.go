@@ -661,7 +661,7 @@ func (g *userGrain) flush(ctx actor.Context) {
 		}
 		g.index(r.appended)
 		g.push(ctx, r.appended)
-		g.maybePush(devicesOf(r.appended))
+		g.maybePush(r.appended)
 		g.flush(ctx)
 	})
 }
@@ -872,14 +872,6 @@ func (g *userGrain) sessionTerminated(ctx actor.Context, who *actor.PID) {
 	if g.sessions.removePID(who) && g.profile != nil {
 		g.deviceOffline(ctx)
 	}
-}
-
-func devicesOf(appends []persistence.InboxAppend) map[uint32]bool {
-	devs := make(map[uint32]bool, 2)
-	for _, a := range appends {
-		devs[a.DeviceID] = true
-	}
-	return devs
 }
 
 // ack deletes a device's entries through upTo, after telling each sender

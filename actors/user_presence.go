@@ -7,6 +7,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/courier-im/courier/persistence"
 	"github.com/courier-im/courier/protos/courierpb"
 	"github.com/courier-im/courier/push"
 )
@@ -277,12 +278,13 @@ func (g *userGrain) typingTo(ctx actor.Context, msg *courierpb.TypingTo) {
 
 // maybePush queues one push per offline device that has a token, at most
 // once per offline period.
-func (g *userGrain) maybePush(devices map[uint32]bool) {
+func (g *userGrain) maybePush(appended []persistence.InboxAppend) {
 	if g.deps.Push == nil || g.profile == nil {
 		return
 	}
 	changed := false
-	for dev := range devices {
+	for _, a := range appended {
+		dev := a.DeviceID
 		if _, attached := g.sessions.get(dev); attached || g.profile.pushed[dev] {
 			continue
 		}

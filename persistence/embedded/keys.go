@@ -72,7 +72,10 @@ func deviceKey(userID string, deviceID uint32) []byte {
 // inboxPrefix covers every entry of one device inbox.
 func inboxPrefix(userID string, deviceID uint32) []byte {
 	// Room for the seq too, so inboxKey does not reallocate.
-	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(userID)+4+8)
+	return appendInboxPrefix(make([]byte, 0, 1+binary.MaxVarintLen64+len(userID)+4+8), userID, deviceID)
+}
+
+func appendInboxPrefix(b []byte, userID string, deviceID uint32) []byte {
 	b = append(b, prefixInbox)
 	b = appendStr(b, userID)
 	return binary.BigEndian.AppendUint32(b, deviceID)
@@ -117,7 +120,12 @@ func secretKey(name string) []byte {
 // clamp to 0 so they sort first (and are swept first) rather than wrapping
 // around to the far future.
 func expiryKey(expiresAtMs int64, target []byte) []byte {
-	b := make([]byte, 0, 1+8+len(target))
+	return appendExpiryKey(make([]byte, 0, 1+8+len(target)), expiresAtMs, target)
+}
+
+// appendExpiryKey appends the expiry index key of target to b; target may
+// be a slice of b itself.
+func appendExpiryKey(b []byte, expiresAtMs int64, target []byte) []byte {
 	b = append(b, prefixExpiry)
 	b = binary.BigEndian.AppendUint64(b, clampMs(expiresAtMs))
 	return append(b, target...)

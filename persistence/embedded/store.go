@@ -442,6 +442,7 @@ func (s *Store) Append(ctx context.Context, entries []persistence.InboxAppend, d
 
 	b := s.db.NewBatch()
 	defer b.Close()
+	var key []byte
 	for i, e := range entries {
 		if e.Entry == nil {
 			return wrap(fmt.Errorf("entry %d for %q/%d is nil", i, e.UserID, e.DeviceID))
@@ -450,13 +451,18 @@ func (s *Store) Append(ctx context.Context, entries []persistence.InboxAppend, d
 		if err != nil {
 			return wrap(err)
 		}
-		k := inboxKey(e.UserID, e.DeviceID, e.Entry.GetInboxSeq())
-		if err := b.Set(k, v, nil); err != nil {
+		// The batch copies keys and values: one buffer holds the entry's key
+		// and then its expiry index key.
+		key = binary.BigEndian.AppendUint64(appendInboxPrefix(key[:0], e.UserID, e.DeviceID), e.Entry.GetInboxSeq())
+		if err := b.Set(key, v, nil); err != nil {
 			return wrap(err)
 		}
-		if err := b.Set(expiryKey(expiresAtMs, k), nil, nil); err != nil {
+		n := len(key)
+		key = appendExpiryKey(key, expiresAtMs, key[:n])
+		if err := b.Set(key[n:], nil, nil); err != nil {
 			return wrap(err)
 		}
+		key = key[:0]
 	}
 	for _, d := range dedupe {
 		k := dedupeKey(d.RecipientID, d.SenderID, d.ClientMsgID)
@@ -556,20 +562,13 @@ func (s *Store) DeleteRange(ctx context.Context, userID string, deviceID uint32,
 		return wrap(err)
 	}
 	defer release()
-	start := inboxPrefix(userID, deviceID)
-	if after > 0 {
-		start = inboxKey(userID, deviceID, after+1)
-	}
-	end := prefixEnd(inboxPrefix(userID, deviceID))
-	if upTo < math.MaxUint64 {
-		end = inboxKey(userID, deviceID, upTo+1)
-	}
-
+	prefix := inboxPrefix(userID, deviceID)
 	if after > 0 && upTo-after <= blindDeleteLimit {
 		b := s.db.NewBatch()
 		defer b.Close()
+		// The batch copies each key: one buffer serves them all.
 		for seq := after + 1; seq <= upTo; seq++ {
-			if err := b.Delete(inboxKey(userID, deviceID, seq), nil); err != nil {
+			if err := b.Delete(binary.BigEndian.AppendUint64(prefix, seq), nil); err != nil {
 				return wrap(err)
 			}
 		}
@@ -577,6 +576,14 @@ func (s *Store) DeleteRange(ctx context.Context, userID string, deviceID uint32,
 			return wrap(err)
 		}
 		return nil
+	}
+	start := prefix
+	if after > 0 {
+		start = inboxKey(userID, deviceID, after+1)
+	}
+	end := prefixEnd(prefix)
+	if upTo < math.MaxUint64 {
+		end = inboxKey(userID, deviceID, upTo+1)
 	}
 
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: start, UpperBound: end})

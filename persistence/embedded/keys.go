@@ -75,6 +75,34 @@ func inboxPrefix(userID string, deviceID uint32) []byte {
 	return appendInboxPrefix(make([]byte, 0, 1+binary.MaxVarintLen64+len(userID)+4+8), userID, deviceID)
 }
 
+// inboxExpiryStep is the width of an inbox's expiry buckets. An inbox gets
+// one expiry index key per bucket its entries expire in, not one per entry:
+// an index key outlives its entry (an ack deletes the entry, not the key,
+// whose time it does not know), so per-entry keys left one 30-day key per
+// message and per group delivery for flushes and compactions to carry.
+// Reads hide an expired entry at once; the sweeper reclaims it within a
+// step of its expiry.
+const inboxExpiryStep = 10 * 60 * 1000 // ms
+
+// inboxExpiryBucket rounds an expiry up to its bucket's end, so that a due
+// bucket finds every entry it indexes expired.
+func inboxExpiryBucket(expiresAtMs int64) int64 {
+	if expiresAtMs <= 0 {
+		return 0
+	}
+	return (expiresAtMs + inboxExpiryStep - 1) / inboxExpiryStep * inboxExpiryStep
+}
+
+// isInboxPrefix reports whether key is a whole inbox's prefix (an expiry
+// bucket's target) rather than one entry's key.
+func isInboxPrefix(key []byte) bool {
+	if len(key) == 0 || key[0] != prefixInbox {
+		return false
+	}
+	n, w := binary.Uvarint(key[1:])
+	return w > 0 && uint64(len(key)) == 1+uint64(w)+n+4
+}
+
 func appendInboxPrefix(b []byte, userID string, deviceID uint32) []byte {
 	b = append(b, prefixInbox)
 	b = appendStr(b, userID)

@@ -14,6 +14,7 @@
 package embedded
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -439,10 +440,11 @@ func (s *Store) Append(ctx context.Context, entries []persistence.InboxAppend, d
 		return nil
 	}
 	expiresAtMs := s.now().Add(s.ttl).UnixMilli()
+	bucketMs := inboxExpiryBucket(expiresAtMs)
 
 	b := s.db.NewBatch()
 	defer b.Close()
-	var key []byte
+	var key, lastInbox []byte
 	for i, e := range entries {
 		if e.Entry == nil {
 			return wrap(fmt.Errorf("entry %d for %q/%d is nil", i, e.UserID, e.DeviceID))
@@ -452,17 +454,20 @@ func (s *Store) Append(ctx context.Context, entries []persistence.InboxAppend, d
 			return wrap(err)
 		}
 		// The batch copies keys and values: one buffer holds the entry's key
-		// and then its expiry index key.
-		key = binary.BigEndian.AppendUint64(appendInboxPrefix(key[:0], e.UserID, e.DeviceID), e.Entry.GetInboxSeq())
+		// and then its inbox's expiry index key.
+		key = appendInboxPrefix(key[:0], e.UserID, e.DeviceID)
+		n := len(key)
+		key = binary.BigEndian.AppendUint64(key, e.Entry.GetInboxSeq())
 		if err := b.Set(key, v, nil); err != nil {
 			return wrap(err)
 		}
-		n := len(key)
-		key = appendExpiryKey(key, expiresAtMs, key[:n])
-		if err := b.Set(key[n:], nil, nil); err != nil {
+		if bytes.Equal(key[:n], lastInbox) {
+			continue // this batch already indexed the inbox
+		}
+		lastInbox = append(lastInbox[:0], key[:n]...)
+		if err := b.Set(appendExpiryKey(key[len(key):], bucketMs, key[:n]), nil, nil); err != nil {
 			return wrap(err)
 		}
-		key = key[:0]
 	}
 	for _, d := range dedupe {
 		k := dedupeKey(d.RecipientID, d.SenderID, d.ClientMsgID)

@@ -109,10 +109,12 @@ func TestSweeperDeletesExpired(t *testing.T) {
 	if err := s.DeleteInbox(ctx, "u", 2); err != nil {
 		t.Fatal(err)
 	}
-	waitCounts(5, 3, 10)
+	// Index keys: one per inbox and expiry bucket (u/1 at T+60m and T+90m,
+	// u/2 at T+60m), one per dedupe record.
+	waitCounts(5, 3, 6)
 
 	clock.Advance(31 * time.Minute)
-	waitCounts(2, 1, 3)
+	waitCounts(2, 1, 2)
 	got, err := s.Range(ctx, "u", 1, 0, 10)
 	if err != nil {
 		t.Fatal(err)
@@ -324,5 +326,47 @@ func BenchmarkAppendSerial(b *testing.B) {
 		if err := s.Append(ctx, []persistence.InboxAppend{{UserID: "serial", DeviceID: 1, Entry: e}}, nil); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestSweeperEmptiesAnInboxLargerThanAChunk: one expiry index key covers a
+// whole inbox's bucket, and a sweep that deletes more entries than fit in
+// one chunk carries on where it stopped.
+func TestSweeperEmptiesAnInboxLargerThanAChunk(t *testing.T) {
+	clock := &fakeClock{}
+	clock.ns.Store(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	s := open(t, t.TempDir(), embedded.Options{
+		InboxTTL:      time.Hour,
+		Now:           clock.Now,
+		SweepInterval: 5 * time.Millisecond,
+	})
+	ctx := t.Context()
+	const n = 1300 // more than two sweep chunks
+	for seq := uint64(1); seq <= n; seq += 100 {
+		var batch []persistence.InboxAppend
+		for i := seq; i < seq+100; i++ {
+			batch = append(batch, persistence.InboxAppend{UserID: "u", DeviceID: 1, Entry: &courierpb.InboxEntry{InboxSeq: i}})
+		}
+		if err := s.Append(ctx, batch, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if i, _, e, err := s.RawCounts(); err != nil || i != n || e != 1 {
+		t.Fatalf("raw counts: %d entries, %d index keys, %v; want %d, 1", i, e, err, n)
+	}
+	clock.Advance(time.Hour + time.Minute)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		i, _, e, err := s.RawCounts()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 && e == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after expiry: %d entries and %d index keys left", i, e)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -77,8 +77,25 @@ func (s *Store) sweepChunk() (deleted int, more bool, err error) {
 	defer s.sweepMu.Unlock()
 	b := s.db.NewBatch()
 	defer b.Close()
+	budget := sweepChunkSize
 	for _, ik := range due {
 		target, _ := expiryTarget(ik)
+		if isInboxPrefix(target) {
+			n, done, err := s.sweepInbox(b, target, nowMs, budget)
+			if err != nil {
+				return 0, false, err
+			}
+			deleted += n
+			budget = max(budget-n, 1)
+			if !done {
+				more = true // the rest of this inbox next chunk
+				break
+			}
+			if err := b.Delete(ik, nil); err != nil {
+				return 0, false, err
+			}
+			continue
+		}
 		v, found, err := s.get(target)
 		if err != nil {
 			return 0, false, err
@@ -106,6 +123,42 @@ func (s *Store) sweepChunk() (deleted int, more bool, err error) {
 		return 0, false, err
 	}
 	return deleted, more, nil
+}
+
+// sweepInbox adds to b the deletes of an inbox's expired entries, oldest
+// first, up to limit. It stops at the first entry not yet due: entries
+// expire in the order they were appended, and one that a replacement made
+// younger holds back the rest only until its own bucket comes due. done is
+// false when limit cut the scan short.
+func (s *Store) sweepInbox(b *pebble.Batch, prefix []byte, nowMs int64, limit int) (deleted int, done bool, err error) {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return 0, false, err
+	}
+	done = true
+	for ok := it.First(); ok; ok = it.Next() {
+		expiresAtMs, err := recordExpiry(it.Key(), it.Value())
+		if err != nil {
+			s.log.Error("sweeper skipped unreadable record", "key", fmt.Sprintf("%x", it.Key()), "err", err)
+			continue
+		}
+		if expiresAtMs > nowMs {
+			break
+		}
+		if deleted == limit {
+			done = false
+			break
+		}
+		if err := b.Delete(it.Key(), nil); err != nil {
+			_ = it.Close()
+			return 0, false, err
+		}
+		deleted++
+	}
+	if err := closeIter(it); err != nil {
+		return 0, false, err
+	}
+	return deleted, done, nil
 }
 
 // dueIndexKeys returns up to sweepChunkSize expiry index keys due at nowMs.

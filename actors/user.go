@@ -190,6 +190,10 @@ type pendingWrite struct {
 	// dupReply answers a write the store already had (default: a
 	// DeliverMessageReply marked duplicate).
 	dupReply func(storedAtMs int64) proto.Message
+	// lazy: the store need not make the entries durable before the write is
+	// answered (persistence.LazyAppender): a delivered receipt, which the
+	// recipient's next ack derives again if a crash loses it.
+	lazy bool
 }
 
 // ackState serialises one device's acknowledgements: one delete (with its
@@ -579,7 +583,10 @@ func (g *userGrain) deliverReceipt(ctx actor.Context, msg *courierpb.DeliverRece
 		return
 	}
 	now := g.deps.Now().UnixMilli()
-	w := &pendingWrite{replyTo: []*actor.PID{ctx.Sender()}, reply: reply, maxSeq: seq}
+	// Only the server sends delivered receipts (ackThrough), and it deletes
+	// the acked entries after this write returns: see LazyAppender.
+	lazy := msg.Kind == courierpb.EntryKind_ENTRY_KIND_DELIVERED
+	w := &pendingWrite{replyTo: []*actor.PID{ctx.Sender()}, reply: reply, maxSeq: seq, lazy: lazy}
 	for _, dev := range g.devices {
 		if msg.OnlyDeviceId != 0 && dev != msg.OnlyDeviceId {
 			continue
@@ -710,7 +717,19 @@ func storeBatch(ctx context.Context, store persistence.Store, devices []uint32, 
 	if len(out.appended) == 0 && len(records) == 0 {
 		return out, nil
 	}
+	if la, ok := store.(persistence.LazyAppender); ok && len(records) == 0 && allLazy(batch) {
+		return out, la.AppendLazy(ctx, out.appended)
+	}
 	return out, store.Append(ctx, out.appended, records)
+}
+
+func allLazy(batch []*pendingWrite) bool {
+	for _, w := range batch {
+		if !w.lazy {
+			return false
+		}
+	}
+	return true
 }
 
 // dedupeLookups bounds the dedupe records one batch reads at once.

@@ -112,3 +112,74 @@ func TestQuietAckIsAnsweredOnlyWhenRefused(t *testing.T) {
 		t.Fatalf("%d entries left after acking everything, want 0", n)
 	}
 }
+
+// lazyCountingStore records which appends the grains let go without
+// waiting for the disk.
+type lazyCountingStore struct {
+	persistence.Store
+	lazy, durable atomic.Int64
+	lazyKinds     chan courierpb.EntryKind
+}
+
+func (s *lazyCountingStore) Append(ctx context.Context, entries []persistence.InboxAppend, dedupe []persistence.DedupeRecord) error {
+	s.durable.Add(1)
+	return s.Store.Append(ctx, entries, dedupe)
+}
+
+func (s *lazyCountingStore) AppendLazy(ctx context.Context, entries []persistence.InboxAppend) error {
+	s.lazy.Add(1)
+	for _, e := range entries {
+		s.lazyKinds <- e.Entry.Kind
+	}
+	return s.Store.Append(ctx, entries, nil)
+}
+
+// TestOnlyDeliveredReceiptsAreAppendedLazily: the delivered receipt an ack
+// sends may wait for the next durable write (the ack derives it again after
+// a crash); the message it is for, and read receipts, may not.
+func TestOnlyDeliveredReceiptsAreAppendedLazily(t *testing.T) {
+	store := &lazyCountingStore{Store: openStore(t), lazyKinds: make(chan courierpb.EntryKind, 16)}
+	createUser(t, store, "alice", "alice")
+	createUser(t, store, "bob", "bob")
+	deps := &actors.Deps{Store: store, Logger: testLogger()}
+	c := startCluster(t, deps, actors.UserKind(deps))
+	ctx := context.Background()
+
+	r, err := c.Request(ctx, actors.UserGrainID("bob"), deliver("alice", "m1"), "alice/m1")
+	if err != nil || r.(*courierpb.DeliverMessageReply).Error != nil {
+		t.Fatalf("send: %v %v", err, r)
+	}
+	if store.lazy.Load() != 0 || store.durable.Load() != 1 {
+		t.Fatalf("the message: %d lazy, %d durable appends; want 0, 1", store.lazy.Load(), store.durable.Load())
+	}
+	in, err := store.Range(ctx, "bob", 1, 0, 10)
+	if err != nil || len(in) != 1 {
+		t.Fatalf("bob's inbox: %v %v", in, err)
+	}
+	r, err = c.Request(ctx, actors.UserGrainID("bob"), &courierpb.AckInbox{DeviceId: 1, UpToInboxSeq: in[0].InboxSeq}, "")
+	if err != nil || r.(*courierpb.AckInboxReply).Error != nil {
+		t.Fatalf("ack: %v %v", err, r)
+	}
+	select {
+	case k := <-store.lazyKinds:
+		if k != courierpb.EntryKind_ENTRY_KIND_DELIVERED {
+			t.Fatalf("lazily appended a %v", k)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the delivered receipt was not appended lazily")
+	}
+	got, err := store.Range(ctx, "alice", 1, 0, 10)
+	if err != nil || len(got) != 1 || got[0].Kind != courierpb.EntryKind_ENTRY_KIND_DELIVERED {
+		t.Fatalf("alice's inbox: %v %v; want the delivered receipt", got, err)
+	}
+
+	r, err = c.Request(ctx, actors.UserGrainID("alice"), &courierpb.DeliverReceipt{
+		FromUserId: "bob", FromDeviceId: 1, Kind: courierpb.EntryKind_ENTRY_KIND_READ, ClientMsgIds: []string{"m1"},
+	}, "read/m1")
+	if err != nil || r.(*courierpb.DeliverReceiptReply).Error != nil {
+		t.Fatalf("read receipt: %v %v", err, r)
+	}
+	if n := store.lazy.Load(); n != 1 {
+		t.Fatalf("%d lazy appends after a read receipt, want 1: a read receipt is promised to the reader", n)
+	}
+}

@@ -120,6 +120,19 @@ type InboxStore interface {
 	GetDedupe(ctx context.Context, recipientID string, devices []uint32, senderID, clientMsgID string) (DedupeRecord, error)
 }
 
+// LazyAppender is implemented by stores that can append inbox entries
+// without waiting for the disk. AppendLazy is Append without the
+// durability promise: when it returns the entries are visible to reads; a
+// crash may lose them, but never while keeping a write that started after
+// AppendLazy returned (a single log in commit order). It is for entries the
+// server can derive again, such as the delivered receipt an ack sends: the
+// acked entries are deleted only after the receipt is appended, so a crash
+// that loses the receipt loses their delete too, and the next ack or
+// resume sends the receipt again.
+type LazyAppender interface {
+	AppendLazy(ctx context.Context, entries []InboxAppend) error
+}
+
 // SequenceStore leases blocks of sequence numbers through a compare-and-set,
 // so two activations of one grain never hand out the same number.
 type SequenceStore interface {

@@ -428,6 +428,17 @@ func closeIter(it *pebble.Iterator) error {
 // one batch, so the write is atomic and takes a single WAL sync (shared with
 // whatever other commits Pebble groups it with).
 func (s *Store) Append(ctx context.Context, entries []persistence.InboxAppend, dedupe []persistence.DedupeRecord) error {
+	return s.append(ctx, entries, dedupe, pebble.Sync)
+}
+
+// AppendLazy implements persistence.LazyAppender: Append without the WAL
+// sync. Pebble has one write-ahead log, in commit order, so whatever a
+// later synced commit makes durable includes this write.
+func (s *Store) AppendLazy(ctx context.Context, entries []persistence.InboxAppend) error {
+	return s.append(ctx, entries, nil, pebble.NoSync)
+}
+
+func (s *Store) append(ctx context.Context, entries []persistence.InboxAppend, dedupe []persistence.DedupeRecord, durability *pebble.WriteOptions) error {
 	wrap := func(err error) error {
 		return fmt.Errorf("embedded: append %d entries and %d dedupe records: %w", len(entries), len(dedupe), err)
 	}
@@ -480,7 +491,7 @@ func (s *Store) Append(ctx context.Context, entries []persistence.InboxAppend, d
 	}
 
 	s.sweepMu.RLock()
-	err = s.db.Apply(b, pebble.Sync)
+	err = s.db.Apply(b, durability)
 	s.sweepMu.RUnlock()
 	if err != nil {
 		return wrap(err)

@@ -370,3 +370,29 @@ func TestSweeperEmptiesAnInboxLargerThanAChunk(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestLazyAppendIsReadableAtOnceAndKeptByTheNextSync: AppendLazy's entries
+// are visible as soon as it returns, and a later durable write (or a clean
+// close) keeps them.
+func TestLazyAppendIsReadableAtOnceAndKeptByTheNextSync(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, embedded.Options{})
+	ctx := t.Context()
+	lazy := []persistence.InboxAppend{{UserID: "u", DeviceID: 1, Entry: &courierpb.InboxEntry{InboxSeq: 1, Kind: courierpb.EntryKind_ENTRY_KIND_DELIVERED}}}
+	if err := s.AppendLazy(ctx, lazy); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Range(ctx, "u", 1, 0, 10); err != nil || len(got) != 1 {
+		t.Fatalf("after AppendLazy: %v %v, want the entry", got, err)
+	}
+	if err := s.Append(ctx, []persistence.InboxAppend{{UserID: "u", DeviceID: 1, Entry: &courierpb.InboxEntry{InboxSeq: 2}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir, embedded.Options{})
+	if got, err := s.Range(ctx, "u", 1, 0, 10); err != nil || len(got) != 2 {
+		t.Fatalf("after reopening: %v %v, want both entries", got, err)
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"math"
 	"time"
+
+	"github.com/courier-im/courier/persistence"
 )
 
 // Key layout
@@ -17,7 +19,7 @@ import (
 // equals numeric order and range scans come out sorted.
 //
 //	0x01 user      str(userID)                              -> user value
-//	0x02 handle    str(handle)                              -> userID
+//	0x02 handle    str(HandleKey(handle)), or str(handle) before folding -> userID
 //	0x03 device    str(userID) u32(deviceID)                -> device value
 //	0x04 inbox     str(userID) u32(deviceID) u64(inboxSeq)  -> courierpb.StoredEntry
 //	0x05 dedupe    str(recipient) str(sender) str(clientMsgID) -> i64(storedAtMs) i64(expiresAtMs)
@@ -56,8 +58,11 @@ func userKey(userID string) []byte {
 	return appendStr([]byte{prefixUser}, userID)
 }
 
+// handleKey is where a handle is claimed: under its folded form
+// (persistence.HandleKey), so look-alike spellings are one handle
+// (handles.go).
 func handleKey(handle string) []byte {
-	return appendStr([]byte{prefixHandle}, handle)
+	return appendStr([]byte{prefixHandle}, persistence.HandleKey(handle))
 }
 
 // devicePrefix covers every device of one user.

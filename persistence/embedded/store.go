@@ -168,6 +168,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		stopSweep: make(chan struct{}),
 		sweepDone: make(chan struct{}),
 	}
+	if err := s.foldLegacyHandles(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	go s.sweepLoop(opts.SweepInterval)
 	return s, nil
 }
@@ -316,7 +320,7 @@ func (s *Store) GetUserByHandle(ctx context.Context, handle string) (persistence
 		return persistence.User{}, wrap(err)
 	}
 	defer release()
-	id, found, err := s.get(handleKey(handle))
+	id, found, err := s.lookupHandle(handle)
 	if err != nil {
 		return persistence.User{}, wrap(err)
 	}

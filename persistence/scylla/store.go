@@ -185,6 +185,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		// time the driver needs for its attempts (3 with the retry policy).
 		s.coal = newCoalescer(s.execBatch, 3*opts.Timeout+time.Second)
 	}
+	if err := s.foldLegacyHandles(octx); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
 	log.Info("scylla store open", "hosts", opts.Hosts, "append_mode", s.mode.String(), "inbox_ttl", opts.InboxTTL)
 	return s, nil
 }

@@ -39,7 +39,9 @@ func (s *Store) CreateUser(ctx context.Context, u persistence.User) error {
 	}
 
 	current := map[string]any{}
-	applied, err := s.sess.Session.Query(s.stmts.claimHandle, u.Handle, u.ID).
+	// The claim is on the folded handle (handles.go); the users row keeps
+	// the spelling registered.
+	applied, err := s.sess.Session.Query(s.stmts.claimHandle, persistence.HandleKey(u.Handle), u.ID).
 		WithContext(ctx).MapScanCAS(current)
 	if err != nil {
 		// The outcome is unknown; the claim may have landed. A retry sorts
@@ -68,7 +70,7 @@ func (s *Store) CreateUser(ctx context.Context, u persistence.User) error {
 func (s *Store) unclaim(u persistence.User) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*defaultTimeout)
 	defer cancel()
-	if _, err := s.sess.Session.Query(s.stmts.unclaimHandle, u.Handle, u.ID).WithContext(ctx).MapScanCAS(map[string]any{}); err != nil {
+	if _, err := s.sess.Session.Query(s.stmts.unclaimHandle, persistence.HandleKey(u.Handle), u.ID).WithContext(ctx).MapScanCAS(map[string]any{}); err != nil {
 		s.log.Warn("could not release the handle of a failed registration", "handle", u.Handle, "user_id", u.ID, "err", err)
 	}
 }
@@ -97,8 +99,9 @@ func (s *Store) getUser(ctx context.Context, userID string) (persistence.User, e
 	return u, nil
 }
 
-// GetUserByHandle implements persistence.UserStore. A handle whose user row
-// is missing belongs to a registration that failed half-way: not found.
+// GetUserByHandle implements persistence.UserStore: any spelling that
+// folds alike finds the user. A handle whose user row is missing belongs
+// to a registration that failed half-way: not found.
 func (s *Store) GetUserByHandle(ctx context.Context, handle string) (persistence.User, error) {
 	wrap := func(err error) error { return fmt.Errorf("scylla: get user by handle %q: %w", handle, classify(err)) }
 	release, err := s.enter(ctx)
@@ -106,8 +109,17 @@ func (s *Store) GetUserByHandle(ctx context.Context, handle string) (persistence
 		return persistence.User{}, wrap(err)
 	}
 	defer release()
+	// An old handle of this exact spelling first (one whose folded key
+	// another old handle may hold, handles.go), else the folded handle.
 	var id string
-	if err := s.query(ctx, s.stmts.getHandle, handle).Scan(&id); err != nil {
+	err = gocql.ErrNotFound
+	if key := persistence.HandleKey(handle); key != handle {
+		err = s.query(ctx, s.stmts.getHandle, handle).Scan(&id)
+	}
+	if errors.Is(err, gocql.ErrNotFound) {
+		err = s.query(ctx, s.stmts.getHandle, persistence.HandleKey(handle)).Scan(&id)
+	}
+	if err != nil {
 		return persistence.User{}, wrap(err)
 	}
 	u, err := s.getUser(ctx, id)

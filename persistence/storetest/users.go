@@ -84,6 +84,27 @@ func testUsers(t *testing.T, factory Factory) {
 		checkUser(t, "GetUserByHandle after lost claim", got, first)
 	})
 
+	t.Run("HandlesDifferingInCaseOrLookAlikesAreOne", func(t *testing.T) {
+		f := newFixture(t, factory, Options{})
+		c := ctx(t)
+		casey := persistence.User{ID: f.id("casey"), Handle: f.id("Casey-10"), CreatedAt: at(0)}
+		if err := f.s.CreateUser(c, casey); err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range []string{f.id("casey-10"), f.id("CASEY-10"), f.id("casey-lO"), f.id("casey-Io")} {
+			err := f.s.CreateUser(c, persistence.User{ID: f.id("copy-" + h), Handle: h, CreatedAt: at(1)})
+			if !errors.Is(err, persistence.ErrHandleTaken) {
+				t.Errorf("CreateUser(%q) beside %q: got %v, want ErrHandleTaken", h, casey.Handle, err)
+			}
+			got, err := f.s.GetUserByHandle(c, h)
+			if err != nil {
+				t.Fatalf("GetUserByHandle(%q): %v", h, err)
+			}
+			// The user keeps the spelling it registered with.
+			checkUser(t, "GetUserByHandle("+h+")", got, casey)
+		}
+	})
+
 	t.Run("ConcurrentSameHandle", func(t *testing.T) {
 		f := newFixture(t, factory, Options{})
 		c := ctx(t)

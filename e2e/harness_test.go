@@ -133,6 +133,8 @@ func (c *testCluster) start(i int) *nodeProc {
 		"--request-timeout", "2s",
 		"--admin-token", adminToken,
 		"--log-level", "info",
+		// Every client of the test comes from one loopback address.
+		"--max-conns-per-ip", "-1", "--register-limit-ip", "off", "--token-limit-ip", "off",
 	)
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf
 	if err := n.cmd.Start(); err != nil {

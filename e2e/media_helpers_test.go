@@ -82,6 +82,8 @@ func (n *soloNode) start(timeout time.Duration) error {
 		"--listen", n.listen,
 		"--data", n.dataDir,
 		"--log-level", "info",
+		// Every client of the test comes from one loopback address.
+		"--max-conns-per-ip", "-1", "--register-limit-ip", "off", "--token-limit-ip", "off",
 	}, n.flags...)
 	p := &nodeProc{ip: "127.0.0.1", url: n.url, logPath: n.logPath, exited: make(chan struct{})}
 	p.cmd = exec.Command(courierBin, args...)

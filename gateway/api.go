@@ -95,6 +95,13 @@ func (g *Gateway) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, courierpb.ErrorCode_INVALID_ARGUMENT, "handle must be 1-64 of A-Z a-z 0-9 . _ + -")
 		return
 	}
+	now := time.Now()
+	if ok, wait := g.limits.registerIP.allow(clientKey(r), now); limited(w, ok, wait, "registrations from this address") {
+		return
+	}
+	if ok, wait := g.limits.registerHandle.allow(persistence.HandleKey(req.Handle), now); limited(w, ok, wait, "registrations of this handle") {
+		return
+	}
 	id, err := uuid.NewV7()
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, courierpb.ErrorCode_INTERNAL, "cannot make a user id")
@@ -107,7 +114,7 @@ func (g *Gateway) handleRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := g.storeCtx(r)
 	defer cancel()
-	now := time.Now().UTC()
+	now = now.UTC()
 	// The device goes first: an orphan device of a user id nobody holds is
 	// harmless, a user without its primary device is not.
 	if err := g.cfg.Store.PutDevice(ctx, persistence.Device{UserID: id.String(), DeviceID: 1, SecretHash: hash, CreatedAt: now}); err != nil {
@@ -131,6 +138,10 @@ func (g *Gateway) handleToken(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &req) {
 		return
 	}
+	now := time.Now()
+	if ok, wait := g.limits.tokenIP.allow(clientKey(r), now); limited(w, ok, wait, "token requests from this address") {
+		return
+	}
 	ctx, cancel := g.storeCtx(r)
 	defer cancel()
 	userID := req.UserID
@@ -141,6 +152,15 @@ func (g *Gateway) handleToken(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		userID = u.ID
+	}
+	// Per account: by user id, so naming it by handle or by id shares one
+	// bucket; a handle that names nobody is limited by its folded key.
+	account := "u:" + userID
+	if userID == "" {
+		account = "h:" + persistence.HandleKey(req.Handle)
+	}
+	if ok, wait := g.limits.tokenAccount.allow(account, now); limited(w, ok, wait, "token requests for this account") {
+		return
 	}
 	if req.DeviceID == 0 {
 		req.DeviceID = 1

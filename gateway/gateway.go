@@ -64,6 +64,9 @@ type Config struct {
 	// LeaseRenew is how often a session re-attaches to its User grain, which
 	// keeps it active and repairs the attachment after a grain restart.
 	LeaseRenew time.Duration
+	// Limits rate-limits registration, tokens and key bundle fetches per
+	// client IP and per account (limits.go).
+	Limits Limits
 	// DropDeliveryForTest, when set, is asked about every live entry before
 	// a session sends it; true drops it as a faulty server would (the
 	// bench's fault-injection test). Never set in production.
@@ -110,6 +113,7 @@ func (c Config) withDefaults() Config {
 	if c.LeaseRenew == 0 {
 		c.LeaseRenew = 30 * time.Second
 	}
+	c.Limits = c.Limits.WithDefaults()
 	return c
 }
 
@@ -128,6 +132,8 @@ type Gateway struct {
 	// poller wakes the readers of parked sockets (park.go); nil where
 	// there is none, or with ParkAfter < 0.
 	poller *readiness.Poller
+	// limits are the HTTP API's keyed rate limiters (limits.go).
+	limits limiters
 
 	mu sync.Mutex
 	// sessions holds every open session in one of renewSlots slots; the
@@ -151,9 +157,13 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Store == nil || cfg.Cluster == nil || cfg.Tokens == nil {
 		return nil, errors.New("gateway: Store, Cluster and Tokens are required")
 	}
+	if err := cfg.Limits.validate(); err != nil {
+		return nil, err
+	}
 	g := &Gateway{
 		epoch:  time.Now(),
 		cfg:    cfg,
+		limits: newLimiters(cfg.Limits),
 		log:    cfg.Logger.With("component", "gateway"),
 		system: cfg.Cluster.System(),
 		upgrader: websocket.Upgrader{

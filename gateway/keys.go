@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
+	"time"
 
 	"go.mau.fi/libsignal/ecc"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -196,6 +198,23 @@ func (g *Gateway) handleBundles(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	target := r.PathValue("user_id")
+	// A stranger fetching one user's bundle over and over is refused per
+	// requester and per (requester, target). The target's own budget of
+	// one-time prekeys, spent by everyone else together, never refuses:
+	// past it bundles carry the signed prekey only (X3DH's last resort,
+	// as with an empty pool), so nobody can drain a pool, nor stop others
+	// from starting sessions by trying.
+	now := time.Now()
+	if ok, wait := g.limits.bundlesRequester.allow(c.UserID, now); limited(w, ok, wait, "key bundle fetches") {
+		return
+	}
+	if ok, wait := g.limits.bundlesPair.allow(c.UserID+"\x00"+target, now); limited(w, ok, wait, "key bundle fetches for this user") {
+		return
+	}
+	takePrekeys := true
+	if target != c.UserID {
+		takePrekeys, _ = g.limits.bundlesTarget.allow(target, now)
+	}
 	ctx, cancel := g.storeCtx(r)
 	defer cancel()
 	devs, err := g.cfg.Store.ListDevices(ctx, target)
@@ -212,7 +231,7 @@ func (g *Gateway) handleBundles(w http.ResponseWriter, r *http.Request) {
 		if target == c.UserID && d.DeviceID == c.DeviceID {
 			continue
 		}
-		b, err := g.bundle(ctx, target, d.DeviceID)
+		b, err := g.bundle(ctx, target, d.DeviceID, takePrekeys)
 		if errors.Is(err, persistence.ErrNotFound) {
 			continue // no keys uploaded yet
 		}
@@ -225,7 +244,9 @@ func (g *Gateway) handleBundles(w http.ResponseWriter, r *http.Request) {
 	writeProto(w, http.StatusOK, out)
 }
 
-func (g *Gateway) bundle(ctx context.Context, userID string, deviceID uint32) (*courierpb.DeviceBundle, error) {
+// bundle is a device's bundle, with one of its one-time prekeys taken
+// when takePrekey is set and its pool is not empty.
+func (g *Gateway) bundle(ctx context.Context, userID string, deviceID uint32, takePrekey bool) (*courierpb.DeviceBundle, error) {
 	k, err := g.cfg.Store.GetDeviceKeys(ctx, userID, deviceID)
 	if err != nil {
 		return nil, err
@@ -234,18 +255,27 @@ func (g *Gateway) bundle(ctx context.Context, userID string, deviceID uint32) (*
 		DeviceId: deviceID, RegistrationId: k.RegistrationID, IdentityKey: k.IdentityKey,
 		SignedPrekeyId: k.SignedPrekeyID, SignedPrekey: k.SignedPrekey, SignedPrekeySignature: k.SignedPrekeySignature,
 	}
+	if !takePrekey {
+		return b, nil
+	}
 	otpk, ok, err := g.cfg.Store.TakeOneTimePrekey(ctx, userID, deviceID)
 	if err != nil {
 		return nil, err
 	}
 	if ok {
 		b.OneTimePrekeyId, b.OneTimePrekey = otpk.ID, otpk.PublicKey
-		// Tell the device when its pool crosses the watermark (and once
-		// more when it runs dry), not on every fetch below it.
-		if n, err := g.cfg.Store.CountOneTimePrekeys(ctx, userID, deviceID); err == nil && (n == PrekeysLowWatermark-1 || n == 0) {
-			_ = g.cfg.Cluster.Notify(actors.UserGrainID(userID), &courierpb.DeliverReceipt{
-				FromUserId: userID, FromDeviceId: deviceID, Kind: courierpb.EntryKind_ENTRY_KIND_PREKEYS_LOW, OnlyDeviceId: deviceID,
-			}, "", 0)
+		// Tell the device while its pool is below the watermark, at most
+		// prekeysLowNotices per device. Not "when the count is exactly
+		// 9": concurrent takes step over counts (two takes, then two
+		// counts of 8), so a fast drain could go untold; and not on every
+		// take below it, which would write an entry per fetch into the
+		// owner's inbox.
+		if n, err := g.cfg.Store.CountOneTimePrekeys(ctx, userID, deviceID); err == nil && n < PrekeysLowWatermark {
+			if tell, _ := g.limits.prekeysLow.allow(userID+"\x00"+strconv.FormatUint(uint64(deviceID), 10), time.Now()); tell {
+				_ = g.cfg.Cluster.Notify(actors.UserGrainID(userID), &courierpb.DeliverReceipt{
+					FromUserId: userID, FromDeviceId: deviceID, Kind: courierpb.EntryKind_ENTRY_KIND_PREKEYS_LOW, OnlyDeviceId: deviceID,
+				}, "", 0)
+			}
 		}
 	}
 	return b, nil

@@ -26,3 +26,21 @@ func (b *tokenBucket) allow(now time.Time) bool {
 	b.tokens--
 	return true
 }
+
+// retryAfter is how long until allow would next succeed.
+func (b *tokenBucket) retryAfter(now time.Time) time.Duration {
+	tokens := b.tokens
+	if !b.last.IsZero() {
+		tokens = min(b.burst, tokens+now.Sub(b.last).Seconds()*b.rate)
+	}
+	if tokens >= 1 || b.rate <= 0 {
+		return 0
+	}
+	return time.Duration((1 - tokens) / b.rate * float64(time.Second))
+}
+
+// full reports whether the bucket has refilled to its burst by now: then it
+// is indistinguishable from a fresh one and a keyed limiter may forget it.
+func (b *tokenBucket) full(now time.Time) bool {
+	return b.last.IsZero() || b.tokens+now.Sub(b.last).Seconds()*b.rate >= b.burst
+}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/courier-im/courier/gateway"
 	"github.com/courier-im/courier/internal/storematrix"
 	"github.com/courier-im/courier/node"
 	"github.com/courier-im/courier/protos/courierpb"
@@ -28,7 +29,9 @@ func TestMain(m *testing.M) {
 }
 
 func runChildServer(dir, listen string) {
-	cfg := node.Config{Listen: listen, DataDir: dir, Logger: testLogger(nil), TokenKey: childTokenKey}
+	cfg := node.Config{Listen: listen, DataDir: dir, Logger: testLogger(nil), TokenKey: childTokenKey,
+		// Every client of the test comes from 127.0.0.1 (as in nodetest).
+		MaxConnsPerIP: -1, Limits: gateway.Limits{RegisterPerIP: gateway.Off, TokenPerIP: gateway.Off}}
 	storematrix.FromEnv(&cfg) // the store the parent test runs against
 	n, err := node.Start(context.Background(), cfg)
 	if err != nil {

@@ -4,6 +4,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -87,6 +88,21 @@ type Config struct {
 	// (default 2000/s, burst 4000); frames over it get RATE_LIMITED.
 	RatePerSec float64
 	RateBurst  int
+	// HTTPIdleTimeout closes a keep-alive HTTP connection silent between
+	// requests for this long (default 60s), on the gateway's listener and
+	// the debug listener. A WebSocket is not an HTTP connection any more
+	// once upgraded: its silence is IdleTimeout's.
+	HTTPIdleTimeout time.Duration
+	// HTTPHeaderTimeout bounds reading a request's headers, and a TLS
+	// handshake, from the first byte (default 10s).
+	HTTPHeaderTimeout time.Duration
+	// MaxConnsPerIP caps the connections (HTTP and WebSocket) one client
+	// address, or IPv6 /64, holds open on the gateway's listener (default
+	// 256; negative: no cap). Connections over it are closed unread.
+	MaxConnsPerIP int
+	// Limits rate-limits registration, tokens and key bundle fetches per
+	// client IP and per account (see gateway.Limits).
+	Limits gateway.Limits
 	// TLSCert and TLSKey, when both set, make the listener serve https/wss.
 	TLSCert, TLSKey string
 	// TokenKey signs access tokens (hex, at least 32 bytes). Empty: a key is
@@ -158,6 +174,13 @@ type Config struct {
 	// fault hook for tests that drops live entries. Never set in production.
 	DropDeliveryForTest func(e *courierpb.InboxEntry) bool
 }
+
+// Defaults of the HTTP listener's limits (Config).
+const (
+	DefaultHTTPIdleTimeout   = 60 * time.Second
+	DefaultHTTPHeaderTimeout = 10 * time.Second
+	DefaultMaxConnsPerIP     = 256
+)
 
 // Node is a running Courier node.
 type Node struct {
@@ -292,6 +315,11 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	// The cap counts TCP connections, under TLS: a refused client costs
+	// no handshake.
+	if cfg.MaxConnsPerIP >= 0 {
+		ln = limitPerIP(ln, cmp.Or(cfg.MaxConnsPerIP, DefaultMaxConnsPerIP), cfg.Logger)
+	}
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
@@ -355,6 +383,7 @@ func (n *Node) start(ctx context.Context) error {
 		RateBurst:      cfg.RateBurst,
 		RequestTimeout: cfg.RequestTimeout,
 		LeaseRenew:     leaseRenew(cfg.PassivateAfter),
+		Limits:         cfg.Limits,
 
 		DropDeliveryForTest: cfg.DropDeliveryForTest,
 	})
@@ -387,8 +416,11 @@ func (n *Node) start(ctx context.Context) error {
 	}
 
 	n.http = &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler: handler,
+		// No ReadTimeout or WriteTimeout: media uploads and downloads
+		// last as long as their bytes flow (media has its own idle cut).
+		ReadHeaderTimeout: cmp.Or(cfg.HTTPHeaderTimeout, DefaultHTTPHeaderTimeout),
+		IdleTimeout:       cmp.Or(cfg.HTTPIdleTimeout, DefaultHTTPIdleTimeout),
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
 	n.served = make(chan error, 1)

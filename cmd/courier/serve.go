@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/courier-im/courier/gateway"
 	"github.com/courier-im/courier/media"
 	"github.com/courier-im/courier/node"
 	"github.com/courier-im/courier/turn"
@@ -52,7 +54,8 @@ COURIER_ plus the flag name in upper case with - as _ (e.g. COURIER_LISTEN).`,
 				return err
 			}
 			if debugAddr != "" {
-				stopDebug, err := serveDebug(debugAddr, cfg.Logger)
+				stopDebug, err := serveDebug(debugAddr, cmp.Or(cfg.HTTPIdleTimeout, node.DefaultHTTPIdleTimeout),
+					cmp.Or(cfg.HTTPHeaderTimeout, node.DefaultHTTPHeaderTimeout), cfg.Logger)
 				if err != nil {
 					return err
 				}
@@ -92,6 +95,17 @@ COURIER_ plus the flag name in upper case with - as _ (e.g. COURIER_LISTEN).`,
 	f.DurationVar(&cfg.ParkAfter, "park-after", time.Second, "a socket silent this long gives up its reader goroutine and read buffer until it speaks (Linux; negative: never)")
 	f.Float64Var(&cfg.RatePerSec, "rate", 2000, "frames per second one socket may send")
 	f.IntVar(&cfg.RateBurst, "rate-burst", 4000, "burst of frames one socket may send")
+	f.DurationVar(&cfg.HTTPIdleTimeout, "http-idle-timeout", node.DefaultHTTPIdleTimeout, "close a keep-alive HTTP connection silent this long between requests (not a WebSocket: see --idle-timeout)")
+	f.DurationVar(&cfg.HTTPHeaderTimeout, "http-header-timeout", node.DefaultHTTPHeaderTimeout, "longest time to read a request's headers (and a TLS handshake)")
+	f.IntVar(&cfg.MaxConnsPerIP, "max-conns-per-ip", node.DefaultMaxConnsPerIP, "connections one client address (IPv6: /64) may hold open; more are closed unread (negative: no cap)")
+	cfg.Limits = gateway.Limits{}.WithDefaults()
+	f.Var(&cfg.Limits.RegisterPerIP, "register-limit-ip", `POST /v1/register per client address: N/duration, or "off"`)
+	f.Var(&cfg.Limits.RegisterPerHandle, "register-limit-handle", `POST /v1/register per handle (case and look-alikes folded): N/duration, or "off"`)
+	f.Var(&cfg.Limits.TokenPerIP, "token-limit-ip", `POST /v1/token per client address: N/duration, or "off"`)
+	f.Var(&cfg.Limits.TokenPerAccount, "token-limit-account", `POST /v1/token per user: N/duration, or "off"`)
+	f.Var(&cfg.Limits.BundlesPerRequester, "bundle-limit-requester", `GET /v1/keys/{user} per requesting user, all targets: N/duration, or "off"`)
+	f.Var(&cfg.Limits.BundlesPerPair, "bundle-limit-pair", `GET /v1/keys/{user} per requesting user and target: N/duration, or "off"`)
+	f.Var(&cfg.Limits.BundlesPerTarget, "bundle-limit-target", `one-time prekeys of one user handed to others; beyond, bundles carry the signed prekey only: N/duration, or "off"`)
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate (PEM); with --tls-key serves https/wss")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "TLS private key (PEM)")
 	f.StringVar(&cfg.TokenKey, "token-key", "", "hex HMAC key for access tokens (default: generated once, kept in the store)")

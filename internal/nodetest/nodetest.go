@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/courier-im/courier/gateway"
 	"github.com/courier-im/courier/node"
 )
 
@@ -22,9 +23,21 @@ func Logger() *slog.Logger {
 }
 
 // Start runs a node with cfg. Empty Listen, DataDir and Logger become
-// 127.0.0.1:0, a directory of t, and Logger().
+// 127.0.0.1:0, a directory of t, and Logger(). Every test client comes
+// from 127.0.0.1, so the per-address limits a test leaves zero are off:
+// MaxConnsPerIP and the per-IP rates of registration and tokens. Tests of
+// those limits set them (node/abuse_test.go).
 func Start(t testing.TB, cfg node.Config) *node.Node {
 	t.Helper()
+	if cfg.MaxConnsPerIP == 0 {
+		cfg.MaxConnsPerIP = -1
+	}
+	if cfg.Limits.RegisterPerIP.N == 0 {
+		cfg.Limits.RegisterPerIP = gateway.Off
+	}
+	if cfg.Limits.TokenPerIP.N == 0 {
+		cfg.Limits.TokenPerIP = gateway.Off
+	}
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
 	}

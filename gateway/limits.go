@@ -1,0 +1,286 @@
+package gateway
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/courier-im/courier/protos/courierpb"
+)
+
+// Rate is the shape of a token bucket: N events per Per, in bursts of up
+// to N. The zero Rate means "the default"; a negative N means "no limit".
+type Rate struct {
+	N   int
+	Per time.Duration
+}
+
+// Off is a Rate that limits nothing.
+var Off = Rate{N: -1}
+
+// ParseRate reads "N/duration" (e.g. "20/1m", "5/10s") or "off".
+func ParseRate(s string) (Rate, error) {
+	if s == "off" {
+		return Off, nil
+	}
+	n, per, ok := strings.Cut(s, "/")
+	if !ok {
+		return Rate{}, fmt.Errorf("rate %q: want N/duration (e.g. 20/1m) or off", s)
+	}
+	count, err := strconv.Atoi(n)
+	if err != nil || count <= 0 {
+		return Rate{}, fmt.Errorf("rate %q: N must be a positive integer", s)
+	}
+	d, err := time.ParseDuration(per)
+	if err != nil || d <= 0 {
+		return Rate{}, fmt.Errorf("rate %q: bad duration: %v", s, err)
+	}
+	return Rate{N: count, Per: d}, nil
+}
+
+func (r Rate) String() string {
+	if r.N < 0 {
+		return "off"
+	}
+	return strconv.Itoa(r.N) + "/" + r.Per.String()
+}
+
+// Set and Type make a Rate a command-line flag value (pflag.Value).
+func (r *Rate) Set(s string) error {
+	v, err := ParseRate(s)
+	if err != nil {
+		return err
+	}
+	*r = v
+	return nil
+}
+
+// Type names the flag's value in help output.
+func (*Rate) Type() string { return "rate" }
+
+func (r Rate) orDefault(def Rate) Rate {
+	if r.N == 0 {
+		return def
+	}
+	return r
+}
+
+// Limits bounds what one client (an IP address, or an account) may make
+// the HTTP API do. Zero fields take the defaults below; Off disables one.
+type Limits struct {
+	// RegisterPerIP: POST /v1/register per client IP (default 20/1h).
+	RegisterPerIP Rate
+	// RegisterPerHandle: POST /v1/register per handle, folded as the
+	// store folds it (default 5/1m), so probing one name is slow too.
+	RegisterPerHandle Rate
+	// TokenPerIP: POST /v1/token per client IP (default 600/1m: many
+	// clients may share an address behind a carrier's NAT).
+	TokenPerIP Rate
+	// TokenPerAccount: POST /v1/token per user (by id, or by folded handle
+	// when it names nobody; default 120/1m): one account's requests from
+	// many addresses stay bounded. Secrets are 256 random bits, so this
+	// bounds cost, not guessing; it is generous because a client (the CLI
+	// runs one per command) signs in on every start.
+	TokenPerAccount Rate
+	// BundlesPerRequester: GET /v1/keys/{user} per requesting user, all
+	// targets together (default 1200/1h: a client starting sessions with
+	// every member of a large group needs many once).
+	BundlesPerRequester Rate
+	// BundlesPerPair: GET /v1/keys/{user} per requesting user and target
+	// (default 10/1m): a stranger fetching one user's bundle over and over
+	// is refused long before the pool is gone.
+	BundlesPerPair Rate
+	// BundlesPerTarget: one-time prekeys handed out per target to other
+	// users (default 60/1h). Beyond it bundles carry the signed prekey
+	// only (the last-resort path of X3DH, as when the pool is empty), so
+	// many requesters together cannot drain a pool, yet everyone can
+	// still start a session. The owner's own devices are not counted.
+	BundlesPerTarget Rate
+	// MaxKeys caps the keys one limiter remembers (default 100,000). Keys
+	// whose bucket has refilled are forgotten first; at the cap arbitrary
+	// keys are forgotten (down to 3/4 of it), which only ever gives those
+	// keys a fresh bucket.
+	MaxKeys int
+}
+
+// WithDefaults fills the zero fields with the defaults documented on them.
+func (l Limits) WithDefaults() Limits {
+	l.RegisterPerIP = l.RegisterPerIP.orDefault(Rate{20, time.Hour})
+	l.RegisterPerHandle = l.RegisterPerHandle.orDefault(Rate{5, time.Minute})
+	l.TokenPerIP = l.TokenPerIP.orDefault(Rate{600, time.Minute})
+	l.TokenPerAccount = l.TokenPerAccount.orDefault(Rate{120, time.Minute})
+	l.BundlesPerRequester = l.BundlesPerRequester.orDefault(Rate{1200, time.Hour})
+	l.BundlesPerPair = l.BundlesPerPair.orDefault(Rate{10, time.Minute})
+	l.BundlesPerTarget = l.BundlesPerTarget.orDefault(Rate{60, time.Hour})
+	if l.MaxKeys <= 0 {
+		l.MaxKeys = 100_000
+	}
+	return l
+}
+
+func (l Limits) validate() error {
+	for name, r := range map[string]Rate{
+		"RegisterPerIP": l.RegisterPerIP, "RegisterPerHandle": l.RegisterPerHandle,
+		"TokenPerIP": l.TokenPerIP, "TokenPerAccount": l.TokenPerAccount,
+		"BundlesPerRequester": l.BundlesPerRequester, "BundlesPerPair": l.BundlesPerPair, "BundlesPerTarget": l.BundlesPerTarget,
+	} {
+		if r.N > 0 && r.Per <= 0 {
+			return fmt.Errorf("gateway limits: %s %v needs a positive period", name, r)
+		}
+	}
+	return nil
+}
+
+// limiters are the gateway's keyed token buckets (Limits). They start no
+// goroutine: idle keys are swept inline as a map grows, so there is
+// nothing to stop.
+type limiters struct {
+	registerIP, registerHandle *keyedLimiter
+	tokenIP, tokenAccount      *keyedLimiter
+	bundlesRequester           *keyedLimiter
+	bundlesPair                *keyedLimiter
+	bundlesTarget              *keyedLimiter
+	// prekeysLow gates PREKEYS_LOW notices per device (keys.go).
+	prekeysLow *keyedLimiter
+}
+
+// prekeysLowNotices: a device whose pool is below the watermark is told
+// at most once a minute, however fast it drains; one notice is enough for
+// it to upload more, and a pool drained again later is told again.
+var prekeysLowNotices = Rate{1, time.Minute}
+
+func newLimiters(l Limits) limiters {
+	return limiters{
+		registerIP:       newKeyedLimiter(l.RegisterPerIP, l.MaxKeys),
+		registerHandle:   newKeyedLimiter(l.RegisterPerHandle, l.MaxKeys),
+		tokenIP:          newKeyedLimiter(l.TokenPerIP, l.MaxKeys),
+		tokenAccount:     newKeyedLimiter(l.TokenPerAccount, l.MaxKeys),
+		bundlesRequester: newKeyedLimiter(l.BundlesPerRequester, l.MaxKeys),
+		bundlesPair:      newKeyedLimiter(l.BundlesPerPair, l.MaxKeys),
+		bundlesTarget:    newKeyedLimiter(l.BundlesPerTarget, l.MaxKeys),
+		prekeysLow:       newKeyedLimiter(prekeysLowNotices, l.MaxKeys),
+	}
+}
+
+// keyedLimiter is one tokenBucket per key (an IP, a user, a handle),
+// bounded in memory: a bucket that has refilled is the same as no bucket,
+// so those are dropped whenever the map doubles (amortised O(1) per call),
+// and MaxKeys caps it outright. A nil keyedLimiter allows everything.
+type keyedLimiter struct {
+	perSec  float64
+	burst   int
+	maxKeys int
+
+	mu      sync.Mutex
+	buckets map[string]*tokenBucket // guarded by mu
+	sweepAt int                     // sweep when len(buckets) reaches this (guarded by mu)
+}
+
+const minSweepAt = 1024
+
+func newKeyedLimiter(r Rate, maxKeys int) *keyedLimiter {
+	if r.N < 0 {
+		return nil
+	}
+	return &keyedLimiter{
+		perSec: float64(r.N) / r.Per.Seconds(), burst: r.N, maxKeys: maxKeys,
+		buckets: make(map[string]*tokenBucket), sweepAt: minSweepAt,
+	}
+}
+
+// allow takes one token from key's bucket; when there is none it says how
+// long until there will be.
+func (l *keyedLimiter) allow(key string, now time.Time) (bool, time.Duration) {
+	if l == nil {
+		return true, 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets[key]
+	if !ok {
+		if len(l.buckets) >= l.sweepAt || len(l.buckets) >= l.maxKeys {
+			l.sweepLocked(now)
+		}
+		nb := newTokenBucket(l.perSec, l.burst)
+		b = &nb
+		l.buckets[key] = b
+	}
+	if b.allow(now) {
+		return true, 0
+	}
+	return false, b.retryAfter(now)
+}
+
+// sweepLocked forgets refilled buckets and then, if still at maxKeys,
+// arbitrary ones down to three quarters of it, so a flood of new keys
+// sweeps once per maxKeys/4 of them, not once each. Lock must be held.
+func (l *keyedLimiter) sweepLocked(now time.Time) {
+	for k, b := range l.buckets {
+		if b.full(now) {
+			delete(l.buckets, k)
+		}
+	}
+	if len(l.buckets) >= l.maxKeys {
+		for k := range l.buckets {
+			if len(l.buckets) <= l.maxKeys*3/4 {
+				break
+			}
+			delete(l.buckets, k)
+		}
+	}
+	l.sweepAt = max(minSweepAt, 2*len(l.buckets))
+}
+
+// size is how many keys l remembers (tests).
+func (l *keyedLimiter) size() int {
+	if l == nil {
+		return 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.buckets)
+}
+
+// clientKey names the client of r for per-IP limits: its address, or its
+// /64 for IPv6, where one subscriber holds a whole /64. Courier does not
+// trust X-Forwarded-For: behind a proxy every client is the proxy.
+func clientKey(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	return IPKey(host)
+}
+
+// IPKey is the per-IP limits' key of an address: the address itself for
+// IPv4 (and IPv4-mapped IPv6), its /64 prefix for IPv6.
+func IPKey(host string) string {
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	a = a.Unmap()
+	if a.Is4() {
+		return a.String()
+	}
+	p, _ := a.Prefix(64)
+	return p.String()
+}
+
+// limited answers 429 RATE_LIMITED with Retry-After (whole seconds, at
+// least 1) when ok is false.
+func limited(w http.ResponseWriter, ok bool, wait time.Duration, what string) bool {
+	if ok {
+		return false
+	}
+	secs := max(1, int64((wait+time.Second-1)/time.Second))
+	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+	writeError(w, http.StatusTooManyRequests, courierpb.ErrorCode_RATE_LIMITED,
+		fmt.Sprintf("too many %s: retry in %ds", what, secs))
+	return true
+}

@@ -142,6 +142,10 @@ func (g *Gateway) handleToken(w http.ResponseWriter, r *http.Request) {
 	if ok, wait := g.limits.tokenIP.allow(clientKey(r), now); limited(w, ok, wait, "token requests from this address") {
 		return
 	}
+	if len(req.UserID) > maxLimitKey || (req.Handle != "" && !handlePattern.MatchString(req.Handle)) {
+		writeError(w, http.StatusUnauthorized, courierpb.ErrorCode_UNAUTHENTICATED, "unknown device or wrong secret")
+		return
+	}
 	ctx, cancel := g.storeCtx(r)
 	defer cancel()
 	userID := req.UserID

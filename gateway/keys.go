@@ -198,6 +198,10 @@ func (g *Gateway) handleBundles(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	target := r.PathValue("user_id")
+	if len(target) > maxLimitKey {
+		writeError(w, http.StatusNotFound, courierpb.ErrorCode_NOT_FOUND, "no such user")
+		return
+	}
 	// A stranger fetching one user's bundle over and over is refused per
 	// requester and per (requester, target). The target's own budget of
 	// one-time prekeys, spent by everyone else together, never refuses:

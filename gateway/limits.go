@@ -272,6 +272,12 @@ func IPKey(host string) string {
 	return p.String()
 }
 
+// maxLimitKey bounds the client-chosen part of a limiter key (a user id,
+// a handle): user ids are 36-byte UUIDs and handles at most 64 bytes, and
+// a longer one names nobody, so it is refused before it can be a key (a
+// limiter remembers up to MaxKeys keys: their size must be bounded too).
+const maxLimitKey = 64
+
 // limited answers 429 RATE_LIMITED with Retry-After (whole seconds, at
 // least 1) when ok is false.
 func limited(w http.ResponseWriter, ok bool, wait time.Duration, what string) bool {

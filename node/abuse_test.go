@@ -481,3 +481,19 @@ func TestHandlesThatDifferOnlyInCaseOrLookAlikesAreOneHandle(t *testing.T) {
 		t.Fatalf("token by handle in another case: %d %+v", code, ge)
 	}
 }
+
+// A limiter remembers up to MaxKeys keys; ids too long to name anybody
+// are refused before they can become one.
+func TestOversizedIdsAreRefusedBeforeTheLimiters(t *testing.T) {
+	n := startNode(t, nil)
+	acc := register(t, n.URL(), fmt.Sprintf("sizes-%d", time.Now().UnixNano()))
+	long := strings.Repeat("x", 8<<10)
+	if code, raw := api(t, http.MethodGet, n.URL()+"/v1/keys/"+long, acc.Token, nil); code != http.StatusNotFound {
+		t.Fatalf("bundle of an 8 KiB user id: %d %s, want 404", code, raw)
+	}
+	for _, req := range []gateway.TokenRequest{{UserID: long, DeviceSecret: "x"}, {Handle: long, DeviceSecret: "x"}} {
+		if code, ge := postJSON(t, http.DefaultClient, n.URL()+"/v1/token", req, nil); code != http.StatusUnauthorized {
+			t.Fatalf("token for an 8 KiB id: %d %+v, want 401", code, ge)
+		}
+	}
+}

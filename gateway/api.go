@@ -96,8 +96,10 @@ func (g *Gateway) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	if ok, wait := g.limits.registerIP.allow(clientKey(r), now); limited(w, ok, wait, "registrations from this address") {
-		return
+	if key, ok := clientKey(r, g.cfg.Limits.LimitLoopback); ok {
+		if ok, wait := g.limits.registerIP.allow(key, now); limited(w, ok, wait, "registrations from this address") {
+			return
+		}
 	}
 	if ok, wait := g.limits.registerHandle.allow(persistence.HandleKey(req.Handle), now); limited(w, ok, wait, "registrations of this handle") {
 		return
@@ -139,8 +141,10 @@ func (g *Gateway) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	if ok, wait := g.limits.tokenIP.allow(clientKey(r), now); limited(w, ok, wait, "token requests from this address") {
-		return
+	if key, ok := clientKey(r, g.cfg.Limits.LimitLoopback); ok {
+		if ok, wait := g.limits.tokenIP.allow(key, now); limited(w, ok, wait, "token requests from this address") {
+			return
+		}
 	}
 	if len(req.UserID) > maxLimitKey || (req.Handle != "" && !handlePattern.MatchString(req.Handle)) {
 		writeError(w, http.StatusUnauthorized, courierpb.ErrorCode_UNAUTHENTICATED, "unknown device or wrong secret")

@@ -101,6 +101,12 @@ type Limits struct {
 	// many requesters together cannot drain a pool, yet everyone can
 	// still start a session. The owner's own devices are not counted.
 	BundlesPerTarget Rate
+	// LimitLoopback applies the per-IP limits (these, and the node's cap on
+	// connections per IP) to loopback peers too. Off by default: on one
+	// machine, a reverse proxy terminating TLS or a bench is many clients
+	// behind 127.0.0.1, and Courier does not trust X-Forwarded-For, so
+	// limiting the address would limit all of them together.
+	LimitLoopback bool
 	// MaxKeys caps the keys one limiter remembers (default 100,000). Keys
 	// whose bucket has refilled are forgotten first; at the cap arbitrary
 	// keys are forgotten (down to 3/4 of it), which only ever gives those
@@ -248,13 +254,21 @@ func (l *keyedLimiter) size() int {
 
 // clientKey names the client of r for per-IP limits: its address, or its
 // /64 for IPv6, where one subscriber holds a whole /64. Courier does not
-// trust X-Forwarded-For: behind a proxy every client is the proxy.
-func clientKey(r *http.Request) string {
+// trust X-Forwarded-For: behind a proxy every client is the proxy. ok is
+// false for a peer the per-IP limits leave alone (see LimitLoopback).
+func clientKey(r *http.Request, limitLoopback bool) (key string, ok bool) {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
-	return IPKey(host)
+	return IPKey(host), limitLoopback || !IsLoopback(host)
+}
+
+// IsLoopback reports whether host is a loopback address (127.0.0.0/8,
+// ::1, or IPv4-mapped loopback).
+func IsLoopback(host string) bool {
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
 }
 
 // IPKey is the per-IP limits' key of an address: the address itself for

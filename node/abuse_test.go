@@ -138,7 +138,7 @@ func TestSilentKeepAliveIsClosedButAWebSocketOutlivesTheHTTPIdleTimeout(t *testi
 
 func TestConnectionsPerAddressAreCappedWithoutStarvingOthers(t *testing.T) {
 	const max = 4
-	n := startNode(t, func(c *node.Config) { c.MaxConnsPerIP = max })
+	n := startNode(t, func(c *node.Config) { c.MaxConnsPerIP, c.Limits.LimitLoopback = max, true })
 	// The hostile address holds its cap: two WebSockets (two devices: a
 	// device has one) and two idle keep-alive connections.
 	d := websocket.Dialer{NetDialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).DialContext}
@@ -225,6 +225,7 @@ func TestRegistrationBurstFromOneAddressIsRefusedAndOthersAreNot(t *testing.T) {
 	n := startNode(t, func(c *node.Config) {
 		c.Limits.RegisterPerIP = def.RegisterPerIP
 		c.Limits.TokenPerIP = def.TokenPerIP
+		c.Limits.LimitLoopback = true // the test's addresses are 127.0.0.x
 	})
 	stamp := time.Now().UnixNano()
 	hostile := from(t, "127.0.0.2")
@@ -281,6 +282,7 @@ func TestTokenGuessingIsLimitedPerAddressAndPerAccount(t *testing.T) {
 	n := startNode(t, func(c *node.Config) {
 		c.Limits.TokenPerIP = def.TokenPerIP
 		c.Limits.TokenPerAccount = def.TokenPerAccount
+		c.Limits.LimitLoopback = true // the test's addresses are 127.0.0.x
 	})
 	stamp := time.Now().UnixNano()
 	victim := register(t, n.URL(), fmt.Sprintf("victim-%d", stamp))
@@ -495,5 +497,27 @@ func TestOversizedIdsAreRefusedBeforeTheLimiters(t *testing.T) {
 		if code, ge := postJSON(t, http.DefaultClient, n.URL()+"/v1/token", req, nil); code != http.StatusUnauthorized {
 			t.Fatalf("token for an 8 KiB id: %d %+v, want 401", code, ge)
 		}
+	}
+}
+
+// TestLoopbackPeersAreExemptFromPerAddressLimitsByDefault: on one machine
+// a TLS-terminating proxy or a bench is many clients behind 127.0.0.1, so
+// the per-address limits leave loopback alone unless told otherwise.
+func TestLoopbackPeersAreExemptFromPerAddressLimitsByDefault(t *testing.T) {
+	const max = 2
+	n := startNode(t, func(c *node.Config) {
+		c.MaxConnsPerIP = max
+		c.Limits = gateway.Limits{}.WithDefaults()
+		c.Limits.RegisterPerIP = gateway.Rate{N: max, Per: time.Hour}
+	})
+	stamp := time.Now().UnixNano()
+	var d websocket.Dialer
+	for i := range 2 * max {
+		acc := register(t, n.URL(), fmt.Sprintf("local-%d-%d", stamp, i))
+		c, _, err := d.Dial(wsURL(n.URL(), acc.Token, 0), nil)
+		if err != nil {
+			t.Fatalf("websocket %d from loopback over a cap of %d: %v", i+1, max, err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
 	}
 }

@@ -19,6 +19,8 @@ import (
 type perIPListener struct {
 	net.Listener
 	max int
+	// loopback: count loopback peers too (gateway.Limits.LimitLoopback).
+	loopback bool
 	log *slog.Logger
 	// refused counts connections closed for being over the cap.
 	refused atomic.Int64
@@ -27,8 +29,8 @@ type perIPListener struct {
 	open map[string]int // guarded by mu; a key leaves the map at zero
 }
 
-func limitPerIP(ln net.Listener, max int, log *slog.Logger) *perIPListener {
-	return &perIPListener{Listener: ln, max: max, log: log, open: make(map[string]int)}
+func limitPerIP(ln net.Listener, max int, loopback bool, log *slog.Logger) *perIPListener {
+	return &perIPListener{Listener: ln, max: max, loopback: loopback, log: log, open: make(map[string]int)}
 }
 
 // Accept returns the next connection within its IP's cap, closing the
@@ -39,7 +41,10 @@ func (l *perIPListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		key := connKey(c)
+		key, limited := l.connKey(c)
+		if !limited {
+			return c, nil
+		}
 		l.mu.Lock()
 		n := l.open[key]
 		if n >= l.max {
@@ -71,12 +76,14 @@ func (l *perIPListener) release(key string) {
 	}
 }
 
-func connKey(c net.Conn) string {
+// connKey is c's per-IP key; limited is false for a peer the cap leaves
+// alone (loopback, unless configured otherwise).
+func (l *perIPListener) connKey(c net.Conn) (key string, limited bool) {
 	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
 	if err != nil {
-		return c.RemoteAddr().String()
+		return c.RemoteAddr().String(), true
 	}
-	return gateway.IPKey(host)
+	return gateway.IPKey(host), l.loopback || !gateway.IsLoopback(host)
 }
 
 // countedConn gives its slot back once, on the first Close.

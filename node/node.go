@@ -318,7 +318,7 @@ func (n *Node) start(ctx context.Context) error {
 	// The cap counts TCP connections, under TLS: a refused client costs
 	// no handshake.
 	if cfg.MaxConnsPerIP >= 0 {
-		ln = limitPerIP(ln, cmp.Or(cfg.MaxConnsPerIP, DefaultMaxConnsPerIP), cfg.Logger)
+		ln = limitPerIP(ln, cmp.Or(cfg.MaxConnsPerIP, DefaultMaxConnsPerIP), cfg.Limits.LimitLoopback, cfg.Logger)
 	}
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)

@@ -21,7 +21,7 @@ type perIPListener struct {
 	max int
 	// loopback: count loopback peers too (gateway.Limits.LimitLoopback).
 	loopback bool
-	log *slog.Logger
+	log      *slog.Logger
 	// refused counts connections closed for being over the cap.
 	refused atomic.Int64
 

@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -31,16 +33,31 @@ func (c codec) encode(f *courierpb.ServerFrame) (int, []byte, error) {
 	return websocket.BinaryMessage, b, err
 }
 
+// Decode failures. Their text goes back to the client in a BAD_FRAME, so
+// it is fixed: the decoders' own errors quote the input (protojson prints
+// the offending token, invalid UTF-8 included, which the json codec could
+// then not even encode), and an answer must never echo a client's bytes.
+var (
+	errFrameNotUTF8  = errors.New("text frame is not valid UTF-8")
+	errFrameNotJSON  = errors.New("text frame is not a JSON ClientFrame")
+	errFrameNotProto = errors.New("binary frame is not a protobuf ClientFrame")
+)
+
 func (c codec) decode(msgType int, data []byte) (*courierpb.ClientFrame, error) {
 	f := &courierpb.ClientFrame{}
 	switch {
 	case c.json && msgType == websocket.TextMessage:
+		// RFC 6455 requires text frames to be UTF-8; answering rather
+		// than failing the connection treats it like any other garbage.
+		if !utf8.Valid(data) {
+			return nil, errFrameNotUTF8
+		}
 		if err := jsonIn.Unmarshal(data, f); err != nil {
-			return nil, fmt.Errorf("decode json frame: %w", err)
+			return nil, errFrameNotJSON
 		}
 	case !c.json && msgType == websocket.BinaryMessage:
 		if err := proto.Unmarshal(data, f); err != nil {
-			return nil, fmt.Errorf("decode protobuf frame: %w", err)
+			return nil, errFrameNotProto
 		}
 	default:
 		want := "binary"

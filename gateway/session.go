@@ -111,10 +111,20 @@ type session struct {
 	slot     uint8 // the gateway's renewal slot (guarded by g.mu)
 }
 
-// outFrame is one item for the writer: a frame, or a replay to run.
+// outFrame is one item for the writer: a frame, a replay to run, or a
+// close. Control travels in its own field, never inside the frame: every
+// uint64 is a valid req_id, so no req_id value can mean "close".
 type outFrame struct {
 	frame  *courierpb.ServerFrame
 	replay *replayJob
+	close  *closeJob
+}
+
+// closeJob asks the writer to close the socket once everything queued
+// before it has gone out.
+type closeJob struct {
+	code   int
+	reason string
 }
 
 // replayJob reads a device inbox from the store and writes it out, in order,
@@ -598,34 +608,42 @@ func (s *session) slowConsumer(ctx actor.Context) {
 // close) go out before the close frame.
 func (s *session) closeAfterFlush(ctx actor.Context, code int, reason string) {
 	s.stopping = true
-	if !s.out.push(outFrame{frame: closeMarker(code, reason)}) {
+	if !s.out.push(outFrame{close: &closeJob{code: code, reason: reason}}) {
 		s.closeWith(code, reason)
 		ctx.Stop(ctx.Self())
 	}
-}
-
-// closeMarker is a frame the writer turns into a WebSocket close.
-func closeMarker(code int, reason string) *courierpb.ServerFrame {
-	return &courierpb.ServerFrame{ReqId: ^uint64(0) - uint64(code), Body: &courierpb.ServerFrame_Error{Error: &courierpb.Error{Message: reason}}}
-}
-
-func closeCodeOf(f *courierpb.ServerFrame) (int, bool) {
-	if f.ReqId > ^uint64(0)-5000 {
-		return int(^uint64(0) - f.ReqId), true
-	}
-	return 0, false
 }
 
 // closeWith sends a close frame and closes the socket. Safe from any
 // goroutine, any number of times.
 func (s *session) closeWith(code int, reason string) {
 	s.once.Do(func() {
-		msg := websocket.FormatCloseMessage(code, reason)
-		_ = s.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		if sendableCloseCode(code) {
+			msg := websocket.FormatCloseMessage(code, reason)
+			_ = s.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		}
 		_ = s.conn.Close()
 		s.closed.Store(true)
 		s.unpark()
 	})
+}
+
+// closeNoFrame asks closeWith to drop the connection without a close frame.
+const closeNoFrame = 0
+
+// sendableCloseCode: the codes RFC 6455 (section 7.4) lets an endpoint put
+// in a close frame. 1005, 1006 and 1015 are reserved for reporting what
+// happened locally, and anything else below 3000 is the RFC's to assign.
+func sendableCloseCode(code int) bool {
+	switch code {
+	case websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseProtocolError,
+		websocket.CloseUnsupportedData, websocket.CloseInvalidFramePayloadData,
+		websocket.ClosePolicyViolation, websocket.CloseMessageTooBig,
+		websocket.CloseMandatoryExtension, websocket.CloseInternalServerErr,
+		websocket.CloseServiceRestart, websocket.CloseTryAgainLater:
+		return true
+	}
+	return code >= 3000 && code <= 4999
 }
 
 func (s *session) shutdown() {
@@ -804,13 +822,13 @@ func (s *session) writeLoop(system *actor.ActorSystem) {
 		case item.frame.GetDeliver() != nil:
 			carry = s.packDelivers(item.frame)
 			err = s.write(item.frame)
+		case item.close != nil:
+			// closeWith's Close flushes what is corked before the close frame.
+			s.out.closeWriters()
+			s.closeWith(item.close.code, item.close.reason)
+			system.Root.Send(s.self, connClosed{})
+			return
 		default:
-			if code, ok := closeCodeOf(item.frame); ok {
-				s.out.closeWriters()
-				s.closeWith(code, item.frame.GetError().GetMessage())
-				system.Root.Send(s.self, connClosed{})
-				return
-			}
 			err = s.write(item.frame)
 		}
 		if err != nil {
@@ -820,10 +838,17 @@ func (s *session) writeLoop(system *actor.ActorSystem) {
 	}
 }
 
-// writeFailed ends the session after a failed write.
+// writeFailed ends the session after a failed write. A frame the server
+// could not encode is its own fault (1011); a failed write means the
+// socket is gone, so no close frame is attempted (1006, "abnormal", is
+// what the client's library reports then; RFC 6455 forbids sending it).
 func (s *session) writeFailed(system *actor.ActorSystem, err error) {
 	s.out.closeWriters()
-	s.closeWith(websocket.CloseAbnormalClosure, "")
+	code := closeNoFrame
+	if errors.Is(err, errEncode) {
+		code = websocket.CloseInternalServerErr
+	}
+	s.closeWith(code, "")
 	system.Root.Send(s.self, connClosed{err: err})
 }
 
@@ -892,10 +917,13 @@ func (s *session) packDelivers(f *courierpb.ServerFrame) *outFrame {
 
 var errStoreReplay = errors.New("replay read failed")
 
+// errEncode: the server could not encode a frame of its own.
+var errEncode = errors.New("encode frame")
+
 func (s *session) write(f *courierpb.ServerFrame) error {
 	typ, b, err := s.codec.encode(f)
 	if err != nil {
-		return fmt.Errorf("encode frame: %w", err)
+		return fmt.Errorf("%w: %w", errEncode, err)
 	}
 	_ = s.conn.SetWriteDeadline(time.Now().Add(s.g.cfg.WriteTimeout))
 	return s.conn.WriteMessage(typ, b)

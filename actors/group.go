@@ -21,13 +21,9 @@ import (
 // KindGroup is the grain kind of groups.
 const KindGroup = "group"
 
-// Limits a Group grain enforces.
-const (
-	MaxGroupMembers        = 1024
-	MaxGroupSubjectLen     = 128
-	MaxGroupDescriptionLen = 2048
-	MaxGroupIDLen          = 128
-)
+// MaxGroupMembers bounds a group's membership (string lengths are in
+// limits.go).
+const MaxGroupMembers = 1024
 
 // GroupGrainID names the grain of one group.
 func GroupGrainID(groupID string) cluster.GrainID {

@@ -22,12 +22,9 @@ import (
 // KindUser is the grain kind of users.
 const KindUser = "user"
 
-// Limits a User grain enforces on what it stores.
-const (
-	MaxClientMsgIDLen = 128
-	MaxContentTypeLen = 64
-	MaxReceiptIDs     = 1024
-)
+// MaxReceiptIDs bounds the client_msg_ids of one receipt (string
+// lengths are in limits.go).
+const MaxReceiptIDs = 1024
 
 // UserGrainID names the grain of one user.
 func UserGrainID(userID string) cluster.GrainID {

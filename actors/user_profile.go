@@ -18,7 +18,6 @@ const (
 	MaxContacts      = 5000
 	MaxBlocked       = 5000
 	MaxContactsBatch = 256
-	MaxPushTokenLen  = 4096
 )
 
 // profile is the User grain's persisted settings (courierpb.UserProfile)

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/courier-im/courier/actors"
 	"github.com/courier-im/courier/protos/courierpb"
 )
 
@@ -290,7 +291,7 @@ func IPKey(host string) string {
 // a handle): user ids are 36-byte UUIDs and handles at most 64 bytes, and
 // a longer one names nobody, so it is refused before it can be a key (a
 // limiter remembers up to MaxKeys keys: their size must be bounded too).
-const maxLimitKey = 64
+const maxLimitKey = max(actors.MaxUserIDLen, actors.MaxHandleLen)
 
 // limited answers 429 RATE_LIMITED with Retry-After (whole seconds, at
 // least 1) when ok is false.

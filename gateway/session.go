@@ -347,6 +347,12 @@ func (s *session) logger() *slog.Logger {
 }
 
 func (s *session) handleFrame(ctx actor.Context, f *courierpb.ClientFrame) {
+	// Every string in the frame is bounded (actors/limits.go) before any of
+	// it can become a grain's identity, a map key or a stored entry.
+	if err := actors.CheckFrameBounds(f); err != nil {
+		s.refuse(ctx, f.ReqId, courierpb.ErrorCode_INVALID_ARGUMENT, err.Error())
+		return
+	}
 	switch body := f.Body.(type) {
 	case *courierpb.ClientFrame_Send:
 		s.send(ctx, f.ReqId, body.Send, f.FirstTransmission)

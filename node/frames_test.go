@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/courier-im/courier/gateway"
+	"github.com/courier-im/courier/node"
 	"github.com/courier-im/courier/protos/courierpb"
 )
 
@@ -120,4 +121,148 @@ func TestJSONInvalidUTF8IsABadFrameNotAClose(t *testing.T) {
 	if !ok || ce.Code != gateway.CloseAbuse {
 		t.Fatalf("after %d bad frames: %v, want close %d", len(garbage), err, gateway.CloseAbuse)
 	}
+}
+
+// Every string a client can put in a frame is bounded: a 1 MiB id in any
+// field of any frame is answered INVALID_ARGUMENT, naming the field but not
+// quoting it, and activates no grain. The frame limit is raised so the
+// frames reach the decoder instead of being refused as TOO_LARGE.
+func TestOverlongIDsInEveryFrameAreRefusedBeforeAGrain(t *testing.T) {
+	n := startNode(t, func(c *node.Config) { c.MaxFrameBytes = 4 << 20 })
+	a := register(t, n.URL(), "long-ids")
+	w := dial(t, n.URL(), a.Token, 0)
+	w.attached()
+	huge := strings.Repeat("Z", 1<<20)
+	cases := map[string]func(s string) *courierpb.ClientFrame{
+		"send.to_user_id": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_Send{Send: &courierpb.Send{ToUserId: s, ClientMsgId: "m"}}}
+		},
+		"send.client_msg_id": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_Send{Send: &courierpb.Send{ToUserId: a.UserID, ClientMsgId: s}}}
+		},
+		"send.content_type": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_Send{Send: &courierpb.Send{ToUserId: a.UserID, ClientMsgId: "m", ContentType: s}}}
+		},
+		"read.peer_user_id": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_Read{Read: &courierpb.ReadReceipt{PeerUserId: s, ClientMsgIds: []string{"m"}}}}
+		},
+		"read.client_msg_ids": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_Read{Read: &courierpb.ReadReceipt{PeerUserId: a.UserID, ClientMsgIds: []string{"m", s}}}}
+		},
+		"group_create.create_id": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_GroupCreate{GroupCreate: &courierpb.GroupCreate{CreateId: s}}}
+		},
+		"group_create.subject": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_GroupCreate{GroupCreate: &courierpb.GroupCreate{CreateId: "c", Subject: s}}}
+		},
+		"group_create.description": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_GroupCreate{GroupCreate: &courierpb.GroupCreate{CreateId: "c", Description: s}}}
+		},
+		"group_create.member_user_ids": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_GroupCreate{GroupCreate: &courierpb.GroupCreate{CreateId: "c", MemberUserIds: []string{s}}}}
+		},
+		"group_update.group_id": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_GroupUpdate{GroupUpdate: &courierpb.GroupUpdate{GroupId: s, Change: &courierpb.GroupUpdate_Leave{Leave: &courierpb.GroupLeave{}}}}}
+		},
+		"group_update.op_id": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_GroupUpdate{GroupUpdate: &courierpb.GroupUpdate{GroupId: "g", OpId: s, Change: &courierpb.GroupUpdate_Leave{Leave: &courierpb.GroupLeave{}}}}}
+		},
+		"group_update.add_members.user_ids": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_GroupUpdate{GroupUpdate: &courierpb.GroupUpdate{GroupId: "g", Change: &courierpb.GroupUpdate_AddMembers{AddMembers: &courierpb.GroupUserIds{UserIds: []string{s}}}}}}
+		},
+		"group_update.subject": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_GroupUpdate{GroupUpdate: &courierpb.GroupUpdate{GroupId: "g", Change: &courierpb.GroupUpdate_Subject{Subject: s}}}}
+		},
+		"group_update.description": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_GroupUpdate{GroupUpdate: &courierpb.GroupUpdate{GroupId: "g", Change: &courierpb.GroupUpdate_Description{Description: s}}}}
+		},
+		"group_send.group_id": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_GroupSend{GroupSend: &courierpb.GroupSend{GroupId: s, ClientMsgId: "m"}}}
+		},
+		"group_send.client_msg_id": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_GroupSend{GroupSend: &courierpb.GroupSend{GroupId: "g", ClientMsgId: s}}}
+		},
+		"group_send.content_type": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_GroupSend{GroupSend: &courierpb.GroupSend{GroupId: "g", ClientMsgId: "m", ContentType: s}}}
+		},
+		"group_send.per_device.user_id": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_GroupSend{GroupSend: &courierpb.GroupSend{GroupId: "g", ClientMsgId: "m", PerDevice: []*courierpb.GroupDeviceCiphertext{{UserId: s}}}}}
+		},
+		"group_info.group_id": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_GroupInfo{GroupInfo: &courierpb.GroupInfoRequest{GroupId: s}}}
+		},
+		"group_members.group_id": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_GroupMembers{GroupMembers: &courierpb.GroupMembersRequest{GroupId: s}}}
+		},
+		"group_receipts.group_id": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_GroupReceipts{GroupReceipts: &courierpb.GroupReceiptsRequest{GroupId: s}}}
+		},
+		"group_read.group_id": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_GroupRead{GroupRead: &courierpb.GroupReadReceipt{GroupId: s}}}
+		},
+		"contacts_update.add_user_ids": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_ContactsUpdate{ContactsUpdate: &courierpb.ContactsUpdate{AddUserIds: []string{s}}}}
+		},
+		"contacts_update.add_handles": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_ContactsUpdate{ContactsUpdate: &courierpb.ContactsUpdate{AddHandles: []string{s}}}}
+		},
+		"contacts_update.remove_user_ids": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_ContactsUpdate{ContactsUpdate: &courierpb.ContactsUpdate{RemoveUserIds: []string{s}}}}
+		},
+		"block.user_id": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_Block{Block: &courierpb.BlockUpdate{UserId: s, Blocked: true}}}
+		},
+		"presence_subscribe.user_ids": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_PresenceSubscribe{PresenceSubscribe: &courierpb.PresenceSubscribe{UserIds: []string{s}}}}
+		},
+		"presence_unsubscribe.user_ids": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_PresenceUnsubscribe{PresenceUnsubscribe: &courierpb.PresenceUnsubscribe{UserIds: []string{s}}}}
+		},
+		"typing.to_user_id": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_Typing{Typing: &courierpb.Typing{ToUserId: s}}}
+		},
+		"typing.group_id": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_Typing{Typing: &courierpb.Typing{GroupId: s}}}
+		},
+		"push_token.token": func(s string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{Body: &courierpb.ClientFrame_PushToken{PushToken: &courierpb.PushTokenUpdate{Token: s}}}
+		},
+	}
+	before := n.Cluster().Activations()
+	req := uint64(100)
+	for name, body := range cases {
+		req++
+		cf := body(huge)
+		cf.ReqId = req
+		w.write(cf)
+		f := w.mustRead()
+		e := f.GetError()
+		if f.ReqId != req || e.GetCode() != courierpb.ErrorCode_INVALID_ARGUMENT {
+			t.Fatalf("%s with a 1 MiB value: req %d got %v, want INVALID_ARGUMENT", name, req, prototextShort(f))
+		}
+		field := name[strings.LastIndex(name, ".")+1:]
+		if !strings.Contains(e.GetMessage(), field) || strings.Contains(e.GetMessage(), "ZZZ") {
+			t.Fatalf("%s: message %q should name %s and quote nothing", name, e.GetMessage(), field)
+		}
+	}
+	// Refusals are not abuse: the socket still answers.
+	w.write(&courierpb.ClientFrame{ReqId: 1, Body: &courierpb.ClientFrame_Ping{Ping: &courierpb.Ping{}}})
+	if f := w.mustRead(); f.GetPong() == nil {
+		t.Fatalf("ping after refusals: %v", f)
+	}
+	after := n.Cluster().Activations()
+	for kind, n := range after {
+		if n > before[kind] {
+			t.Fatalf("%s activations went from %d to %d: an over-long id reached a grain", kind, before[kind], n)
+		}
+	}
+}
+
+// prototextShort prints a frame for a failure without a megabyte of id.
+func prototextShort(f *courierpb.ServerFrame) string {
+	s := fmt.Sprint(f)
+	if len(s) > 300 {
+		s = s[:300] + "..."
+	}
+	return s
 }

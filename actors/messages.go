@@ -13,6 +13,7 @@ func Messages() []proto.Message {
 	return []proto.Message{
 		&courierpb.DeliverMessage{}, &courierpb.DeliverMessageReply{},
 		&courierpb.DeliverReceipt{}, &courierpb.DeliverReceiptReply{},
+		&courierpb.SendReadReceipt{},
 		&courierpb.AttachDevice{}, &courierpb.AttachDeviceReply{},
 		&courierpb.DetachDevice{}, &courierpb.DetachDeviceReply{},
 		&courierpb.AckInbox{}, &courierpb.AckInboxReply{},

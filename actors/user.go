@@ -49,6 +49,13 @@ type UserConfig struct {
 	// PresenceDebounce is the least time between two presence updates of
 	// one user to its subscribers (default 2s).
 	PresenceDebounce time.Duration
+	// IdentityNoticeInterval is the least time between two rounds of
+	// IDENTITY_CHANGED notices from one user to its contacts; key changes
+	// in between are coalesced into the next round (default 5m, negative:
+	// no limit). Keep it at most PassivateAfter: a coalesced round is
+	// held in memory, and a grain passivates only after PassivateAfter of
+	// idleness, which the change that was held back started.
+	IdentityNoticeInterval time.Duration
 }
 
 func (c UserConfig) withDefaults() UserConfig {
@@ -69,6 +76,9 @@ func (c UserConfig) withDefaults() UserConfig {
 	}
 	if c.PresenceDebounce == 0 {
 		c.PresenceDebounce = 2 * time.Second
+	}
+	if c.IdentityNoticeInterval == 0 {
+		c.IdentityNoticeInterval = 5 * time.Minute
 	}
 	return c
 }
@@ -136,6 +146,10 @@ type userGrain struct {
 
 	dedupe   *recent.Map[string, dedupeState]
 	receipts *recent.Map[string, struct{}]
+	// readSent: the (peer, client_msg_id) pairs this user's read receipts
+	// already carried (user_receipts.go), so each delivered message costs
+	// its sender at most one READ entry, whichever device reads it.
+	readSent *recent.Map[string, struct{}]
 
 	pending  []*pendingWrite
 	flushing bool
@@ -161,6 +175,8 @@ type userGrain struct {
 	// linkCodes are the primary's pending approvals of new devices
 	// (user_devices.go); in memory only, so a restart voids them.
 	linkCodes map[string]linkCode
+	// identity paces IDENTITY_CHANGED notices (user_devices.go).
+	identity identityNotices
 }
 
 type dedupeState struct {
@@ -230,6 +246,8 @@ func (g *userGrain) Receive(ctx actor.Context) {
 		g.deliverMessage(ctx, msg)
 	case *courierpb.DeliverReceipt:
 		g.deliverReceipt(ctx, msg)
+	case *courierpb.SendReadReceipt:
+		g.sendReadReceipt(ctx, msg)
 	case *courierpb.AttachDevice:
 		g.attach(ctx, msg)
 	case *courierpb.DetachDevice:
@@ -254,6 +272,8 @@ func (g *userGrain) Receive(ctx actor.Context) {
 		g.unlinkDevice(ctx, msg)
 	case *courierpb.IdentityChanged:
 		g.announceIdentity(ctx, msg)
+	case identityTick:
+		g.onIdentityTick()
 	case *courierpb.StoreTranscript:
 		g.storeTranscript(ctx, msg)
 	}
@@ -285,9 +305,10 @@ func (g *userGrain) start() {
 	g.sessions, g.acks, g.unacked, g.groups = nil, nil, nil, nil
 	g.bounded, g.indexFrom = false, 0
 	g.presence = presenceState{}
+	g.identity = identityNotices{}
 	g.profile = nil
 	g.pending, g.flushing = nil, false
-	g.dedupe, g.receipts = nil, nil
+	g.dedupe, g.receipts, g.readSent = nil, nil, nil
 	g.loaded = false
 	if err := g.load(); err != nil {
 		// Not fatal: every request retries the load and answers UNAVAILABLE
@@ -561,6 +582,19 @@ func (g *userGrain) deliverReceipt(ctx actor.Context, msg *courierpb.DeliverRece
 	}
 	if !system && (len(msg.ClientMsgIds) == 0 || len(msg.ClientMsgIds) > MaxReceiptIDs) {
 		ctx.Respond(reply(codeError(courierpb.ErrorCode_INVALID_ARGUMENT, fmt.Sprintf("a receipt names 1..%d messages", MaxReceiptIDs), false), false))
+		return
+	}
+	for _, id := range msg.ClientMsgIds {
+		if id == "" || len(id) > MaxClientMsgIDLen {
+			ctx.Respond(reply(codeError(courierpb.ErrorCode_INVALID_ARGUMENT, fmt.Sprintf("client_msg_id must be 1..%d bytes", MaxClientMsgIDLen), false), false))
+			return
+		}
+	}
+	if !g.acceptsFrom(msg.FromUserId, msg.Kind) {
+		// Blocked, or a notice this user never agreed to get (R2, R3 in
+		// user_receipts.go): answered like a stored receipt, so the sender
+		// learns nothing, and nothing is stored.
+		ctx.Respond(reply(nil, false))
 		return
 	}
 	// A retried receipt request (same idempotency key) is answered, not stored twice.

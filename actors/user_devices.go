@@ -150,21 +150,69 @@ func (g *userGrain) unlinkDevice(ctx actor.Context, msg *courierpb.UnlinkDevice)
 	ctx.Respond(&courierpb.UnlinkDeviceReply{})
 }
 
-// announceIdentity tells every contact that a device of this user has a new
-// identity key. Each contact's grain stores an IDENTITY_CHANGED entry; a
+// announceIdentity tells the contacts that a device of this user has a new
+// identity key. Each contact's grain stores an IDENTITY_CHANGED entry if it
+// has this user among its contacts and has not blocked it (acceptsFrom); a
 // contact that cannot be reached now misses the notice, and its client
 // still notices the new key when the next session is set up.
+//
+// One round of notices goes to every contact, up to MaxContacts grains, so
+// rounds are paced (R4 in user_receipts.go): at most one per
+// IdentityNoticeInterval, and changes in between wait for the end of the
+// interval, where they go out together, one notice per changed device. A
+// user re-uploading keys in a loop thus writes at most one notice per
+// device and interval into each consenting contact's inbox.
 func (g *userGrain) announceIdentity(ctx actor.Context, msg *courierpb.IdentityChanged) {
 	ctx.Respond(&courierpb.IdentityChangedReply{})
 	if g.ready() != nil {
 		return
 	}
-	key := fmt.Sprintf("identity/%s/%d/%d", g.id, msg.DeviceId, g.deps.Now().UnixNano())
-	for id := range g.profile.contacts {
-		_ = g.deps.Cluster.Notify(UserGrainID(id), &courierpb.DeliverReceipt{
-			FromUserId: g.id, FromDeviceId: msg.DeviceId, Kind: courierpb.EntryKind_ENTRY_KIND_IDENTITY_CHANGED,
-		}, key, 0)
+	if !slices.Contains(g.identity.pending, msg.DeviceId) {
+		g.identity.pending = append(g.identity.pending, msg.DeviceId)
 	}
+	every := g.deps.Config.IdentityNoticeInterval
+	now := g.deps.Now()
+	if every < 0 || g.identity.last.IsZero() || now.Sub(g.identity.last) >= every {
+		g.sendIdentityNotices()
+		return
+	}
+	if !g.identity.armed {
+		g.identity.armed = true
+		self, root := ctx.Self(), ctx.ActorSystem().Root
+		t := time.AfterFunc(g.identity.last.Add(every).Sub(now), func() { root.Send(self, identityTick{}) })
+		context.AfterFunc(g.stopCtx(), func() { t.Stop() })
+	}
+}
+
+// identityNotices paces a user's IDENTITY_CHANGED notices.
+type identityNotices struct {
+	last    time.Time // when the last round went out
+	pending []uint32  // devices whose change is not announced yet
+	armed   bool      // an identityTick is due
+}
+
+// identityTick fires when a held-back round of identity notices is due.
+type identityTick struct{}
+
+func (g *userGrain) onIdentityTick() {
+	g.identity.armed = false
+	if g.ready() == nil && len(g.identity.pending) > 0 {
+		g.sendIdentityNotices()
+	}
+}
+
+func (g *userGrain) sendIdentityNotices() {
+	now := g.deps.Now()
+	g.identity.last = now
+	for _, dev := range g.identity.pending {
+		key := fmt.Sprintf("identity/%s/%d/%d", g.id, dev, now.UnixNano())
+		for id := range g.profile.contacts {
+			_ = g.deps.Cluster.Notify(UserGrainID(id), &courierpb.DeliverReceipt{
+				FromUserId: g.id, FromDeviceId: dev, Kind: courierpb.EntryKind_ENTRY_KIND_IDENTITY_CHANGED,
+			}, key, 0)
+		}
+	}
+	g.identity.pending = g.identity.pending[:0]
 }
 
 // checkDevices compares the devices a send names with the grain's (all of

@@ -508,9 +508,13 @@ func (s *session) read(ctx actor.Context, reqID uint64, m *courierpb.ReadReceipt
 		return
 	}
 	s.inflight++
-	msg := &courierpb.DeliverReceipt{FromUserId: s.claims.UserID, FromDeviceId: s.claims.DeviceID, Kind: courierpb.EntryKind_ENTRY_KIND_READ, ClientMsgIds: m.ClientMsgIds}
+	// To the reader's own grain, which knows what it was delivered: it
+	// passes the receipt on to the peer only if the peer sent every named
+	// message to this user (actors/user_receipts.go), and answers FORBIDDEN
+	// otherwise.
+	msg := &courierpb.SendReadReceipt{FromDeviceId: s.claims.DeviceID, PeerUserId: m.PeerUserId, ClientMsgIds: m.ClientMsgIds}
 	key := fmt.Sprintf("%s/read/%d", s.id, reqID)
-	s.requestRetrying(ctx, m.PeerUserId, msg, key, 0, func(reply proto.Message, err error) {
+	s.requestRetrying(ctx, s.claims.UserID, msg, key, 0, func(reply proto.Message, err error) {
 		s.inflight--
 		r, _ := reply.(*courierpb.DeliverReceiptReply)
 		switch {

@@ -376,10 +376,16 @@ func TestIdentityKeyChangeIsAnnouncedToContacts(t *testing.T) {
 	if f := aw.mustRead(); f.GetContactList() == nil {
 		t.Fatalf("contacts update answered %v", f)
 	}
-	putKeys(t, n, alice.Token, keyUpload(t, 1, 1))
-	putKeys(t, n, alice.Token, keyUpload(t, 100, 1)) // a reinstall: new identity
+	// Notices go only to contacts that have alice among theirs too, so
+	// that nobody can write into a stranger's inbox by adding them.
 	bw := dial(t, n.URL(), bob.Token, 0)
 	bw.attached()
+	bw.write(&courierpb.ClientFrame{ReqId: 1, Body: &courierpb.ClientFrame_ContactsUpdate{ContactsUpdate: &courierpb.ContactsUpdate{AddUserIds: []string{alice.UserID}}}})
+	if f := bw.mustRead(); f.GetContactList() == nil {
+		t.Fatalf("contacts update answered %v", f)
+	}
+	putKeys(t, n, alice.Token, keyUpload(t, 1, 1))
+	putKeys(t, n, alice.Token, keyUpload(t, 100, 1)) // a reinstall: new identity
 	e := bw.mustEntry()
 	if e.Kind != courierpb.EntryKind_ENTRY_KIND_IDENTITY_CHANGED || e.FromUserId != alice.UserID || e.FromDeviceId != 1 {
 		t.Fatalf("bob got %v from %s/%d, want IDENTITY_CHANGED from alice/1", e.Kind, e.FromUserId, e.FromDeviceId)

@@ -297,6 +297,72 @@ func (x *DeliverReceiptReply) GetError() *Error {
 	return nil
 }
 
+// SendReadReceipt asks User(from), the reader's own grain, to pass a read
+// receipt on to User(peer_user_id). The reader's grain knows what it was
+// delivered: it forwards the receipt (a DeliverReceipt of kind READ) only
+// when every id names a message peer_user_id sent to it, so nobody can
+// store a receipt in another inbox about messages it never received.
+// Answered with a DeliverReceiptReply.
+type SendReadReceipt struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FromDeviceId  uint32                 `protobuf:"varint,1,opt,name=from_device_id,json=fromDeviceId,proto3" json:"from_device_id,omitempty"`
+	PeerUserId    string                 `protobuf:"bytes,2,opt,name=peer_user_id,json=peerUserId,proto3" json:"peer_user_id,omitempty"`
+	ClientMsgIds  []string               `protobuf:"bytes,3,rep,name=client_msg_ids,json=clientMsgIds,proto3" json:"client_msg_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendReadReceipt) Reset() {
+	*x = SendReadReceipt{}
+	mi := &file_grain_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendReadReceipt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendReadReceipt) ProtoMessage() {}
+
+func (x *SendReadReceipt) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendReadReceipt.ProtoReflect.Descriptor instead.
+func (*SendReadReceipt) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SendReadReceipt) GetFromDeviceId() uint32 {
+	if x != nil {
+		return x.FromDeviceId
+	}
+	return 0
+}
+
+func (x *SendReadReceipt) GetPeerUserId() string {
+	if x != nil {
+		return x.PeerUserId
+	}
+	return ""
+}
+
+func (x *SendReadReceipt) GetClientMsgIds() []string {
+	if x != nil {
+		return x.ClientMsgIds
+	}
+	return nil
+}
+
 // AttachDevice attaches a session to its device's inbox in User(user_id).
 type AttachDevice struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -315,7 +381,7 @@ type AttachDevice struct {
 
 func (x *AttachDevice) Reset() {
 	*x = AttachDevice{}
-	mi := &file_grain_proto_msgTypes[4]
+	mi := &file_grain_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -327,7 +393,7 @@ func (x *AttachDevice) String() string {
 func (*AttachDevice) ProtoMessage() {}
 
 func (x *AttachDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[4]
+	mi := &file_grain_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -340,7 +406,7 @@ func (x *AttachDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachDevice.ProtoReflect.Descriptor instead.
 func (*AttachDevice) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{4}
+	return file_grain_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AttachDevice) GetDeviceId() uint32 {
@@ -398,7 +464,7 @@ type AttachDeviceReply struct {
 
 func (x *AttachDeviceReply) Reset() {
 	*x = AttachDeviceReply{}
-	mi := &file_grain_proto_msgTypes[5]
+	mi := &file_grain_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -410,7 +476,7 @@ func (x *AttachDeviceReply) String() string {
 func (*AttachDeviceReply) ProtoMessage() {}
 
 func (x *AttachDeviceReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[5]
+	mi := &file_grain_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -423,7 +489,7 @@ func (x *AttachDeviceReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachDeviceReply.ProtoReflect.Descriptor instead.
 func (*AttachDeviceReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{5}
+	return file_grain_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AttachDeviceReply) GetPresenceVisibility() Visibility {
@@ -471,7 +537,7 @@ type SessionReplaced struct {
 
 func (x *SessionReplaced) Reset() {
 	*x = SessionReplaced{}
-	mi := &file_grain_proto_msgTypes[6]
+	mi := &file_grain_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -483,7 +549,7 @@ func (x *SessionReplaced) String() string {
 func (*SessionReplaced) ProtoMessage() {}
 
 func (x *SessionReplaced) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[6]
+	mi := &file_grain_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -496,7 +562,7 @@ func (x *SessionReplaced) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionReplaced.ProtoReflect.Descriptor instead.
 func (*SessionReplaced) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{6}
+	return file_grain_proto_rawDescGZIP(), []int{7}
 }
 
 type DetachDevice struct {
@@ -509,7 +575,7 @@ type DetachDevice struct {
 
 func (x *DetachDevice) Reset() {
 	*x = DetachDevice{}
-	mi := &file_grain_proto_msgTypes[7]
+	mi := &file_grain_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -521,7 +587,7 @@ func (x *DetachDevice) String() string {
 func (*DetachDevice) ProtoMessage() {}
 
 func (x *DetachDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[7]
+	mi := &file_grain_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -534,7 +600,7 @@ func (x *DetachDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetachDevice.ProtoReflect.Descriptor instead.
 func (*DetachDevice) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{7}
+	return file_grain_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DetachDevice) GetDeviceId() uint32 {
@@ -559,7 +625,7 @@ type DetachDeviceReply struct {
 
 func (x *DetachDeviceReply) Reset() {
 	*x = DetachDeviceReply{}
-	mi := &file_grain_proto_msgTypes[8]
+	mi := &file_grain_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -571,7 +637,7 @@ func (x *DetachDeviceReply) String() string {
 func (*DetachDeviceReply) ProtoMessage() {}
 
 func (x *DetachDeviceReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[8]
+	mi := &file_grain_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -584,7 +650,7 @@ func (x *DetachDeviceReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetachDeviceReply.ProtoReflect.Descriptor instead.
 func (*DetachDeviceReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{8}
+	return file_grain_proto_rawDescGZIP(), []int{9}
 }
 
 // AckInbox deletes a device's entries up to up_to_inbox_seq.
@@ -602,7 +668,7 @@ type AckInbox struct {
 
 func (x *AckInbox) Reset() {
 	*x = AckInbox{}
-	mi := &file_grain_proto_msgTypes[9]
+	mi := &file_grain_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +680,7 @@ func (x *AckInbox) String() string {
 func (*AckInbox) ProtoMessage() {}
 
 func (x *AckInbox) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[9]
+	mi := &file_grain_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +693,7 @@ func (x *AckInbox) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckInbox.ProtoReflect.Descriptor instead.
 func (*AckInbox) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{9}
+	return file_grain_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AckInbox) GetDeviceId() uint32 {
@@ -660,7 +726,7 @@ type AckInboxReply struct {
 
 func (x *AckInboxReply) Reset() {
 	*x = AckInboxReply{}
-	mi := &file_grain_proto_msgTypes[10]
+	mi := &file_grain_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -672,7 +738,7 @@ func (x *AckInboxReply) String() string {
 func (*AckInboxReply) ProtoMessage() {}
 
 func (x *AckInboxReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[10]
+	mi := &file_grain_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -685,7 +751,7 @@ func (x *AckInboxReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckInboxReply.ProtoReflect.Descriptor instead.
 func (*AckInboxReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{10}
+	return file_grain_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AckInboxReply) GetError() *Error {
@@ -705,7 +771,7 @@ type PushEntries struct {
 
 func (x *PushEntries) Reset() {
 	*x = PushEntries{}
-	mi := &file_grain_proto_msgTypes[11]
+	mi := &file_grain_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -717,7 +783,7 @@ func (x *PushEntries) String() string {
 func (*PushEntries) ProtoMessage() {}
 
 func (x *PushEntries) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[11]
+	mi := &file_grain_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -730,7 +796,7 @@ func (x *PushEntries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushEntries.ProtoReflect.Descriptor instead.
 func (*PushEntries) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{11}
+	return file_grain_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PushEntries) GetEntries() []*InboxEntry {
@@ -751,7 +817,7 @@ type StoredEntry struct {
 
 func (x *StoredEntry) Reset() {
 	*x = StoredEntry{}
-	mi := &file_grain_proto_msgTypes[12]
+	mi := &file_grain_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -763,7 +829,7 @@ func (x *StoredEntry) String() string {
 func (*StoredEntry) ProtoMessage() {}
 
 func (x *StoredEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[12]
+	mi := &file_grain_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -776,7 +842,7 @@ func (x *StoredEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredEntry.ProtoReflect.Descriptor instead.
 func (*StoredEntry) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{12}
+	return file_grain_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StoredEntry) GetEntry() *InboxEntry {
@@ -805,7 +871,7 @@ type CreateGroup struct {
 
 func (x *CreateGroup) Reset() {
 	*x = CreateGroup{}
-	mi := &file_grain_proto_msgTypes[13]
+	mi := &file_grain_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +883,7 @@ func (x *CreateGroup) String() string {
 func (*CreateGroup) ProtoMessage() {}
 
 func (x *CreateGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[13]
+	mi := &file_grain_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +896,7 @@ func (x *CreateGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroup.ProtoReflect.Descriptor instead.
 func (*CreateGroup) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{13}
+	return file_grain_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateGroup) GetGroupId() string {
@@ -871,7 +937,7 @@ type CreateGroupReply struct {
 
 func (x *CreateGroupReply) Reset() {
 	*x = CreateGroupReply{}
-	mi := &file_grain_proto_msgTypes[14]
+	mi := &file_grain_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -883,7 +949,7 @@ func (x *CreateGroupReply) String() string {
 func (*CreateGroupReply) ProtoMessage() {}
 
 func (x *CreateGroupReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[14]
+	mi := &file_grain_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -896,7 +962,7 @@ func (x *CreateGroupReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupReply.ProtoReflect.Descriptor instead.
 func (*CreateGroupReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{14}
+	return file_grain_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateGroupReply) GetInfo() *GroupInfo {
@@ -925,7 +991,7 @@ type UpdateGroup struct {
 
 func (x *UpdateGroup) Reset() {
 	*x = UpdateGroup{}
-	mi := &file_grain_proto_msgTypes[15]
+	mi := &file_grain_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1003,7 @@ func (x *UpdateGroup) String() string {
 func (*UpdateGroup) ProtoMessage() {}
 
 func (x *UpdateGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[15]
+	mi := &file_grain_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1016,7 @@ func (x *UpdateGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateGroup.ProtoReflect.Descriptor instead.
 func (*UpdateGroup) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{15}
+	return file_grain_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UpdateGroup) GetGroupId() string {
@@ -991,7 +1057,7 @@ type UpdateGroupReply struct {
 
 func (x *UpdateGroupReply) Reset() {
 	*x = UpdateGroupReply{}
-	mi := &file_grain_proto_msgTypes[16]
+	mi := &file_grain_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1003,7 +1069,7 @@ func (x *UpdateGroupReply) String() string {
 func (*UpdateGroupReply) ProtoMessage() {}
 
 func (x *UpdateGroupReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[16]
+	mi := &file_grain_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1016,7 +1082,7 @@ func (x *UpdateGroupReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateGroupReply.ProtoReflect.Descriptor instead.
 func (*UpdateGroupReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{16}
+	return file_grain_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UpdateGroupReply) GetOk() *GroupUpdateOk {
@@ -1046,7 +1112,7 @@ type SendGroupMessage struct {
 
 func (x *SendGroupMessage) Reset() {
 	*x = SendGroupMessage{}
-	mi := &file_grain_proto_msgTypes[17]
+	mi := &file_grain_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1124,7 @@ func (x *SendGroupMessage) String() string {
 func (*SendGroupMessage) ProtoMessage() {}
 
 func (x *SendGroupMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[17]
+	mi := &file_grain_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1137,7 @@ func (x *SendGroupMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendGroupMessage.ProtoReflect.Descriptor instead.
 func (*SendGroupMessage) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{17}
+	return file_grain_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SendGroupMessage) GetUserId() string {
@@ -1114,7 +1180,7 @@ type SendGroupMessageReply struct {
 
 func (x *SendGroupMessageReply) Reset() {
 	*x = SendGroupMessageReply{}
-	mi := &file_grain_proto_msgTypes[18]
+	mi := &file_grain_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1126,7 +1192,7 @@ func (x *SendGroupMessageReply) String() string {
 func (*SendGroupMessageReply) ProtoMessage() {}
 
 func (x *SendGroupMessageReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[18]
+	mi := &file_grain_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1139,7 +1205,7 @@ func (x *SendGroupMessageReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendGroupMessageReply.ProtoReflect.Descriptor instead.
 func (*SendGroupMessageReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{18}
+	return file_grain_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SendGroupMessageReply) GetGroupSeq() uint64 {
@@ -1180,7 +1246,7 @@ type GetGroupInfo struct {
 
 func (x *GetGroupInfo) Reset() {
 	*x = GetGroupInfo{}
-	mi := &file_grain_proto_msgTypes[19]
+	mi := &file_grain_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1258,7 @@ func (x *GetGroupInfo) String() string {
 func (*GetGroupInfo) ProtoMessage() {}
 
 func (x *GetGroupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[19]
+	mi := &file_grain_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1271,7 @@ func (x *GetGroupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGroupInfo.ProtoReflect.Descriptor instead.
 func (*GetGroupInfo) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{19}
+	return file_grain_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetGroupInfo) GetGroupId() string {
@@ -1232,7 +1298,7 @@ type GetGroupInfoReply struct {
 
 func (x *GetGroupInfoReply) Reset() {
 	*x = GetGroupInfoReply{}
-	mi := &file_grain_proto_msgTypes[20]
+	mi := &file_grain_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1244,7 +1310,7 @@ func (x *GetGroupInfoReply) String() string {
 func (*GetGroupInfoReply) ProtoMessage() {}
 
 func (x *GetGroupInfoReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[20]
+	mi := &file_grain_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1257,7 +1323,7 @@ func (x *GetGroupInfoReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGroupInfoReply.ProtoReflect.Descriptor instead.
 func (*GetGroupInfoReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{20}
+	return file_grain_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetGroupInfoReply) GetInfo() *GroupInfo {
@@ -1284,7 +1350,7 @@ type GetGroupMembers struct {
 
 func (x *GetGroupMembers) Reset() {
 	*x = GetGroupMembers{}
-	mi := &file_grain_proto_msgTypes[21]
+	mi := &file_grain_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +1362,7 @@ func (x *GetGroupMembers) String() string {
 func (*GetGroupMembers) ProtoMessage() {}
 
 func (x *GetGroupMembers) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[21]
+	mi := &file_grain_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +1375,7 @@ func (x *GetGroupMembers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGroupMembers.ProtoReflect.Descriptor instead.
 func (*GetGroupMembers) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{21}
+	return file_grain_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetGroupMembers) GetGroupId() string {
@@ -1336,7 +1402,7 @@ type GetGroupMembersReply struct {
 
 func (x *GetGroupMembersReply) Reset() {
 	*x = GetGroupMembersReply{}
-	mi := &file_grain_proto_msgTypes[22]
+	mi := &file_grain_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1414,7 @@ func (x *GetGroupMembersReply) String() string {
 func (*GetGroupMembersReply) ProtoMessage() {}
 
 func (x *GetGroupMembersReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[22]
+	mi := &file_grain_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1427,7 @@ func (x *GetGroupMembersReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGroupMembersReply.ProtoReflect.Descriptor instead.
 func (*GetGroupMembersReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{22}
+	return file_grain_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetGroupMembersReply) GetMembers() *GroupMemberList {
@@ -1389,7 +1455,7 @@ type GetGroupReceipts struct {
 
 func (x *GetGroupReceipts) Reset() {
 	*x = GetGroupReceipts{}
-	mi := &file_grain_proto_msgTypes[23]
+	mi := &file_grain_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1401,7 +1467,7 @@ func (x *GetGroupReceipts) String() string {
 func (*GetGroupReceipts) ProtoMessage() {}
 
 func (x *GetGroupReceipts) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[23]
+	mi := &file_grain_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1414,7 +1480,7 @@ func (x *GetGroupReceipts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGroupReceipts.ProtoReflect.Descriptor instead.
 func (*GetGroupReceipts) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{23}
+	return file_grain_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetGroupReceipts) GetGroupId() string {
@@ -1448,7 +1514,7 @@ type GetGroupReceiptsReply struct {
 
 func (x *GetGroupReceiptsReply) Reset() {
 	*x = GetGroupReceiptsReply{}
-	mi := &file_grain_proto_msgTypes[24]
+	mi := &file_grain_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1460,7 +1526,7 @@ func (x *GetGroupReceiptsReply) String() string {
 func (*GetGroupReceiptsReply) ProtoMessage() {}
 
 func (x *GetGroupReceiptsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[24]
+	mi := &file_grain_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1473,7 +1539,7 @@ func (x *GetGroupReceiptsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGroupReceiptsReply.ProtoReflect.Descriptor instead.
 func (*GetGroupReceiptsReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{24}
+	return file_grain_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetGroupReceiptsReply) GetReceipts() *GroupReceipts {
@@ -1505,7 +1571,7 @@ type GroupReceipt struct {
 
 func (x *GroupReceipt) Reset() {
 	*x = GroupReceipt{}
-	mi := &file_grain_proto_msgTypes[25]
+	mi := &file_grain_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1517,7 +1583,7 @@ func (x *GroupReceipt) String() string {
 func (*GroupReceipt) ProtoMessage() {}
 
 func (x *GroupReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[25]
+	mi := &file_grain_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1530,7 +1596,7 @@ func (x *GroupReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupReceipt.ProtoReflect.Descriptor instead.
 func (*GroupReceipt) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{25}
+	return file_grain_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GroupReceipt) GetGroupId() string {
@@ -1570,7 +1636,7 @@ type GroupReceiptReply struct {
 
 func (x *GroupReceiptReply) Reset() {
 	*x = GroupReceiptReply{}
-	mi := &file_grain_proto_msgTypes[26]
+	mi := &file_grain_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1582,7 +1648,7 @@ func (x *GroupReceiptReply) String() string {
 func (*GroupReceiptReply) ProtoMessage() {}
 
 func (x *GroupReceiptReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[26]
+	mi := &file_grain_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1595,7 +1661,7 @@ func (x *GroupReceiptReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupReceiptReply.ProtoReflect.Descriptor instead.
 func (*GroupReceiptReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{26}
+	return file_grain_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GroupReceiptReply) GetError() *Error {
@@ -1615,7 +1681,7 @@ type WakeGroup struct {
 
 func (x *WakeGroup) Reset() {
 	*x = WakeGroup{}
-	mi := &file_grain_proto_msgTypes[27]
+	mi := &file_grain_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1693,7 @@ func (x *WakeGroup) String() string {
 func (*WakeGroup) ProtoMessage() {}
 
 func (x *WakeGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[27]
+	mi := &file_grain_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1706,7 @@ func (x *WakeGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WakeGroup.ProtoReflect.Descriptor instead.
 func (*WakeGroup) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{27}
+	return file_grain_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WakeGroup) GetGroupId() string {
@@ -1658,7 +1724,7 @@ type WakeGroupReply struct {
 
 func (x *WakeGroupReply) Reset() {
 	*x = WakeGroupReply{}
-	mi := &file_grain_proto_msgTypes[28]
+	mi := &file_grain_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1670,7 +1736,7 @@ func (x *WakeGroupReply) String() string {
 func (*WakeGroupReply) ProtoMessage() {}
 
 func (x *WakeGroupReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[28]
+	mi := &file_grain_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1683,7 +1749,7 @@ func (x *WakeGroupReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WakeGroupReply.ProtoReflect.Descriptor instead.
 func (*WakeGroupReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{28}
+	return file_grain_proto_rawDescGZIP(), []int{29}
 }
 
 // DeliverGroupEntries asks User(member) to store group entries in every
@@ -1699,7 +1765,7 @@ type DeliverGroupEntries struct {
 
 func (x *DeliverGroupEntries) Reset() {
 	*x = DeliverGroupEntries{}
-	mi := &file_grain_proto_msgTypes[29]
+	mi := &file_grain_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1711,7 +1777,7 @@ func (x *DeliverGroupEntries) String() string {
 func (*DeliverGroupEntries) ProtoMessage() {}
 
 func (x *DeliverGroupEntries) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[29]
+	mi := &file_grain_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1724,7 +1790,7 @@ func (x *DeliverGroupEntries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverGroupEntries.ProtoReflect.Descriptor instead.
 func (*DeliverGroupEntries) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{29}
+	return file_grain_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DeliverGroupEntries) GetGroupId() string {
@@ -1750,7 +1816,7 @@ type DeliverGroupEntriesReply struct {
 
 func (x *DeliverGroupEntriesReply) Reset() {
 	*x = DeliverGroupEntriesReply{}
-	mi := &file_grain_proto_msgTypes[30]
+	mi := &file_grain_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1762,7 +1828,7 @@ func (x *DeliverGroupEntriesReply) String() string {
 func (*DeliverGroupEntriesReply) ProtoMessage() {}
 
 func (x *DeliverGroupEntriesReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[30]
+	mi := &file_grain_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1775,7 +1841,7 @@ func (x *DeliverGroupEntriesReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverGroupEntriesReply.ProtoReflect.Descriptor instead.
 func (*DeliverGroupEntriesReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{30}
+	return file_grain_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DeliverGroupEntriesReply) GetError() *Error {
@@ -1802,7 +1868,7 @@ type GroupLogEntry struct {
 
 func (x *GroupLogEntry) Reset() {
 	*x = GroupLogEntry{}
-	mi := &file_grain_proto_msgTypes[31]
+	mi := &file_grain_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1814,7 +1880,7 @@ func (x *GroupLogEntry) String() string {
 func (*GroupLogEntry) ProtoMessage() {}
 
 func (x *GroupLogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[31]
+	mi := &file_grain_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1827,7 +1893,7 @@ func (x *GroupLogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupLogEntry.ProtoReflect.Descriptor instead.
 func (*GroupLogEntry) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{31}
+	return file_grain_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GroupLogEntry) GetGroupSeq() uint64 {
@@ -1869,7 +1935,7 @@ type SeqSpan struct {
 
 func (x *SeqSpan) Reset() {
 	*x = SeqSpan{}
-	mi := &file_grain_proto_msgTypes[32]
+	mi := &file_grain_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1881,7 +1947,7 @@ func (x *SeqSpan) String() string {
 func (*SeqSpan) ProtoMessage() {}
 
 func (x *SeqSpan) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[32]
+	mi := &file_grain_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1894,7 +1960,7 @@ func (x *SeqSpan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SeqSpan.ProtoReflect.Descriptor instead.
 func (*SeqSpan) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{32}
+	return file_grain_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SeqSpan) GetFrom() uint64 {
@@ -1929,7 +1995,7 @@ type GroupMemberState struct {
 
 func (x *GroupMemberState) Reset() {
 	*x = GroupMemberState{}
-	mi := &file_grain_proto_msgTypes[33]
+	mi := &file_grain_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1941,7 +2007,7 @@ func (x *GroupMemberState) String() string {
 func (*GroupMemberState) ProtoMessage() {}
 
 func (x *GroupMemberState) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[33]
+	mi := &file_grain_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1954,7 +2020,7 @@ func (x *GroupMemberState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMemberState.ProtoReflect.Descriptor instead.
 func (*GroupMemberState) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{33}
+	return file_grain_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GroupMemberState) GetUserId() string {
@@ -2013,7 +2079,7 @@ type GroupState struct {
 
 func (x *GroupState) Reset() {
 	*x = GroupState{}
-	mi := &file_grain_proto_msgTypes[34]
+	mi := &file_grain_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2025,7 +2091,7 @@ func (x *GroupState) String() string {
 func (*GroupState) ProtoMessage() {}
 
 func (x *GroupState) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[34]
+	mi := &file_grain_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2038,7 +2104,7 @@ func (x *GroupState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupState.ProtoReflect.Descriptor instead.
 func (*GroupState) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{34}
+	return file_grain_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GroupState) GetGroupId() string {
@@ -2130,7 +2196,7 @@ type UserSettings struct {
 
 func (x *UserSettings) Reset() {
 	*x = UserSettings{}
-	mi := &file_grain_proto_msgTypes[35]
+	mi := &file_grain_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2142,7 +2208,7 @@ func (x *UserSettings) String() string {
 func (*UserSettings) ProtoMessage() {}
 
 func (x *UserSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[35]
+	mi := &file_grain_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2155,7 +2221,7 @@ func (x *UserSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserSettings.ProtoReflect.Descriptor instead.
 func (*UserSettings) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{35}
+	return file_grain_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *UserSettings) GetDeviceId() uint32 {
@@ -2262,7 +2328,7 @@ type UserSettingsReply struct {
 
 func (x *UserSettingsReply) Reset() {
 	*x = UserSettingsReply{}
-	mi := &file_grain_proto_msgTypes[36]
+	mi := &file_grain_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2274,7 +2340,7 @@ func (x *UserSettingsReply) String() string {
 func (*UserSettingsReply) ProtoMessage() {}
 
 func (x *UserSettingsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[36]
+	mi := &file_grain_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2287,7 +2353,7 @@ func (x *UserSettingsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserSettingsReply.ProtoReflect.Descriptor instead.
 func (*UserSettingsReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{36}
+	return file_grain_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *UserSettingsReply) GetError() *Error {
@@ -2325,7 +2391,7 @@ type WatchPresence struct {
 
 func (x *WatchPresence) Reset() {
 	*x = WatchPresence{}
-	mi := &file_grain_proto_msgTypes[37]
+	mi := &file_grain_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2337,7 +2403,7 @@ func (x *WatchPresence) String() string {
 func (*WatchPresence) ProtoMessage() {}
 
 func (x *WatchPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[37]
+	mi := &file_grain_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2350,7 +2416,7 @@ func (x *WatchPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPresence.ProtoReflect.Descriptor instead.
 func (*WatchPresence) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{37}
+	return file_grain_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WatchPresence) GetViewerUserId() string {
@@ -2397,7 +2463,7 @@ type WatchPresenceReply struct {
 
 func (x *WatchPresenceReply) Reset() {
 	*x = WatchPresenceReply{}
-	mi := &file_grain_proto_msgTypes[38]
+	mi := &file_grain_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2409,7 +2475,7 @@ func (x *WatchPresenceReply) String() string {
 func (*WatchPresenceReply) ProtoMessage() {}
 
 func (x *WatchPresenceReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[38]
+	mi := &file_grain_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2422,7 +2488,7 @@ func (x *WatchPresenceReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPresenceReply.ProtoReflect.Descriptor instead.
 func (*WatchPresenceReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{38}
+	return file_grain_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *WatchPresenceReply) GetError() *Error {
@@ -2445,7 +2511,7 @@ type TypingTo struct {
 
 func (x *TypingTo) Reset() {
 	*x = TypingTo{}
-	mi := &file_grain_proto_msgTypes[39]
+	mi := &file_grain_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2457,7 +2523,7 @@ func (x *TypingTo) String() string {
 func (*TypingTo) ProtoMessage() {}
 
 func (x *TypingTo) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[39]
+	mi := &file_grain_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2470,7 +2536,7 @@ func (x *TypingTo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingTo.ProtoReflect.Descriptor instead.
 func (*TypingTo) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{39}
+	return file_grain_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *TypingTo) GetFromUserId() string {
@@ -2509,7 +2575,7 @@ type TypingToReply struct {
 
 func (x *TypingToReply) Reset() {
 	*x = TypingToReply{}
-	mi := &file_grain_proto_msgTypes[40]
+	mi := &file_grain_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2521,7 +2587,7 @@ func (x *TypingToReply) String() string {
 func (*TypingToReply) ProtoMessage() {}
 
 func (x *TypingToReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[40]
+	mi := &file_grain_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2534,7 +2600,7 @@ func (x *TypingToReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingToReply.ProtoReflect.Descriptor instead.
 func (*TypingToReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{40}
+	return file_grain_proto_rawDescGZIP(), []int{41}
 }
 
 // A typing indicator to every member of a group but the sender.
@@ -2550,7 +2616,7 @@ type GroupTyping struct {
 
 func (x *GroupTyping) Reset() {
 	*x = GroupTyping{}
-	mi := &file_grain_proto_msgTypes[41]
+	mi := &file_grain_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2562,7 +2628,7 @@ func (x *GroupTyping) String() string {
 func (*GroupTyping) ProtoMessage() {}
 
 func (x *GroupTyping) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[41]
+	mi := &file_grain_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2575,7 +2641,7 @@ func (x *GroupTyping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupTyping.ProtoReflect.Descriptor instead.
 func (*GroupTyping) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{41}
+	return file_grain_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GroupTyping) GetGroupId() string {
@@ -2615,7 +2681,7 @@ type GroupTypingReply struct {
 
 func (x *GroupTypingReply) Reset() {
 	*x = GroupTypingReply{}
-	mi := &file_grain_proto_msgTypes[42]
+	mi := &file_grain_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2627,7 +2693,7 @@ func (x *GroupTypingReply) String() string {
 func (*GroupTypingReply) ProtoMessage() {}
 
 func (x *GroupTypingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[42]
+	mi := &file_grain_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2640,7 +2706,7 @@ func (x *GroupTypingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupTypingReply.ProtoReflect.Descriptor instead.
 func (*GroupTypingReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{42}
+	return file_grain_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GroupTypingReply) GetError() *Error {
@@ -2668,7 +2734,7 @@ type UserProfile struct {
 
 func (x *UserProfile) Reset() {
 	*x = UserProfile{}
-	mi := &file_grain_proto_msgTypes[43]
+	mi := &file_grain_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2680,7 +2746,7 @@ func (x *UserProfile) String() string {
 func (*UserProfile) ProtoMessage() {}
 
 func (x *UserProfile) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[43]
+	mi := &file_grain_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2693,7 +2759,7 @@ func (x *UserProfile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserProfile.ProtoReflect.Descriptor instead.
 func (*UserProfile) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{43}
+	return file_grain_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *UserProfile) GetContacts() []*Contact {
@@ -2749,7 +2815,7 @@ type CreateLinkCode struct {
 
 func (x *CreateLinkCode) Reset() {
 	*x = CreateLinkCode{}
-	mi := &file_grain_proto_msgTypes[44]
+	mi := &file_grain_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2761,7 +2827,7 @@ func (x *CreateLinkCode) String() string {
 func (*CreateLinkCode) ProtoMessage() {}
 
 func (x *CreateLinkCode) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[44]
+	mi := &file_grain_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2774,7 +2840,7 @@ func (x *CreateLinkCode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateLinkCode.ProtoReflect.Descriptor instead.
 func (*CreateLinkCode) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{44}
+	return file_grain_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CreateLinkCode) GetDeviceId() uint32 {
@@ -2795,7 +2861,7 @@ type CreateLinkCodeReply struct {
 
 func (x *CreateLinkCodeReply) Reset() {
 	*x = CreateLinkCodeReply{}
-	mi := &file_grain_proto_msgTypes[45]
+	mi := &file_grain_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2807,7 +2873,7 @@ func (x *CreateLinkCodeReply) String() string {
 func (*CreateLinkCodeReply) ProtoMessage() {}
 
 func (x *CreateLinkCodeReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[45]
+	mi := &file_grain_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2820,7 +2886,7 @@ func (x *CreateLinkCodeReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateLinkCodeReply.ProtoReflect.Descriptor instead.
 func (*CreateLinkCodeReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{45}
+	return file_grain_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CreateLinkCodeReply) GetError() *Error {
@@ -2856,7 +2922,7 @@ type RedeemLinkCode struct {
 
 func (x *RedeemLinkCode) Reset() {
 	*x = RedeemLinkCode{}
-	mi := &file_grain_proto_msgTypes[46]
+	mi := &file_grain_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2868,7 +2934,7 @@ func (x *RedeemLinkCode) String() string {
 func (*RedeemLinkCode) ProtoMessage() {}
 
 func (x *RedeemLinkCode) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[46]
+	mi := &file_grain_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2881,7 +2947,7 @@ func (x *RedeemLinkCode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedeemLinkCode.ProtoReflect.Descriptor instead.
 func (*RedeemLinkCode) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{46}
+	return file_grain_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RedeemLinkCode) GetCode() string {
@@ -2908,7 +2974,7 @@ type RedeemLinkCodeReply struct {
 
 func (x *RedeemLinkCodeReply) Reset() {
 	*x = RedeemLinkCodeReply{}
-	mi := &file_grain_proto_msgTypes[47]
+	mi := &file_grain_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2920,7 +2986,7 @@ func (x *RedeemLinkCodeReply) String() string {
 func (*RedeemLinkCodeReply) ProtoMessage() {}
 
 func (x *RedeemLinkCodeReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[47]
+	mi := &file_grain_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2933,7 +2999,7 @@ func (x *RedeemLinkCodeReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedeemLinkCodeReply.ProtoReflect.Descriptor instead.
 func (*RedeemLinkCodeReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{47}
+	return file_grain_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RedeemLinkCodeReply) GetError() *Error {
@@ -2962,7 +3028,7 @@ type UnlinkDevice struct {
 
 func (x *UnlinkDevice) Reset() {
 	*x = UnlinkDevice{}
-	mi := &file_grain_proto_msgTypes[48]
+	mi := &file_grain_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2974,7 +3040,7 @@ func (x *UnlinkDevice) String() string {
 func (*UnlinkDevice) ProtoMessage() {}
 
 func (x *UnlinkDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[48]
+	mi := &file_grain_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2987,7 +3053,7 @@ func (x *UnlinkDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlinkDevice.ProtoReflect.Descriptor instead.
 func (*UnlinkDevice) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{48}
+	return file_grain_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *UnlinkDevice) GetRequesterDeviceId() uint32 {
@@ -3013,7 +3079,7 @@ type UnlinkDeviceReply struct {
 
 func (x *UnlinkDeviceReply) Reset() {
 	*x = UnlinkDeviceReply{}
-	mi := &file_grain_proto_msgTypes[49]
+	mi := &file_grain_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3025,7 +3091,7 @@ func (x *UnlinkDeviceReply) String() string {
 func (*UnlinkDeviceReply) ProtoMessage() {}
 
 func (x *UnlinkDeviceReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[49]
+	mi := &file_grain_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3038,7 +3104,7 @@ func (x *UnlinkDeviceReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlinkDeviceReply.ProtoReflect.Descriptor instead.
 func (*UnlinkDeviceReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{49}
+	return file_grain_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *UnlinkDeviceReply) GetError() *Error {
@@ -3059,7 +3125,7 @@ type IdentityChanged struct {
 
 func (x *IdentityChanged) Reset() {
 	*x = IdentityChanged{}
-	mi := &file_grain_proto_msgTypes[50]
+	mi := &file_grain_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3071,7 +3137,7 @@ func (x *IdentityChanged) String() string {
 func (*IdentityChanged) ProtoMessage() {}
 
 func (x *IdentityChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[50]
+	mi := &file_grain_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3084,7 +3150,7 @@ func (x *IdentityChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentityChanged.ProtoReflect.Descriptor instead.
 func (*IdentityChanged) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{50}
+	return file_grain_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *IdentityChanged) GetDeviceId() uint32 {
@@ -3102,7 +3168,7 @@ type IdentityChangedReply struct {
 
 func (x *IdentityChangedReply) Reset() {
 	*x = IdentityChangedReply{}
-	mi := &file_grain_proto_msgTypes[51]
+	mi := &file_grain_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3114,7 +3180,7 @@ func (x *IdentityChangedReply) String() string {
 func (*IdentityChangedReply) ProtoMessage() {}
 
 func (x *IdentityChangedReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[51]
+	mi := &file_grain_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3127,7 +3193,7 @@ func (x *IdentityChangedReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentityChangedReply.ProtoReflect.Descriptor instead.
 func (*IdentityChangedReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{51}
+	return file_grain_proto_rawDescGZIP(), []int{52}
 }
 
 // StoreTranscript stores a sent message for the sender's other devices
@@ -3146,7 +3212,7 @@ type StoreTranscript struct {
 
 func (x *StoreTranscript) Reset() {
 	*x = StoreTranscript{}
-	mi := &file_grain_proto_msgTypes[52]
+	mi := &file_grain_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3158,7 +3224,7 @@ func (x *StoreTranscript) String() string {
 func (*StoreTranscript) ProtoMessage() {}
 
 func (x *StoreTranscript) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[52]
+	mi := &file_grain_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3171,7 +3237,7 @@ func (x *StoreTranscript) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreTranscript.ProtoReflect.Descriptor instead.
 func (*StoreTranscript) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{52}
+	return file_grain_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *StoreTranscript) GetFromDeviceId() uint32 {
@@ -3218,7 +3284,7 @@ type StoreTranscriptReply struct {
 
 func (x *StoreTranscriptReply) Reset() {
 	*x = StoreTranscriptReply{}
-	mi := &file_grain_proto_msgTypes[53]
+	mi := &file_grain_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3230,7 +3296,7 @@ func (x *StoreTranscriptReply) String() string {
 func (*StoreTranscriptReply) ProtoMessage() {}
 
 func (x *StoreTranscriptReply) ProtoReflect() protoreflect.Message {
-	mi := &file_grain_proto_msgTypes[53]
+	mi := &file_grain_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3243,7 +3309,7 @@ func (x *StoreTranscriptReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreTranscriptReply.ProtoReflect.Descriptor instead.
 func (*StoreTranscriptReply) Descriptor() ([]byte, []int) {
-	return file_grain_proto_rawDescGZIP(), []int{53}
+	return file_grain_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *StoreTranscriptReply) GetError() *Error {
@@ -3281,7 +3347,12 @@ const file_grain_proto_rawDesc = "" +
 	"\tgroup_seq\x18\x06 \x01(\x04R\bgroupSeq\x12$\n" +
 	"\x0eonly_device_id\x18\a \x01(\rR\fonlyDeviceId\">\n" +
 	"\x13DeliverReceiptReply\x12'\n" +
-	"\x05error\x18\x01 \x01(\v2\x11.courier.v1.ErrorR\x05error\"\xac\x01\n" +
+	"\x05error\x18\x01 \x01(\v2\x11.courier.v1.ErrorR\x05error\"\x7f\n" +
+	"\x0fSendReadReceipt\x12$\n" +
+	"\x0efrom_device_id\x18\x01 \x01(\rR\ffromDeviceId\x12 \n" +
+	"\fpeer_user_id\x18\x02 \x01(\tR\n" +
+	"peerUserId\x12$\n" +
+	"\x0eclient_msg_ids\x18\x03 \x03(\tR\fclientMsgIds\"\xac\x01\n" +
 	"\fAttachDevice\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\rR\bdeviceId\x12'\n" +
 	"\x0fsession_address\x18\x02 \x01(\tR\x0esessionAddress\x12\x1d\n" +
@@ -3495,143 +3566,144 @@ func file_grain_proto_rawDescGZIP() []byte {
 	return file_grain_proto_rawDescData
 }
 
-var file_grain_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_grain_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_grain_proto_goTypes = []any{
 	(*DeliverMessage)(nil),           // 0: courier.v1.DeliverMessage
 	(*DeliverMessageReply)(nil),      // 1: courier.v1.DeliverMessageReply
 	(*DeliverReceipt)(nil),           // 2: courier.v1.DeliverReceipt
 	(*DeliverReceiptReply)(nil),      // 3: courier.v1.DeliverReceiptReply
-	(*AttachDevice)(nil),             // 4: courier.v1.AttachDevice
-	(*AttachDeviceReply)(nil),        // 5: courier.v1.AttachDeviceReply
-	(*SessionReplaced)(nil),          // 6: courier.v1.SessionReplaced
-	(*DetachDevice)(nil),             // 7: courier.v1.DetachDevice
-	(*DetachDeviceReply)(nil),        // 8: courier.v1.DetachDeviceReply
-	(*AckInbox)(nil),                 // 9: courier.v1.AckInbox
-	(*AckInboxReply)(nil),            // 10: courier.v1.AckInboxReply
-	(*PushEntries)(nil),              // 11: courier.v1.PushEntries
-	(*StoredEntry)(nil),              // 12: courier.v1.StoredEntry
-	(*CreateGroup)(nil),              // 13: courier.v1.CreateGroup
-	(*CreateGroupReply)(nil),         // 14: courier.v1.CreateGroupReply
-	(*UpdateGroup)(nil),              // 15: courier.v1.UpdateGroup
-	(*UpdateGroupReply)(nil),         // 16: courier.v1.UpdateGroupReply
-	(*SendGroupMessage)(nil),         // 17: courier.v1.SendGroupMessage
-	(*SendGroupMessageReply)(nil),    // 18: courier.v1.SendGroupMessageReply
-	(*GetGroupInfo)(nil),             // 19: courier.v1.GetGroupInfo
-	(*GetGroupInfoReply)(nil),        // 20: courier.v1.GetGroupInfoReply
-	(*GetGroupMembers)(nil),          // 21: courier.v1.GetGroupMembers
-	(*GetGroupMembersReply)(nil),     // 22: courier.v1.GetGroupMembersReply
-	(*GetGroupReceipts)(nil),         // 23: courier.v1.GetGroupReceipts
-	(*GetGroupReceiptsReply)(nil),    // 24: courier.v1.GetGroupReceiptsReply
-	(*GroupReceipt)(nil),             // 25: courier.v1.GroupReceipt
-	(*GroupReceiptReply)(nil),        // 26: courier.v1.GroupReceiptReply
-	(*WakeGroup)(nil),                // 27: courier.v1.WakeGroup
-	(*WakeGroupReply)(nil),           // 28: courier.v1.WakeGroupReply
-	(*DeliverGroupEntries)(nil),      // 29: courier.v1.DeliverGroupEntries
-	(*DeliverGroupEntriesReply)(nil), // 30: courier.v1.DeliverGroupEntriesReply
-	(*GroupLogEntry)(nil),            // 31: courier.v1.GroupLogEntry
-	(*SeqSpan)(nil),                  // 32: courier.v1.SeqSpan
-	(*GroupMemberState)(nil),         // 33: courier.v1.GroupMemberState
-	(*GroupState)(nil),               // 34: courier.v1.GroupState
-	(*UserSettings)(nil),             // 35: courier.v1.UserSettings
-	(*UserSettingsReply)(nil),        // 36: courier.v1.UserSettingsReply
-	(*WatchPresence)(nil),            // 37: courier.v1.WatchPresence
-	(*WatchPresenceReply)(nil),       // 38: courier.v1.WatchPresenceReply
-	(*TypingTo)(nil),                 // 39: courier.v1.TypingTo
-	(*TypingToReply)(nil),            // 40: courier.v1.TypingToReply
-	(*GroupTyping)(nil),              // 41: courier.v1.GroupTyping
-	(*GroupTypingReply)(nil),         // 42: courier.v1.GroupTypingReply
-	(*UserProfile)(nil),              // 43: courier.v1.UserProfile
-	(*CreateLinkCode)(nil),           // 44: courier.v1.CreateLinkCode
-	(*CreateLinkCodeReply)(nil),      // 45: courier.v1.CreateLinkCodeReply
-	(*RedeemLinkCode)(nil),           // 46: courier.v1.RedeemLinkCode
-	(*RedeemLinkCodeReply)(nil),      // 47: courier.v1.RedeemLinkCodeReply
-	(*UnlinkDevice)(nil),             // 48: courier.v1.UnlinkDevice
-	(*UnlinkDeviceReply)(nil),        // 49: courier.v1.UnlinkDeviceReply
-	(*IdentityChanged)(nil),          // 50: courier.v1.IdentityChanged
-	(*IdentityChangedReply)(nil),     // 51: courier.v1.IdentityChangedReply
-	(*StoreTranscript)(nil),          // 52: courier.v1.StoreTranscript
-	(*StoreTranscriptReply)(nil),     // 53: courier.v1.StoreTranscriptReply
-	nil,                              // 54: courier.v1.UserProfile.PushTokensEntry
-	(*Send)(nil),                     // 55: courier.v1.Send
-	(*Error)(nil),                    // 56: courier.v1.Error
-	(EntryKind)(0),                   // 57: courier.v1.EntryKind
-	(Visibility)(0),                  // 58: courier.v1.Visibility
-	(*InboxEntry)(nil),               // 59: courier.v1.InboxEntry
-	(*GroupCreate)(nil),              // 60: courier.v1.GroupCreate
-	(*GroupInfo)(nil),                // 61: courier.v1.GroupInfo
-	(*GroupUpdate)(nil),              // 62: courier.v1.GroupUpdate
-	(*GroupUpdateOk)(nil),            // 63: courier.v1.GroupUpdateOk
-	(*GroupSend)(nil),                // 64: courier.v1.GroupSend
-	(*GroupMemberList)(nil),          // 65: courier.v1.GroupMemberList
-	(*GroupReceipts)(nil),            // 66: courier.v1.GroupReceipts
-	(*GroupDeviceCiphertext)(nil),    // 67: courier.v1.GroupDeviceCiphertext
-	(GroupRole)(0),                   // 68: courier.v1.GroupRole
-	(*GroupSettings)(nil),            // 69: courier.v1.GroupSettings
-	(*ContactsUpdate)(nil),           // 70: courier.v1.ContactsUpdate
-	(*ContactsRequest)(nil),          // 71: courier.v1.ContactsRequest
-	(*BlockUpdate)(nil),              // 72: courier.v1.BlockUpdate
-	(*PrivacyUpdate)(nil),            // 73: courier.v1.PrivacyUpdate
-	(*PushTokenUpdate)(nil),          // 74: courier.v1.PushTokenUpdate
-	(*ContactList)(nil),              // 75: courier.v1.ContactList
-	(TypingState)(0),                 // 76: courier.v1.TypingState
-	(*Contact)(nil),                  // 77: courier.v1.Contact
-	(*DeviceCiphertext)(nil),         // 78: courier.v1.DeviceCiphertext
+	(*SendReadReceipt)(nil),          // 4: courier.v1.SendReadReceipt
+	(*AttachDevice)(nil),             // 5: courier.v1.AttachDevice
+	(*AttachDeviceReply)(nil),        // 6: courier.v1.AttachDeviceReply
+	(*SessionReplaced)(nil),          // 7: courier.v1.SessionReplaced
+	(*DetachDevice)(nil),             // 8: courier.v1.DetachDevice
+	(*DetachDeviceReply)(nil),        // 9: courier.v1.DetachDeviceReply
+	(*AckInbox)(nil),                 // 10: courier.v1.AckInbox
+	(*AckInboxReply)(nil),            // 11: courier.v1.AckInboxReply
+	(*PushEntries)(nil),              // 12: courier.v1.PushEntries
+	(*StoredEntry)(nil),              // 13: courier.v1.StoredEntry
+	(*CreateGroup)(nil),              // 14: courier.v1.CreateGroup
+	(*CreateGroupReply)(nil),         // 15: courier.v1.CreateGroupReply
+	(*UpdateGroup)(nil),              // 16: courier.v1.UpdateGroup
+	(*UpdateGroupReply)(nil),         // 17: courier.v1.UpdateGroupReply
+	(*SendGroupMessage)(nil),         // 18: courier.v1.SendGroupMessage
+	(*SendGroupMessageReply)(nil),    // 19: courier.v1.SendGroupMessageReply
+	(*GetGroupInfo)(nil),             // 20: courier.v1.GetGroupInfo
+	(*GetGroupInfoReply)(nil),        // 21: courier.v1.GetGroupInfoReply
+	(*GetGroupMembers)(nil),          // 22: courier.v1.GetGroupMembers
+	(*GetGroupMembersReply)(nil),     // 23: courier.v1.GetGroupMembersReply
+	(*GetGroupReceipts)(nil),         // 24: courier.v1.GetGroupReceipts
+	(*GetGroupReceiptsReply)(nil),    // 25: courier.v1.GetGroupReceiptsReply
+	(*GroupReceipt)(nil),             // 26: courier.v1.GroupReceipt
+	(*GroupReceiptReply)(nil),        // 27: courier.v1.GroupReceiptReply
+	(*WakeGroup)(nil),                // 28: courier.v1.WakeGroup
+	(*WakeGroupReply)(nil),           // 29: courier.v1.WakeGroupReply
+	(*DeliverGroupEntries)(nil),      // 30: courier.v1.DeliverGroupEntries
+	(*DeliverGroupEntriesReply)(nil), // 31: courier.v1.DeliverGroupEntriesReply
+	(*GroupLogEntry)(nil),            // 32: courier.v1.GroupLogEntry
+	(*SeqSpan)(nil),                  // 33: courier.v1.SeqSpan
+	(*GroupMemberState)(nil),         // 34: courier.v1.GroupMemberState
+	(*GroupState)(nil),               // 35: courier.v1.GroupState
+	(*UserSettings)(nil),             // 36: courier.v1.UserSettings
+	(*UserSettingsReply)(nil),        // 37: courier.v1.UserSettingsReply
+	(*WatchPresence)(nil),            // 38: courier.v1.WatchPresence
+	(*WatchPresenceReply)(nil),       // 39: courier.v1.WatchPresenceReply
+	(*TypingTo)(nil),                 // 40: courier.v1.TypingTo
+	(*TypingToReply)(nil),            // 41: courier.v1.TypingToReply
+	(*GroupTyping)(nil),              // 42: courier.v1.GroupTyping
+	(*GroupTypingReply)(nil),         // 43: courier.v1.GroupTypingReply
+	(*UserProfile)(nil),              // 44: courier.v1.UserProfile
+	(*CreateLinkCode)(nil),           // 45: courier.v1.CreateLinkCode
+	(*CreateLinkCodeReply)(nil),      // 46: courier.v1.CreateLinkCodeReply
+	(*RedeemLinkCode)(nil),           // 47: courier.v1.RedeemLinkCode
+	(*RedeemLinkCodeReply)(nil),      // 48: courier.v1.RedeemLinkCodeReply
+	(*UnlinkDevice)(nil),             // 49: courier.v1.UnlinkDevice
+	(*UnlinkDeviceReply)(nil),        // 50: courier.v1.UnlinkDeviceReply
+	(*IdentityChanged)(nil),          // 51: courier.v1.IdentityChanged
+	(*IdentityChangedReply)(nil),     // 52: courier.v1.IdentityChangedReply
+	(*StoreTranscript)(nil),          // 53: courier.v1.StoreTranscript
+	(*StoreTranscriptReply)(nil),     // 54: courier.v1.StoreTranscriptReply
+	nil,                              // 55: courier.v1.UserProfile.PushTokensEntry
+	(*Send)(nil),                     // 56: courier.v1.Send
+	(*Error)(nil),                    // 57: courier.v1.Error
+	(EntryKind)(0),                   // 58: courier.v1.EntryKind
+	(Visibility)(0),                  // 59: courier.v1.Visibility
+	(*InboxEntry)(nil),               // 60: courier.v1.InboxEntry
+	(*GroupCreate)(nil),              // 61: courier.v1.GroupCreate
+	(*GroupInfo)(nil),                // 62: courier.v1.GroupInfo
+	(*GroupUpdate)(nil),              // 63: courier.v1.GroupUpdate
+	(*GroupUpdateOk)(nil),            // 64: courier.v1.GroupUpdateOk
+	(*GroupSend)(nil),                // 65: courier.v1.GroupSend
+	(*GroupMemberList)(nil),          // 66: courier.v1.GroupMemberList
+	(*GroupReceipts)(nil),            // 67: courier.v1.GroupReceipts
+	(*GroupDeviceCiphertext)(nil),    // 68: courier.v1.GroupDeviceCiphertext
+	(GroupRole)(0),                   // 69: courier.v1.GroupRole
+	(*GroupSettings)(nil),            // 70: courier.v1.GroupSettings
+	(*ContactsUpdate)(nil),           // 71: courier.v1.ContactsUpdate
+	(*ContactsRequest)(nil),          // 72: courier.v1.ContactsRequest
+	(*BlockUpdate)(nil),              // 73: courier.v1.BlockUpdate
+	(*PrivacyUpdate)(nil),            // 74: courier.v1.PrivacyUpdate
+	(*PushTokenUpdate)(nil),          // 75: courier.v1.PushTokenUpdate
+	(*ContactList)(nil),              // 76: courier.v1.ContactList
+	(TypingState)(0),                 // 77: courier.v1.TypingState
+	(*Contact)(nil),                  // 78: courier.v1.Contact
+	(*DeviceCiphertext)(nil),         // 79: courier.v1.DeviceCiphertext
 }
 var file_grain_proto_depIdxs = []int32{
-	55, // 0: courier.v1.DeliverMessage.send:type_name -> courier.v1.Send
-	56, // 1: courier.v1.DeliverMessageReply.error:type_name -> courier.v1.Error
-	57, // 2: courier.v1.DeliverReceipt.kind:type_name -> courier.v1.EntryKind
-	56, // 3: courier.v1.DeliverReceiptReply.error:type_name -> courier.v1.Error
-	58, // 4: courier.v1.AttachDeviceReply.presence_visibility:type_name -> courier.v1.Visibility
-	56, // 5: courier.v1.AttachDeviceReply.error:type_name -> courier.v1.Error
-	56, // 6: courier.v1.AckInboxReply.error:type_name -> courier.v1.Error
-	59, // 7: courier.v1.PushEntries.entries:type_name -> courier.v1.InboxEntry
-	59, // 8: courier.v1.StoredEntry.entry:type_name -> courier.v1.InboxEntry
-	60, // 9: courier.v1.CreateGroup.create:type_name -> courier.v1.GroupCreate
-	61, // 10: courier.v1.CreateGroupReply.info:type_name -> courier.v1.GroupInfo
-	56, // 11: courier.v1.CreateGroupReply.error:type_name -> courier.v1.Error
-	62, // 12: courier.v1.UpdateGroup.update:type_name -> courier.v1.GroupUpdate
-	63, // 13: courier.v1.UpdateGroupReply.ok:type_name -> courier.v1.GroupUpdateOk
-	56, // 14: courier.v1.UpdateGroupReply.error:type_name -> courier.v1.Error
-	64, // 15: courier.v1.SendGroupMessage.send:type_name -> courier.v1.GroupSend
-	56, // 16: courier.v1.SendGroupMessageReply.error:type_name -> courier.v1.Error
-	61, // 17: courier.v1.GetGroupInfoReply.info:type_name -> courier.v1.GroupInfo
-	56, // 18: courier.v1.GetGroupInfoReply.error:type_name -> courier.v1.Error
-	65, // 19: courier.v1.GetGroupMembersReply.members:type_name -> courier.v1.GroupMemberList
-	56, // 20: courier.v1.GetGroupMembersReply.error:type_name -> courier.v1.Error
-	66, // 21: courier.v1.GetGroupReceiptsReply.receipts:type_name -> courier.v1.GroupReceipts
-	56, // 22: courier.v1.GetGroupReceiptsReply.error:type_name -> courier.v1.Error
-	57, // 23: courier.v1.GroupReceipt.kind:type_name -> courier.v1.EntryKind
-	56, // 24: courier.v1.GroupReceiptReply.error:type_name -> courier.v1.Error
-	31, // 25: courier.v1.DeliverGroupEntries.entries:type_name -> courier.v1.GroupLogEntry
-	56, // 26: courier.v1.DeliverGroupEntriesReply.error:type_name -> courier.v1.Error
-	59, // 27: courier.v1.GroupLogEntry.entry:type_name -> courier.v1.InboxEntry
-	67, // 28: courier.v1.GroupLogEntry.per_device:type_name -> courier.v1.GroupDeviceCiphertext
-	68, // 29: courier.v1.GroupMemberState.role:type_name -> courier.v1.GroupRole
-	32, // 30: courier.v1.GroupMemberState.spans:type_name -> courier.v1.SeqSpan
-	69, // 31: courier.v1.GroupState.settings:type_name -> courier.v1.GroupSettings
-	33, // 32: courier.v1.GroupState.members:type_name -> courier.v1.GroupMemberState
-	70, // 33: courier.v1.UserSettings.contacts:type_name -> courier.v1.ContactsUpdate
-	71, // 34: courier.v1.UserSettings.list:type_name -> courier.v1.ContactsRequest
-	72, // 35: courier.v1.UserSettings.block:type_name -> courier.v1.BlockUpdate
-	73, // 36: courier.v1.UserSettings.privacy:type_name -> courier.v1.PrivacyUpdate
-	74, // 37: courier.v1.UserSettings.push_token:type_name -> courier.v1.PushTokenUpdate
-	56, // 38: courier.v1.UserSettingsReply.error:type_name -> courier.v1.Error
-	75, // 39: courier.v1.UserSettingsReply.contacts:type_name -> courier.v1.ContactList
-	58, // 40: courier.v1.UserSettingsReply.presence_visibility:type_name -> courier.v1.Visibility
-	58, // 41: courier.v1.WatchPresence.viewer_visibility:type_name -> courier.v1.Visibility
-	56, // 42: courier.v1.WatchPresenceReply.error:type_name -> courier.v1.Error
-	76, // 43: courier.v1.TypingTo.state:type_name -> courier.v1.TypingState
-	76, // 44: courier.v1.GroupTyping.state:type_name -> courier.v1.TypingState
-	56, // 45: courier.v1.GroupTypingReply.error:type_name -> courier.v1.Error
-	77, // 46: courier.v1.UserProfile.contacts:type_name -> courier.v1.Contact
-	58, // 47: courier.v1.UserProfile.presence_visibility:type_name -> courier.v1.Visibility
-	54, // 48: courier.v1.UserProfile.push_tokens:type_name -> courier.v1.UserProfile.PushTokensEntry
-	56, // 49: courier.v1.CreateLinkCodeReply.error:type_name -> courier.v1.Error
-	56, // 50: courier.v1.RedeemLinkCodeReply.error:type_name -> courier.v1.Error
-	56, // 51: courier.v1.UnlinkDeviceReply.error:type_name -> courier.v1.Error
-	78, // 52: courier.v1.StoreTranscript.per_device:type_name -> courier.v1.DeviceCiphertext
-	56, // 53: courier.v1.StoreTranscriptReply.error:type_name -> courier.v1.Error
+	56, // 0: courier.v1.DeliverMessage.send:type_name -> courier.v1.Send
+	57, // 1: courier.v1.DeliverMessageReply.error:type_name -> courier.v1.Error
+	58, // 2: courier.v1.DeliverReceipt.kind:type_name -> courier.v1.EntryKind
+	57, // 3: courier.v1.DeliverReceiptReply.error:type_name -> courier.v1.Error
+	59, // 4: courier.v1.AttachDeviceReply.presence_visibility:type_name -> courier.v1.Visibility
+	57, // 5: courier.v1.AttachDeviceReply.error:type_name -> courier.v1.Error
+	57, // 6: courier.v1.AckInboxReply.error:type_name -> courier.v1.Error
+	60, // 7: courier.v1.PushEntries.entries:type_name -> courier.v1.InboxEntry
+	60, // 8: courier.v1.StoredEntry.entry:type_name -> courier.v1.InboxEntry
+	61, // 9: courier.v1.CreateGroup.create:type_name -> courier.v1.GroupCreate
+	62, // 10: courier.v1.CreateGroupReply.info:type_name -> courier.v1.GroupInfo
+	57, // 11: courier.v1.CreateGroupReply.error:type_name -> courier.v1.Error
+	63, // 12: courier.v1.UpdateGroup.update:type_name -> courier.v1.GroupUpdate
+	64, // 13: courier.v1.UpdateGroupReply.ok:type_name -> courier.v1.GroupUpdateOk
+	57, // 14: courier.v1.UpdateGroupReply.error:type_name -> courier.v1.Error
+	65, // 15: courier.v1.SendGroupMessage.send:type_name -> courier.v1.GroupSend
+	57, // 16: courier.v1.SendGroupMessageReply.error:type_name -> courier.v1.Error
+	62, // 17: courier.v1.GetGroupInfoReply.info:type_name -> courier.v1.GroupInfo
+	57, // 18: courier.v1.GetGroupInfoReply.error:type_name -> courier.v1.Error
+	66, // 19: courier.v1.GetGroupMembersReply.members:type_name -> courier.v1.GroupMemberList
+	57, // 20: courier.v1.GetGroupMembersReply.error:type_name -> courier.v1.Error
+	67, // 21: courier.v1.GetGroupReceiptsReply.receipts:type_name -> courier.v1.GroupReceipts
+	57, // 22: courier.v1.GetGroupReceiptsReply.error:type_name -> courier.v1.Error
+	58, // 23: courier.v1.GroupReceipt.kind:type_name -> courier.v1.EntryKind
+	57, // 24: courier.v1.GroupReceiptReply.error:type_name -> courier.v1.Error
+	32, // 25: courier.v1.DeliverGroupEntries.entries:type_name -> courier.v1.GroupLogEntry
+	57, // 26: courier.v1.DeliverGroupEntriesReply.error:type_name -> courier.v1.Error
+	60, // 27: courier.v1.GroupLogEntry.entry:type_name -> courier.v1.InboxEntry
+	68, // 28: courier.v1.GroupLogEntry.per_device:type_name -> courier.v1.GroupDeviceCiphertext
+	69, // 29: courier.v1.GroupMemberState.role:type_name -> courier.v1.GroupRole
+	33, // 30: courier.v1.GroupMemberState.spans:type_name -> courier.v1.SeqSpan
+	70, // 31: courier.v1.GroupState.settings:type_name -> courier.v1.GroupSettings
+	34, // 32: courier.v1.GroupState.members:type_name -> courier.v1.GroupMemberState
+	71, // 33: courier.v1.UserSettings.contacts:type_name -> courier.v1.ContactsUpdate
+	72, // 34: courier.v1.UserSettings.list:type_name -> courier.v1.ContactsRequest
+	73, // 35: courier.v1.UserSettings.block:type_name -> courier.v1.BlockUpdate
+	74, // 36: courier.v1.UserSettings.privacy:type_name -> courier.v1.PrivacyUpdate
+	75, // 37: courier.v1.UserSettings.push_token:type_name -> courier.v1.PushTokenUpdate
+	57, // 38: courier.v1.UserSettingsReply.error:type_name -> courier.v1.Error
+	76, // 39: courier.v1.UserSettingsReply.contacts:type_name -> courier.v1.ContactList
+	59, // 40: courier.v1.UserSettingsReply.presence_visibility:type_name -> courier.v1.Visibility
+	59, // 41: courier.v1.WatchPresence.viewer_visibility:type_name -> courier.v1.Visibility
+	57, // 42: courier.v1.WatchPresenceReply.error:type_name -> courier.v1.Error
+	77, // 43: courier.v1.TypingTo.state:type_name -> courier.v1.TypingState
+	77, // 44: courier.v1.GroupTyping.state:type_name -> courier.v1.TypingState
+	57, // 45: courier.v1.GroupTypingReply.error:type_name -> courier.v1.Error
+	78, // 46: courier.v1.UserProfile.contacts:type_name -> courier.v1.Contact
+	59, // 47: courier.v1.UserProfile.presence_visibility:type_name -> courier.v1.Visibility
+	55, // 48: courier.v1.UserProfile.push_tokens:type_name -> courier.v1.UserProfile.PushTokensEntry
+	57, // 49: courier.v1.CreateLinkCodeReply.error:type_name -> courier.v1.Error
+	57, // 50: courier.v1.RedeemLinkCodeReply.error:type_name -> courier.v1.Error
+	57, // 51: courier.v1.UnlinkDeviceReply.error:type_name -> courier.v1.Error
+	79, // 52: courier.v1.StoreTranscript.per_device:type_name -> courier.v1.DeviceCiphertext
+	57, // 53: courier.v1.StoreTranscriptReply.error:type_name -> courier.v1.Error
 	54, // [54:54] is the sub-list for method output_type
 	54, // [54:54] is the sub-list for method input_type
 	54, // [54:54] is the sub-list for extension type_name
@@ -3645,7 +3717,7 @@ func file_grain_proto_init() {
 		return
 	}
 	file_wire_proto_init()
-	file_grain_proto_msgTypes[35].OneofWrappers = []any{
+	file_grain_proto_msgTypes[36].OneofWrappers = []any{
 		(*UserSettings_Contacts)(nil),
 		(*UserSettings_List)(nil),
 		(*UserSettings_Block)(nil),
@@ -3658,7 +3730,7 @@ func file_grain_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_grain_proto_rawDesc), len(file_grain_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   55,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

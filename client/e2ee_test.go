@@ -412,3 +412,54 @@ func TestTamperedCiphertextAndForgedBundleSurfaceAsErrors(t *testing.T) {
 		t.Fatalf("send with a forged bundle: err = %v, want a bad-signature error", err)
 	}
 }
+
+// TestRequireE2EEPassesSignalMessagesAndRefusesPlaintext: on a node that
+// requires end-to-end encryption, the SDK's encrypted 1:1 and group
+// messages go through and a plain ciphertext is refused, with nothing
+// stored for its recipient.
+func TestRequireE2EEPassesSignalMessagesAndRefusesPlaintext(t *testing.T) {
+	n := startNode(t, node.Config{RequireE2EE: true})
+	dir := t.TempDir()
+	ctx := timeout(t, 60*time.Second)
+	alice := e2eeDial(t, register(t, n, "alice"), dir)
+	bob := e2eeDial(t, register(t, n, "bob"), dir)
+	carol := e2eeDial(t, register(t, n, "carol"), dir)
+
+	if _, err := alice.Send(ctx, bob.UserID(), []byte("hi bob")); err != nil {
+		t.Fatalf("encrypted send: %v", err)
+	}
+	if e := nextPlain(t, bob, 10*time.Second, courierpb.EntryKind_ENTRY_KIND_MESSAGE); string(e.Plaintext) != "hi bob" {
+		t.Fatalf("bob got %q", e.Plaintext)
+	}
+	g, err := alice.CreateGroup(ctx, "e2ee only", []string{bob.UserID(), carol.UserID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.SendGroup(ctx, g.ID, []byte("hi all")); err != nil {
+		t.Fatalf("encrypted group send: %v", err)
+	}
+	for _, c := range []*client.Client{bob, carol} {
+		if e := nextPlain(t, c, 10*time.Second, courierpb.EntryKind_ENTRY_KIND_GROUP_MESSAGE); string(e.Plaintext) != "hi all" {
+			t.Fatalf("%s got %q", c.UserID(), e.Plaintext)
+		}
+	}
+
+	plain := dial(t, register(t, n, "mallory"))
+	_, err = plain.Send(ctx, bob.UserID(), []byte("plaintext through an e2ee server"))
+	var e *client.Error
+	if !errors.As(err, &e) || e.Code != courierpb.ErrorCode_INVALID_ARGUMENT {
+		t.Fatalf("plain send: err = %v, want INVALID_ARGUMENT", err)
+	}
+	if _, err := plain.SendGroup(ctx, g.ID, []byte("plaintext to a group")); !errors.As(err, &e) || e.Code != courierpb.ErrorCode_INVALID_ARGUMENT {
+		t.Fatalf("plain group send: err = %v, want INVALID_ARGUMENT", err)
+	}
+	in, err := n.Store().Range(ctx, bob.UserID(), bob.DeviceID(), 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, entry := range in {
+		if entry.FromUserId == plain.UserID() {
+			t.Fatalf("a refused plaintext was stored for bob: %v", entry)
+		}
+	}
+}

@@ -58,6 +58,10 @@ type Config struct {
 	// MaxAbuse is how many bad frames a session may send before it is
 	// closed (default 5).
 	MaxAbuse int
+	// RequireE2EE refuses sends whose ciphertexts are not framed as Signal
+	// messages (e2ee.go): a deployment that promises end-to-end encryption
+	// carries no plaintext from a misconfigured or malicious client.
+	RequireE2EE bool
 	// RatePerSec and RateBurst bound the frames a session may send.
 	RatePerSec float64
 	RateBurst  int

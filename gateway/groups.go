@@ -171,6 +171,12 @@ func (s *session) groupSend(ctx actor.Context, reqID uint64, m *courierpb.GroupS
 		s.refuse(ctx, reqID, courierpb.ErrorCode_INVALID_ARGUMENT, "a message needs a ciphertext")
 		return
 	}
+	if s.g.cfg.RequireE2EE {
+		if why := groupE2EERefusal(m); why != "" {
+			s.refuse(ctx, reqID, courierpb.ErrorCode_INVALID_ARGUMENT, why)
+			return
+		}
+	}
 	msg := &courierpb.SendGroupMessage{UserId: s.claims.UserID, DeviceId: s.claims.DeviceID, Send: m, FirstTransmission: first}
 	key := s.claims.UserID + "/group/" + m.GroupId + "/" + m.ClientMsgId
 	s.groupCall(ctx, reqID, m.GroupId, msg, key, "message not stored, retry with the same client_msg_id",

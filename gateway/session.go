@@ -392,6 +392,12 @@ func (s *session) send(ctx actor.Context, reqID uint64, m *courierpb.Send, first
 		s.refuse(ctx, reqID, courierpb.ErrorCode_INVALID_ARGUMENT, "a message needs a ciphertext")
 		return
 	}
+	if s.g.cfg.RequireE2EE {
+		if why := e2eeRefusal(m); why != "" {
+			s.refuse(ctx, reqID, courierpb.ErrorCode_INVALID_ARGUMENT, why)
+			return
+		}
+	}
 	if !s.admit(ctx, reqID) {
 		return
 	}

@@ -103,6 +103,9 @@ type Config struct {
 	// Limits rate-limits registration, tokens and key bundle fetches per
 	// client IP and per account (see gateway.Limits).
 	Limits gateway.Limits
+	// RequireE2EE refuses sends that are not Signal messages
+	// (gateway.Config.RequireE2EE).
+	RequireE2EE bool
 	// TLSCert and TLSKey, when both set, make the listener serve https/wss.
 	TLSCert, TLSKey string
 	// TokenKey signs access tokens (hex, at least 32 bytes). Empty: a key is
@@ -384,6 +387,7 @@ func (n *Node) start(ctx context.Context) error {
 		RequestTimeout: cfg.RequestTimeout,
 		LeaseRenew:     leaseRenew(cfg.PassivateAfter),
 		Limits:         cfg.Limits,
+		RequireE2EE:    cfg.RequireE2EE,
 
 		DropDeliveryForTest: cfg.DropDeliveryForTest,
 	})

@@ -258,6 +258,18 @@ func (g *groupGrain) Receive(ctx actor.Context) {
 		g.onTick(ctx, msg)
 	}
 	g.sendNotices()
+	// A group that does not exist keeps nothing worth memory, and requests
+	// to it are answered NOT_FOUND: the grain leaves at once, so made-up
+	// group ids cost nothing that outlives the request. Only after a
+	// request, and not after a create (the group is about to exist): the
+	// grain a create activates is one that does not exist yet.
+	if g.loaded && !g.exists && g.createWrite == nil {
+		switch ctx.Message().(type) {
+		case *actor.Started, *actor.Restarting, *actor.Stopping, *actor.Stopped, *courierpb.CreateGroup:
+		default:
+			cluster.Passivate(ctx)
+		}
+	}
 }
 
 func (g *groupGrain) shutdown() {

@@ -277,6 +277,15 @@ func (g *userGrain) Receive(ctx actor.Context) {
 	case *courierpb.StoreTranscript:
 		g.storeTranscript(ctx, msg)
 	}
+	// A user that does not exist has nothing to keep in memory, and every
+	// request to it is answered NOT_FOUND: the grain leaves at once rather
+	// than after PassivateAfter, so ids made up by a client (sends to
+	// thousands of them) cost nothing that outlives the request. The next
+	// request to the id activates it again, and sees a user registered
+	// since.
+	if g.loaded && !g.exists {
+		cluster.Passivate(ctx)
+	}
 }
 
 // stopCtx is cancelled when the activation stops or restarts. It is made

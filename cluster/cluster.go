@@ -12,7 +12,9 @@
 // ctx.Message(), answers with ctx.Respond(reply) where reply is a
 // proto.Message, and reads the request's key with IdempotencyKey(ctx). It sees
 // *actor.Stopping / *actor.Stopped when it is passivated. It must not stop or
-// poison itself: passivation belongs to the cluster (see registry.go).
+// poison itself: passivation belongs to the cluster (see registry.go). A
+// grain with nothing worth keeping in memory asks for it early with
+// Passivate(ctx).
 package cluster
 
 import (
@@ -259,6 +261,9 @@ func (c *Cluster) Shutdown(ctx context.Context) error {
 
 	var errs []error
 	n := c.passivateWhere(func(*activation) bool { return true })
+	// Grains that passivated themselves and wait for a continuation stop
+	// now, as a PoisonPill would have stopped them (registry.go).
+	c.walkShards(func(a *activation) bool { return a.drainWait.Load() }, func(pid *actor.PID) { c.system.Root.Stop(pid) })
 	if c.live.Load() > 0 {
 		select {
 		case <-c.drained:

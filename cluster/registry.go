@@ -17,7 +17,8 @@ import (
 // for seconds.)
 //
 // Every delivery happens under the grain's shard lock, and a grain is marked
-// "passivating" under the same lock before its PoisonPill is sent. So a
+// "passivating" under the same lock before its PoisonPill (for an idle or
+// self-requested passivation, its stopWhenIdle marker) is sent. So a
 // message is either in the mailbox before the PoisonPill (the grain handles it before stopping) or it
 // is buffered in the activation and handed to a fresh activation when the
 // old one reports *actor.Stopped. Nothing is sent to a stopping actor, so
@@ -77,6 +78,15 @@ type activation struct {
 	// awaiting counts continuations (RunAsync, RequestAsync) still to come
 	// back: a grain waiting for one is not idle, whatever its clock says.
 	awaiting int
+	// passivateWhenDone: the grain asked to passivate (Passivate) while
+	// continuations were still to come back; the last one passivates it.
+	passivateWhenDone bool
+	// stopWhenIdle: the grain is passivating and stops when its last
+	// continuation has run.
+	stopWhenIdle bool
+	// drainWait: stopWhenIdle, with continuations outstanding; read by
+	// Shutdown, which stops such grains without waiting for them.
+	drainWait atomic.Bool
 	// lastActive is when the grain last handled a message (clock); the
 	// idle sweep (sweepIdle) reads it from its own goroutine.
 	lastActive atomic.Int64
@@ -126,6 +136,29 @@ func (a *activation) Receive(ctx actor.Context) {
 		a.awaiting--
 		a.lastActive.Store(int64(clock()))
 		m.Run()
+		if a.awaiting == 0 {
+			switch {
+			case a.stopWhenIdle:
+				ctx.Stop(ctx.Self())
+			case a.passivateWhenDone:
+				a.passivate(ctx)
+			}
+		}
+		return
+	case *stopWhenIdleMsg:
+		// Nothing but continuations reaches a marked grain now.
+		a.stopWhenIdle = true
+		if a.awaiting == 0 || a.kind.c.closing.Load() {
+			ctx.Stop(ctx.Self())
+			return
+		}
+		// Shutdown does not wait for continuations (a request may take
+		// its whole timeout): it stops the grains waiting here (drainWait),
+		// and one that starts waiting after Shutdown looked sees closing.
+		a.drainWait.Store(true)
+		if a.kind.c.closing.Load() {
+			ctx.Stop(ctx.Self())
+		}
 		return
 	case *actor.Started:
 		a.self = ctx.Self()
@@ -151,16 +184,55 @@ func (a *activation) onIdleTick(ctx actor.Context) {
 	if a.idleFor() < a.kind.passivateAfter || a.awaiting > 0 {
 		return // busy since the sweep looked; a later sweep looks again
 	}
+	a.passivate(ctx)
+}
+
+// Passivate lets a grain leave memory as soon as the messages already in
+// its mailbox are handled, without waiting for its kind's PassivateAfter:
+// for an activation that holds nothing worth keeping, such as the grain of
+// an id that does not exist, whose every request is answered NOT_FOUND
+// (otherwise ids made up by a client would each hold an activation for
+// minutes). It is the idle tick's path: deliveries from now on are
+// buffered and handed to a fresh activation, so nothing is lost, and the
+// next request activates the grain again. Call it only from the grain's
+// Receive, with its ctx; it does nothing for an actor the cluster does not
+// host. While continuations (RunAsync, RequestAsync) are still to come
+// back, it waits for the last of them.
+func Passivate(ctx actor.Context) {
+	a, ok := ctx.Actor().(*activation)
+	if !ok {
+		return
+	}
+	if a.awaiting > 0 {
+		a.passivateWhenDone = true
+		return
+	}
+	a.passivate(ctx)
+}
+
+// passivate marks the activation passivating and queues stopWhenIdle
+// behind everything in its mailbox, once. Runs on the grain's goroutine.
+func (a *activation) passivate(ctx actor.Context) {
 	a.sh.mu.Lock()
 	start := !a.passivating
 	a.passivating = true // from here on, deliveries are buffered in a.pending
 	a.sh.mu.Unlock()
 	if start {
-		// PoisonPill is a user message: everything already in the mailbox is
-		// handled first.
-		ctx.Poison(ctx.Self())
+		ctx.Send(ctx.Self(), stopWhenIdle)
 	}
 }
+
+// stopWhenIdleMsg is the last delivery a passivating grain's mailbox gets.
+// A PoisonPill in its place would stop the grain even if a message
+// queued ahead of it had started work whose continuation is still to
+// come back (a group create checking its members), and that continuation
+// would be lost; this marker stops it once none is outstanding.
+type stopWhenIdleMsg struct{}
+
+func (*stopWhenIdleMsg) IgnoreDeadLetterLogging()    {}
+func (*stopWhenIdleMsg) NotInfluenceReceiveTimeout() {}
+
+var stopWhenIdle = &stopWhenIdleMsg{}
 
 // deliverLocal routes env to the local activation of id, activating it if
 // this node owns it. It never blocks beyond the shard lock.

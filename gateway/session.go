@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/gorilla/websocket"
@@ -635,7 +636,7 @@ func (s *session) closeAfterFlush(ctx actor.Context, code int, reason string) {
 func (s *session) closeWith(code int, reason string) {
 	s.once.Do(func() {
 		if sendableCloseCode(code) {
-			msg := websocket.FormatCloseMessage(code, reason)
+			msg := websocket.FormatCloseMessage(code, closeReason(reason))
 			_ = s.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
 		}
 		_ = s.conn.Close()
@@ -646,6 +647,24 @@ func (s *session) closeWith(code int, reason string) {
 
 // closeNoFrame asks closeWith to drop the connection without a close frame.
 const closeNoFrame = 0
+
+// maxCloseReason: a close frame is a control frame, whose payload is at
+// most 125 bytes, two of them the code. A longer reason (one quoting an
+// error) would fail to send, and the client would see no close code at all.
+const maxCloseReason = 123
+
+// closeReason cuts reason to maxCloseReason bytes, at a rune boundary (the
+// reason must be UTF-8).
+func closeReason(reason string) string {
+	if len(reason) <= maxCloseReason {
+		return reason
+	}
+	cut := maxCloseReason
+	for cut > 0 && !utf8.RuneStart(reason[cut]) {
+		cut--
+	}
+	return reason[:cut]
+}
 
 // sendableCloseCode: the codes RFC 6455 (section 7.4) lets an endpoint put
 // in a close frame. 1005, 1006 and 1015 are reserved for reporting what

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,13 @@ type Config struct {
 	// SendQueue is how many frames may wait for a slow client before its
 	// session is closed (default 1024).
 	SendQueue int
+	// SendQueueBytes bounds what may wait for one client, by estimated
+	// bytes (default 4 MiB): 1,024 frames of 256 KiB would be 256 MiB.
+	SendQueueBytes int
+	// QueuedBytesTotal bounds the node's send queues together (default 256
+	// MiB; negative: no node bound). Past it, only sessions holding less
+	// than 64 KiB may queue more, so the slowest readers are cut off first.
+	QueuedBytesTotal int64
 	// IdleTimeout closes a socket silent for this long (default 60s).
 	IdleTimeout time.Duration
 	// ParkAfter is how long a socket may be silent before its reader
@@ -86,6 +94,14 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SendQueue == 0 {
 		c.SendQueue = 1024
+	}
+	if c.SendQueueBytes == 0 {
+		c.SendQueueBytes = 4 << 20
+	}
+	if c.QueuedBytesTotal == 0 {
+		c.QueuedBytesTotal = 256 << 20
+	} else if c.QueuedBytesTotal < 0 {
+		c.QueuedBytesTotal = math.MaxInt64
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 60 * time.Second
@@ -146,6 +162,8 @@ type Gateway struct {
 	nSessions int
 	slotAt    int // the slot the renewer visits next
 	renewing  bool
+	// queuedBytes is every session's send queue together (frameQueue).
+	queuedBytes atomic.Int64
 	// droppedEphemeral counts presence and typing frames dropped because a
 	// client's send queue was half full.
 	droppedEphemeral atomic.Int64
@@ -219,6 +237,10 @@ func (g *Gateway) Handler() http.Handler { return g.mux }
 // DroppedEphemeral counts presence and typing frames dropped because a
 // client's send queue was half full.
 func (g *Gateway) DroppedEphemeral() int64 { return g.droppedEphemeral.Load() }
+
+// QueuedBytes is the estimated size of every session's send queue
+// together.
+func (g *Gateway) QueuedBytes() int64 { return g.queuedBytes.Load() }
 
 // ParkedReaders is how many open sockets are silent and have no reader
 // goroutine or read buffer (park.go).

@@ -119,6 +119,23 @@ type outFrame struct {
 	frame  *courierpb.ServerFrame
 	replay *replayJob
 	close  *closeJob
+	// size estimates the bytes the item holds while queued (frameCost).
+	size int
+}
+
+// frameOverhead is what a queued frame costs besides its ciphertexts:
+// the structs, ids and framing. An estimate: the queue's byte bound is a
+// memory bound, and measuring with proto.Size would walk every frame on
+// the hot path.
+const frameOverhead = 256
+
+// frameCost estimates the memory a queued frame holds.
+func frameCost(f *courierpb.ServerFrame) int {
+	n := frameOverhead
+	for _, e := range f.GetDeliver().GetEntries() {
+		n += frameOverhead + len(e.Ciphertext)
+	}
+	return n
 }
 
 // closeJob asks the writer to close the socket once everything queued
@@ -162,7 +179,7 @@ func newSession(g *Gateway, conn *websocket.Conn, br *bufio.Reader, claims Claim
 		claims:      claims,
 		br:          br,
 		limit:       newTokenBucket(g.cfg.RatePerSec, g.cfg.RateBurst),
-		out:         newFrameQueue(g.cfg.SendQueue),
+		out:         newFrameQueue(g.cfg.SendQueue, g.cfg.SendQueueBytes, &g.queuedBytes, g.cfg.QueuedBytesTotal),
 		resumeAfter: resumeAfter,
 	}
 	if g.poller != nil {
@@ -597,7 +614,7 @@ func (s *session) refuse(ctx actor.Context, reqID uint64, code courierpb.ErrorCo
 // the client is not reading: the session closes and the client resumes from
 // its inbox later, so the grain behind it never waits.
 func (s *session) enqueue(ctx actor.Context, f *courierpb.ServerFrame) bool {
-	return s.tryEnqueue(ctx, outFrame{frame: f})
+	return s.tryEnqueue(ctx, outFrame{frame: f, size: frameCost(f)})
 }
 
 func (s *session) tryEnqueue(ctx actor.Context, f outFrame) bool {
@@ -615,7 +632,7 @@ func (s *session) slowConsumer(ctx actor.Context) {
 	if s.stopping {
 		return
 	}
-	s.logger().Info("closing slow consumer", "queue", s.out.len())
+	s.logger().Info("closing slow consumer", "queue", s.out.len(), "queued_bytes", s.out.queuedBytes(), "node_queued_bytes", s.g.queuedBytes.Load())
 	s.stopping = true
 	s.closeWith(CloseSlowConsumer, "send queue full; reconnect and resume")
 	ctx.Stop(ctx.Self())
@@ -683,6 +700,7 @@ func sendableCloseCode(code int) bool {
 
 func (s *session) shutdown() {
 	s.closeWith(websocket.CloseNormalClosure, "")
+	s.out.release()
 	s.g.untrack(s)
 }
 

@@ -403,3 +403,55 @@ func TestQuietAckIsAppliedWithoutAnAnswer(t *testing.T) {
 		t.Fatalf("acked entries replayed: %v", f)
 	}
 }
+
+// TestSlowReadersAreCutOffByQueuedBytesNotFrames: a flood of large
+// messages to clients that stop reading is bounded by the bytes queued for
+// them, per session and for the node, not by the frame count alone (1,024
+// frames of 64 KiB would be 64 MiB a reader); a reader that keeps up is
+// untouched, and the node's queues hold nothing once the slow ones are gone.
+func TestSlowReadersAreCutOffByQueuedBytesNotFrames(t *testing.T) {
+	const perSession = 1 << 20
+	n := startNode(t, func(c *node.Config) {
+		c.SendQueue = 1024
+		c.SendQueueBytes = perSession
+		c.QueuedBytesTotal = perSession + perSession/2
+	})
+	a := register(t, n.URL(), "alice")
+	slow1 := register(t, n.URL(), "slow1")
+	slow2 := register(t, n.URL(), "slow2")
+	fast := register(t, n.URL(), "fast")
+	for _, acc := range []account{slow1, slow2} {
+		c := dial(t, n.URL(), acc.Token, 0)
+		c.attached() // and then reads nothing
+	}
+	cf := dial(t, n.URL(), fast.Token, 0)
+	cf.attached()
+	ca := dial(t, n.URL(), a.Token, 0)
+	ca.attached()
+
+	payload := bytes.Repeat([]byte("f"), 64<<10)
+	var peak int64
+	req := uint64(0)
+	for i := range 120 {
+		for _, to := range []string{slow1.UserID, slow2.UserID} {
+			req++
+			ca.sendAcked(req, to, fmt.Sprintf("m%03d-%s", i, to[:4]), payload)
+			peak = max(peak, n.Gateway().QueuedBytes())
+		}
+		if i%20 == 0 {
+			req++
+			ca.sendAcked(req, fast.UserID, fmt.Sprintf("f%03d", i), []byte("small"))
+			if e := cf.mustEntry(); e.ClientMsgId != fmt.Sprintf("f%03d", i) {
+				t.Fatalf("the fast reader got %s", e.ClientMsgId)
+			}
+		}
+	}
+	// Each slow reader holds at most its bound, and the node at most its
+	// budget plus one frame per session past it.
+	if limit := int64(perSession + perSession/2 + 2*(64<<10+2*256)); peak > limit {
+		t.Fatalf("queues held %d bytes at their peak, want at most %d", peak, limit)
+	}
+	waitFor(t, 5*time.Second, func() bool { return n.Gateway().Sessions() == 2 })
+	waitFor(t, 5*time.Second, func() bool { return n.Gateway().QueuedBytes() == 0 })
+	t.Logf("peak queued %d KiB for two stalled readers", peak>>10)
+}

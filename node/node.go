@@ -71,6 +71,10 @@ type Config struct {
 	RequestTimeout time.Duration
 	// SendQueue is the per-session outbound frame limit (default 1024).
 	SendQueue int
+	// SendQueueBytes and QueuedBytesTotal bound the send queues by
+	// estimated bytes, per session and for the node (gateway.Config).
+	SendQueueBytes   int
+	QueuedBytesTotal int64
 	// SeqBlockSize is how many inbox numbers one lease reserves (default 1000).
 	SeqBlockSize uint64
 	// FanoutBatch caps the group entries one fan-out request to a member
@@ -373,21 +377,23 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 	gw, err := gateway.New(gateway.Config{
-		Store:          n.store,
-		Groups:         groups,
-		Cluster:        cl,
-		Tokens:         tokens,
-		Logger:         cfg.Logger,
-		MaxFrameBytes:  cfg.MaxFrameBytes,
-		SendQueue:      cfg.SendQueue,
-		IdleTimeout:    cfg.IdleTimeout,
-		ParkAfter:      cfg.ParkAfter,
-		RatePerSec:     cfg.RatePerSec,
-		RateBurst:      cfg.RateBurst,
-		RequestTimeout: cfg.RequestTimeout,
-		LeaseRenew:     leaseRenew(cfg.PassivateAfter),
-		Limits:         cfg.Limits,
-		RequireE2EE:    cfg.RequireE2EE,
+		Store:            n.store,
+		Groups:           groups,
+		Cluster:          cl,
+		Tokens:           tokens,
+		Logger:           cfg.Logger,
+		MaxFrameBytes:    cfg.MaxFrameBytes,
+		SendQueue:        cfg.SendQueue,
+		SendQueueBytes:   cfg.SendQueueBytes,
+		QueuedBytesTotal: cfg.QueuedBytesTotal,
+		IdleTimeout:      cfg.IdleTimeout,
+		ParkAfter:        cfg.ParkAfter,
+		RatePerSec:       cfg.RatePerSec,
+		RateBurst:        cfg.RateBurst,
+		RequestTimeout:   cfg.RequestTimeout,
+		LeaseRenew:       leaseRenew(cfg.PassivateAfter),
+		Limits:           cfg.Limits,
+		RequireE2EE:      cfg.RequireE2EE,
 
 		DropDeliveryForTest: cfg.DropDeliveryForTest,
 	})

@@ -88,6 +88,8 @@ COURIER_ plus the flag name in upper case with - as _ (e.g. COURIER_LISTEN).`,
 	f.DurationVar(&cfg.PassivateAfter, "passivate-after", 5*time.Minute, "idle time after which a grain leaves memory")
 	f.DurationVar(&cfg.RequestTimeout, "request-timeout", 5*time.Second, "timeout of one grain request attempt")
 	f.IntVar(&cfg.SendQueue, "send-queue", 1024, "frames queued for a slow client before it is disconnected")
+	f.IntVar(&cfg.SendQueueBytes, "send-queue-bytes", 4<<20, "bytes (estimated) queued for a slow client before it is disconnected")
+	f.Int64Var(&cfg.QueuedBytesTotal, "queued-bytes-total", 256<<20, "bytes queued for all clients together; past it the clients holding the most are disconnected first (negative: no bound)")
 	f.Uint64Var(&cfg.SeqBlockSize, "seq-block", 1000, "inbox sequence numbers leased per store write")
 	f.IntVar(&cfg.FanoutBatch, "fanout-batch", 64, "group entries per fan-out request to one member")
 	f.IntVar(&cfg.MaxFrameBytes, "max-frame", 256<<10, "largest client frame in bytes")

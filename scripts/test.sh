@@ -184,7 +184,11 @@ if [[ "$MODE" == all ]]; then
 fi
 
 phase "go test -race"
-go test -race -count=1 -timeout 15m "${PKGS[@]}"
+# Three packages at a time on two cores: the slowest ones (e2e, the store
+# and node suites against the CQL node) spend much of their time waiting
+# on Cassandra round trips and child processes, which a third package
+# overlaps.
+go test -race -count=1 -p 3 -timeout 15m "${PKGS[@]}"
 
 if [[ "$MODE" == all ]]; then
 	scale

@@ -241,8 +241,32 @@ func (g *Gateway) Authenticate(w http.ResponseWriter, r *http.Request) (Claims, 
 }
 
 // authenticate verifies the bearer token (header, or ?token= for WebSocket
-// clients that cannot set headers) and answers the failure itself.
+// clients that cannot set headers) and that its device still exists, and
+// answers a failure itself. A token lives up to --token-ttl; the device
+// record is the authority on whether it still opens anything, so a removed
+// device's token is refused at once, by every endpoint, on every node that
+// shares the store.
 func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request) (Claims, bool) {
+	c, ok := g.verifyToken(w, r)
+	if !ok {
+		return Claims{}, false
+	}
+	ctx, cancel := g.storeCtx(r)
+	defer cancel()
+	_, err := g.cfg.Store.GetDevice(ctx, c.UserID, c.DeviceID)
+	switch {
+	case errors.Is(err, persistence.ErrNotFound):
+		writeError(w, http.StatusUnauthorized, courierpb.ErrorCode_UNAUTHENTICATED, "this device was unlinked")
+		return Claims{}, false
+	case err != nil:
+		g.storeFailed(w, "authenticate device", err)
+		return Claims{}, false
+	}
+	return c, true
+}
+
+// verifyToken checks the bearer token's signature and expiry only.
+func (g *Gateway) verifyToken(w http.ResponseWriter, r *http.Request) (Claims, bool) {
 	tok := r.URL.Query().Get("token")
 	if h := r.Header.Get("Authorization"); h != "" {
 		var ok bool

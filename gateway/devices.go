@@ -67,7 +67,7 @@ func (g *Gateway) grainCall(w http.ResponseWriter, r *http.Request, userID strin
 
 // handleLinkCode is POST /v1/devices/link-code (primary device only).
 func (g *Gateway) handleLinkCode(w http.ResponseWriter, r *http.Request) {
-	c, ok := g.authenticateDevice(w, r)
+	c, ok := g.authenticate(w, r)
 	if !ok {
 		return
 	}
@@ -107,7 +107,7 @@ func (g *Gateway) handleLink(w http.ResponseWriter, r *http.Request) {
 
 // handleListDevices is GET /v1/devices.
 func (g *Gateway) handleListDevices(w http.ResponseWriter, r *http.Request) {
-	c, ok := g.authenticateDevice(w, r)
+	c, ok := g.authenticate(w, r)
 	if !ok {
 		return
 	}
@@ -129,7 +129,7 @@ func (g *Gateway) handleListDevices(w http.ResponseWriter, r *http.Request) {
 // other device, a device unlinks itself. The device's inbox and keys are
 // deleted and its session closed (4010); its token stops working.
 func (g *Gateway) handleUnlink(w http.ResponseWriter, r *http.Request) {
-	c, ok := g.authenticateDevice(w, r)
+	c, ok := g.authenticate(w, r)
 	if !ok {
 		return
 	}

@@ -33,27 +33,6 @@ const (
 	signatureLen        = 64
 )
 
-// authenticateDevice is authenticate plus a check that the device still
-// exists: an unlinked device's unexpired token opens nothing.
-func (g *Gateway) authenticateDevice(w http.ResponseWriter, r *http.Request) (Claims, bool) {
-	c, ok := g.authenticate(w, r)
-	if !ok {
-		return Claims{}, false
-	}
-	ctx, cancel := g.storeCtx(r)
-	defer cancel()
-	_, err := g.cfg.Store.GetDevice(ctx, c.UserID, c.DeviceID)
-	switch {
-	case errors.Is(err, persistence.ErrNotFound):
-		writeError(w, http.StatusUnauthorized, courierpb.ErrorCode_UNAUTHENTICATED, "this device was unlinked")
-		return Claims{}, false
-	case err != nil:
-		g.storeFailed(w, "authenticate device", err)
-		return Claims{}, false
-	}
-	return c, true
-}
-
 func readProto(w http.ResponseWriter, r *http.Request, m proto.Message) bool {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
 	if err == nil {
@@ -123,7 +102,7 @@ func VerifyKeys(u *courierpb.KeyUpload) error {
 // signed prekey, add one-time prekeys. A changed identity key is announced
 // to the user's contacts.
 func (g *Gateway) handlePutKeys(w http.ResponseWriter, r *http.Request) {
-	c, ok := g.authenticateDevice(w, r)
+	c, ok := g.authenticate(w, r)
 	if !ok {
 		return
 	}
@@ -175,7 +154,7 @@ type PrekeyCount struct {
 // handleCountKeys is GET /v1/keys: how many one-time prekeys this device
 // has left on the server.
 func (g *Gateway) handleCountKeys(w http.ResponseWriter, r *http.Request) {
-	c, ok := g.authenticateDevice(w, r)
+	c, ok := g.authenticate(w, r)
 	if !ok {
 		return
 	}
@@ -193,7 +172,7 @@ func (g *Gateway) handleCountKeys(w http.ResponseWriter, r *http.Request) {
 // user that uploaded keys, each with one one-time prekey consumed (none when
 // the pool is empty). A device of the caller itself is left out.
 func (g *Gateway) handleBundles(w http.ResponseWriter, r *http.Request) {
-	c, ok := g.authenticateDevice(w, r)
+	c, ok := g.authenticate(w, r)
 	if !ok {
 		return
 	}

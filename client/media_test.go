@@ -46,8 +46,9 @@ type fakeTus struct {
 	received   int64        // PATCH body bytes read, lost ones included
 	wire       bytes.Buffer // every request's headers and body bytes
 	creates    int
-	patches    []int64 // Upload-Offset of every PATCH
-	badOffsets int     // PATCHes whose offset was not the server's
+	patches    []int64     // Upload-Offset of every PATCH
+	patchAt    []time.Time // when every PATCH arrived
+	badOffsets int         // PATCHes whose offset was not the server's
 	heads      int
 	deletes    int
 	lost       int64   // bytes dropped by simulated restarts
@@ -269,6 +270,7 @@ func (f *fakeTus) patch(w http.ResponseWriter, r *http.Request, id string, up *f
 	}
 	f.mu.Lock()
 	f.patches = append(f.patches, off)
+	f.patchAt = append(f.patchAt, time.Now())
 	var step patchStep
 	if len(f.patchPlan) > 0 {
 		step, f.patchPlan = f.patchPlan[0], f.patchPlan[1:]
@@ -1451,11 +1453,20 @@ func TestMediaUploadBackoffStartsOverWhenCutPatchesMoveBytes(t *testing.T) {
 		plan = append(plan, patchStep{abort: true, read: 100 << 10})
 	}
 	f.do(func(f *fakeTus) { f.patchPlan = plan })
-	start := time.Now()
 	roundTrip(t, c, f, plain, bytes.NewReader(plain), client.WithMediaPieceSize(0))
-	// Growing pauses (20ms, 40ms, ... 2s) would add up to over 3s.
-	if d := time.Since(start); d > 1500*time.Millisecond {
-		t.Fatalf("eight cuts that each moved bytes took %v: the backoff kept growing", d)
+	// Growing pauses (20 ms, 40 ms, ... 1.28 s, 2 s; at least half that
+	// with jitter) would put ≥ 640 ms between the last PATCHes; starting
+	// over keeps every pause near 20 ms. The gap between PATCHes, not the
+	// wall time of the whole upload, so a loaded machine's slower transfers
+	// do not count.
+	var at []time.Time
+	f.do(func(f *fakeTus) { at = append([]time.Time(nil), f.patchAt...) })
+	var longest time.Duration
+	for i := 1; i < len(at); i++ {
+		longest = max(longest, at[i].Sub(at[i-1]))
+	}
+	if longest > 500*time.Millisecond {
+		t.Fatalf("eight cuts that each moved bytes: the longest pause between PATCHes was %v: the backoff kept growing", longest)
 	}
 	received, lost, _, patches, _ := f.stats()
 	if len(patches) != 9 || received != client.MediaCipherSize(int64(len(plain)))+lost {

@@ -46,6 +46,8 @@ HEAP="${COURIER_CASSANDRA_HEAP:-1G}"
 START_TIMEOUT="${COURIER_CASSANDRA_START_TIMEOUT:-180}"
 JAVA="" # the java binary to run Cassandra with (find_java)
 
+# shellcheck source=lib/process.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/process.sh"
 log() { echo "cassandra.sh: $*" >&2; }
 die() {
 	log "ERROR: $*"
@@ -301,18 +303,7 @@ start() {
 # synced, so nothing acknowledged is lost.
 halt() {
 	pid_alive || { rm -f "$RUN/cassandra.pid"; return 0; }
-	local pid
-	pid="$(cat "$RUN/cassandra.pid")"
-	kill -TERM "$pid" 2>/dev/null || true
-	for _ in $(seq 1 600); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$pid" 2>/dev/null; then
-		log "pid $pid ignored SIGTERM for 60s; killing it"
-		kill -KILL "$pid" 2>/dev/null || true
-		sleep 0.5
-	fi
+	terminate "$(cat "$RUN/cassandra.pid")" 60
 	rm -f "$RUN/cassandra.pid"
 }
 

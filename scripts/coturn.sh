@@ -25,6 +25,8 @@ RUN="${COURIER_COTURN_DIR:-${TMPDIR:-/tmp}/courier-coturn-$(id -u)}"
 PORT="${COURIER_COTURN_PORT:-13478}"
 SECRET="${COURIER_COTURN_SECRET:-courier-coturn-secret}"
 
+# shellcheck source=lib/process.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/process.sh"
 log() { echo "coturn.sh: $*" >&2; }
 die() {
 	log "ERROR: $*"
@@ -105,18 +107,7 @@ CONF
 
 stop() {
 	if pid_alive; then
-		local pid
-		pid="$(cat "$RUN/pid")"
-		kill -TERM "$pid" 2>/dev/null || true
-		for _ in $(seq 100); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		if kill -0 "$pid" 2>/dev/null; then
-			log "pid $pid ignored SIGTERM for 10 s; killing it"
-			kill -KILL "$pid" 2>/dev/null || true
-			sleep 0.2
-		fi
+		terminate "$(cat "$RUN/pid")" 10
 	fi
 	# Only what this script created.
 	rm -f "$RUN/turnserver.conf" "$RUN/turndb" "$RUN/turnserver.pid" "$RUN/turnserver.log" "$RUN/stdout.log" "$RUN/pid"

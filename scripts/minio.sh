@@ -36,6 +36,8 @@ CONSOLE_PORT=$((PORT + 1))
 ACCESS_KEY="${COURIER_MINIO_ACCESS_KEY:-courier}"
 SECRET_KEY="${COURIER_MINIO_SECRET_KEY:-courier-secret}"
 
+# shellcheck source=lib/process.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/process.sh"
 log() { echo "minio.sh: $*" >&2; }
 die() {
 	log "ERROR: $*"
@@ -141,18 +143,7 @@ start() {
 # waits for the process to be gone, killing it after 30 s.
 stop() {
 	if pid_alive; then
-		local pid
-		pid="$(cat "$RUN/pid")"
-		kill -TERM "$pid" 2>/dev/null || true
-		for _ in $(seq 300); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		if kill -0 "$pid" 2>/dev/null; then
-			log "pid $pid ignored SIGTERM for 30 s; killing it"
-			kill -KILL "$pid" 2>/dev/null || true
-			sleep 0.5
-		fi
+		terminate "$(cat "$RUN/pid")" 30
 	fi
 	# Only what this script created.
 	rm -rf "$RUN/data" "$RUN/minio.log" "$RUN/pid"

@@ -170,6 +170,14 @@ func TestWrongDigestIsRefusedNothingIsPublishedAndTheUploadIsGone(t *testing.T) 
 	resp, body := h.patch("alice", path, 0, data[:2000])
 	wantStatus(t, "PATCH", resp, body, http.StatusNoContent)
 	resp, body = h.patch("alice", path, 2000, data[2000:])
+	wantMismatchLeftNothing(t, h, path, resp, body, declared, data)
+}
+
+// wantMismatchLeftNothing checks the answer to the PATCH that completed an
+// upload whose declared digest was wrong: a 400 naming both digests, no
+// blob published under either, the upload and every byte of it gone.
+func wantMismatchLeftNothing(t *testing.T, h *harness, path string, resp *http.Response, body []byte, declared string, data []byte) {
+	t.Helper()
 	wantStatus(t, "last PATCH", resp, body, http.StatusBadRequest)
 	want := "digest mismatch: declared " + declared + ", got " + digestOf(data)
 	if !strings.Contains(string(body), want) {

@@ -113,11 +113,13 @@ func (c *killConn) Write(b []byte) (int, error) {
 
 func (c *killConn) Close() error {
 	c.once.Do(func() {
+		// Under closeMu: wrap sets timer under it, and the timer's own
+		// callback may close the connection before wrap has returned.
+		c.n.closeMu.Lock()
+		defer c.n.closeMu.Unlock()
 		if c.timer != nil {
 			c.timer.Stop()
-			c.n.closeMu.Lock()
 			delete(c.n.conns, c)
-			c.n.closeMu.Unlock()
 		}
 	})
 	return c.Conn.Close()

@@ -12,8 +12,9 @@ package push
 
 import (
 	"context"
-	"errors"
 	"time"
+
+	"github.com/courier-im/courier/webhook"
 )
 
 // Notification is one push to one device.
@@ -37,8 +38,9 @@ type Provider interface {
 }
 
 // ErrPermanent marks a failure that a retry cannot fix (the provider
-// refused the request itself: a bad token, a bad signature).
-var ErrPermanent = errors.New("permanent push failure")
+// refused the request itself: a bad token, a bad signature). It is the
+// webhook package's, so a webhook's refusal is one without wrapping.
+var ErrPermanent = webhook.ErrPermanent
 
 func itoa(v uint32) string {
 	var b [10]byte

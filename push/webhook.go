@@ -1,26 +1,20 @@
 package push
 
 import (
-	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"strconv"
 	"time"
+
+	"github.com/courier-im/courier/webhook"
 )
 
-// Headers of a webhook request. The signature is
-// hex(HMAC-SHA256(secret, timestamp + "." + body)), so a receiver can reject
-// replays older than it tolerates as well as forgeries.
+// Headers of a webhook request: the signature is package webhook's, shared
+// with every signed request the server sends.
 const (
-	HeaderSignature = "X-Courier-Signature"
-	HeaderTimestamp = "X-Courier-Timestamp"
+	HeaderSignature = webhook.HeaderSignature
+	HeaderTimestamp = webhook.HeaderTimestamp
 )
 
 // WebhookPayload is the JSON body a webhook receives. It says which device
@@ -48,61 +42,16 @@ func (w *Webhook) Send(ctx context.Context, n Notification) error {
 	if err != nil {
 		return fmt.Errorf("webhook: encode: %w", err)
 	}
-	now := time.Now
-	if w.Now != nil {
-		now = w.Now
-	}
-	ts := strconv.FormatInt(now().Unix(), 10)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("webhook %s: %w: %w", w.URL, ErrPermanent, err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(HeaderTimestamp, ts)
-	req.Header.Set(HeaderSignature, "sha256="+Sign(w.Secret, ts, body))
-	hc := w.Client
-	if hc == nil {
-		hc = &http.Client{Timeout: 10 * time.Second}
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("webhook %s: %w", w.URL, err)
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	switch {
-	case resp.StatusCode >= 200 && resp.StatusCode < 300:
-		return nil
-	case resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusTooManyRequests:
-		return fmt.Errorf("webhook %s: %w: %s", w.URL, ErrPermanent, resp.Status)
-	default:
-		return fmt.Errorf("webhook %s: %s", w.URL, resp.Status)
-	}
+	ep := webhook.Endpoint{URL: w.URL, Secret: w.Secret, Client: w.Client, Now: w.Now}
+	return ep.Post(ctx, body)
 }
 
-// Sign is the webhook signature of body sent at timestamp ts (Unix seconds).
-func Sign(secret []byte, ts string, body []byte) string {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte(ts))
-	m.Write([]byte{'.'})
-	m.Write(body)
-	return hex.EncodeToString(m.Sum(nil))
-}
+// Sign is the webhook signature of body sent at timestamp ts (Unix
+// seconds): webhook.Sign, kept here for receivers that import push.
+func Sign(secret []byte, ts string, body []byte) string { return webhook.Sign(secret, ts, body) }
 
-// Verify checks a webhook request's signature header against body; a
-// receiver written in Go can use it as is.
+// Verify checks a webhook request's signature header against body:
+// webhook.Verify, kept here for receivers that import push.
 func Verify(secret []byte, ts, header string, body []byte) error {
-	const prefix = "sha256="
-	if len(header) <= len(prefix) || header[:len(prefix)] != prefix {
-		return errors.New("push: signature header must be sha256=<hex>")
-	}
-	want, err := hex.DecodeString(Sign(secret, ts, body))
-	if err != nil {
-		return err
-	}
-	got, err := hex.DecodeString(header[len(prefix):])
-	if err != nil || !hmac.Equal(got, want) {
-		return errors.New("push: bad signature")
-	}
-	return nil
+	return webhook.Verify(secret, ts, header, body)
 }

@@ -7,9 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/courier-im/courier/webhook"
 )
 
 // DispatcherConfig tunes a Dispatcher. Zero values take the defaults.
@@ -218,7 +219,7 @@ func (d *Dispatcher) attempt(j *job) {
 		delete(d.pending, key)
 		d.deadLetter(n, attempt, err)
 	default:
-		wait := backoff(d.cfg.Backoff, d.cfg.MaxBackoff, attempt)
+		wait := webhook.Backoff(d.cfg.Backoff, d.cfg.MaxBackoff, attempt)
 		d.log.Info("push failed, retrying", "user_id", n.UserID, "device_id", n.DeviceID, "attempt", attempt, "retry_in", wait, "err", err)
 		d.scheduleLocked(j, wait)
 	}
@@ -242,14 +243,4 @@ func (d *Dispatcher) deadLetter(n Notification, attempts int, err error) {
 	d.dlMu.Lock()
 	defer d.dlMu.Unlock()
 	_, _ = d.cfg.DeadLetter.Write(append(line, '\n'))
-}
-
-// backoff doubles base per failed attempt, capped, with ±20% jitter.
-func backoff(base, limit time.Duration, attempt int) time.Duration {
-	w := base
-	for i := 1; i < attempt && w < limit; i++ {
-		w *= 2
-	}
-	w = min(w, limit)
-	return w - w/5 + time.Duration(rand.Int64N(int64(w/5)*2+1))
 }

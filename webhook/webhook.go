@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"time"
@@ -130,4 +131,16 @@ func Verify(secret []byte, ts, header string, body []byte) error {
 		return errors.New("webhook: bad signature")
 	}
 	return nil
+}
+
+// Backoff is the wait before the next try after attempt (1, 2, ...) failed:
+// base doubled per failed attempt, capped at limit, with ±20% jitter so
+// senders that failed together do not retry together.
+func Backoff(base, limit time.Duration, attempt int) time.Duration {
+	w := base
+	for i := 1; i < attempt && w < limit; i++ {
+		w *= 2
+	}
+	w = min(w, limit)
+	return w - w/5 + time.Duration(rand.Int64N(int64(w/5)*2+1))
 }

@@ -2036,7 +2036,10 @@ type Error struct {
 	// Set with MISMATCHED_DEVICES: the devices of user_id the send missed
 	// and the ones it named that do not exist (any more). Fetch the user's
 	// bundles again and resend with the same client_msg_id.
-	Mismatch      *MismatchedDevices `protobuf:"bytes,4,opt,name=mismatch,proto3" json:"mismatch,omitempty"`
+	Mismatch *MismatchedDevices `protobuf:"bytes,4,opt,name=mismatch,proto3" json:"mismatch,omitempty"`
+	// Set with RATE_LIMITED: how long to wait before the same request can
+	// succeed (the limit's bucket refills by then).
+	RetryAfterMs  uint32 `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2097,6 +2100,13 @@ func (x *Error) GetMismatch() *MismatchedDevices {
 		return x.Mismatch
 	}
 	return nil
+}
+
+func (x *Error) GetRetryAfterMs() uint32 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
 }
 
 type MismatchedDevices struct {
@@ -4654,12 +4664,13 @@ const file_wire_proto_rawDesc = "" +
 	"\tgroup_seq\x18\f \x01(\x04R\bgroupSeq\x127\n" +
 	"\vgroup_event\x18\r \x01(\v2\x16.courier.v1.GroupEventR\n" +
 	"groupEvent\x12(\n" +
-	"\x10sender_key_epoch\x18\x0e \x01(\x04R\x0esenderKeyEpoch\"\xa5\x01\n" +
+	"\x10sender_key_epoch\x18\x0e \x01(\x04R\x0esenderKeyEpoch\"\xcb\x01\n" +
 	"\x05Error\x12)\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x15.courier.v1.ErrorCodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1c\n" +
 	"\tretryable\x18\x03 \x01(\bR\tretryable\x129\n" +
-	"\bmismatch\x18\x04 \x01(\v2\x1d.courier.v1.MismatchedDevicesR\bmismatch\"\\\n" +
+	"\bmismatch\x18\x04 \x01(\v2\x1d.courier.v1.MismatchedDevicesR\bmismatch\x12$\n" +
+	"\x0eretry_after_ms\x18\x05 \x01(\rR\fretryAfterMs\"\\\n" +
 	"\x11MismatchedDevices\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x18\n" +
 	"\amissing\x18\x02 \x03(\rR\amissing\x12\x14\n" +

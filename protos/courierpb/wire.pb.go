@@ -142,6 +142,10 @@ const (
 	// A group message was encrypted for an old sender-key epoch (the
 	// membership changed since): rotate the sender key and resend.
 	ErrorCode_SENDER_KEY_STALE ErrorCode = 18
+	// Verified registration refused the code: missing, wrong, expired, or
+	// void after too many wrong tries. The message says which; request a
+	// new code (POST /v1/register/code) unless attempts are left.
+	ErrorCode_VERIFICATION_FAILED ErrorCode = 19
 )
 
 // Enum value maps for ErrorCode.
@@ -166,6 +170,7 @@ var (
 		16: "GROUP_FULL",
 		17: "NOT_ADMIN",
 		18: "SENDER_KEY_STALE",
+		19: "VERIFICATION_FAILED",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED": 0,
@@ -187,6 +192,7 @@ var (
 		"GROUP_FULL":             16,
 		"NOT_ADMIN":              17,
 		"SENDER_KEY_STALE":       18,
+		"VERIFICATION_FAILED":    19,
 	}
 )
 
@@ -4857,7 +4863,7 @@ const file_wire_proto_rawDesc = "" +
 	"\x15ENTRY_KIND_GROUP_READ\x10\b\x12\x1f\n" +
 	"\x1bENTRY_KIND_IDENTITY_CHANGED\x10\t\x12\x1a\n" +
 	"\x16ENTRY_KIND_PREKEYS_LOW\x10\n" +
-	"*\xe9\x02\n" +
+	"*\x82\x03\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tBAD_FRAME\x10\x01\x12\x11\n" +
@@ -4880,7 +4886,8 @@ const file_wire_proto_rawDesc = "" +
 	"\n" +
 	"GROUP_FULL\x10\x10\x12\r\n" +
 	"\tNOT_ADMIN\x10\x11\x12\x14\n" +
-	"\x10SENDER_KEY_STALE\x10\x12*l\n" +
+	"\x10SENDER_KEY_STALE\x10\x12\x12\x17\n" +
+	"\x13VERIFICATION_FAILED\x10\x13*l\n" +
 	"\tGroupRole\x12\x1a\n" +
 	"\x16GROUP_ROLE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11GROUP_ROLE_MEMBER\x10\x01\x12\x14\n" +

@@ -291,8 +291,11 @@ type NodeStats struct {
 	PresenceSent      int64 `protobuf:"varint,9,opt,name=presence_sent,json=presenceSent,proto3" json:"presence_sent,omitempty"`
 	PresenceCoalesced int64 `protobuf:"varint,10,opt,name=presence_coalesced,json=presenceCoalesced,proto3" json:"presence_coalesced,omitempty"`
 	EphemeralDropped  int64 `protobuf:"varint,11,opt,name=ephemeral_dropped,json=ephemeralDropped,proto3" json:"ephemeral_dropped,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Requests refused by a rate limit since start, per limit (e.g.
+	// "send/user", "register/ip"): what operators watch to tune the limits.
+	RateLimited   map[string]int64 `protobuf:"bytes,12,rep,name=rate_limited,json=rateLimited,proto3" json:"rate_limited,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeStats) Reset() {
@@ -402,6 +405,13 @@ func (x *NodeStats) GetEphemeralDropped() int64 {
 	return 0
 }
 
+func (x *NodeStats) GetRateLimited() map[string]int64 {
+	if x != nil {
+		return x.RateLimited
+	}
+	return nil
+}
+
 var File_envelope_proto protoreflect.FileDescriptor
 
 const file_envelope_proto_rawDesc = "" +
@@ -418,7 +428,7 @@ const file_envelope_proto_rawDesc = "" +
 	"\x06Status\x122\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x1e.courier.cluster.v1.StatusCodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"\x12\n" +
-	"\x10NodeStatsRequest\"\xf8\x03\n" +
+	"\x10NodeStatsRequest\"\x8b\x05\n" +
 	"\tNodeStats\x12\x1b\n" +
 	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12P\n" +
@@ -434,8 +444,12 @@ const file_envelope_proto_rawDesc = "" +
 	"\rpresence_sent\x18\t \x01(\x03R\fpresenceSent\x12-\n" +
 	"\x12presence_coalesced\x18\n" +
 	" \x01(\x03R\x11presenceCoalesced\x12+\n" +
-	"\x11ephemeral_dropped\x18\v \x01(\x03R\x10ephemeralDropped\x1a>\n" +
+	"\x11ephemeral_dropped\x18\v \x01(\x03R\x10ephemeralDropped\x12Q\n" +
+	"\frate_limited\x18\f \x03(\v2..courier.cluster.v1.NodeStats.RateLimitedEntryR\vrateLimited\x1a>\n" +
 	"\x10ActivationsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a>\n" +
+	"\x10RateLimitedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01*\x96\x01\n" +
 	"\n" +
@@ -460,7 +474,7 @@ func file_envelope_proto_rawDescGZIP() []byte {
 }
 
 var file_envelope_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_envelope_proto_goTypes = []any{
 	(StatusCode)(0),          // 0: courier.cluster.v1.StatusCode
 	(*Envelope)(nil),         // 1: courier.cluster.v1.Envelope
@@ -468,16 +482,18 @@ var file_envelope_proto_goTypes = []any{
 	(*NodeStatsRequest)(nil), // 3: courier.cluster.v1.NodeStatsRequest
 	(*NodeStats)(nil),        // 4: courier.cluster.v1.NodeStats
 	nil,                      // 5: courier.cluster.v1.NodeStats.ActivationsEntry
+	nil,                      // 6: courier.cluster.v1.NodeStats.RateLimitedEntry
 }
 var file_envelope_proto_depIdxs = []int32{
 	2, // 0: courier.cluster.v1.Envelope.status:type_name -> courier.cluster.v1.Status
 	0, // 1: courier.cluster.v1.Status.code:type_name -> courier.cluster.v1.StatusCode
 	5, // 2: courier.cluster.v1.NodeStats.activations:type_name -> courier.cluster.v1.NodeStats.ActivationsEntry
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	6, // 3: courier.cluster.v1.NodeStats.rate_limited:type_name -> courier.cluster.v1.NodeStats.RateLimitedEntry
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_envelope_proto_init() }
@@ -491,7 +507,7 @@ func file_envelope_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_envelope_proto_rawDesc), len(file_envelope_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -24,6 +24,11 @@ const (
 	MaxGroupSubjectLen     = 128
 	MaxGroupDescriptionLen = 2048
 	MaxPushTokenLen        = 4096
+	// MaxCallIDLen bounds a call id (a UUID is 36 bytes).
+	MaxCallIDLen = 64
+	// MaxCallPayload bounds one call signal's ciphertext (an SDP offer is
+	// a few KiB; video with many codecs stays well under this).
+	MaxCallPayload = 64 << 10
 )
 
 // frameStringLimits bounds each string field reachable from a
@@ -62,6 +67,8 @@ var frameStringLimits = map[protoreflect.FullName]int{
 	"courier.v1.Typing.to_user_id":              MaxUserIDLen,
 	"courier.v1.Typing.group_id":                MaxGroupIDLen,
 	"courier.v1.PushTokenUpdate.token":          MaxPushTokenLen,
+	"courier.v1.CallSignal.call_id":             MaxCallIDLen,
+	"courier.v1.CallSignal.peer_user_id":        MaxUserIDLen,
 }
 
 // defaultStringLimit bounds a string field added to the protocol without

@@ -3319,6 +3319,186 @@ func (x *StoreTranscriptReply) GetError() *Error {
 	return nil
 }
 
+// CallSignalRequest is a device's signal, to its own user's grain.
+// Answered with a CallSignalReply.
+type CallSignalRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId      uint32                 `protobuf:"varint,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Signal        *CallSignal            `protobuf:"bytes,2,opt,name=signal,proto3" json:"signal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallSignalRequest) Reset() {
+	*x = CallSignalRequest{}
+	mi := &file_grain_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallSignalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallSignalRequest) ProtoMessage() {}
+
+func (x *CallSignalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallSignalRequest.ProtoReflect.Descriptor instead.
+func (*CallSignalRequest) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *CallSignalRequest) GetDeviceId() uint32 {
+	if x != nil {
+		return x.DeviceId
+	}
+	return 0
+}
+
+func (x *CallSignalRequest) GetSignal() *CallSignal {
+	if x != nil {
+		return x.Signal
+	}
+	return nil
+}
+
+type CallSignalReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallSignalReply) Reset() {
+	*x = CallSignalReply{}
+	mi := &file_grain_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallSignalReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallSignalReply) ProtoMessage() {}
+
+func (x *CallSignalReply) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallSignalReply.ProtoReflect.Descriptor instead.
+func (*CallSignalReply) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *CallSignalReply) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+// PeerCallSignal is one user's grain passing a checked signal to the peer's
+// grain (signal.peer_user_id names the receiving user). Answered with a
+// CallSignalReply.
+type PeerCallSignal struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	FromUserId   string                 `protobuf:"bytes,1,opt,name=from_user_id,json=fromUserId,proto3" json:"from_user_id,omitempty"`
+	FromDeviceId uint32                 `protobuf:"varint,2,opt,name=from_device_id,json=fromDeviceId,proto3" json:"from_device_id,omitempty"`
+	Signal       *CallSignal            `protobuf:"bytes,3,opt,name=signal,proto3" json:"signal,omitempty"`
+	// With HANGUP from a grain: why the call ended (the ring timeout, a
+	// stopping node); unset for a device's own hangup.
+	EndReason CallEndReason `protobuf:"varint,4,opt,name=end_reason,json=endReason,proto3,enum=courier.v1.CallEndReason" json:"end_reason,omitempty"`
+	// With OFFER: when the caller placed the call (unix ms).
+	StartedAtMs   int64 `protobuf:"varint,5,opt,name=started_at_ms,json=startedAtMs,proto3" json:"started_at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerCallSignal) Reset() {
+	*x = PeerCallSignal{}
+	mi := &file_grain_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerCallSignal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerCallSignal) ProtoMessage() {}
+
+func (x *PeerCallSignal) ProtoReflect() protoreflect.Message {
+	mi := &file_grain_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerCallSignal.ProtoReflect.Descriptor instead.
+func (*PeerCallSignal) Descriptor() ([]byte, []int) {
+	return file_grain_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *PeerCallSignal) GetFromUserId() string {
+	if x != nil {
+		return x.FromUserId
+	}
+	return ""
+}
+
+func (x *PeerCallSignal) GetFromDeviceId() uint32 {
+	if x != nil {
+		return x.FromDeviceId
+	}
+	return 0
+}
+
+func (x *PeerCallSignal) GetSignal() *CallSignal {
+	if x != nil {
+		return x.Signal
+	}
+	return nil
+}
+
+func (x *PeerCallSignal) GetEndReason() CallEndReason {
+	if x != nil {
+		return x.EndReason
+	}
+	return CallEndReason_CALL_END_UNSPECIFIED
+}
+
+func (x *PeerCallSignal) GetStartedAtMs() int64 {
+	if x != nil {
+		return x.StartedAtMs
+	}
+	return 0
+}
+
 var File_grain_proto protoreflect.FileDescriptor
 
 const file_grain_proto_rawDesc = "" +
@@ -3552,7 +3732,20 @@ const file_grain_proto_rawDesc = "" +
 	"per_device\x18\x04 \x03(\v2\x1c.courier.v1.DeviceCiphertextR\tperDevice\x12!\n" +
 	"\fcontent_type\x18\x05 \x01(\tR\vcontentType\"?\n" +
 	"\x14StoreTranscriptReply\x12'\n" +
-	"\x05error\x18\x01 \x01(\v2\x11.courier.v1.ErrorR\x05errorB0Z.github.com/courier-im/courier/protos/courierpbb\x06proto3"
+	"\x05error\x18\x01 \x01(\v2\x11.courier.v1.ErrorR\x05error\"`\n" +
+	"\x11CallSignalRequest\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\rR\bdeviceId\x12.\n" +
+	"\x06signal\x18\x02 \x01(\v2\x16.courier.v1.CallSignalR\x06signal\":\n" +
+	"\x0fCallSignalReply\x12'\n" +
+	"\x05error\x18\x01 \x01(\v2\x11.courier.v1.ErrorR\x05error\"\xe6\x01\n" +
+	"\x0ePeerCallSignal\x12 \n" +
+	"\ffrom_user_id\x18\x01 \x01(\tR\n" +
+	"fromUserId\x12$\n" +
+	"\x0efrom_device_id\x18\x02 \x01(\rR\ffromDeviceId\x12.\n" +
+	"\x06signal\x18\x03 \x01(\v2\x16.courier.v1.CallSignalR\x06signal\x128\n" +
+	"\n" +
+	"end_reason\x18\x04 \x01(\x0e2\x19.courier.v1.CallEndReasonR\tendReason\x12\"\n" +
+	"\rstarted_at_ms\x18\x05 \x01(\x03R\vstartedAtMsB0Z.github.com/courier-im/courier/protos/courierpbb\x06proto3"
 
 var (
 	file_grain_proto_rawDescOnce sync.Once
@@ -3566,7 +3759,7 @@ func file_grain_proto_rawDescGZIP() []byte {
 	return file_grain_proto_rawDescData
 }
 
-var file_grain_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_grain_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_grain_proto_goTypes = []any{
 	(*DeliverMessage)(nil),           // 0: courier.v1.DeliverMessage
 	(*DeliverMessageReply)(nil),      // 1: courier.v1.DeliverMessageReply
@@ -3623,92 +3816,101 @@ var file_grain_proto_goTypes = []any{
 	(*IdentityChangedReply)(nil),     // 52: courier.v1.IdentityChangedReply
 	(*StoreTranscript)(nil),          // 53: courier.v1.StoreTranscript
 	(*StoreTranscriptReply)(nil),     // 54: courier.v1.StoreTranscriptReply
-	nil,                              // 55: courier.v1.UserProfile.PushTokensEntry
-	(*Send)(nil),                     // 56: courier.v1.Send
-	(*Error)(nil),                    // 57: courier.v1.Error
-	(EntryKind)(0),                   // 58: courier.v1.EntryKind
-	(Visibility)(0),                  // 59: courier.v1.Visibility
-	(*InboxEntry)(nil),               // 60: courier.v1.InboxEntry
-	(*GroupCreate)(nil),              // 61: courier.v1.GroupCreate
-	(*GroupInfo)(nil),                // 62: courier.v1.GroupInfo
-	(*GroupUpdate)(nil),              // 63: courier.v1.GroupUpdate
-	(*GroupUpdateOk)(nil),            // 64: courier.v1.GroupUpdateOk
-	(*GroupSend)(nil),                // 65: courier.v1.GroupSend
-	(*GroupMemberList)(nil),          // 66: courier.v1.GroupMemberList
-	(*GroupReceipts)(nil),            // 67: courier.v1.GroupReceipts
-	(*GroupDeviceCiphertext)(nil),    // 68: courier.v1.GroupDeviceCiphertext
-	(GroupRole)(0),                   // 69: courier.v1.GroupRole
-	(*GroupSettings)(nil),            // 70: courier.v1.GroupSettings
-	(*ContactsUpdate)(nil),           // 71: courier.v1.ContactsUpdate
-	(*ContactsRequest)(nil),          // 72: courier.v1.ContactsRequest
-	(*BlockUpdate)(nil),              // 73: courier.v1.BlockUpdate
-	(*PrivacyUpdate)(nil),            // 74: courier.v1.PrivacyUpdate
-	(*PushTokenUpdate)(nil),          // 75: courier.v1.PushTokenUpdate
-	(*ContactList)(nil),              // 76: courier.v1.ContactList
-	(TypingState)(0),                 // 77: courier.v1.TypingState
-	(*Contact)(nil),                  // 78: courier.v1.Contact
-	(*DeviceCiphertext)(nil),         // 79: courier.v1.DeviceCiphertext
+	(*CallSignalRequest)(nil),        // 55: courier.v1.CallSignalRequest
+	(*CallSignalReply)(nil),          // 56: courier.v1.CallSignalReply
+	(*PeerCallSignal)(nil),           // 57: courier.v1.PeerCallSignal
+	nil,                              // 58: courier.v1.UserProfile.PushTokensEntry
+	(*Send)(nil),                     // 59: courier.v1.Send
+	(*Error)(nil),                    // 60: courier.v1.Error
+	(EntryKind)(0),                   // 61: courier.v1.EntryKind
+	(Visibility)(0),                  // 62: courier.v1.Visibility
+	(*InboxEntry)(nil),               // 63: courier.v1.InboxEntry
+	(*GroupCreate)(nil),              // 64: courier.v1.GroupCreate
+	(*GroupInfo)(nil),                // 65: courier.v1.GroupInfo
+	(*GroupUpdate)(nil),              // 66: courier.v1.GroupUpdate
+	(*GroupUpdateOk)(nil),            // 67: courier.v1.GroupUpdateOk
+	(*GroupSend)(nil),                // 68: courier.v1.GroupSend
+	(*GroupMemberList)(nil),          // 69: courier.v1.GroupMemberList
+	(*GroupReceipts)(nil),            // 70: courier.v1.GroupReceipts
+	(*GroupDeviceCiphertext)(nil),    // 71: courier.v1.GroupDeviceCiphertext
+	(GroupRole)(0),                   // 72: courier.v1.GroupRole
+	(*GroupSettings)(nil),            // 73: courier.v1.GroupSettings
+	(*ContactsUpdate)(nil),           // 74: courier.v1.ContactsUpdate
+	(*ContactsRequest)(nil),          // 75: courier.v1.ContactsRequest
+	(*BlockUpdate)(nil),              // 76: courier.v1.BlockUpdate
+	(*PrivacyUpdate)(nil),            // 77: courier.v1.PrivacyUpdate
+	(*PushTokenUpdate)(nil),          // 78: courier.v1.PushTokenUpdate
+	(*ContactList)(nil),              // 79: courier.v1.ContactList
+	(TypingState)(0),                 // 80: courier.v1.TypingState
+	(*Contact)(nil),                  // 81: courier.v1.Contact
+	(*DeviceCiphertext)(nil),         // 82: courier.v1.DeviceCiphertext
+	(*CallSignal)(nil),               // 83: courier.v1.CallSignal
+	(CallEndReason)(0),               // 84: courier.v1.CallEndReason
 }
 var file_grain_proto_depIdxs = []int32{
-	56, // 0: courier.v1.DeliverMessage.send:type_name -> courier.v1.Send
-	57, // 1: courier.v1.DeliverMessageReply.error:type_name -> courier.v1.Error
-	58, // 2: courier.v1.DeliverReceipt.kind:type_name -> courier.v1.EntryKind
-	57, // 3: courier.v1.DeliverReceiptReply.error:type_name -> courier.v1.Error
-	59, // 4: courier.v1.AttachDeviceReply.presence_visibility:type_name -> courier.v1.Visibility
-	57, // 5: courier.v1.AttachDeviceReply.error:type_name -> courier.v1.Error
-	57, // 6: courier.v1.AckInboxReply.error:type_name -> courier.v1.Error
-	60, // 7: courier.v1.PushEntries.entries:type_name -> courier.v1.InboxEntry
-	60, // 8: courier.v1.StoredEntry.entry:type_name -> courier.v1.InboxEntry
-	61, // 9: courier.v1.CreateGroup.create:type_name -> courier.v1.GroupCreate
-	62, // 10: courier.v1.CreateGroupReply.info:type_name -> courier.v1.GroupInfo
-	57, // 11: courier.v1.CreateGroupReply.error:type_name -> courier.v1.Error
-	63, // 12: courier.v1.UpdateGroup.update:type_name -> courier.v1.GroupUpdate
-	64, // 13: courier.v1.UpdateGroupReply.ok:type_name -> courier.v1.GroupUpdateOk
-	57, // 14: courier.v1.UpdateGroupReply.error:type_name -> courier.v1.Error
-	65, // 15: courier.v1.SendGroupMessage.send:type_name -> courier.v1.GroupSend
-	57, // 16: courier.v1.SendGroupMessageReply.error:type_name -> courier.v1.Error
-	62, // 17: courier.v1.GetGroupInfoReply.info:type_name -> courier.v1.GroupInfo
-	57, // 18: courier.v1.GetGroupInfoReply.error:type_name -> courier.v1.Error
-	66, // 19: courier.v1.GetGroupMembersReply.members:type_name -> courier.v1.GroupMemberList
-	57, // 20: courier.v1.GetGroupMembersReply.error:type_name -> courier.v1.Error
-	67, // 21: courier.v1.GetGroupReceiptsReply.receipts:type_name -> courier.v1.GroupReceipts
-	57, // 22: courier.v1.GetGroupReceiptsReply.error:type_name -> courier.v1.Error
-	58, // 23: courier.v1.GroupReceipt.kind:type_name -> courier.v1.EntryKind
-	57, // 24: courier.v1.GroupReceiptReply.error:type_name -> courier.v1.Error
+	59, // 0: courier.v1.DeliverMessage.send:type_name -> courier.v1.Send
+	60, // 1: courier.v1.DeliverMessageReply.error:type_name -> courier.v1.Error
+	61, // 2: courier.v1.DeliverReceipt.kind:type_name -> courier.v1.EntryKind
+	60, // 3: courier.v1.DeliverReceiptReply.error:type_name -> courier.v1.Error
+	62, // 4: courier.v1.AttachDeviceReply.presence_visibility:type_name -> courier.v1.Visibility
+	60, // 5: courier.v1.AttachDeviceReply.error:type_name -> courier.v1.Error
+	60, // 6: courier.v1.AckInboxReply.error:type_name -> courier.v1.Error
+	63, // 7: courier.v1.PushEntries.entries:type_name -> courier.v1.InboxEntry
+	63, // 8: courier.v1.StoredEntry.entry:type_name -> courier.v1.InboxEntry
+	64, // 9: courier.v1.CreateGroup.create:type_name -> courier.v1.GroupCreate
+	65, // 10: courier.v1.CreateGroupReply.info:type_name -> courier.v1.GroupInfo
+	60, // 11: courier.v1.CreateGroupReply.error:type_name -> courier.v1.Error
+	66, // 12: courier.v1.UpdateGroup.update:type_name -> courier.v1.GroupUpdate
+	67, // 13: courier.v1.UpdateGroupReply.ok:type_name -> courier.v1.GroupUpdateOk
+	60, // 14: courier.v1.UpdateGroupReply.error:type_name -> courier.v1.Error
+	68, // 15: courier.v1.SendGroupMessage.send:type_name -> courier.v1.GroupSend
+	60, // 16: courier.v1.SendGroupMessageReply.error:type_name -> courier.v1.Error
+	65, // 17: courier.v1.GetGroupInfoReply.info:type_name -> courier.v1.GroupInfo
+	60, // 18: courier.v1.GetGroupInfoReply.error:type_name -> courier.v1.Error
+	69, // 19: courier.v1.GetGroupMembersReply.members:type_name -> courier.v1.GroupMemberList
+	60, // 20: courier.v1.GetGroupMembersReply.error:type_name -> courier.v1.Error
+	70, // 21: courier.v1.GetGroupReceiptsReply.receipts:type_name -> courier.v1.GroupReceipts
+	60, // 22: courier.v1.GetGroupReceiptsReply.error:type_name -> courier.v1.Error
+	61, // 23: courier.v1.GroupReceipt.kind:type_name -> courier.v1.EntryKind
+	60, // 24: courier.v1.GroupReceiptReply.error:type_name -> courier.v1.Error
 	32, // 25: courier.v1.DeliverGroupEntries.entries:type_name -> courier.v1.GroupLogEntry
-	57, // 26: courier.v1.DeliverGroupEntriesReply.error:type_name -> courier.v1.Error
-	60, // 27: courier.v1.GroupLogEntry.entry:type_name -> courier.v1.InboxEntry
-	68, // 28: courier.v1.GroupLogEntry.per_device:type_name -> courier.v1.GroupDeviceCiphertext
-	69, // 29: courier.v1.GroupMemberState.role:type_name -> courier.v1.GroupRole
+	60, // 26: courier.v1.DeliverGroupEntriesReply.error:type_name -> courier.v1.Error
+	63, // 27: courier.v1.GroupLogEntry.entry:type_name -> courier.v1.InboxEntry
+	71, // 28: courier.v1.GroupLogEntry.per_device:type_name -> courier.v1.GroupDeviceCiphertext
+	72, // 29: courier.v1.GroupMemberState.role:type_name -> courier.v1.GroupRole
 	33, // 30: courier.v1.GroupMemberState.spans:type_name -> courier.v1.SeqSpan
-	70, // 31: courier.v1.GroupState.settings:type_name -> courier.v1.GroupSettings
+	73, // 31: courier.v1.GroupState.settings:type_name -> courier.v1.GroupSettings
 	34, // 32: courier.v1.GroupState.members:type_name -> courier.v1.GroupMemberState
-	71, // 33: courier.v1.UserSettings.contacts:type_name -> courier.v1.ContactsUpdate
-	72, // 34: courier.v1.UserSettings.list:type_name -> courier.v1.ContactsRequest
-	73, // 35: courier.v1.UserSettings.block:type_name -> courier.v1.BlockUpdate
-	74, // 36: courier.v1.UserSettings.privacy:type_name -> courier.v1.PrivacyUpdate
-	75, // 37: courier.v1.UserSettings.push_token:type_name -> courier.v1.PushTokenUpdate
-	57, // 38: courier.v1.UserSettingsReply.error:type_name -> courier.v1.Error
-	76, // 39: courier.v1.UserSettingsReply.contacts:type_name -> courier.v1.ContactList
-	59, // 40: courier.v1.UserSettingsReply.presence_visibility:type_name -> courier.v1.Visibility
-	59, // 41: courier.v1.WatchPresence.viewer_visibility:type_name -> courier.v1.Visibility
-	57, // 42: courier.v1.WatchPresenceReply.error:type_name -> courier.v1.Error
-	77, // 43: courier.v1.TypingTo.state:type_name -> courier.v1.TypingState
-	77, // 44: courier.v1.GroupTyping.state:type_name -> courier.v1.TypingState
-	57, // 45: courier.v1.GroupTypingReply.error:type_name -> courier.v1.Error
-	78, // 46: courier.v1.UserProfile.contacts:type_name -> courier.v1.Contact
-	59, // 47: courier.v1.UserProfile.presence_visibility:type_name -> courier.v1.Visibility
-	55, // 48: courier.v1.UserProfile.push_tokens:type_name -> courier.v1.UserProfile.PushTokensEntry
-	57, // 49: courier.v1.CreateLinkCodeReply.error:type_name -> courier.v1.Error
-	57, // 50: courier.v1.RedeemLinkCodeReply.error:type_name -> courier.v1.Error
-	57, // 51: courier.v1.UnlinkDeviceReply.error:type_name -> courier.v1.Error
-	79, // 52: courier.v1.StoreTranscript.per_device:type_name -> courier.v1.DeviceCiphertext
-	57, // 53: courier.v1.StoreTranscriptReply.error:type_name -> courier.v1.Error
-	54, // [54:54] is the sub-list for method output_type
-	54, // [54:54] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	74, // 33: courier.v1.UserSettings.contacts:type_name -> courier.v1.ContactsUpdate
+	75, // 34: courier.v1.UserSettings.list:type_name -> courier.v1.ContactsRequest
+	76, // 35: courier.v1.UserSettings.block:type_name -> courier.v1.BlockUpdate
+	77, // 36: courier.v1.UserSettings.privacy:type_name -> courier.v1.PrivacyUpdate
+	78, // 37: courier.v1.UserSettings.push_token:type_name -> courier.v1.PushTokenUpdate
+	60, // 38: courier.v1.UserSettingsReply.error:type_name -> courier.v1.Error
+	79, // 39: courier.v1.UserSettingsReply.contacts:type_name -> courier.v1.ContactList
+	62, // 40: courier.v1.UserSettingsReply.presence_visibility:type_name -> courier.v1.Visibility
+	62, // 41: courier.v1.WatchPresence.viewer_visibility:type_name -> courier.v1.Visibility
+	60, // 42: courier.v1.WatchPresenceReply.error:type_name -> courier.v1.Error
+	80, // 43: courier.v1.TypingTo.state:type_name -> courier.v1.TypingState
+	80, // 44: courier.v1.GroupTyping.state:type_name -> courier.v1.TypingState
+	60, // 45: courier.v1.GroupTypingReply.error:type_name -> courier.v1.Error
+	81, // 46: courier.v1.UserProfile.contacts:type_name -> courier.v1.Contact
+	62, // 47: courier.v1.UserProfile.presence_visibility:type_name -> courier.v1.Visibility
+	58, // 48: courier.v1.UserProfile.push_tokens:type_name -> courier.v1.UserProfile.PushTokensEntry
+	60, // 49: courier.v1.CreateLinkCodeReply.error:type_name -> courier.v1.Error
+	60, // 50: courier.v1.RedeemLinkCodeReply.error:type_name -> courier.v1.Error
+	60, // 51: courier.v1.UnlinkDeviceReply.error:type_name -> courier.v1.Error
+	82, // 52: courier.v1.StoreTranscript.per_device:type_name -> courier.v1.DeviceCiphertext
+	60, // 53: courier.v1.StoreTranscriptReply.error:type_name -> courier.v1.Error
+	83, // 54: courier.v1.CallSignalRequest.signal:type_name -> courier.v1.CallSignal
+	60, // 55: courier.v1.CallSignalReply.error:type_name -> courier.v1.Error
+	83, // 56: courier.v1.PeerCallSignal.signal:type_name -> courier.v1.CallSignal
+	84, // 57: courier.v1.PeerCallSignal.end_reason:type_name -> courier.v1.CallEndReason
+	58, // [58:58] is the sub-list for method output_type
+	58, // [58:58] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_grain_proto_init() }
@@ -3730,7 +3932,7 @@ func file_grain_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_grain_proto_rawDesc), len(file_grain_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   56,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -51,6 +51,10 @@ const (
 	EntryKind_ENTRY_KIND_IDENTITY_CHANGED EntryKind = 9
 	// This device's pool of one-time prekeys is running low: upload more.
 	EntryKind_ENTRY_KIND_PREKEYS_LOW EntryKind = 10
+	// A call to this user ended without being answered (call set: why, and
+	// when); from_user_id / from_device_id name the caller. Stored once per
+	// call, in every device inbox.
+	EntryKind_ENTRY_KIND_MISSED_CALL EntryKind = 11
 )
 
 // Enum value maps for EntryKind.
@@ -67,6 +71,7 @@ var (
 		8:  "ENTRY_KIND_GROUP_READ",
 		9:  "ENTRY_KIND_IDENTITY_CHANGED",
 		10: "ENTRY_KIND_PREKEYS_LOW",
+		11: "ENTRY_KIND_MISSED_CALL",
 	}
 	EntryKind_value = map[string]int32{
 		"ENTRY_KIND_UNSPECIFIED":      0,
@@ -80,6 +85,7 @@ var (
 		"ENTRY_KIND_GROUP_READ":       8,
 		"ENTRY_KIND_IDENTITY_CHANGED": 9,
 		"ENTRY_KIND_PREKEYS_LOW":      10,
+		"ENTRY_KIND_MISSED_CALL":      11,
 	}
 )
 
@@ -497,6 +503,199 @@ func (TypingState) EnumDescriptor() ([]byte, []int) {
 	return file_wire_proto_rawDescGZIP(), []int{6}
 }
 
+type CallMedia int32
+
+const (
+	CallMedia_CALL_MEDIA_UNSPECIFIED CallMedia = 0
+	CallMedia_CALL_MEDIA_AUDIO       CallMedia = 1
+	CallMedia_CALL_MEDIA_VIDEO       CallMedia = 2
+)
+
+// Enum value maps for CallMedia.
+var (
+	CallMedia_name = map[int32]string{
+		0: "CALL_MEDIA_UNSPECIFIED",
+		1: "CALL_MEDIA_AUDIO",
+		2: "CALL_MEDIA_VIDEO",
+	}
+	CallMedia_value = map[string]int32{
+		"CALL_MEDIA_UNSPECIFIED": 0,
+		"CALL_MEDIA_AUDIO":       1,
+		"CALL_MEDIA_VIDEO":       2,
+	}
+)
+
+func (x CallMedia) Enum() *CallMedia {
+	p := new(CallMedia)
+	*p = x
+	return p
+}
+
+func (x CallMedia) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CallMedia) Descriptor() protoreflect.EnumDescriptor {
+	return file_wire_proto_enumTypes[7].Descriptor()
+}
+
+func (CallMedia) Type() protoreflect.EnumType {
+	return &file_wire_proto_enumTypes[7]
+}
+
+func (x CallMedia) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CallMedia.Descriptor instead.
+func (CallMedia) EnumDescriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{7}
+}
+
+type CallSignalType int32
+
+const (
+	CallSignalType_CALL_SIGNAL_UNSPECIFIED CallSignalType = 0
+	// Caller: start a call (payload: the encrypted SDP offer; media set).
+	CallSignalType_CALL_SIGNAL_OFFER CallSignalType = 1
+	// Callee device: this device is ringing (optional, for the caller's UI).
+	CallSignalType_CALL_SIGNAL_RINGING CallSignalType = 2
+	// Callee device: take the call (payload: the encrypted SDP answer).
+	CallSignalType_CALL_SIGNAL_ANSWER CallSignalType = 3
+	// Either device in the call: one trickled ICE candidate (encrypted).
+	// The caller may send them before the answer: they go to every ringing
+	// device; the callee's only after its ANSWER.
+	CallSignalType_CALL_SIGNAL_CANDIDATE CallSignalType = 4
+	// Callee device: decline the call (ends it on every device).
+	CallSignalType_CALL_SIGNAL_REJECT CallSignalType = 5
+	// Callee device: this user is in another call (ends it as BUSY).
+	CallSignalType_CALL_SIGNAL_BUSY CallSignalType = 6
+	// Either device: end the call (the caller, before an answer: cancel it).
+	CallSignalType_CALL_SIGNAL_HANGUP CallSignalType = 7
+)
+
+// Enum value maps for CallSignalType.
+var (
+	CallSignalType_name = map[int32]string{
+		0: "CALL_SIGNAL_UNSPECIFIED",
+		1: "CALL_SIGNAL_OFFER",
+		2: "CALL_SIGNAL_RINGING",
+		3: "CALL_SIGNAL_ANSWER",
+		4: "CALL_SIGNAL_CANDIDATE",
+		5: "CALL_SIGNAL_REJECT",
+		6: "CALL_SIGNAL_BUSY",
+		7: "CALL_SIGNAL_HANGUP",
+	}
+	CallSignalType_value = map[string]int32{
+		"CALL_SIGNAL_UNSPECIFIED": 0,
+		"CALL_SIGNAL_OFFER":       1,
+		"CALL_SIGNAL_RINGING":     2,
+		"CALL_SIGNAL_ANSWER":      3,
+		"CALL_SIGNAL_CANDIDATE":   4,
+		"CALL_SIGNAL_REJECT":      5,
+		"CALL_SIGNAL_BUSY":        6,
+		"CALL_SIGNAL_HANGUP":      7,
+	}
+)
+
+func (x CallSignalType) Enum() *CallSignalType {
+	p := new(CallSignalType)
+	*p = x
+	return p
+}
+
+func (x CallSignalType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CallSignalType) Descriptor() protoreflect.EnumDescriptor {
+	return file_wire_proto_enumTypes[8].Descriptor()
+}
+
+func (CallSignalType) Type() protoreflect.EnumType {
+	return &file_wire_proto_enumTypes[8]
+}
+
+func (x CallSignalType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CallSignalType.Descriptor instead.
+func (CallSignalType) EnumDescriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{8}
+}
+
+type CallEndReason int32
+
+const (
+	CallEndReason_CALL_END_UNSPECIFIED CallEndReason = 0
+	// The peer hung up.
+	CallEndReason_CALL_END_HANGUP CallEndReason = 1
+	// Nobody answered within the ring timeout.
+	CallEndReason_CALL_END_NO_ANSWER CallEndReason = 2
+	// The callee declined.
+	CallEndReason_CALL_END_REJECTED CallEndReason = 3
+	// The callee is in another call.
+	CallEndReason_CALL_END_BUSY CallEndReason = 4
+	// Another device of this user answered: stop ringing.
+	CallEndReason_CALL_END_ANSWERED_ELSEWHERE CallEndReason = 5
+	// The caller hung up before anyone answered.
+	CallEndReason_CALL_END_CANCELLED CallEndReason = 6
+	// The server lost the call (a node stopped); place it again.
+	CallEndReason_CALL_END_FAILED CallEndReason = 7
+)
+
+// Enum value maps for CallEndReason.
+var (
+	CallEndReason_name = map[int32]string{
+		0: "CALL_END_UNSPECIFIED",
+		1: "CALL_END_HANGUP",
+		2: "CALL_END_NO_ANSWER",
+		3: "CALL_END_REJECTED",
+		4: "CALL_END_BUSY",
+		5: "CALL_END_ANSWERED_ELSEWHERE",
+		6: "CALL_END_CANCELLED",
+		7: "CALL_END_FAILED",
+	}
+	CallEndReason_value = map[string]int32{
+		"CALL_END_UNSPECIFIED":        0,
+		"CALL_END_HANGUP":             1,
+		"CALL_END_NO_ANSWER":          2,
+		"CALL_END_REJECTED":           3,
+		"CALL_END_BUSY":               4,
+		"CALL_END_ANSWERED_ELSEWHERE": 5,
+		"CALL_END_CANCELLED":          6,
+		"CALL_END_FAILED":             7,
+	}
+)
+
+func (x CallEndReason) Enum() *CallEndReason {
+	p := new(CallEndReason)
+	*p = x
+	return p
+}
+
+func (x CallEndReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CallEndReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_wire_proto_enumTypes[9].Descriptor()
+}
+
+func (CallEndReason) Type() protoreflect.EnumType {
+	return &file_wire_proto_enumTypes[9]
+}
+
+func (x CallEndReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CallEndReason.Descriptor instead.
+func (CallEndReason) EnumDescriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{9}
+}
+
 // ClientFrame is one frame a device sends.
 type ClientFrame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -532,6 +731,7 @@ type ClientFrame struct {
 	//	*ClientFrame_PresenceUnsubscribe
 	//	*ClientFrame_Typing
 	//	*ClientFrame_PushToken
+	//	*ClientFrame_CallSignal
 	Body          isClientFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -768,6 +968,15 @@ func (x *ClientFrame) GetPushToken() *PushTokenUpdate {
 	return nil
 }
 
+func (x *ClientFrame) GetCallSignal() *CallSignal {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_CallSignal); ok {
+			return x.CallSignal
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Body interface {
 	isClientFrame_Body()
 }
@@ -855,6 +1064,11 @@ type ClientFrame_PushToken struct {
 	PushToken *PushTokenUpdate `protobuf:"bytes,37,opt,name=push_token,json=pushToken,proto3,oneof"`
 }
 
+type ClientFrame_CallSignal struct {
+	// 1:1 call signaling ("Calls" below).
+	CallSignal *CallSignal `protobuf:"bytes,40,opt,name=call_signal,json=callSignal,proto3,oneof"`
+}
+
 func (*ClientFrame_Send) isClientFrame_Body() {}
 
 func (*ClientFrame_Ack) isClientFrame_Body() {}
@@ -895,6 +1109,8 @@ func (*ClientFrame_Typing) isClientFrame_Body() {}
 
 func (*ClientFrame_PushToken) isClientFrame_Body() {}
 
+func (*ClientFrame_CallSignal) isClientFrame_Body() {}
+
 // ServerFrame is one frame a gateway sends.
 type ServerFrame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -919,6 +1135,7 @@ type ServerFrame struct {
 	//	*ServerFrame_Presence
 	//	*ServerFrame_Typing
 	//	*ServerFrame_PresenceGone
+	//	*ServerFrame_CallEvent
 	Body          isServerFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1121,6 +1338,15 @@ func (x *ServerFrame) GetPresenceGone() *PresenceGone {
 	return nil
 }
 
+func (x *ServerFrame) GetCallEvent() *CallEvent {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_CallEvent); ok {
+			return x.CallEvent
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Body interface {
 	isServerFrame_Body()
 }
@@ -1201,6 +1427,14 @@ type ServerFrame_PresenceGone struct {
 	PresenceGone *PresenceGone `protobuf:"bytes,34,opt,name=presence_gone,json=presenceGone,proto3,oneof"`
 }
 
+type ServerFrame_CallEvent struct {
+	// Pushed (req_id 0): a call signal from the peer, or the server's word
+	// that a call ended for this device. Never stored, never dropped: a
+	// session that cannot take it is disconnected and rung again on
+	// reconnect. CallSignal is answered with ok.
+	CallEvent *CallEvent `protobuf:"bytes,40,opt,name=call_event,json=callEvent,proto3,oneof"`
+}
+
 func (*ServerFrame_SendAck) isServerFrame_Body() {}
 
 func (*ServerFrame_Deliver) isServerFrame_Body() {}
@@ -1234,6 +1468,8 @@ func (*ServerFrame_Presence) isServerFrame_Body() {}
 func (*ServerFrame_Typing) isServerFrame_Body() {}
 
 func (*ServerFrame_PresenceGone) isServerFrame_Body() {}
+
+func (*ServerFrame_CallEvent) isServerFrame_Body() {}
 
 // Send asks the server to store a message in every device inbox of to_user_id.
 type Send struct {
@@ -1901,8 +2137,10 @@ type InboxEntry struct {
 	GroupEvent *GroupEvent `protobuf:"bytes,13,opt,name=group_event,json=groupEvent,proto3" json:"group_event,omitempty"`
 	// For group messages: the sender-key epoch the sender encrypted with.
 	SenderKeyEpoch uint64 `protobuf:"varint,14,opt,name=sender_key_epoch,json=senderKeyEpoch,proto3" json:"sender_key_epoch,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// For ENTRY_KIND_MISSED_CALL: the call.
+	Call          *CallRecord `protobuf:"bytes,15,opt,name=call,proto3" json:"call,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InboxEntry) Reset() {
@@ -2031,6 +2269,13 @@ func (x *InboxEntry) GetSenderKeyEpoch() uint64 {
 		return x.SenderKeyEpoch
 	}
 	return 0
+}
+
+func (x *InboxEntry) GetCall() *CallRecord {
+	if x != nil {
+		return x.Call
+	}
+	return nil
 }
 
 type Error struct {
@@ -4541,13 +4786,281 @@ func (x *UserBundles) GetDevices() []*DeviceBundle {
 	return nil
 }
 
+// CallSignal is one signal of a 1:1 call from this device.
+type CallSignal struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chosen by the caller for the call (a UUID; 1..64 bytes), then named by
+	// every signal of the call. A resent OFFER with the same id is answered
+	// ok again and rings nobody twice.
+	CallId string `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// The other user: the callee for the caller, the caller for the callee.
+	PeerUserId string         `protobuf:"bytes,2,opt,name=peer_user_id,json=peerUserId,proto3" json:"peer_user_id,omitempty"`
+	Type       CallSignalType `protobuf:"varint,3,opt,name=type,proto3,enum=courier.v1.CallSignalType" json:"type,omitempty"`
+	// OFFER only: audio or video.
+	Media CallMedia `protobuf:"varint,4,opt,name=media,proto3,enum=courier.v1.CallMedia" json:"media,omitempty"`
+	// End-to-end encrypted SDP or candidate; opaque to the server, at most
+	// 64 KiB.
+	Payload       []byte `protobuf:"bytes,5,opt,name=payload,proto3" json:"payload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallSignal) Reset() {
+	*x = CallSignal{}
+	mi := &file_wire_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallSignal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallSignal) ProtoMessage() {}
+
+func (x *CallSignal) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallSignal.ProtoReflect.Descriptor instead.
+func (*CallSignal) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *CallSignal) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CallSignal) GetPeerUserId() string {
+	if x != nil {
+		return x.PeerUserId
+	}
+	return ""
+}
+
+func (x *CallSignal) GetType() CallSignalType {
+	if x != nil {
+		return x.Type
+	}
+	return CallSignalType_CALL_SIGNAL_UNSPECIFIED
+}
+
+func (x *CallSignal) GetMedia() CallMedia {
+	if x != nil {
+		return x.Media
+	}
+	return CallMedia_CALL_MEDIA_UNSPECIFIED
+}
+
+func (x *CallSignal) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+// CallEvent is a signal for this device (type, from the peer's device) or
+// the end of a call for it (type HANGUP, end_reason set).
+type CallEvent struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	CallId string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// The peer (for ANSWERED_ELSEWHERE: this user and the answering device).
+	FromUserId   string         `protobuf:"bytes,2,opt,name=from_user_id,json=fromUserId,proto3" json:"from_user_id,omitempty"`
+	FromDeviceId uint32         `protobuf:"varint,3,opt,name=from_device_id,json=fromDeviceId,proto3" json:"from_device_id,omitempty"`
+	Type         CallSignalType `protobuf:"varint,4,opt,name=type,proto3,enum=courier.v1.CallSignalType" json:"type,omitempty"`
+	// With OFFER.
+	Media     CallMedia     `protobuf:"varint,5,opt,name=media,proto3,enum=courier.v1.CallMedia" json:"media,omitempty"`
+	Payload   []byte        `protobuf:"bytes,6,opt,name=payload,proto3" json:"payload,omitempty"`
+	EndReason CallEndReason `protobuf:"varint,7,opt,name=end_reason,json=endReason,proto3,enum=courier.v1.CallEndReason" json:"end_reason,omitempty"`
+	// With OFFER: when the call was placed (unix ms).
+	StartedAtMs   int64 `protobuf:"varint,8,opt,name=started_at_ms,json=startedAtMs,proto3" json:"started_at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallEvent) Reset() {
+	*x = CallEvent{}
+	mi := &file_wire_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallEvent) ProtoMessage() {}
+
+func (x *CallEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallEvent.ProtoReflect.Descriptor instead.
+func (*CallEvent) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *CallEvent) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CallEvent) GetFromUserId() string {
+	if x != nil {
+		return x.FromUserId
+	}
+	return ""
+}
+
+func (x *CallEvent) GetFromDeviceId() uint32 {
+	if x != nil {
+		return x.FromDeviceId
+	}
+	return 0
+}
+
+func (x *CallEvent) GetType() CallSignalType {
+	if x != nil {
+		return x.Type
+	}
+	return CallSignalType_CALL_SIGNAL_UNSPECIFIED
+}
+
+func (x *CallEvent) GetMedia() CallMedia {
+	if x != nil {
+		return x.Media
+	}
+	return CallMedia_CALL_MEDIA_UNSPECIFIED
+}
+
+func (x *CallEvent) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *CallEvent) GetEndReason() CallEndReason {
+	if x != nil {
+		return x.EndReason
+	}
+	return CallEndReason_CALL_END_UNSPECIFIED
+}
+
+func (x *CallEvent) GetStartedAtMs() int64 {
+	if x != nil {
+		return x.StartedAtMs
+	}
+	return 0
+}
+
+// CallRecord is what a missed-call entry says about the call.
+type CallRecord struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	CallId string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Media  CallMedia              `protobuf:"varint,2,opt,name=media,proto3,enum=courier.v1.CallMedia" json:"media,omitempty"`
+	// NO_ANSWER, REJECTED, BUSY or CANCELLED.
+	EndReason     CallEndReason `protobuf:"varint,3,opt,name=end_reason,json=endReason,proto3,enum=courier.v1.CallEndReason" json:"end_reason,omitempty"`
+	StartedAtMs   int64         `protobuf:"varint,4,opt,name=started_at_ms,json=startedAtMs,proto3" json:"started_at_ms,omitempty"`
+	EndedAtMs     int64         `protobuf:"varint,5,opt,name=ended_at_ms,json=endedAtMs,proto3" json:"ended_at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallRecord) Reset() {
+	*x = CallRecord{}
+	mi := &file_wire_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallRecord) ProtoMessage() {}
+
+func (x *CallRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallRecord.ProtoReflect.Descriptor instead.
+func (*CallRecord) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *CallRecord) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CallRecord) GetMedia() CallMedia {
+	if x != nil {
+		return x.Media
+	}
+	return CallMedia_CALL_MEDIA_UNSPECIFIED
+}
+
+func (x *CallRecord) GetEndReason() CallEndReason {
+	if x != nil {
+		return x.EndReason
+	}
+	return CallEndReason_CALL_END_UNSPECIFIED
+}
+
+func (x *CallRecord) GetStartedAtMs() int64 {
+	if x != nil {
+		return x.StartedAtMs
+	}
+	return 0
+}
+
+func (x *CallRecord) GetEndedAtMs() int64 {
+	if x != nil {
+		return x.EndedAtMs
+	}
+	return 0
+}
+
 var File_wire_proto protoreflect.FileDescriptor
 
 const file_wire_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
 	"wire.proto\x12\n" +
-	"courier.v1\"\xff\t\n" +
+	"courier.v1\"\xba\n" +
+	"\n" +
 	"\vClientFrame\x12\x15\n" +
 	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\x12-\n" +
 	"\x12first_transmission\x18\x02 \x01(\bR\x11firstTransmission\x12&\n" +
@@ -4576,8 +5089,10 @@ const file_wire_proto_rawDesc = "" +
 	"\x14presence_unsubscribe\x18# \x01(\v2\x1f.courier.v1.PresenceUnsubscribeH\x00R\x13presenceUnsubscribe\x12,\n" +
 	"\x06typing\x18$ \x01(\v2\x12.courier.v1.TypingH\x00R\x06typing\x12<\n" +
 	"\n" +
-	"push_token\x18% \x01(\v2\x1b.courier.v1.PushTokenUpdateH\x00R\tpushTokenB\x06\n" +
-	"\x04body\"\xc4\a\n" +
+	"push_token\x18% \x01(\v2\x1b.courier.v1.PushTokenUpdateH\x00R\tpushToken\x129\n" +
+	"\vcall_signal\x18( \x01(\v2\x16.courier.v1.CallSignalH\x00R\n" +
+	"callSignalB\x06\n" +
+	"\x04body\"\xfc\a\n" +
 	"\vServerFrame\x12\x15\n" +
 	"\x06req_id\x18\x01 \x01(\x04R\x05reqId\x120\n" +
 	"\bsend_ack\x18\n" +
@@ -4599,7 +5114,9 @@ const file_wire_proto_rawDesc = "" +
 	"\x02ok\x18\x1f \x01(\v2\x0e.courier.v1.OkH\x00R\x02ok\x128\n" +
 	"\bpresence\x18  \x01(\v2\x1a.courier.v1.PresenceUpdateH\x00R\bpresence\x122\n" +
 	"\x06typing\x18! \x01(\v2\x18.courier.v1.TypingNoticeH\x00R\x06typing\x12?\n" +
-	"\rpresence_gone\x18\" \x01(\v2\x18.courier.v1.PresenceGoneH\x00R\fpresenceGoneB\x06\n" +
+	"\rpresence_gone\x18\" \x01(\v2\x18.courier.v1.PresenceGoneH\x00R\fpresenceGone\x126\n" +
+	"\n" +
+	"call_event\x18( \x01(\v2\x15.courier.v1.CallEventH\x00R\tcallEventB\x06\n" +
 	"\x04body\"\x8d\x02\n" +
 	"\x04Send\x12\"\n" +
 	"\rclient_msg_id\x18\x01 \x01(\tR\vclientMsgId\x12\x1c\n" +
@@ -4646,7 +5163,7 @@ const file_wire_proto_rawDesc = "" +
 	"\x0ereplay_through\x18\x04 \x01(\x04R\rreplayThrough\x12&\n" +
 	"\x0fmax_frame_bytes\x18\x05 \x01(\rR\rmaxFrameBytes\";\n" +
 	"\aDeliver\x120\n" +
-	"\aentries\x18\x01 \x03(\v2\x16.courier.v1.InboxEntryR\aentries\"\xfb\x03\n" +
+	"\aentries\x18\x01 \x03(\v2\x16.courier.v1.InboxEntryR\aentries\"\xa7\x04\n" +
 	"\n" +
 	"InboxEntry\x12\x1b\n" +
 	"\tinbox_seq\x18\x01 \x01(\x04R\binboxSeq\x12)\n" +
@@ -4670,7 +5187,8 @@ const file_wire_proto_rawDesc = "" +
 	"\tgroup_seq\x18\f \x01(\x04R\bgroupSeq\x127\n" +
 	"\vgroup_event\x18\r \x01(\v2\x16.courier.v1.GroupEventR\n" +
 	"groupEvent\x12(\n" +
-	"\x10sender_key_epoch\x18\x0e \x01(\x04R\x0esenderKeyEpoch\"\xcb\x01\n" +
+	"\x10sender_key_epoch\x18\x0e \x01(\x04R\x0esenderKeyEpoch\x12*\n" +
+	"\x04call\x18\x0f \x01(\v2\x16.courier.v1.CallRecordR\x04call\"\xcb\x01\n" +
 	"\x05Error\x12)\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x15.courier.v1.ErrorCodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1c\n" +
@@ -4850,7 +5368,34 @@ const file_wire_proto_rawDesc = "" +
 	"\x0fone_time_prekey\x18\b \x01(\fR\roneTimePrekey\"Z\n" +
 	"\vUserBundles\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x122\n" +
-	"\adevices\x18\x02 \x03(\v2\x18.courier.v1.DeviceBundleR\adevices*\xc0\x02\n" +
+	"\adevices\x18\x02 \x03(\v2\x18.courier.v1.DeviceBundleR\adevices\"\xbe\x01\n" +
+	"\n" +
+	"CallSignal\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12 \n" +
+	"\fpeer_user_id\x18\x02 \x01(\tR\n" +
+	"peerUserId\x12.\n" +
+	"\x04type\x18\x03 \x01(\x0e2\x1a.courier.v1.CallSignalTypeR\x04type\x12+\n" +
+	"\x05media\x18\x04 \x01(\x0e2\x15.courier.v1.CallMediaR\x05media\x12\x18\n" +
+	"\apayload\x18\x05 \x01(\fR\apayload\"\xc1\x02\n" +
+	"\tCallEvent\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12 \n" +
+	"\ffrom_user_id\x18\x02 \x01(\tR\n" +
+	"fromUserId\x12$\n" +
+	"\x0efrom_device_id\x18\x03 \x01(\rR\ffromDeviceId\x12.\n" +
+	"\x04type\x18\x04 \x01(\x0e2\x1a.courier.v1.CallSignalTypeR\x04type\x12+\n" +
+	"\x05media\x18\x05 \x01(\x0e2\x15.courier.v1.CallMediaR\x05media\x12\x18\n" +
+	"\apayload\x18\x06 \x01(\fR\apayload\x128\n" +
+	"\n" +
+	"end_reason\x18\a \x01(\x0e2\x19.courier.v1.CallEndReasonR\tendReason\x12\"\n" +
+	"\rstarted_at_ms\x18\b \x01(\x03R\vstartedAtMs\"\xd0\x01\n" +
+	"\n" +
+	"CallRecord\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12+\n" +
+	"\x05media\x18\x02 \x01(\x0e2\x15.courier.v1.CallMediaR\x05media\x128\n" +
+	"\n" +
+	"end_reason\x18\x03 \x01(\x0e2\x19.courier.v1.CallEndReasonR\tendReason\x12\"\n" +
+	"\rstarted_at_ms\x18\x04 \x01(\x03R\vstartedAtMs\x12\x1e\n" +
+	"\vended_at_ms\x18\x05 \x01(\x03R\tendedAtMs*\xdc\x02\n" +
 	"\tEntryKind\x12\x1a\n" +
 	"\x16ENTRY_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12ENTRY_KIND_MESSAGE\x10\x01\x12\x1e\n" +
@@ -4863,7 +5408,8 @@ const file_wire_proto_rawDesc = "" +
 	"\x15ENTRY_KIND_GROUP_READ\x10\b\x12\x1f\n" +
 	"\x1bENTRY_KIND_IDENTITY_CHANGED\x10\t\x12\x1a\n" +
 	"\x16ENTRY_KIND_PREKEYS_LOW\x10\n" +
-	"*\x82\x03\n" +
+	"\x12\x1a\n" +
+	"\x16ENTRY_KIND_MISSED_CALL\x10\v*\x82\x03\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tBAD_FRAME\x10\x01\x12\x11\n" +
@@ -4916,7 +5462,29 @@ const file_wire_proto_rawDesc = "" +
 	"\vTypingState\x12\x1c\n" +
 	"\x18TYPING_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13TYPING_STATE_TYPING\x10\x01\x12\x17\n" +
-	"\x13TYPING_STATE_PAUSED\x10\x02B0Z.github.com/courier-im/courier/protos/courierpbb\x06proto3"
+	"\x13TYPING_STATE_PAUSED\x10\x02*S\n" +
+	"\tCallMedia\x12\x1a\n" +
+	"\x16CALL_MEDIA_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10CALL_MEDIA_AUDIO\x10\x01\x12\x14\n" +
+	"\x10CALL_MEDIA_VIDEO\x10\x02*\xd6\x01\n" +
+	"\x0eCallSignalType\x12\x1b\n" +
+	"\x17CALL_SIGNAL_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11CALL_SIGNAL_OFFER\x10\x01\x12\x17\n" +
+	"\x13CALL_SIGNAL_RINGING\x10\x02\x12\x16\n" +
+	"\x12CALL_SIGNAL_ANSWER\x10\x03\x12\x19\n" +
+	"\x15CALL_SIGNAL_CANDIDATE\x10\x04\x12\x16\n" +
+	"\x12CALL_SIGNAL_REJECT\x10\x05\x12\x14\n" +
+	"\x10CALL_SIGNAL_BUSY\x10\x06\x12\x16\n" +
+	"\x12CALL_SIGNAL_HANGUP\x10\a*\xce\x01\n" +
+	"\rCallEndReason\x12\x18\n" +
+	"\x14CALL_END_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fCALL_END_HANGUP\x10\x01\x12\x16\n" +
+	"\x12CALL_END_NO_ANSWER\x10\x02\x12\x15\n" +
+	"\x11CALL_END_REJECTED\x10\x03\x12\x11\n" +
+	"\rCALL_END_BUSY\x10\x04\x12\x1f\n" +
+	"\x1bCALL_END_ANSWERED_ELSEWHERE\x10\x05\x12\x16\n" +
+	"\x12CALL_END_CANCELLED\x10\x06\x12\x13\n" +
+	"\x0fCALL_END_FAILED\x10\aB0Z.github.com/courier-im/courier/protos/courierpbb\x06proto3"
 
 var (
 	file_wire_proto_rawDescOnce sync.Once
@@ -4930,8 +5498,8 @@ func file_wire_proto_rawDescGZIP() []byte {
 	return file_wire_proto_rawDescData
 }
 
-var file_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_wire_proto_goTypes = []any{
 	(EntryKind)(0),                // 0: courier.v1.EntryKind
 	(ErrorCode)(0),                // 1: courier.v1.ErrorCode
@@ -4940,135 +5508,151 @@ var file_wire_proto_goTypes = []any{
 	(GroupEventType)(0),           // 4: courier.v1.GroupEventType
 	(Visibility)(0),               // 5: courier.v1.Visibility
 	(TypingState)(0),              // 6: courier.v1.TypingState
-	(*ClientFrame)(nil),           // 7: courier.v1.ClientFrame
-	(*ServerFrame)(nil),           // 8: courier.v1.ServerFrame
-	(*Send)(nil),                  // 9: courier.v1.Send
-	(*DeviceCiphertext)(nil),      // 10: courier.v1.DeviceCiphertext
-	(*SendAck)(nil),               // 11: courier.v1.SendAck
-	(*Ack)(nil),                   // 12: courier.v1.Ack
-	(*AckOk)(nil),                 // 13: courier.v1.AckOk
-	(*ReadReceipt)(nil),           // 14: courier.v1.ReadReceipt
-	(*ReadOk)(nil),                // 15: courier.v1.ReadOk
-	(*Ping)(nil),                  // 16: courier.v1.Ping
-	(*Pong)(nil),                  // 17: courier.v1.Pong
-	(*Attached)(nil),              // 18: courier.v1.Attached
-	(*Deliver)(nil),               // 19: courier.v1.Deliver
-	(*InboxEntry)(nil),            // 20: courier.v1.InboxEntry
-	(*Error)(nil),                 // 21: courier.v1.Error
-	(*MismatchedDevices)(nil),     // 22: courier.v1.MismatchedDevices
-	(*GroupSettings)(nil),         // 23: courier.v1.GroupSettings
-	(*GroupCreate)(nil),           // 24: courier.v1.GroupCreate
-	(*GroupUserIds)(nil),          // 25: courier.v1.GroupUserIds
-	(*GroupLeave)(nil),            // 26: courier.v1.GroupLeave
-	(*GroupUpdate)(nil),           // 27: courier.v1.GroupUpdate
-	(*GroupUpdateOk)(nil),         // 28: courier.v1.GroupUpdateOk
-	(*GroupDeviceCiphertext)(nil), // 29: courier.v1.GroupDeviceCiphertext
-	(*GroupSend)(nil),             // 30: courier.v1.GroupSend
-	(*GroupInfoRequest)(nil),      // 31: courier.v1.GroupInfoRequest
-	(*GroupListRequest)(nil),      // 32: courier.v1.GroupListRequest
-	(*GroupMembersRequest)(nil),   // 33: courier.v1.GroupMembersRequest
-	(*GroupReceiptsRequest)(nil),  // 34: courier.v1.GroupReceiptsRequest
-	(*GroupReadReceipt)(nil),      // 35: courier.v1.GroupReadReceipt
-	(*GroupInfo)(nil),             // 36: courier.v1.GroupInfo
-	(*GroupList)(nil),             // 37: courier.v1.GroupList
-	(*GroupMember)(nil),           // 38: courier.v1.GroupMember
-	(*GroupMemberList)(nil),       // 39: courier.v1.GroupMemberList
-	(*GroupReceipts)(nil),         // 40: courier.v1.GroupReceipts
-	(*GroupEvent)(nil),            // 41: courier.v1.GroupEvent
-	(*ContactsUpdate)(nil),        // 42: courier.v1.ContactsUpdate
-	(*ContactsRequest)(nil),       // 43: courier.v1.ContactsRequest
-	(*Contact)(nil),               // 44: courier.v1.Contact
-	(*ContactList)(nil),           // 45: courier.v1.ContactList
-	(*BlockUpdate)(nil),           // 46: courier.v1.BlockUpdate
-	(*PrivacyUpdate)(nil),         // 47: courier.v1.PrivacyUpdate
-	(*Ok)(nil),                    // 48: courier.v1.Ok
-	(*PresenceSubscribe)(nil),     // 49: courier.v1.PresenceSubscribe
-	(*PresenceUnsubscribe)(nil),   // 50: courier.v1.PresenceUnsubscribe
-	(*PresenceUpdate)(nil),        // 51: courier.v1.PresenceUpdate
-	(*PresenceGone)(nil),          // 52: courier.v1.PresenceGone
-	(*Typing)(nil),                // 53: courier.v1.Typing
-	(*TypingNotice)(nil),          // 54: courier.v1.TypingNotice
-	(*PushTokenUpdate)(nil),       // 55: courier.v1.PushTokenUpdate
-	(*OneTimePrekey)(nil),         // 56: courier.v1.OneTimePrekey
-	(*KeyUpload)(nil),             // 57: courier.v1.KeyUpload
-	(*DeviceBundle)(nil),          // 58: courier.v1.DeviceBundle
-	(*UserBundles)(nil),           // 59: courier.v1.UserBundles
+	(CallMedia)(0),                // 7: courier.v1.CallMedia
+	(CallSignalType)(0),           // 8: courier.v1.CallSignalType
+	(CallEndReason)(0),            // 9: courier.v1.CallEndReason
+	(*ClientFrame)(nil),           // 10: courier.v1.ClientFrame
+	(*ServerFrame)(nil),           // 11: courier.v1.ServerFrame
+	(*Send)(nil),                  // 12: courier.v1.Send
+	(*DeviceCiphertext)(nil),      // 13: courier.v1.DeviceCiphertext
+	(*SendAck)(nil),               // 14: courier.v1.SendAck
+	(*Ack)(nil),                   // 15: courier.v1.Ack
+	(*AckOk)(nil),                 // 16: courier.v1.AckOk
+	(*ReadReceipt)(nil),           // 17: courier.v1.ReadReceipt
+	(*ReadOk)(nil),                // 18: courier.v1.ReadOk
+	(*Ping)(nil),                  // 19: courier.v1.Ping
+	(*Pong)(nil),                  // 20: courier.v1.Pong
+	(*Attached)(nil),              // 21: courier.v1.Attached
+	(*Deliver)(nil),               // 22: courier.v1.Deliver
+	(*InboxEntry)(nil),            // 23: courier.v1.InboxEntry
+	(*Error)(nil),                 // 24: courier.v1.Error
+	(*MismatchedDevices)(nil),     // 25: courier.v1.MismatchedDevices
+	(*GroupSettings)(nil),         // 26: courier.v1.GroupSettings
+	(*GroupCreate)(nil),           // 27: courier.v1.GroupCreate
+	(*GroupUserIds)(nil),          // 28: courier.v1.GroupUserIds
+	(*GroupLeave)(nil),            // 29: courier.v1.GroupLeave
+	(*GroupUpdate)(nil),           // 30: courier.v1.GroupUpdate
+	(*GroupUpdateOk)(nil),         // 31: courier.v1.GroupUpdateOk
+	(*GroupDeviceCiphertext)(nil), // 32: courier.v1.GroupDeviceCiphertext
+	(*GroupSend)(nil),             // 33: courier.v1.GroupSend
+	(*GroupInfoRequest)(nil),      // 34: courier.v1.GroupInfoRequest
+	(*GroupListRequest)(nil),      // 35: courier.v1.GroupListRequest
+	(*GroupMembersRequest)(nil),   // 36: courier.v1.GroupMembersRequest
+	(*GroupReceiptsRequest)(nil),  // 37: courier.v1.GroupReceiptsRequest
+	(*GroupReadReceipt)(nil),      // 38: courier.v1.GroupReadReceipt
+	(*GroupInfo)(nil),             // 39: courier.v1.GroupInfo
+	(*GroupList)(nil),             // 40: courier.v1.GroupList
+	(*GroupMember)(nil),           // 41: courier.v1.GroupMember
+	(*GroupMemberList)(nil),       // 42: courier.v1.GroupMemberList
+	(*GroupReceipts)(nil),         // 43: courier.v1.GroupReceipts
+	(*GroupEvent)(nil),            // 44: courier.v1.GroupEvent
+	(*ContactsUpdate)(nil),        // 45: courier.v1.ContactsUpdate
+	(*ContactsRequest)(nil),       // 46: courier.v1.ContactsRequest
+	(*Contact)(nil),               // 47: courier.v1.Contact
+	(*ContactList)(nil),           // 48: courier.v1.ContactList
+	(*BlockUpdate)(nil),           // 49: courier.v1.BlockUpdate
+	(*PrivacyUpdate)(nil),         // 50: courier.v1.PrivacyUpdate
+	(*Ok)(nil),                    // 51: courier.v1.Ok
+	(*PresenceSubscribe)(nil),     // 52: courier.v1.PresenceSubscribe
+	(*PresenceUnsubscribe)(nil),   // 53: courier.v1.PresenceUnsubscribe
+	(*PresenceUpdate)(nil),        // 54: courier.v1.PresenceUpdate
+	(*PresenceGone)(nil),          // 55: courier.v1.PresenceGone
+	(*Typing)(nil),                // 56: courier.v1.Typing
+	(*TypingNotice)(nil),          // 57: courier.v1.TypingNotice
+	(*PushTokenUpdate)(nil),       // 58: courier.v1.PushTokenUpdate
+	(*OneTimePrekey)(nil),         // 59: courier.v1.OneTimePrekey
+	(*KeyUpload)(nil),             // 60: courier.v1.KeyUpload
+	(*DeviceBundle)(nil),          // 61: courier.v1.DeviceBundle
+	(*UserBundles)(nil),           // 62: courier.v1.UserBundles
+	(*CallSignal)(nil),            // 63: courier.v1.CallSignal
+	(*CallEvent)(nil),             // 64: courier.v1.CallEvent
+	(*CallRecord)(nil),            // 65: courier.v1.CallRecord
 }
 var file_wire_proto_depIdxs = []int32{
-	9,  // 0: courier.v1.ClientFrame.send:type_name -> courier.v1.Send
-	12, // 1: courier.v1.ClientFrame.ack:type_name -> courier.v1.Ack
-	14, // 2: courier.v1.ClientFrame.read:type_name -> courier.v1.ReadReceipt
-	16, // 3: courier.v1.ClientFrame.ping:type_name -> courier.v1.Ping
-	24, // 4: courier.v1.ClientFrame.group_create:type_name -> courier.v1.GroupCreate
-	27, // 5: courier.v1.ClientFrame.group_update:type_name -> courier.v1.GroupUpdate
-	30, // 6: courier.v1.ClientFrame.group_send:type_name -> courier.v1.GroupSend
-	31, // 7: courier.v1.ClientFrame.group_info:type_name -> courier.v1.GroupInfoRequest
-	32, // 8: courier.v1.ClientFrame.group_list:type_name -> courier.v1.GroupListRequest
-	33, // 9: courier.v1.ClientFrame.group_members:type_name -> courier.v1.GroupMembersRequest
-	34, // 10: courier.v1.ClientFrame.group_receipts:type_name -> courier.v1.GroupReceiptsRequest
-	35, // 11: courier.v1.ClientFrame.group_read:type_name -> courier.v1.GroupReadReceipt
-	42, // 12: courier.v1.ClientFrame.contacts_update:type_name -> courier.v1.ContactsUpdate
-	43, // 13: courier.v1.ClientFrame.contacts:type_name -> courier.v1.ContactsRequest
-	46, // 14: courier.v1.ClientFrame.block:type_name -> courier.v1.BlockUpdate
-	47, // 15: courier.v1.ClientFrame.privacy:type_name -> courier.v1.PrivacyUpdate
-	49, // 16: courier.v1.ClientFrame.presence_subscribe:type_name -> courier.v1.PresenceSubscribe
-	50, // 17: courier.v1.ClientFrame.presence_unsubscribe:type_name -> courier.v1.PresenceUnsubscribe
-	53, // 18: courier.v1.ClientFrame.typing:type_name -> courier.v1.Typing
-	55, // 19: courier.v1.ClientFrame.push_token:type_name -> courier.v1.PushTokenUpdate
-	11, // 20: courier.v1.ServerFrame.send_ack:type_name -> courier.v1.SendAck
-	19, // 21: courier.v1.ServerFrame.deliver:type_name -> courier.v1.Deliver
-	21, // 22: courier.v1.ServerFrame.error:type_name -> courier.v1.Error
-	17, // 23: courier.v1.ServerFrame.pong:type_name -> courier.v1.Pong
-	18, // 24: courier.v1.ServerFrame.attached:type_name -> courier.v1.Attached
-	13, // 25: courier.v1.ServerFrame.ack_ok:type_name -> courier.v1.AckOk
-	15, // 26: courier.v1.ServerFrame.read_ok:type_name -> courier.v1.ReadOk
-	36, // 27: courier.v1.ServerFrame.group_info:type_name -> courier.v1.GroupInfo
-	28, // 28: courier.v1.ServerFrame.group_update_ok:type_name -> courier.v1.GroupUpdateOk
-	37, // 29: courier.v1.ServerFrame.group_list:type_name -> courier.v1.GroupList
-	39, // 30: courier.v1.ServerFrame.group_member_list:type_name -> courier.v1.GroupMemberList
-	40, // 31: courier.v1.ServerFrame.group_receipts:type_name -> courier.v1.GroupReceipts
-	45, // 32: courier.v1.ServerFrame.contact_list:type_name -> courier.v1.ContactList
-	48, // 33: courier.v1.ServerFrame.ok:type_name -> courier.v1.Ok
-	51, // 34: courier.v1.ServerFrame.presence:type_name -> courier.v1.PresenceUpdate
-	54, // 35: courier.v1.ServerFrame.typing:type_name -> courier.v1.TypingNotice
-	52, // 36: courier.v1.ServerFrame.presence_gone:type_name -> courier.v1.PresenceGone
-	10, // 37: courier.v1.Send.per_device:type_name -> courier.v1.DeviceCiphertext
-	10, // 38: courier.v1.Send.sender_devices:type_name -> courier.v1.DeviceCiphertext
-	20, // 39: courier.v1.Deliver.entries:type_name -> courier.v1.InboxEntry
-	0,  // 40: courier.v1.InboxEntry.kind:type_name -> courier.v1.EntryKind
-	41, // 41: courier.v1.InboxEntry.group_event:type_name -> courier.v1.GroupEvent
-	1,  // 42: courier.v1.Error.code:type_name -> courier.v1.ErrorCode
-	22, // 43: courier.v1.Error.mismatch:type_name -> courier.v1.MismatchedDevices
-	3,  // 44: courier.v1.GroupSettings.send:type_name -> courier.v1.GroupPermission
-	3,  // 45: courier.v1.GroupSettings.edit_info:type_name -> courier.v1.GroupPermission
-	3,  // 46: courier.v1.GroupSettings.add_members:type_name -> courier.v1.GroupPermission
-	23, // 47: courier.v1.GroupCreate.settings:type_name -> courier.v1.GroupSettings
-	25, // 48: courier.v1.GroupUpdate.add_members:type_name -> courier.v1.GroupUserIds
-	25, // 49: courier.v1.GroupUpdate.remove_members:type_name -> courier.v1.GroupUserIds
-	25, // 50: courier.v1.GroupUpdate.promote_admins:type_name -> courier.v1.GroupUserIds
-	25, // 51: courier.v1.GroupUpdate.demote_admins:type_name -> courier.v1.GroupUserIds
-	26, // 52: courier.v1.GroupUpdate.leave:type_name -> courier.v1.GroupLeave
-	23, // 53: courier.v1.GroupUpdate.settings:type_name -> courier.v1.GroupSettings
-	36, // 54: courier.v1.GroupUpdateOk.info:type_name -> courier.v1.GroupInfo
-	29, // 55: courier.v1.GroupSend.per_device:type_name -> courier.v1.GroupDeviceCiphertext
-	23, // 56: courier.v1.GroupInfo.settings:type_name -> courier.v1.GroupSettings
-	2,  // 57: courier.v1.GroupInfo.my_role:type_name -> courier.v1.GroupRole
-	36, // 58: courier.v1.GroupList.groups:type_name -> courier.v1.GroupInfo
-	2,  // 59: courier.v1.GroupMember.role:type_name -> courier.v1.GroupRole
-	38, // 60: courier.v1.GroupMemberList.members:type_name -> courier.v1.GroupMember
-	4,  // 61: courier.v1.GroupEvent.type:type_name -> courier.v1.GroupEventType
-	23, // 62: courier.v1.GroupEvent.settings:type_name -> courier.v1.GroupSettings
-	44, // 63: courier.v1.ContactList.contacts:type_name -> courier.v1.Contact
-	5,  // 64: courier.v1.PrivacyUpdate.presence:type_name -> courier.v1.Visibility
-	6,  // 65: courier.v1.Typing.state:type_name -> courier.v1.TypingState
-	6,  // 66: courier.v1.TypingNotice.state:type_name -> courier.v1.TypingState
-	56, // 67: courier.v1.KeyUpload.one_time_prekeys:type_name -> courier.v1.OneTimePrekey
-	58, // 68: courier.v1.UserBundles.devices:type_name -> courier.v1.DeviceBundle
-	69, // [69:69] is the sub-list for method output_type
-	69, // [69:69] is the sub-list for method input_type
-	69, // [69:69] is the sub-list for extension type_name
-	69, // [69:69] is the sub-list for extension extendee
-	0,  // [0:69] is the sub-list for field type_name
+	12, // 0: courier.v1.ClientFrame.send:type_name -> courier.v1.Send
+	15, // 1: courier.v1.ClientFrame.ack:type_name -> courier.v1.Ack
+	17, // 2: courier.v1.ClientFrame.read:type_name -> courier.v1.ReadReceipt
+	19, // 3: courier.v1.ClientFrame.ping:type_name -> courier.v1.Ping
+	27, // 4: courier.v1.ClientFrame.group_create:type_name -> courier.v1.GroupCreate
+	30, // 5: courier.v1.ClientFrame.group_update:type_name -> courier.v1.GroupUpdate
+	33, // 6: courier.v1.ClientFrame.group_send:type_name -> courier.v1.GroupSend
+	34, // 7: courier.v1.ClientFrame.group_info:type_name -> courier.v1.GroupInfoRequest
+	35, // 8: courier.v1.ClientFrame.group_list:type_name -> courier.v1.GroupListRequest
+	36, // 9: courier.v1.ClientFrame.group_members:type_name -> courier.v1.GroupMembersRequest
+	37, // 10: courier.v1.ClientFrame.group_receipts:type_name -> courier.v1.GroupReceiptsRequest
+	38, // 11: courier.v1.ClientFrame.group_read:type_name -> courier.v1.GroupReadReceipt
+	45, // 12: courier.v1.ClientFrame.contacts_update:type_name -> courier.v1.ContactsUpdate
+	46, // 13: courier.v1.ClientFrame.contacts:type_name -> courier.v1.ContactsRequest
+	49, // 14: courier.v1.ClientFrame.block:type_name -> courier.v1.BlockUpdate
+	50, // 15: courier.v1.ClientFrame.privacy:type_name -> courier.v1.PrivacyUpdate
+	52, // 16: courier.v1.ClientFrame.presence_subscribe:type_name -> courier.v1.PresenceSubscribe
+	53, // 17: courier.v1.ClientFrame.presence_unsubscribe:type_name -> courier.v1.PresenceUnsubscribe
+	56, // 18: courier.v1.ClientFrame.typing:type_name -> courier.v1.Typing
+	58, // 19: courier.v1.ClientFrame.push_token:type_name -> courier.v1.PushTokenUpdate
+	63, // 20: courier.v1.ClientFrame.call_signal:type_name -> courier.v1.CallSignal
+	14, // 21: courier.v1.ServerFrame.send_ack:type_name -> courier.v1.SendAck
+	22, // 22: courier.v1.ServerFrame.deliver:type_name -> courier.v1.Deliver
+	24, // 23: courier.v1.ServerFrame.error:type_name -> courier.v1.Error
+	20, // 24: courier.v1.ServerFrame.pong:type_name -> courier.v1.Pong
+	21, // 25: courier.v1.ServerFrame.attached:type_name -> courier.v1.Attached
+	16, // 26: courier.v1.ServerFrame.ack_ok:type_name -> courier.v1.AckOk
+	18, // 27: courier.v1.ServerFrame.read_ok:type_name -> courier.v1.ReadOk
+	39, // 28: courier.v1.ServerFrame.group_info:type_name -> courier.v1.GroupInfo
+	31, // 29: courier.v1.ServerFrame.group_update_ok:type_name -> courier.v1.GroupUpdateOk
+	40, // 30: courier.v1.ServerFrame.group_list:type_name -> courier.v1.GroupList
+	42, // 31: courier.v1.ServerFrame.group_member_list:type_name -> courier.v1.GroupMemberList
+	43, // 32: courier.v1.ServerFrame.group_receipts:type_name -> courier.v1.GroupReceipts
+	48, // 33: courier.v1.ServerFrame.contact_list:type_name -> courier.v1.ContactList
+	51, // 34: courier.v1.ServerFrame.ok:type_name -> courier.v1.Ok
+	54, // 35: courier.v1.ServerFrame.presence:type_name -> courier.v1.PresenceUpdate
+	57, // 36: courier.v1.ServerFrame.typing:type_name -> courier.v1.TypingNotice
+	55, // 37: courier.v1.ServerFrame.presence_gone:type_name -> courier.v1.PresenceGone
+	64, // 38: courier.v1.ServerFrame.call_event:type_name -> courier.v1.CallEvent
+	13, // 39: courier.v1.Send.per_device:type_name -> courier.v1.DeviceCiphertext
+	13, // 40: courier.v1.Send.sender_devices:type_name -> courier.v1.DeviceCiphertext
+	23, // 41: courier.v1.Deliver.entries:type_name -> courier.v1.InboxEntry
+	0,  // 42: courier.v1.InboxEntry.kind:type_name -> courier.v1.EntryKind
+	44, // 43: courier.v1.InboxEntry.group_event:type_name -> courier.v1.GroupEvent
+	65, // 44: courier.v1.InboxEntry.call:type_name -> courier.v1.CallRecord
+	1,  // 45: courier.v1.Error.code:type_name -> courier.v1.ErrorCode
+	25, // 46: courier.v1.Error.mismatch:type_name -> courier.v1.MismatchedDevices
+	3,  // 47: courier.v1.GroupSettings.send:type_name -> courier.v1.GroupPermission
+	3,  // 48: courier.v1.GroupSettings.edit_info:type_name -> courier.v1.GroupPermission
+	3,  // 49: courier.v1.GroupSettings.add_members:type_name -> courier.v1.GroupPermission
+	26, // 50: courier.v1.GroupCreate.settings:type_name -> courier.v1.GroupSettings
+	28, // 51: courier.v1.GroupUpdate.add_members:type_name -> courier.v1.GroupUserIds
+	28, // 52: courier.v1.GroupUpdate.remove_members:type_name -> courier.v1.GroupUserIds
+	28, // 53: courier.v1.GroupUpdate.promote_admins:type_name -> courier.v1.GroupUserIds
+	28, // 54: courier.v1.GroupUpdate.demote_admins:type_name -> courier.v1.GroupUserIds
+	29, // 55: courier.v1.GroupUpdate.leave:type_name -> courier.v1.GroupLeave
+	26, // 56: courier.v1.GroupUpdate.settings:type_name -> courier.v1.GroupSettings
+	39, // 57: courier.v1.GroupUpdateOk.info:type_name -> courier.v1.GroupInfo
+	32, // 58: courier.v1.GroupSend.per_device:type_name -> courier.v1.GroupDeviceCiphertext
+	26, // 59: courier.v1.GroupInfo.settings:type_name -> courier.v1.GroupSettings
+	2,  // 60: courier.v1.GroupInfo.my_role:type_name -> courier.v1.GroupRole
+	39, // 61: courier.v1.GroupList.groups:type_name -> courier.v1.GroupInfo
+	2,  // 62: courier.v1.GroupMember.role:type_name -> courier.v1.GroupRole
+	41, // 63: courier.v1.GroupMemberList.members:type_name -> courier.v1.GroupMember
+	4,  // 64: courier.v1.GroupEvent.type:type_name -> courier.v1.GroupEventType
+	26, // 65: courier.v1.GroupEvent.settings:type_name -> courier.v1.GroupSettings
+	47, // 66: courier.v1.ContactList.contacts:type_name -> courier.v1.Contact
+	5,  // 67: courier.v1.PrivacyUpdate.presence:type_name -> courier.v1.Visibility
+	6,  // 68: courier.v1.Typing.state:type_name -> courier.v1.TypingState
+	6,  // 69: courier.v1.TypingNotice.state:type_name -> courier.v1.TypingState
+	59, // 70: courier.v1.KeyUpload.one_time_prekeys:type_name -> courier.v1.OneTimePrekey
+	61, // 71: courier.v1.UserBundles.devices:type_name -> courier.v1.DeviceBundle
+	8,  // 72: courier.v1.CallSignal.type:type_name -> courier.v1.CallSignalType
+	7,  // 73: courier.v1.CallSignal.media:type_name -> courier.v1.CallMedia
+	8,  // 74: courier.v1.CallEvent.type:type_name -> courier.v1.CallSignalType
+	7,  // 75: courier.v1.CallEvent.media:type_name -> courier.v1.CallMedia
+	9,  // 76: courier.v1.CallEvent.end_reason:type_name -> courier.v1.CallEndReason
+	7,  // 77: courier.v1.CallRecord.media:type_name -> courier.v1.CallMedia
+	9,  // 78: courier.v1.CallRecord.end_reason:type_name -> courier.v1.CallEndReason
+	79, // [79:79] is the sub-list for method output_type
+	79, // [79:79] is the sub-list for method input_type
+	79, // [79:79] is the sub-list for extension type_name
+	79, // [79:79] is the sub-list for extension extendee
+	0,  // [0:79] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }
@@ -5097,6 +5681,7 @@ func file_wire_proto_init() {
 		(*ClientFrame_PresenceUnsubscribe)(nil),
 		(*ClientFrame_Typing)(nil),
 		(*ClientFrame_PushToken)(nil),
+		(*ClientFrame_CallSignal)(nil),
 	}
 	file_wire_proto_msgTypes[1].OneofWrappers = []any{
 		(*ServerFrame_SendAck)(nil),
@@ -5116,6 +5701,7 @@ func file_wire_proto_init() {
 		(*ServerFrame_Presence)(nil),
 		(*ServerFrame_Typing)(nil),
 		(*ServerFrame_PresenceGone)(nil),
+		(*ServerFrame_CallEvent)(nil),
 	}
 	file_wire_proto_msgTypes[20].OneofWrappers = []any{
 		(*GroupUpdate_AddMembers)(nil),
@@ -5132,8 +5718,8 @@ func file_wire_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
-			NumEnums:      7,
-			NumMessages:   53,
+			NumEnums:      10,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -112,12 +112,32 @@ func (d *Dispatcher) Enqueue(n Notification) bool {
 	return true
 }
 
-// Cancel drops the pending notification of a device (it connected, so it
-// fetches its inbox anyway). It reports whether one was pending.
+// Cancel drops the pending notifications of a device, its call push
+// included (it connected, so it fetches its inbox and is rung anyway). It
+// reports whether one was pending.
 func (d *Dispatcher) Cancel(userID string, deviceID uint32) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	key := Notification{UserID: userID, DeviceID: deviceID}.Key()
+	inbox := d.cancelLocked(Notification{UserID: userID, DeviceID: deviceID})
+	call := d.cancelLocked(Notification{UserID: userID, DeviceID: deviceID, Call: true})
+	return inbox || call
+}
+
+// CancelCall drops a device's pending call push for callID (the call was
+// answered elsewhere or ended), so the device does not ring for a call
+// that is over. It reports whether one was pending.
+func (d *Dispatcher) CancelCall(userID string, deviceID uint32, callID string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	key := Notification{UserID: userID, DeviceID: deviceID, Call: true}.Key()
+	if j, ok := d.pending[key]; !ok || j.n.CallID != callID {
+		return false
+	}
+	return d.cancelLocked(Notification{UserID: userID, DeviceID: deviceID, Call: true})
+}
+
+func (d *Dispatcher) cancelLocked(n Notification) bool {
+	key := n.Key()
 	j, ok := d.pending[key]
 	if !ok {
 		return false

@@ -23,13 +23,27 @@ type Notification struct {
 	Token    string
 	UserID   string
 	DeviceID uint32
-	// At is when the first entry of this offline period landed.
+	// At is when the first entry of this offline period landed (for a
+	// call: when the call was placed).
 	At time.Time
+	// Call marks a ringing call: providers deliver it at high priority (a
+	// VoIP push) so the device wakes and connects, where it is rung. It
+	// still carries no content and no caller; CallID only lets the device
+	// tell a stale call push from a live one.
+	Call   bool
+	CallID string
 }
 
 // Key identifies the device a notification is for; the Dispatcher keeps at
-// most one pending notification per key.
-func (n Notification) Key() string { return n.UserID + "/" + itoa(n.DeviceID) }
+// most one pending notification per key. A call push has a key of its own:
+// a pending inbox push must not swallow it.
+func (n Notification) Key() string {
+	k := n.UserID + "/" + itoa(n.DeviceID)
+	if n.Call {
+		k += "/call"
+	}
+	return k
+}
 
 // Provider delivers notifications.
 type Provider interface {

@@ -227,3 +227,47 @@ func TestGivenUpPushGoesToTheDeadLetterLog(t *testing.T) {
 		})
 	}
 }
+
+func TestACallPushIsNeverSwallowedByAPendingInboxPush(t *testing.T) {
+	secret := []byte("s")
+	rcv := &receiver{t: t, secret: secret, hold: make(chan struct{})}
+	srv := httptest.NewServer(rcv)
+	defer srv.Close()
+	d := newDispatcher(t, srv.URL, secret, 10, nil)
+	if !d.Enqueue(push.Notification{Token: "a", UserID: "u", DeviceID: 1}) {
+		t.Fatal("inbox push not queued")
+	}
+	if !d.Enqueue(push.Notification{Token: "a", UserID: "u", DeviceID: 1, Call: true, CallID: "call-1"}) {
+		t.Fatal("a call push was collapsed into the pending inbox push: the phone would never ring")
+	}
+	if d.CancelCall("u", 1, "another-call") {
+		t.Fatal("cancelling another call's push dropped this one")
+	}
+	close(rcv.hold)
+	eventually(t, "both pushes", func() bool { return len(rcv.delivered()) == 2 })
+	var call *push.WebhookPayload
+	for _, p := range rcv.delivered() {
+		if p.Type == "call" {
+			call = &p
+		}
+	}
+	if call == nil || call.Priority != "high" || call.CallID != "call-1" {
+		t.Fatalf("pushes %+v: want one of type call, priority high, call_id call-1", rcv.delivered())
+	}
+}
+
+func TestAnEndedCallsPushIsNeverSent(t *testing.T) {
+	secret := []byte("s")
+	rcv := &receiver{t: t, secret: secret, failFirst: 1000, status: http.StatusServiceUnavailable}
+	srv := httptest.NewServer(rcv)
+	defer srv.Close()
+	d := newDispatcher(t, srv.URL, secret, 100, nil)
+	d.Enqueue(push.Notification{Token: "a", UserID: "u", DeviceID: 1, Call: true, CallID: "c"})
+	eventually(t, "a first failed attempt", func() bool { return rcv.calls.Load() >= 1 })
+	if !d.CancelCall("u", 1, "c") {
+		t.Fatal("the call push was not pending")
+	}
+	if d.Pending() != 0 {
+		t.Fatal("cancelled call push still pending")
+	}
+}

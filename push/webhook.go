@@ -18,13 +18,20 @@ const (
 )
 
 // WebhookPayload is the JSON body a webhook receives. It says which device
-// has something to fetch, and nothing else: no content, no sender.
+// has something to fetch, or is being called, and nothing else: no
+// content, no sender, no caller.
 type WebhookPayload struct {
-	Type     string `json:"type"` // always "inbox"
+	// "inbox", or "call" for a ringing call: deliver it at high priority
+	// (APNs VoIP / FCM high priority), since the call rings for seconds.
+	Type     string `json:"type"`
 	Token    string `json:"token"`
 	UserID   string `json:"user_id"`
 	DeviceID uint32 `json:"device_id"`
 	AtMs     int64  `json:"at_ms"`
+	// Set for "call": the call's id, so the device can tell a stale push.
+	CallID string `json:"call_id,omitempty"`
+	// "high" for "call"; absent for "inbox" (normal priority).
+	Priority string `json:"priority,omitempty"`
 }
 
 // Webhook posts notifications as JSON to a URL, HMAC-signed.
@@ -38,7 +45,11 @@ type Webhook struct {
 // Send implements Provider. 2xx is success; 4xx other than 408 and 429 is
 // permanent; anything else is retried by the Dispatcher.
 func (w *Webhook) Send(ctx context.Context, n Notification) error {
-	body, err := json.Marshal(WebhookPayload{Type: "inbox", Token: n.Token, UserID: n.UserID, DeviceID: n.DeviceID, AtMs: n.At.UnixMilli()})
+	p := WebhookPayload{Type: "inbox", Token: n.Token, UserID: n.UserID, DeviceID: n.DeviceID, AtMs: n.At.UnixMilli()}
+	if n.Call {
+		p.Type, p.CallID, p.Priority = "call", n.CallID, "high"
+	}
+	body, err := json.Marshal(p)
 	if err != nil {
 		return fmt.Errorf("webhook: encode: %w", err)
 	}

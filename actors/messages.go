@@ -37,5 +37,7 @@ func Messages() []proto.Message {
 		&courierpb.UnlinkDevice{}, &courierpb.UnlinkDeviceReply{},
 		&courierpb.IdentityChanged{}, &courierpb.IdentityChangedReply{},
 		&courierpb.StoreTranscript{}, &courierpb.StoreTranscriptReply{},
+		&courierpb.CallSignalRequest{}, &courierpb.CallSignalReply{},
+		&courierpb.PeerCallSignal{}, &courierpb.CallEvent{},
 	}
 }

@@ -56,6 +56,9 @@ type UserConfig struct {
 	// held in memory, and a grain passivates only after PassivateAfter of
 	// idleness, which the change that was held back started.
 	IdentityNoticeInterval time.Duration
+	// CallRingTimeout is how long an unanswered call rings before it ends
+	// as missed (default 45s).
+	CallRingTimeout time.Duration
 }
 
 func (c UserConfig) withDefaults() UserConfig {
@@ -79,6 +82,9 @@ func (c UserConfig) withDefaults() UserConfig {
 	}
 	if c.IdentityNoticeInterval == 0 {
 		c.IdentityNoticeInterval = 5 * time.Minute
+	}
+	if c.CallRingTimeout <= 0 {
+		c.CallRingTimeout = 45 * time.Second
 	}
 	return c
 }
@@ -177,6 +183,9 @@ type userGrain struct {
 	linkCodes map[string]linkCode
 	// identity paces IDENTITY_CHANGED notices (user_devices.go).
 	identity identityNotices
+	// calls are the live calls this user takes part in (user_calls.go);
+	// in memory only.
+	calls callTable
 }
 
 type dedupeState struct {
@@ -239,6 +248,7 @@ func (g *userGrain) Receive(ctx actor.Context) {
 	case *actor.Started:
 		g.start()
 	case *actor.Restarting, *actor.Stopped:
+		g.dropCalls()
 		g.cancelStop()
 	case *actor.Terminated:
 		g.sessionTerminated(ctx, msg.Who)
@@ -276,6 +286,16 @@ func (g *userGrain) Receive(ctx actor.Context) {
 		g.onIdentityTick()
 	case *courierpb.StoreTranscript:
 		g.storeTranscript(ctx, msg)
+	case *courierpb.CallSignalRequest:
+		g.callSignal(ctx, msg)
+	case *courierpb.PeerCallSignal:
+		g.peerCallSignal(ctx, msg)
+	case callRingTimeout:
+		g.onRingTimeout(ctx, msg.id)
+	case callKeepalive:
+		g.onCallKeepalive(ctx)
+	case missedCallRetry:
+		g.storeMissed(ctx, msg.c, msg.reason, msg.endedAt, msg.attempt)
 	}
 	// A user that does not exist has nothing to keep in memory, and every
 	// request to it is answered NOT_FOUND: the grain leaves at once rather
@@ -911,6 +931,7 @@ func (g *userGrain) attach(ctx actor.Context, msg *courierpb.AttachDevice) {
 		PresenceVisibility: g.profile.pb.PresenceVisibility})
 	if !was {
 		g.deviceOnline(ctx, msg.DeviceId, wasOnline)
+		g.ringAttached(pid)
 	}
 	if msg.ResumeAfter > 0 {
 		g.ack(ctx, msg.DeviceId, msg.ResumeAfter, true, nil)

@@ -231,6 +231,8 @@ func (s *session) Receive(ctx actor.Context) {
 		s.enqueueDroppable(ctx, &courierpb.ServerFrame{Body: &courierpb.ServerFrame_PresenceGone{PresenceGone: msg}})
 	case *courierpb.TypingNotice:
 		s.enqueueDroppable(ctx, &courierpb.ServerFrame{Body: &courierpb.ServerFrame_Typing{Typing: msg}})
+	case *courierpb.CallEvent:
+		s.callEvent(ctx, msg)
 	case replayDone:
 		s.replayFinished(ctx, msg)
 	case renewLease:
@@ -383,7 +385,7 @@ func (s *session) handleFrame(ctx actor.Context, f *courierpb.ClientFrame) {
 			ClientTimeMs: body.Ping.ClientTimeMs, ServerTimeMs: time.Now().UnixMilli(),
 		}}})
 	default:
-		if s.handleGroupFrame(ctx, f) || s.handleSocialFrame(ctx, f) {
+		if s.handleGroupFrame(ctx, f) || s.handleSocialFrame(ctx, f) || s.handleCallFrame(ctx, f) {
 			return
 		}
 		s.refuse(ctx, f.ReqId, courierpb.ErrorCode_UNKNOWN_FRAME, "frame has no body this server knows")

@@ -142,6 +142,9 @@ type Config struct {
 	// PresenceDebounce is the least time between two presence updates of
 	// one user (default 2s).
 	PresenceDebounce time.Duration
+	// CallRingTimeout is how long an unanswered call rings before it ends
+	// as missed (default 45s).
+	CallRingTimeout time.Duration
 	// PushWebhookURL, when set, sends a content-free push for offline
 	// devices with a registered token to this URL (HMAC-signed with
 	// PushWebhookSecret).
@@ -313,6 +316,7 @@ func (n *Node) start(ctx context.Context) error {
 			RequestTimeout:   cfg.RequestTimeout,
 			PassivateAfter:   cfg.PassivateAfter,
 			PresenceDebounce: cfg.PresenceDebounce,
+			CallRingTimeout:  cfg.CallRingTimeout,
 		},
 		Group: actors.GroupConfig{FanoutBatch: cfg.FanoutBatch},
 	}

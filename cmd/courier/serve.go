@@ -123,6 +123,7 @@ COURIER_ plus the flag name in upper case with - as _ (e.g. COURIER_LISTEN).`,
 	f.StringVar(&cfg.ConsulToken, "consul-token", "", "Consul ACL token (prefer COURIER_CONSUL_TOKEN)")
 	f.IntVar(&cfg.RequestRetries, "request-retries", 3, "retries of a grain request that failed retryably (timeout, node change)")
 	f.DurationVar(&cfg.PresenceDebounce, "presence-debounce", 2*time.Second, "least time between two presence updates of one user to its subscribers")
+	f.DurationVar(&cfg.CallRingTimeout, "call-ring-timeout", 45*time.Second, "how long an unanswered call rings before it ends as missed")
 	f.StringVar(&cfg.PushWebhookURL, "push-webhook-url", "", "POST a content-free, HMAC-signed push here for offline devices with a push token")
 	f.StringVar(&cfg.PushWebhookSecret, "push-webhook-secret", "", "HMAC-SHA256 key of push webhook signatures (prefer COURIER_PUSH_WEBHOOK_SECRET)")
 	f.IntVar(&cfg.PushAttempts, "push-attempts", 5, "attempts per push before it goes to the dead-letter log")

@@ -27,13 +27,26 @@ type Credentials struct {
 // Register creates a user with its first device. base may be an http(s) or
 // ws(s) URL. A taken handle fails with an *Error of code HANDLE_TAKEN.
 //
+// A server with verified registration needs WithVerificationCode: the
+// challenge of RequestCode and the code that reached the address. Without
+// it, or with a wrong, expired or used-up code, Register fails with an
+// *Error of code VERIFICATION_FAILED (HTTP 403).
+//
 // With WithE2EE the device's key file is created and its identity key,
 // signed prekey and a batch of one-time prekeys are published before
 // Register returns, as Signal and WhatsApp do at registration: others can
 // write to the user before its first connection. The user exists even when
 // publishing fails (the error says so); the first Dial publishes again.
 func Register(ctx context.Context, base, handle string, opts ...Option) (Credentials, error) {
-	creds, err := newDevice(ctx, base, "/v1/register", map[string]string{"handle": handle}, opts)
+	body := map[string]string{"handle": handle}
+	var c config
+	for _, o := range opts {
+		o(&c)
+	}
+	if c.verifyChallenge != "" || c.verifyCode != "" {
+		body["challenge"], body["code"] = c.verifyChallenge, c.verifyCode
+	}
+	creds, err := newDevice(ctx, base, "/v1/register", body, opts)
 	if err != nil {
 		return Credentials{}, fmt.Errorf("register %q: %w", handle, err)
 	}
@@ -42,6 +55,44 @@ func Register(ctx context.Context, base, handle string, opts ...Option) (Credent
 		return creds, fmt.Errorf("registered %q (user id %s) but could not publish its encryption keys: %w", handle, creds.UserID, err)
 	}
 	return creds, nil
+}
+
+// CodeChallenge is a verification code on its way to an address
+// (RequestCode). Keep it until the person has the code: Register needs
+// Challenge with the code, before ExpiresAt.
+type CodeChallenge struct {
+	Handle    string    `json:"handle"`
+	Challenge string    `json:"challenge"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// RequestCode asks a server with verified registration to send a code for
+// handle to address (a phone number or e-mail address, which the server's
+// operator delivers to). Errors are *Error: HANDLE_TAKEN; RATE_LIMITED
+// when codes for the handle, the address or this client came too often;
+// UNAVAILABLE (HTTP 502) when the code could not be delivered; NOT_FOUND
+// when the server has open registration and needs no code.
+func RequestCode(ctx context.Context, base, handle, address string, opts ...Option) (CodeChallenge, error) {
+	cfg, err := buildConfig(opts)
+	if err != nil {
+		return CodeChallenge{}, err
+	}
+	httpBase, _, err := endpoints(base)
+	if err != nil {
+		return CodeChallenge{}, err
+	}
+	var out CodeChallenge
+	if err := doJSON(ctx, cfg.httpClient, http.MethodPost, httpBase+"/v1/register/code", "", map[string]string{"handle": handle, "address": address}, &out); err != nil {
+		return CodeChallenge{}, fmt.Errorf("request a verification code for %q: %w", handle, err)
+	}
+	out.Handle = handle
+	return out, nil
+}
+
+// WithVerificationCode registers with the code that reached the address
+// and the challenge RequestCode returned with it (Register).
+func WithVerificationCode(challenge, code string) Option {
+	return func(o *config) { o.verifyChallenge, o.verifyCode = challenge, code }
 }
 
 // newDevice posts to an endpoint that creates a device (registration,

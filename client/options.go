@@ -46,6 +46,9 @@ type config struct {
 	// noFrameLimit: send frames whatever the server's limit (tests of the
 	// server's refusals).
 	noFrameLimit bool
+	// verifyChallenge and verifyCode: Register's verification
+	// (WithVerificationCode).
+	verifyChallenge, verifyCode string
 }
 
 // WithTLSConfig sets the TLS configuration of https and wss connections.

@@ -15,9 +15,13 @@ import (
 	"github.com/courier-im/courier/protos/courierpb"
 )
 
-// RegisterRequest is the body of POST /v1/register.
+// RegisterRequest is the body of POST /v1/register. Challenge and Code are
+// needed with verified registration only (verify.go): the challenge of
+// POST /v1/register/code and the code that went to the address.
 type RegisterRequest struct {
-	Handle string `json:"handle"`
+	Handle    string `json:"handle"`
+	Challenge string `json:"challenge,omitempty"`
+	Code      string `json:"code,omitempty"`
 }
 
 // RegisterResponse carries the device secret, shown this once only.
@@ -59,6 +63,7 @@ func (g *Gateway) routes() {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	g.mux.HandleFunc("POST /v1/register", g.handleRegister)
+	g.mux.HandleFunc("POST /v1/register/code", g.handleRegisterCode)
 	g.mux.HandleFunc("POST /v1/token", g.handleToken)
 	g.mux.HandleFunc("GET /v1/users/by-handle/{handle}", g.handleLookup)
 	g.mux.HandleFunc("GET /v1/users/{user_id}", g.handleUser)
@@ -102,6 +107,10 @@ func (g *Gateway) handleRegister(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if ok, wait := g.limits.registerHandle.allow(persistence.HandleKey(req.Handle), now); limited(w, ok, wait, "registrations of this handle") {
+		return
+	}
+	// After the limits: they bound the guesses at a code too.
+	if !g.verified(w, req) {
 		return
 	}
 	id, err := uuid.NewV7()

@@ -22,6 +22,7 @@ import (
 	"github.com/courier-im/courier/internal/readiness"
 	"github.com/courier-im/courier/persistence"
 	"github.com/courier-im/courier/protos/courierpb"
+	"github.com/courier-im/courier/verification"
 )
 
 // Config tunes a gateway. Zero values take the defaults below.
@@ -79,6 +80,9 @@ type Config struct {
 	// Limits rate-limits registration, tokens and key bundle fetches per
 	// client IP and per account (limits.go).
 	Limits Limits
+	// Verification makes registration need a code sent to an address
+	// (verify.go); nil is open registration.
+	Verification *verification.Service
 	// DropDeliveryForTest, when set, is asked about every live entry before
 	// a session sends it; true drops it as a faulty server would (the
 	// bench's fault-injection test). Never set in production.

@@ -79,6 +79,12 @@ type Limits struct {
 	// RegisterPerHandle: POST /v1/register per handle, folded as the
 	// store folds it (default 5/1m), so probing one name is slow too.
 	RegisterPerHandle Rate
+	// CodePerIP, CodePerHandle and CodePerAddress: POST /v1/register/code
+	// (verified registration) per client IP (default 20/1h), per handle
+	// (default 5/1h) and per address, folded (default 5/1h). Each code may
+	// cost the operator a text message, so none of the three can be made
+	// to spend without bound by rotating the other two.
+	CodePerIP, CodePerHandle, CodePerAddress Rate
 	// TokenPerIP: POST /v1/token per client IP (default 600/1m: many
 	// clients may share an address behind a carrier's NAT).
 	TokenPerIP Rate
@@ -119,6 +125,9 @@ type Limits struct {
 func (l Limits) WithDefaults() Limits {
 	l.RegisterPerIP = l.RegisterPerIP.orDefault(Rate{20, time.Hour})
 	l.RegisterPerHandle = l.RegisterPerHandle.orDefault(Rate{5, time.Minute})
+	l.CodePerIP = l.CodePerIP.orDefault(Rate{20, time.Hour})
+	l.CodePerHandle = l.CodePerHandle.orDefault(Rate{5, time.Hour})
+	l.CodePerAddress = l.CodePerAddress.orDefault(Rate{5, time.Hour})
 	l.TokenPerIP = l.TokenPerIP.orDefault(Rate{600, time.Minute})
 	l.TokenPerAccount = l.TokenPerAccount.orDefault(Rate{120, time.Minute})
 	l.BundlesPerRequester = l.BundlesPerRequester.orDefault(Rate{1200, time.Hour})
@@ -133,6 +142,7 @@ func (l Limits) WithDefaults() Limits {
 func (l Limits) validate() error {
 	for name, r := range map[string]Rate{
 		"RegisterPerIP": l.RegisterPerIP, "RegisterPerHandle": l.RegisterPerHandle,
+		"CodePerIP": l.CodePerIP, "CodePerHandle": l.CodePerHandle, "CodePerAddress": l.CodePerAddress,
 		"TokenPerIP": l.TokenPerIP, "TokenPerAccount": l.TokenPerAccount,
 		"BundlesPerRequester": l.BundlesPerRequester, "BundlesPerPair": l.BundlesPerPair, "BundlesPerTarget": l.BundlesPerTarget,
 	} {
@@ -148,6 +158,8 @@ func (l Limits) validate() error {
 // nothing to stop.
 type limiters struct {
 	registerIP, registerHandle *keyedLimiter
+	codeIP, codeHandle         *keyedLimiter
+	codeAddress                *keyedLimiter
 	tokenIP, tokenAccount      *keyedLimiter
 	bundlesRequester           *keyedLimiter
 	bundlesPair                *keyedLimiter
@@ -165,6 +177,9 @@ func newLimiters(l Limits) limiters {
 	return limiters{
 		registerIP:       newKeyedLimiter(l.RegisterPerIP, l.MaxKeys),
 		registerHandle:   newKeyedLimiter(l.RegisterPerHandle, l.MaxKeys),
+		codeIP:           newKeyedLimiter(l.CodePerIP, l.MaxKeys),
+		codeHandle:       newKeyedLimiter(l.CodePerHandle, l.MaxKeys),
+		codeAddress:      newKeyedLimiter(l.CodePerAddress, l.MaxKeys),
 		tokenIP:          newKeyedLimiter(l.TokenPerIP, l.MaxKeys),
 		tokenAccount:     newKeyedLimiter(l.TokenPerAccount, l.MaxKeys),
 		bundlesRequester: newKeyedLimiter(l.BundlesPerRequester, l.MaxKeys),

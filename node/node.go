@@ -33,6 +33,7 @@ import (
 	"github.com/courier-im/courier/protos/courierpb"
 	"github.com/courier-im/courier/push"
 	"github.com/courier-im/courier/turn"
+	"github.com/courier-im/courier/verification"
 )
 
 // Config is everything a node can be told. Zero values take defaults.
@@ -158,6 +159,11 @@ type Config struct {
 	// PushBackoff is the wait before the first retry of a failed push,
 	// doubling per attempt up to a minute (default 1s).
 	PushBackoff time.Duration
+	// Registration is open (the default: any free handle) or verified: a
+	// code goes to an address through a webhook (see verification.Config).
+	// Its challenges are signed with a key kept in the store, so every
+	// node sharing the store checks every node's codes.
+	Registration verification.Config
 	// AdminToken enables the admin API (/v1/admin/…) behind this bearer
 	// token; empty serves none.
 	AdminToken string
@@ -243,6 +249,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 	default:
 		return nil, fmt.Errorf("unknown cluster provider %q: use local or consul", cfg.Cluster)
+	}
+	if err := cfg.Registration.Validate(); err != nil {
+		return nil, err
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger}
 	var err error
@@ -380,6 +389,10 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	verifier, err := n.verification(ctx)
+	if err != nil {
+		return err
+	}
 	gw, err := gateway.New(gateway.Config{
 		Store:            n.store,
 		Groups:           groups,
@@ -398,6 +411,7 @@ func (n *Node) start(ctx context.Context) error {
 		LeaseRenew:       leaseRenew(cfg.PassivateAfter),
 		Limits:           cfg.Limits,
 		RequireE2EE:      cfg.RequireE2EE,
+		Verification:     verifier,
 
 		DropDeliveryForTest: cfg.DropDeliveryForTest,
 	})
@@ -605,6 +619,23 @@ func (n *Node) tokenKey(ctx context.Context) ([]byte, error) {
 		return nil, fmt.Errorf("load token key: %w", err)
 	}
 	return k, nil
+}
+
+// verification is verified registration's service, or nil for open
+// registration.
+func (n *Node) verification(ctx context.Context) (*verification.Service, error) {
+	if !n.cfg.Registration.Verified() {
+		return nil, nil
+	}
+	candidate := make([]byte, 32)
+	if _, err := rand.Read(candidate); err != nil {
+		return nil, err
+	}
+	key, err := n.store.LoadOrStoreSecret(ctx, "registration-key", candidate)
+	if err != nil {
+		return nil, fmt.Errorf("load the registration challenge key: %w", err)
+	}
+	return verification.New(n.cfg.Registration, key)
 }
 
 // Addr is the listener's address (useful with Listen "127.0.0.1:0").

@@ -19,6 +19,7 @@ import (
 	"github.com/courier-im/courier/media"
 	"github.com/courier-im/courier/node"
 	"github.com/courier-im/courier/turn"
+	"github.com/courier-im/courier/verification"
 )
 
 func newServeCmd() *cobra.Command {
@@ -129,6 +130,13 @@ COURIER_ plus the flag name in upper case with - as _ (e.g. COURIER_LISTEN).`,
 	f.IntVar(&cfg.PushAttempts, "push-attempts", 5, "attempts per push before it goes to the dead-letter log")
 	f.DurationVar(&cfg.PushBackoff, "push-backoff", time.Second, "wait before the first retry of a failed push (doubles per attempt, at most 1m)")
 	f.StringVar(&cfg.PushDeadLetter, "push-dead-letter", "", "append pushes given up on to this file, one JSON line each")
+	f.StringVar(&cfg.Registration.Mode, "registration", verification.ModeOpen, "open (any free handle) or verified (a code sent to a phone number or e-mail address through --registration-webhook-url)")
+	f.StringVar(&cfg.Registration.WebhookURL, "registration-webhook-url", "", "with --registration verified: POST each code here, HMAC-signed, for delivery by SMS or mail")
+	f.StringVar(&cfg.Registration.WebhookSecret, "registration-webhook-secret", "", "HMAC-SHA256 key of registration webhook signatures (prefer COURIER_REGISTRATION_WEBHOOK_SECRET)")
+	f.DurationVar(&cfg.Registration.CodeTTL, "registration-code-ttl", 10*time.Minute, "how long a registration code is valid")
+	f.Var(&cfg.Limits.CodePerIP, "register-code-limit-ip", `POST /v1/register/code per client address: N/duration, or "off"`)
+	f.Var(&cfg.Limits.CodePerHandle, "register-code-limit-handle", `POST /v1/register/code per handle: N/duration, or "off"`)
+	f.Var(&cfg.Limits.CodePerAddress, "register-code-limit-address", `POST /v1/register/code per phone number or e-mail address: N/duration, or "off"`)
 	f.Int64Var(&cfg.Media.MaxSize, "max-media", media.DefaultMaxSize, "largest media upload in bytes (larger: 413 before a byte is stored)")
 	f.Int64Var(&cfg.Media.DailyQuota, "media-quota", media.DefaultDailyQuota, "bytes of media one user may upload per UTC day (over it: 429 until midnight UTC; negative: no quota)")
 	f.DurationVar(&cfg.Media.TTL, "media-ttl", media.DefaultTTL, "a media blob is deleted this long after its last upload or re-reference, an unfinished upload this long after its creation")

@@ -52,6 +52,10 @@ type MemberGrains struct {
 	Sessions    int64            `json:"sessions"`
 	Goroutines  int64            `json:"goroutines,omitempty"`
 	HeapBytes   uint64           `json:"heap_bytes,omitempty"`
+	// RateLimited counts the requests each rate limit refused since the
+	// member started ("send/user", "register/ip", ...; limits that refused
+	// nothing are absent). The member's log names who hit a limit.
+	RateLimited map[string]int64 `json:"rate_limited,omitempty"`
 	Error       string           `json:"error,omitempty"`
 }
 
@@ -167,6 +171,7 @@ func (h *handler) grains(w http.ResponseWriter, r *http.Request) {
 				mg.Error = err.Error()
 			} else {
 				mg.Activations, mg.Sessions, mg.Goroutines, mg.HeapBytes = st.Activations, st.Sessions, st.Goroutines, st.HeapBytes
+				mg.RateLimited = st.RateLimited
 			}
 			out.Members[i] = mg
 		}()
@@ -179,7 +184,7 @@ func (h *handler) stats(w http.ResponseWriter, _ *http.Request) {
 	st := h.cl.LocalStats()
 	writeJSON(w, StatsReply{
 		MemberGrains: MemberGrains{MemberInfo: h.info(h.cl.Self()), Activations: st.Activations,
-			Sessions: st.Sessions, Goroutines: st.Goroutines, HeapBytes: st.HeapBytes},
+			Sessions: st.Sessions, Goroutines: st.Goroutines, HeapBytes: st.HeapBytes, RateLimited: st.RateLimited},
 		RSSBytes:        selfRSS(),
 		CPUSeconds:      selfCPU(),
 		PresenceChanges: st.PresenceChanges, PresenceSent: st.PresenceSent,

@@ -164,7 +164,7 @@ func (c *Client) resolve(f *courierpb.ServerFrame) {
 	}
 	if e != nil {
 		if e.Retryable && cl.retry {
-			c.scheduleRetry(cl)
+			c.scheduleRetry(cl, time.Duration(e.GetRetryAfterMs())*time.Millisecond)
 			return
 		}
 		c.finish(cl, nil, errorFromProto(e), false)
@@ -173,8 +173,9 @@ func (c *Client) resolve(f *courierpb.ServerFrame) {
 	c.finish(cl, f, nil, false)
 }
 
-// scheduleRetry writes a call again after a jittered, growing delay.
-func (c *Client) scheduleRetry(cl *call) {
+// scheduleRetry writes a call again after a jittered, growing delay, and
+// no sooner than the server asked (a rate limit's retry_after_ms).
+func (c *Client) scheduleRetry(cl *call, atLeast time.Duration) {
 	c.mu.Lock()
 	if cl.finished || cl.waiting {
 		c.mu.Unlock()
@@ -182,7 +183,7 @@ func (c *Client) scheduleRetry(cl *call) {
 	}
 	cl.waiting = true
 	cl.attempts++
-	d := c.retry.delay(cl.attempts)
+	d := max(c.retry.delay(cl.attempts), atLeast)
 	c.mu.Unlock()
 	time.AfterFunc(d, func() {
 		c.mu.Lock()

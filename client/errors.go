@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/courier-im/courier/protos/courierpb"
 )
@@ -46,6 +47,10 @@ type Error struct {
 	// Mismatch is set with MISMATCHED_DEVICES: which devices of which user
 	// a per-device send missed or named wrongly.
 	Mismatch *courierpb.MismatchedDevices
+	// RetryAfter is set with RATE_LIMITED: the least wait before the same
+	// request can pass (the socket's retry_after_ms, HTTP's Retry-After).
+	// The Client's own retries wait at least this long.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
@@ -68,7 +73,8 @@ func IsCode(err error, code courierpb.ErrorCode) bool {
 }
 
 func errorFromProto(p *courierpb.Error) *Error {
-	return &Error{Code: p.GetCode(), Message: p.GetMessage(), Retryable: p.GetRetryable(), Mismatch: p.GetMismatch()}
+	return &Error{Code: p.GetCode(), Message: p.GetMessage(), Retryable: p.GetRetryable(), Mismatch: p.GetMismatch(),
+		RetryAfter: time.Duration(p.GetRetryAfterMs()) * time.Millisecond}
 }
 
 // errorFromHTTP reads the API's {"code","message"} body of a non-2xx answer.
@@ -101,6 +107,9 @@ func errorFromHTTP(resp *http.Response) *Error {
 	switch e.Code {
 	case courierpb.ErrorCode_UNAVAILABLE, courierpb.ErrorCode_RATE_LIMITED:
 		e.Retryable = true
+	}
+	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
+		e.RetryAfter = time.Duration(secs) * time.Second
 	}
 	if resp.StatusCode >= 500 && e.Code != courierpb.ErrorCode_INTERNAL {
 		e.Retryable = true

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/courier-im/courier/client"
+	"github.com/courier-im/courier/gateway"
 	"github.com/courier-im/courier/internal/nodetest"
 	"github.com/courier-im/courier/internal/storematrix"
 	"github.com/courier-im/courier/node"
@@ -715,5 +716,37 @@ func TestClientFailsOverToTheNextServer(t *testing.T) {
 	}
 	if e := nextOfKind(t, peer, courierpb.EntryKind_ENTRY_KIND_MESSAGE, 10*time.Second); string(e.Ciphertext) != "via the second server" {
 		t.Fatalf("peer got %q", e.Ciphertext)
+	}
+}
+
+// TestARateLimitedSendWaitsTheServersRetryAfter: a send refused by the
+// per-user limit is retried by the SDK no sooner than the server said, so
+// it lands once the bucket refills after a single refusal, instead of
+// hammering the limit with backoff retries (50 ms, 100 ms, ... would make
+// four more refusals within the second).
+func TestARateLimitedSendWaitsTheServersRetryAfter(t *testing.T) {
+	limits := gateway.Limits{}.WithDefaults()
+	limits.Actions[gateway.ActionSend].PerUser = gateway.Rate{N: 1, Per: time.Second}
+	n := startNode(t, node.Config{Limits: limits})
+	alice, bob := register(t, n, "alice"), register(t, n, "bob")
+	a, b := dial(t, alice), dial(t, bob)
+	ctx := timeout(t, 10*time.Second)
+	if _, err := a.Send(ctx, bob.UserID, []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := a.Send(ctx, bob.UserID, []byte("two")); err != nil {
+		t.Fatalf("second send: %v", err)
+	}
+	if waited := time.Since(start); waited < 800*time.Millisecond {
+		t.Fatalf("second send of a 1/s budget stored after %v", waited)
+	}
+	if got := n.Gateway().RateLimited()["send/user"]; got != 1 {
+		t.Fatalf("the SDK was refused %d times, want once: it must wait the retry_after", got)
+	}
+	for _, want := range []string{"one", "two"} {
+		if e := nextOfKind(t, b, courierpb.EntryKind_ENTRY_KIND_MESSAGE, 5*time.Second); string(e.Ciphertext) != want {
+			t.Fatalf("bob got %q, want %q", e.Ciphertext, want)
+		}
 	}
 }

@@ -158,6 +158,8 @@ type Gateway struct {
 	poller *readiness.Poller
 	// limits are the HTTP API's keyed rate limiters (limits.go).
 	limits limiters
+	// actions limit costly requests per user and address (actions.go).
+	actions actionLimiters
 
 	mu sync.Mutex
 	// sessions holds every open session in one of renewSlots slots; the
@@ -189,7 +191,8 @@ func New(cfg Config) (*Gateway, error) {
 	g := &Gateway{
 		epoch:  time.Now(),
 		cfg:    cfg,
-		limits: newLimiters(cfg.Limits),
+		limits:  newLimiters(cfg.Limits),
+		actions: newActionLimiters(cfg.Limits),
 		log:    cfg.Logger.With("component", "gateway"),
 		system: cfg.Cluster.System(),
 		upgrader: websocket.Upgrader{
@@ -226,6 +229,7 @@ func New(cfg Config) (*Gateway, error) {
 			g.poller = p
 		}
 	}
+	g.nameLimiters()
 	g.mux = http.NewServeMux()
 	g.routes()
 	return g, nil

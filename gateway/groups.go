@@ -126,6 +126,9 @@ func (s *session) groupCreate(ctx actor.Context, reqID uint64, m *courierpb.Grou
 		s.refuse(ctx, reqID, courierpb.ErrorCode_GROUP_FULL, fmt.Sprintf("a group has at most %d members", actors.MaxGroupMembers))
 		return
 	}
+	if !s.limitAction(ctx, reqID, ActionGroupCreate, 1) || !s.limitAction(ctx, reqID, ActionGroupAdd, len(m.MemberUserIds)) {
+		return
+	}
 	groupID := actors.GroupIDFor(s.claims.UserID, m.CreateId)
 	msg := &courierpb.CreateGroup{GroupId: groupID, UserId: s.claims.UserID, DeviceId: s.claims.DeviceID, Create: m}
 	s.groupCall(ctx, reqID, groupID, msg, s.claims.UserID+"/group-create/"+m.CreateId, "group not created, retry with the same create_id",
@@ -145,6 +148,9 @@ func (s *session) groupUpdate(ctx actor.Context, reqID uint64, m *courierpb.Grou
 		return
 	case len(m.OpId) > actors.MaxClientMsgIDLen:
 		s.refuse(ctx, reqID, courierpb.ErrorCode_INVALID_ARGUMENT, fmt.Sprintf("op_id must be at most %d bytes", actors.MaxClientMsgIDLen))
+		return
+	}
+	if add := m.GetAddMembers(); add != nil && !s.limitAction(ctx, reqID, ActionGroupAdd, len(add.UserIds)) {
 		return
 	}
 	key := fmt.Sprintf("%s/group-update/%d", s.id, reqID)
@@ -176,6 +182,9 @@ func (s *session) groupSend(ctx actor.Context, reqID uint64, m *courierpb.GroupS
 			s.refuse(ctx, reqID, courierpb.ErrorCode_INVALID_ARGUMENT, why)
 			return
 		}
+	}
+	if !s.limitAction(ctx, reqID, ActionSend, 1) {
+		return
 	}
 	msg := &courierpb.SendGroupMessage{UserId: s.claims.UserID, DeviceId: s.claims.DeviceID, Send: m, FirstTransmission: first}
 	key := s.claims.UserID + "/group/" + m.GroupId + "/" + m.ClientMsgId

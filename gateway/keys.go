@@ -106,6 +106,9 @@ func (g *Gateway) handlePutKeys(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if !g.allowHTTPAction(w, r, ActionKeyUpload, c.UserID) {
+		return
+	}
 	var u courierpb.KeyUpload
 	if !readProto(w, r, &u) {
 		return

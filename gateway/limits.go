@@ -2,12 +2,14 @@ package gateway
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/courier-im/courier/actors"
@@ -114,6 +116,10 @@ type Limits struct {
 	// behind 127.0.0.1, and Courier does not trust X-Forwarded-For, so
 	// limiting the address would limit all of them together.
 	LimitLoopback bool
+	// Actions bounds the costly socket and key API requests per user and
+	// per client address (actions.go); zero rates take
+	// DefaultActionLimits.
+	Actions [NumActions]ActionLimit
 	// MaxKeys caps the keys one limiter remembers (default 100,000). Keys
 	// whose bucket has refilled are forgotten first; at the cap arbitrary
 	// keys are forgotten (down to 3/4 of it), which only ever gives those
@@ -133,6 +139,10 @@ func (l Limits) WithDefaults() Limits {
 	l.BundlesPerRequester = l.BundlesPerRequester.orDefault(Rate{1200, time.Hour})
 	l.BundlesPerPair = l.BundlesPerPair.orDefault(Rate{10, time.Minute})
 	l.BundlesPerTarget = l.BundlesPerTarget.orDefault(Rate{60, time.Hour})
+	for i := range l.Actions {
+		l.Actions[i].PerUser = l.Actions[i].PerUser.orDefault(DefaultActionLimits[i].PerUser)
+		l.Actions[i].PerIP = l.Actions[i].PerIP.orDefault(DefaultActionLimits[i].PerIP)
+	}
 	if l.MaxKeys <= 0 {
 		l.MaxKeys = 100_000
 	}
@@ -148,6 +158,13 @@ func (l Limits) validate() error {
 	} {
 		if r.N > 0 && r.Per <= 0 {
 			return fmt.Errorf("gateway limits: %s %v needs a positive period", name, r)
+		}
+	}
+	for i, a := range l.Actions {
+		for _, r := range []Rate{a.PerUser, a.PerIP} {
+			if r.N > 0 && r.Per <= 0 {
+				return fmt.Errorf("gateway limits: %s %v needs a positive period", Action(i), r)
+			}
 		}
 	}
 	return nil
@@ -189,6 +206,17 @@ func newLimiters(l Limits) limiters {
 	}
 }
 
+// all names the HTTP API's limiters for the admin stats and logs; the
+// PREKEYS_LOW pacing is not a limit on anyone and is left out.
+func (l *limiters) all(into map[string]*keyedLimiter) {
+	into["register/ip"], into["register/handle"] = l.registerIP, l.registerHandle
+	into["register-code/ip"], into["register-code/handle"], into["register-code/address"] = l.codeIP, l.codeHandle, l.codeAddress
+	into["token/ip"], into["token/account"] = l.tokenIP, l.tokenAccount
+	into["bundles/requester"], into["bundles/pair"] = l.bundlesRequester, l.bundlesPair
+	// Not a refusal: bundles past it carry no one-time prekey.
+	into["bundles/target-prekeys"] = l.bundlesTarget
+}
+
 // keyedLimiter is one tokenBucket per key (an IP, a user, a handle),
 // bounded in memory: a bucket that has refilled is the same as no bucket,
 // so those are dropped whenever the map doubles (amortised O(1) per call),
@@ -197,6 +225,13 @@ type keyedLimiter struct {
 	perSec  float64
 	burst   int
 	maxKeys int
+	// name and log are set once by the gateway before any use: what the
+	// limit is called in the admin stats and in the log line written when
+	// a key starts being refused.
+	name string
+	log  *slog.Logger
+	// refused counts refusals since start (the admin stats' rate_limited).
+	refused atomic.Int64
 
 	mu      sync.Mutex
 	buckets map[string]*tokenBucket // guarded by mu
@@ -218,11 +253,16 @@ func newKeyedLimiter(r Rate, maxKeys int) *keyedLimiter {
 // allow takes one token from key's bucket; when there is none it says how
 // long until there will be.
 func (l *keyedLimiter) allow(key string, now time.Time) (bool, time.Duration) {
+	return l.allowN(key, 1, now)
+}
+
+// allowN takes n tokens from key's bucket, or none and says how long until
+// there will be n. n must not exceed the burst (see fits).
+func (l *keyedLimiter) allowN(key string, n int, now time.Time) (bool, time.Duration) {
 	if l == nil {
 		return true, 0
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	b, ok := l.buckets[key]
 	if !ok {
 		if len(l.buckets) >= l.sweepAt || len(l.buckets) >= l.maxKeys {
@@ -232,10 +272,31 @@ func (l *keyedLimiter) allow(key string, now time.Time) (bool, time.Duration) {
 		b = &nb
 		l.buckets[key] = b
 	}
-	if b.allow(now) {
+	if b.allowN(now, n) {
+		b.limited = false
+		l.mu.Unlock()
 		return true, 0
 	}
-	return false, b.retryAfter(now)
+	wait := b.retryAfterN(now, n)
+	first := !b.limited
+	b.limited = true
+	l.mu.Unlock()
+	l.refused.Add(1)
+	if first && l.log != nil {
+		l.log.Info("rate limit reached", "limit", l.name, "key", key, "retry_after", wait)
+	}
+	return false, wait
+}
+
+// fits reports whether a request of cost n can ever pass: n within the burst.
+func (l *keyedLimiter) fits(n int) bool { return l == nil || n <= l.burst }
+
+// refusals is how many requests l refused since start.
+func (l *keyedLimiter) refusals() int64 {
+	if l == nil {
+		return 0
+	}
+	return l.refused.Load()
 }
 
 // sweepLocked forgets refilled buckets and then, if still at maxKeys,

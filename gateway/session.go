@@ -53,6 +53,9 @@ func (g *Gateway) handleWS(w http.ResponseWriter, r *http.Request) {
 	// client learns what went wrong; beyond that the socket closes with 1009.
 	conn.SetReadLimit(int64(g.cfg.MaxFrameBytes) * 4)
 	s := newSession(g, conn, cw.br, claims, resumeAfter)
+	if key, limited := clientKey(r, g.cfg.Limits.LimitLoopback); limited {
+		s.ipKey = key
+	}
 	if !g.track(s) {
 		s.closeWith(websocket.CloseGoingAway, "server shutting down")
 		_ = conn.Close()
@@ -74,6 +77,9 @@ type session struct {
 	conn   *websocket.Conn
 	codec  codec
 	claims Claims
+	// ipKey is the client's address for the per-address action limits
+	// (actions.go); empty when they leave it alone (loopback).
+	ipKey string
 
 	// Read side (park.go). br is the reader gorilla reads frames through;
 	// the session swaps its buffer out while the reader is parked.
@@ -158,6 +164,7 @@ type (
 		reqID uint64
 		code  courierpb.ErrorCode
 		msg   string
+		wait  time.Duration // RATE_LIMITED: when the frame budget allows one more
 	}
 	connClosed struct{ err error }
 	replayDone struct {
@@ -218,6 +225,10 @@ func (s *session) Receive(ctx actor.Context) {
 	case inboundFrame:
 		s.handleFrame(ctx, msg.frame)
 	case badFrame:
+		if msg.code == courierpb.ErrorCode_RATE_LIMITED {
+			s.enqueue(ctx, rateLimitedFrame(msg.reqID, msg.msg, msg.wait))
+			return
+		}
 		s.refuse(ctx, msg.reqID, msg.code, msg.msg)
 	case *courierpb.PushEntries:
 		s.push(ctx, msg.Entries)
@@ -418,7 +429,7 @@ func (s *session) send(ctx actor.Context, reqID uint64, m *courierpb.Send, first
 			return
 		}
 	}
-	if !s.admit(ctx, reqID) {
+	if !s.admit(ctx, reqID) || !s.limitAction(ctx, reqID, ActionSend, 1) {
 		return
 	}
 	s.inflight++
@@ -749,8 +760,8 @@ func (s *session) readLoop() {
 			system.Root.Send(s.self, badFrame{code: courierpb.ErrorCode_BAD_FRAME, msg: err.Error()})
 			continue
 		}
-		if !s.limit.allow(time.Now()) {
-			system.Root.Send(s.self, badFrame{reqID: f.ReqId, code: courierpb.ErrorCode_RATE_LIMITED, msg: "too many frames; slow down and retry"})
+		if now := time.Now(); !s.limit.allow(now) {
+			system.Root.Send(s.self, badFrame{reqID: f.ReqId, code: courierpb.ErrorCode_RATE_LIMITED, msg: "too many frames from this connection", wait: s.limit.retryAfter(now)})
 			continue
 		}
 		system.Root.Send(s.self, inboundFrame{frame: f})

@@ -26,6 +26,9 @@ const (
 func (s *session) handleSocialFrame(ctx actor.Context, f *courierpb.ClientFrame) bool {
 	switch b := f.Body.(type) {
 	case *courierpb.ClientFrame_ContactsUpdate:
+		if !s.limitAction(ctx, f.ReqId, ActionContactAdd, len(b.ContactsUpdate.AddUserIds)+len(b.ContactsUpdate.AddHandles)) {
+			return true
+		}
 		s.settings(ctx, f.ReqId, &courierpb.UserSettings{Op: &courierpb.UserSettings_Contacts{Contacts: b.ContactsUpdate}})
 	case *courierpb.ClientFrame_Contacts:
 		s.settings(ctx, f.ReqId, &courierpb.UserSettings{Op: &courierpb.UserSettings_List{List: b.Contacts}})
@@ -94,6 +97,9 @@ func (s *session) presenceSubscribe(ctx actor.Context, reqID uint64, ids []strin
 		return
 	case !unwatch && len(s.subs)+len(ids) > MaxPresenceSubscriptions:
 		s.refuse(ctx, reqID, courierpb.ErrorCode_INVALID_ARGUMENT, fmt.Sprintf("at most %d presence subscriptions per connection", MaxPresenceSubscriptions))
+		return
+	}
+	if !unwatch && !s.limitAction(ctx, reqID, ActionPresenceWatch, len(ids)) {
 		return
 	}
 	for _, id := range ids {

@@ -424,6 +424,7 @@ func (n *Node) start(ctx context.Context) error {
 		st.Sessions = int64(gw.Sessions())
 		st.PresenceChanges, st.PresenceSent, st.PresenceCoalesced = presence.Changes.Load(), presence.Sent.Load(), presence.Coalesced.Load()
 		st.EphemeralDropped = gw.DroppedEphemeral()
+		st.RateLimited = gw.RateLimited()
 	})
 	if err := n.startMedia(gw); err != nil {
 		return err

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -114,7 +116,40 @@ The node must run with --admin-token; pass the same token here
 			})
 		},
 	}
-	cmd.AddCommand(members, where, grains)
+	limits := &cobra.Command{
+		Use:   "limits",
+		Short: "Requests refused by each rate limit, on every member",
+		Long: `Requests refused by each rate limit since each member started: per action
+and user or address ("send/user", "group-add/ip", ...) and the HTTP API's
+("register/ip", "token/account", "bundles/pair", ...). A member logs
+"rate limit reached" with the user or address when one starts being refused.
+Tune the limits with serve's --*-limit-* flags.`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			cx, cancel := ctx()
+			defer cancel()
+			r, err := c.Grains(cx)
+			if err != nil {
+				return err
+			}
+			return print(r, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "MEMBER\tLIMIT\tREFUSED\t")
+				for _, m := range r.Members {
+					if m.Error != "" {
+						fmt.Fprintf(w, "%s%s\tunreachable: %s\t\t\n", m.ID, selfMark(m.Self), m.Error)
+						continue
+					}
+					if len(m.RateLimited) == 0 {
+						fmt.Fprintf(w, "%s%s\t(none refused)\t\t\n", m.ID, selfMark(m.Self))
+					}
+					for _, name := range slices.Sorted(maps.Keys(m.RateLimited)) {
+						fmt.Fprintf(w, "%s%s\t%s\t%d\t\n", m.ID, selfMark(m.Self), name, m.RateLimited[name])
+					}
+				}
+			})
+		},
+	}
+	cmd.AddCommand(members, where, grains, limits)
 	return cmd
 }
 

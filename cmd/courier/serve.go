@@ -108,6 +108,10 @@ COURIER_ plus the flag name in upper case with - as _ (e.g. COURIER_LISTEN).`,
 	f.Var(&cfg.Limits.TokenPerAccount, "token-limit-account", `POST /v1/token per user: N/duration, or "off"`)
 	f.Var(&cfg.Limits.BundlesPerRequester, "bundle-limit-requester", `GET /v1/keys/{user} per requesting user, all targets: N/duration, or "off"`)
 	f.Var(&cfg.Limits.BundlesPerPair, "bundle-limit-pair", `GET /v1/keys/{user} per requesting user and target: N/duration, or "off"`)
+	for _, a := range gateway.Actions() {
+		f.Var(&cfg.Limits.Actions[a].PerUser, gateway.ActionFlagName(a, false), a.Noun()+` per user (its devices on this node together): N/duration, or "off"`)
+		f.Var(&cfg.Limits.Actions[a].PerIP, gateway.ActionFlagName(a, true), a.Noun()+` per client address: N/duration, or "off"`)
+	}
 	f.BoolVar(&cfg.RequireE2EE, "require-e2ee", false, "refuse sends that are not Signal messages (1:1: per-device Signal messages; groups: a sender-key message), so no client can put plaintext through this server")
 	f.BoolVar(&cfg.Limits.LimitLoopback, "limit-loopback", false, "apply the per-address limits (--max-conns-per-ip, --*-limit-ip) to loopback peers too; off: a local TLS proxy or bench is many clients behind 127.0.0.1")
 	f.Var(&cfg.Limits.BundlesPerTarget, "bundle-limit-target", `one-time prekeys of one user handed to others; beyond, bundles carry the signed prekey only: N/duration, or "off"`)

@@ -1,0 +1,238 @@
+package node_test
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/courier-im/courier/gateway"
+	"github.com/courier-im/courier/node"
+	"github.com/courier-im/courier/protos/courierpb"
+)
+
+// Tests of the per-user and per-address limits on costly actions (issue
+// #20 item 6): every action is limited, by what a request asks for, with
+// an answer that says when to retry, and operators can see who hit what.
+
+// limitedOnly starts a node whose limit of act per user is n per hour, the
+// others left at their defaults.
+func limitedOnly(t *testing.T, act gateway.Action, n int, perIP bool) *node.Node {
+	return startNode(t, func(c *node.Config) {
+		c.Limits = gateway.Limits{}.WithDefaults()
+		if perIP {
+			c.Limits.LimitLoopback = true
+			c.Limits.Actions[act].PerIP = gateway.Rate{N: n, Per: time.Hour}
+		} else {
+			c.Limits.Actions[act].PerUser = gateway.Rate{N: n, Per: time.Hour}
+		}
+		// LimitLoopback would also apply these to the test's own
+		// registrations and connections.
+		c.Limits.RegisterPerIP, c.Limits.TokenPerIP = gateway.Off, gateway.Off
+		c.MaxConnsPerIP = -1
+	})
+}
+
+// answerTo reads frames until the answer to reqID.
+func (w *wsConn) answerTo(reqID uint64) *courierpb.ServerFrame {
+	w.t.Helper()
+	for {
+		if f := w.mustRead(); f.ReqId == reqID {
+			return f
+		}
+	}
+}
+
+// wantRateLimited checks f is a retryable RATE_LIMITED saying when to retry.
+func wantRateLimited(t *testing.T, what string, f *courierpb.ServerFrame, within time.Duration) {
+	t.Helper()
+	e := f.GetError()
+	if e.GetCode() != courierpb.ErrorCode_RATE_LIMITED {
+		t.Fatalf("%s over the limit: %v, want RATE_LIMITED", what, f)
+	}
+	if !e.Retryable || e.RetryAfterMs == 0 || time.Duration(e.RetryAfterMs)*time.Millisecond > within {
+		t.Fatalf("%s: retryable %v, retry_after_ms %d; want retryable with a wait in (0, %v]", what, e.Retryable, e.RetryAfterMs, within)
+	}
+	if !strings.Contains(e.Message, "retry in") {
+		t.Errorf("%s: message %q does not say when to retry", what, e.Message)
+	}
+}
+
+// TestEveryCostlyActionIsLimitedPerUserByWhatItAsksFor: for each action,
+// a user gets its budget, counted by the users, members or messages a
+// request names, then RATE_LIMITED with a retry_after; another user is not
+// affected, and the node counts the refusal under the limit's name.
+func TestEveryCostlyActionIsLimitedPerUserByWhatItAsksFor(t *testing.T) {
+	stamp := time.Now().UnixNano()
+	type env struct {
+		n     *node.Node
+		peers []account // users the frames may name
+		uniq  func() string
+	}
+	cases := []struct {
+		act gateway.Action
+		n   int
+		// setup runs once per user before the budget is spent (e.g. a group
+		// to send into); it may spend nothing of act.
+		setup func(t *testing.T, e env, w *wsConn) string
+		// frame is one request costing cost; group is what setup returned.
+		frame func(e env, reqID uint64, group string) *courierpb.ClientFrame
+		cost  int
+	}{
+		{act: gateway.ActionSend, n: 3, cost: 1, frame: func(e env, reqID uint64, _ string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{ReqId: reqID, Body: &courierpb.ClientFrame_Send{Send: &courierpb.Send{
+				ClientMsgId: e.uniq(), ToUserId: e.peers[0].UserID, Ciphertext: []byte("x")}}}
+		}},
+		{act: gateway.ActionSend, n: 3, cost: 1,
+			setup: func(t *testing.T, e env, w *wsConn) string { return createGroup(t, w, e.uniq(), e.peers[0].UserID) },
+			frame: func(e env, reqID uint64, group string) *courierpb.ClientFrame {
+				return &courierpb.ClientFrame{ReqId: reqID, Body: &courierpb.ClientFrame_GroupSend{GroupSend: &courierpb.GroupSend{
+					ClientMsgId: e.uniq(), GroupId: group, Ciphertext: []byte("x")}}}
+			}},
+		{act: gateway.ActionGroupCreate, n: 2, cost: 1, frame: func(e env, reqID uint64, _ string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{ReqId: reqID, Body: &courierpb.ClientFrame_GroupCreate{GroupCreate: &courierpb.GroupCreate{CreateId: e.uniq()}}}
+		}},
+		{act: gateway.ActionGroupAdd, n: 5, cost: 2, frame: func(e env, reqID uint64, _ string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{ReqId: reqID, Body: &courierpb.ClientFrame_GroupCreate{GroupCreate: &courierpb.GroupCreate{
+				CreateId: e.uniq(), MemberUserIds: []string{e.peers[0].UserID, e.peers[1].UserID}}}}
+		}},
+		{act: gateway.ActionGroupAdd, n: 5, cost: 2,
+			setup: func(t *testing.T, e env, w *wsConn) string { return createGroup(t, w, e.uniq()) },
+			frame: func(e env, reqID uint64, group string) *courierpb.ClientFrame {
+				return &courierpb.ClientFrame{ReqId: reqID, Body: &courierpb.ClientFrame_GroupUpdate{GroupUpdate: &courierpb.GroupUpdate{
+					GroupId: group, Change: &courierpb.GroupUpdate_AddMembers{AddMembers: &courierpb.GroupUserIds{
+						UserIds: []string{e.peers[0].UserID, e.peers[1].UserID}}}}}}
+			}},
+		{act: gateway.ActionContactAdd, n: 5, cost: 2, frame: func(e env, reqID uint64, _ string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{ReqId: reqID, Body: &courierpb.ClientFrame_ContactsUpdate{ContactsUpdate: &courierpb.ContactsUpdate{
+				AddUserIds: []string{e.peers[0].UserID, e.peers[1].UserID}}}}
+		}},
+		{act: gateway.ActionPresenceWatch, n: 5, cost: 2, frame: func(e env, reqID uint64, _ string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{ReqId: reqID, Body: &courierpb.ClientFrame_PresenceSubscribe{PresenceSubscribe: &courierpb.PresenceSubscribe{
+				UserIds: []string{e.peers[0].UserID, e.peers[1].UserID}}}}
+		}},
+	}
+	for i, tc := range cases {
+		t.Run(fmt.Sprintf("%s-%d", tc.act, i), func(t *testing.T) {
+			n := limitedOnly(t, tc.act, tc.n, false)
+			seq := 0
+			e := env{n: n, uniq: func() string { seq++; return fmt.Sprintf("u-%d-%d", stamp, seq) }}
+			for j := range 2 {
+				e.peers = append(e.peers, register(t, n.URL(), fmt.Sprintf("peer%d-%d-%d", j, i, stamp)))
+			}
+			spend := func(who string, acc account) {
+				w := dial(t, n.URL(), acc.Token, 0)
+				w.attached()
+				var group string
+				if tc.setup != nil {
+					group = tc.setup(t, e, w)
+				}
+				reqID := uint64(100)
+				for range tc.n / tc.cost {
+					reqID++
+					w.write(tc.frame(e, reqID, group))
+					if f := w.answerTo(reqID); f.GetError() != nil {
+						t.Fatalf("%s within its budget of %d: %v", who, tc.n, f)
+					}
+				}
+				reqID++
+				w.write(tc.frame(e, reqID, group))
+				wantRateLimited(t, who+" "+tc.act.String(), w.answerTo(reqID), time.Hour)
+			}
+			spend("alice", register(t, n.URL(), fmt.Sprintf("alice-%d-%d", i, stamp)))
+			// Bob's budget is his own: alice spending hers took none of it.
+			spend("bob", register(t, n.URL(), fmt.Sprintf("bob-%d-%d", i, stamp)))
+			if got := n.Gateway().RateLimited()[tc.act.String()+"/user"]; got != 2 {
+				t.Errorf("rate_limited[%s/user] = %d, want 2 (one refusal each)", tc.act, got)
+			}
+		})
+	}
+}
+
+// createGroup creates a group with members and returns its id.
+func createGroup(t *testing.T, w *wsConn, createID string, members ...string) string {
+	t.Helper()
+	w.write(&courierpb.ClientFrame{ReqId: 1, Body: &courierpb.ClientFrame_GroupCreate{GroupCreate: &courierpb.GroupCreate{
+		CreateId: createID, MemberUserIds: members}}})
+	f := w.answerTo(1)
+	if f.GetGroupInfo() == nil {
+		t.Fatalf("create group: %v", f)
+	}
+	return f.GetGroupInfo().GroupId
+}
+
+// TestKeyUploadsAreLimitedPerUserWithRetryAfter: PUT /v1/keys over the
+// limit is a 429 with Retry-After and the API's RATE_LIMITED body.
+func TestKeyUploadsAreLimitedPerUserWithRetryAfter(t *testing.T) {
+	const budget = 2
+	n := limitedOnly(t, gateway.ActionKeyUpload, budget, false)
+	a := register(t, n.URL(), fmt.Sprintf("uploader-%d", time.Now().UnixNano()))
+	u := keyUpload(t, 1, 1)
+	for range budget {
+		putKeys(t, n, a.Token, u)
+	}
+	req, _ := http.NewRequest(http.MethodPut, n.URL()+"/v1/keys", strings.NewReader("{}"))
+	req.Header.Set("Authorization", "Bearer "+a.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("upload %d: %s, want 429", budget+1, resp.Status)
+	}
+	decodeLimited(t, resp)
+	if got := n.Gateway().RateLimited()["key-upload/user"]; got != 1 {
+		t.Errorf("rate_limited[key-upload/user] = %d, want 1", got)
+	}
+}
+
+// TestOneAddressHoldingManyAccountsSharesOneBudget: accounts made to
+// spread a flood over many users still meet the per-address limit, and
+// the answer says which limit it was.
+func TestOneAddressHoldingManyAccountsSharesOneBudget(t *testing.T) {
+	const budget = 4
+	n := limitedOnly(t, gateway.ActionSend, budget, true)
+	stamp := time.Now().UnixNano()
+	target := register(t, n.URL(), fmt.Sprintf("target-%d", stamp))
+	reqID := uint64(0)
+	for i := range budget + 1 {
+		acc := register(t, n.URL(), fmt.Sprintf("sock-%d-%d", i, stamp))
+		w := dial(t, n.URL(), acc.Token, 0)
+		w.attached()
+		reqID++
+		w.send(reqID, target.UserID, fmt.Sprintf("m-%d", i), []byte("x"))
+		f := w.answerTo(reqID)
+		if i < budget {
+			if f.GetSendAck() == nil {
+				t.Fatalf("send %d of %d from one address: %v", i+1, budget, f)
+			}
+			continue
+		}
+		wantRateLimited(t, "send from a fresh account on a spent address", f, time.Hour)
+		if !strings.Contains(f.GetError().Message, "address") {
+			t.Errorf("refusal %q does not say the address is limited", f.GetError().Message)
+		}
+	}
+	if got := n.Gateway().RateLimited()["send/ip"]; got != 1 {
+		t.Errorf("rate_limited[send/ip] = %d, want 1", got)
+	}
+}
+
+// TestARequestLargerThanAnyBudgetIsRefusedForGood: a request asking for
+// more than a limit's whole burst can never pass, so it is not retryable
+// and names the most it may ask for.
+func TestARequestLargerThanAnyBudgetIsRefusedForGood(t *testing.T) {
+	n := limitedOnly(t, gateway.ActionContactAdd, 2, false)
+	stamp := time.Now().UnixNano()
+	a := register(t, n.URL(), fmt.Sprintf("syncer-%d", stamp))
+	w := dial(t, n.URL(), a.Token, 0)
+	w.attached()
+	w.write(&courierpb.ClientFrame{ReqId: 7, Body: &courierpb.ClientFrame_ContactsUpdate{ContactsUpdate: &courierpb.ContactsUpdate{
+		AddHandles: []string{"a", "b", "c"}}}})
+	e := w.answerTo(7).GetError()
+	if e.GetCode() != courierpb.ErrorCode_RATE_LIMITED || e.Retryable || e.RetryAfterMs != 0 || !strings.Contains(e.Message, "at most 2") {
+		t.Fatalf("3 contacts against a burst of 2: %+v; want RATE_LIMITED, not retryable, naming the most (2)", e)
+	}
+}

@@ -134,7 +134,7 @@ func validateCallSignal(sig *courierpb.CallSignal) *courierpb.Error {
 	case sig.Type <= courierpb.CallSignalType_CALL_SIGNAL_UNSPECIFIED || sig.Type > courierpb.CallSignalType_CALL_SIGNAL_HANGUP:
 		return callError(courierpb.ErrorCode_INVALID_ARGUMENT, "unknown call signal type")
 	case len(sig.Payload) > MaxCallPayload:
-		return callError(courierpb.ErrorCode_TOO_LARGE, "call payload is %d bytes, limit %d", len(sig.Payload), MaxCallPayload)
+		return callError(courierpb.ErrorCode_INVALID_ARGUMENT, "call payload is %d bytes, at most %d", len(sig.Payload), MaxCallPayload)
 	case sig.Type == courierpb.CallSignalType_CALL_SIGNAL_OFFER &&
 		sig.Media != courierpb.CallMedia_CALL_MEDIA_AUDIO && sig.Media != courierpb.CallMedia_CALL_MEDIA_VIDEO:
 		return callError(courierpb.ErrorCode_INVALID_ARGUMENT, "an offer names its media: audio or video")

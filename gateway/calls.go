@@ -36,7 +36,9 @@ func (s *session) callSignal(ctx actor.Context, reqID uint64, sig *courierpb.Cal
 		s.refuse(ctx, reqID, courierpb.ErrorCode_INVALID_ARGUMENT, "peer_user_id is required")
 		return
 	case len(sig.Payload) > actors.MaxCallPayload:
-		s.refuse(ctx, reqID, courierpb.ErrorCode_TOO_LARGE, fmt.Sprintf("call payload is %d bytes, limit %d", len(sig.Payload), actors.MaxCallPayload))
+		// INVALID_ARGUMENT, not TOO_LARGE: TOO_LARGE means the frame limit,
+		// which clients learn from the answer and apply to every frame.
+		s.refuse(ctx, reqID, courierpb.ErrorCode_INVALID_ARGUMENT, fmt.Sprintf("call payload is %d bytes, at most %d (an SDP or a candidate, not media)", len(sig.Payload), actors.MaxCallPayload))
 		return
 	}
 	if !s.admit(ctx, reqID) {

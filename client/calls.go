@@ -93,6 +93,8 @@ func (c *Client) startCall(ctx context.Context, body any, retry, first bool) *ca
 		cl.frame.Body = b
 	case *courierpb.ClientFrame_PresenceUnsubscribe:
 		cl.frame.Body = b
+	case *courierpb.ClientFrame_CallSignal:
+		cl.frame.Body = b
 	default:
 		panic(fmt.Sprintf("client: unknown frame body %T", body))
 	}

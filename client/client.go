@@ -88,6 +88,8 @@ type Client struct {
 	presence     chan PresenceEvent
 	typing       chan TypingEvent
 	presenceSubs map[string]bool // guarded by mu
+	// callEvents are call signals for this device (calls_signal.go).
+	callEvents chan CallEvent
 
 	// enc is the end-to-end encryption state (encrypted.go); nil without
 	// WithE2EE.
@@ -148,6 +150,7 @@ func Dial(ctx context.Context, creds Credentials, opts ...Option) (*Client, erro
 		dedupe:       newRecentSet(cfg.dedupeWindow),
 		presence:     make(chan PresenceEvent, ephemeralBuffer),
 		typing:       make(chan TypingEvent, ephemeralBuffer),
+		callEvents:   make(chan CallEvent, callEventBuffer),
 		presenceSubs: make(map[string]bool),
 	}
 	if cfg.json {
@@ -707,6 +710,8 @@ func (c *Client) handle(cn *conn, f *courierpb.ServerFrame) {
 		c.offerPresence(PresenceEvent{UserID: b.PresenceGone.GetUserId(), Gone: true})
 	case *courierpb.ServerFrame_Typing:
 		c.onTyping(b.Typing)
+	case *courierpb.ServerFrame_CallEvent:
+		c.onCallEvent(b.CallEvent)
 	case *courierpb.ServerFrame_Error:
 		if b.Error.GetCode() == courierpb.ErrorCode_TOO_LARGE && c.tooLargeAnswer(cn, f.ReqId, b.Error.GetMessage()) {
 			return

@@ -39,6 +39,8 @@ type Entry struct {
 	// SenderKeyEpoch is the sender-key epoch of a group message (the epoch
 	// after the change, for a group event).
 	SenderKeyEpoch uint64
+	// Call is the call a missed-call entry is about (FromUserID called).
+	Call *courierpb.CallRecord
 }
 
 // IsMessage reports whether e is a message from another user.
@@ -83,6 +85,7 @@ func entryFromProto(p *courierpb.InboxEntry) Entry {
 		GroupSeq:       p.GroupSeq,
 		GroupEvent:     p.GroupEvent,
 		SenderKeyEpoch: p.SenderKeyEpoch,
+		Call:           p.Call,
 	}
 }
 

@@ -76,13 +76,20 @@ func newChatCmdHosted(h *deviceHost, errTTY bool) *cobra.Command {
 }
 
 func newChatRegisterCmd(f *chatFlags) *cobra.Command {
-	var url, handle string
+	var url, handle, address, code string
 	var force bool
 	cmd := &cobra.Command{
-		Use:     "register",
-		Short:   "Register a user and save its credentials to a profile",
-		Example: "  courier chat register --url http://127.0.0.1:8080 --handle alice",
-		Args:    cobra.NoArgs,
+		Use:   "register",
+		Short: "Register a user and save its credentials to a profile",
+		Long: `Register a user and save its credentials to a profile.
+
+A server with verified registration (serve --registration verified) sends a
+code to a phone number or e-mail address first: pass it with --address, and
+type the code when it arrives, or run again with --code.`,
+		Example: `  courier chat register --url http://127.0.0.1:8080 --handle alice
+  courier chat register --handle alice --address +15550109999
+  courier chat register --handle alice --code 123456`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if handle == "" {
 				return errors.New("--handle is required")
@@ -101,19 +108,34 @@ func newChatRegisterCmd(f *chatFlags) *cobra.Command {
 			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 				return err
 			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
+			defer cancel()
+			opts := f.options()
+			if address != "" && code == "" {
+				var sent bool
+				if code, sent, err = requestRegistrationCode(ctx, cmd, url, handle, address, path, opts); err != nil || (sent && code == "") {
+					return err
+				}
+			}
+			if code != "" {
+				p, err := loadPendingCode(pendingPath(path), handle)
+				if err != nil {
+					return err
+				}
+				opts = append(opts, client.WithVerificationCode(p.Challenge, code))
+			}
 			// A new registration is a new identity: the old keys belong to
 			// a user id that is gone with the old profile.
 			if err := os.Remove(keysPath(path)); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
-			defer cancel()
 			// The keys are published now, so others can write to this user
 			// before it ever listens.
-			creds, err := client.Register(ctx, url, handle, append(f.options(), client.WithE2EE(keysPath(path)))...)
+			creds, err := client.Register(ctx, url, handle, append(opts, client.WithE2EE(keysPath(path)))...)
 			if err != nil && creds.UserID == "" {
 				return err
 			}
+			_ = os.Remove(pendingPath(path))
 			if creds.UserID != "" && err != nil {
 				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %v; they are published at the first `chat listen`\n", userMessage(err))
 			}
@@ -128,7 +150,11 @@ func newChatRegisterCmd(f *chatFlags) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&url, "url", "http://127.0.0.1:8080", "server URL (http, https, ws or wss)")
 	cmd.Flags().StringVar(&handle, "handle", "", "the handle to register (letters, digits, . _ + -)")
+	cmd.Flags().StringVar(&handle, "as", "", "the same as --handle")
+	cmd.Flags().StringVar(&address, "address", "", "phone number or e-mail address a verifying server sends the code to")
+	cmd.Flags().StringVar(&code, "code", "", "the code a verifying server sent (after a run with --address)")
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite an existing profile")
+	_ = cmd.Flags().MarkHidden("as")
 	return cmd
 }
 

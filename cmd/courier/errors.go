@@ -26,8 +26,9 @@ func userMessage(err error) string {
 
 // codeHints say what a person can do about a server's answer.
 var codeHints = map[courierpb.ErrorCode]string{
-	courierpb.ErrorCode_UNAUTHENTICATED: "the server does not know this device: was it removed, or the server's data reset? register again",
-	courierpb.ErrorCode_RATE_LIMITED:    "too many requests: wait a moment and try again",
-	courierpb.ErrorCode_UNAVAILABLE:     "the server is busy or restarting: try again",
-	courierpb.ErrorCode_HANDLE_TAKEN:    "pick another handle",
+	courierpb.ErrorCode_UNAUTHENTICATED:     "the server does not know this device: was it removed, or the server's data reset? register again",
+	courierpb.ErrorCode_RATE_LIMITED:        "too many requests: wait a moment and try again",
+	courierpb.ErrorCode_UNAVAILABLE:         "the server is busy or restarting: try again",
+	courierpb.ErrorCode_HANDLE_TAKEN:        "pick another handle",
+	courierpb.ErrorCode_VERIFICATION_FAILED: "this server verifies registrations: get a code with --address <phone or e-mail>, then type it or pass --code",
 }

@@ -346,3 +346,36 @@ func TestADeviceThatConnectsWhileACallRingsIsRung(t *testing.T) {
 		t.Fatalf("candidate %v", ev)
 	}
 }
+
+// TestALiveCallKeepsBothGrainsInMemory: grains that passivate after
+// 200 ms of idleness keep an answered call through a silence five times
+// that long; a passivated grain would have lost the call's record and
+// refused the candidate.
+func TestALiveCallKeepsBothGrainsInMemory(t *testing.T) {
+	store := openStore(t)
+	for _, u := range []string{"alice", "bob"} {
+		createUser(t, store, u, u)
+	}
+	deps := &actors.Deps{Store: store, Logger: testLogger(), Config: actors.UserConfig{PassivateAfter: 200 * time.Millisecond}}
+	c := startCluster(t, deps, actors.UserKind(deps))
+	ctx := context.Background()
+	a1 := attachCallDevice(ctx, t, c, "alice", 1)
+	b1 := attachCallDevice(ctx, t, c, "bob", 1)
+	if e := signal(ctx, t, c, "alice", 1, sig(offer, "call-1", "bob", "o")); e != nil {
+		t.Fatal(e)
+	}
+	b1.next(t, offer)
+	if e := signal(ctx, t, c, "bob", 1, sig(answer, "call-1", "alice", "a")); e != nil {
+		t.Fatal(e)
+	}
+	a1.next(t, answer)
+	time.Sleep(time.Second)
+	if e := signal(ctx, t, c, "alice", 1, sig(candidate, "call-1", "bob", "late")); e != nil {
+		t.Fatalf("candidate after a silence: %v", e)
+	}
+	b1.next(t, candidate)
+	if e := signal(ctx, t, c, "bob", 1, sig(hangup, "call-1", "alice", "")); e != nil {
+		t.Fatal(e)
+	}
+	a1.next(t, hangup)
+}

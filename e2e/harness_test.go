@@ -65,6 +65,9 @@ type testCluster struct {
 	hosts    []string
 	keyspace string
 	ttl      time.Duration
+	// tokenKeys is the key file every node is given, as an operator
+	// hands one to each node of a cluster.
+	tokenKeys string
 
 	mu    sync.Mutex
 	nodes []*nodeProc
@@ -90,6 +93,10 @@ func newCluster(t *testing.T, consul string) *testCluster {
 		hosts:    hosts,
 		keyspace: scyllatest.Keyspace(t, hosts),
 		ttl:      2 * time.Second,
+	}
+	c.tokenKeys = filepath.Join(t.TempDir(), "token-keys")
+	if out, err := exec.Command(courierBin, "token-keys", "new", c.tokenKeys).CombinedOutput(); err != nil {
+		t.Fatalf("courier token-keys new: %v\n%s", err, out)
 	}
 	t.Cleanup(c.stopAll)
 	return c
@@ -130,6 +137,7 @@ func (c *testCluster) start(i int) *nodeProc {
 		"--store", "scylla",
 		"--scylla-hosts", strings.Join(c.hosts, ","),
 		"--scylla-keyspace", c.keyspace,
+		"--token-keys", c.tokenKeys,
 		"--request-timeout", "2s",
 		"--admin-token", adminToken,
 		"--log-level", "info",

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -10,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -32,17 +32,20 @@ type Claims struct {
 }
 
 // Tokens issues and verifies access tokens: compact JWTs signed with
-// HMAC-SHA256 under a key shared by every gateway of the cluster.
+// HMAC-SHA256 under a key set every gateway of the cluster shares. The
+// header names the signing key (kid); a token naming no key of the set is
+// refused. The set can be replaced while tokens are issued and verified
+// (SetKeys), so a rotation needs no restart.
 type Tokens struct {
-	key []byte
-	ttl time.Duration
-	now func() time.Time
+	keys atomic.Pointer[TokenKeySet]
+	ttl  time.Duration
+	now  func() time.Time
 }
 
-// NewTokens returns a signer; key must be at least 32 bytes.
-func NewTokens(key []byte, ttl time.Duration, now func() time.Time) (*Tokens, error) {
-	if len(key) < 32 {
-		return nil, fmt.Errorf("token key is %d bytes, need at least 32", len(key))
+// NewTokens returns a signer of keys.
+func NewTokens(keys *TokenKeySet, ttl time.Duration, now func() time.Time) (*Tokens, error) {
+	if keys == nil {
+		return nil, errors.New("tokens: no key set")
 	}
 	if ttl <= 0 {
 		ttl = DefaultTokenTTL
@@ -50,10 +53,21 @@ func NewTokens(key []byte, ttl time.Duration, now func() time.Time) (*Tokens, er
 	if now == nil {
 		now = time.Now
 	}
-	return &Tokens{key: key, ttl: ttl, now: now}, nil
+	t := &Tokens{ttl: ttl, now: now}
+	t.keys.Store(keys)
+	return t, nil
 }
 
-var jwtHeader = base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
+// SetKeys makes keys the set tokens are issued and verified with from now
+// on; a nil set is ignored.
+func (t *Tokens) SetKeys(keys *TokenKeySet) {
+	if keys != nil {
+		t.keys.Store(keys)
+	}
+}
+
+// Keys is the key set in use.
+func (t *Tokens) Keys() *TokenKeySet { return t.keys.Load() }
 
 // Issue returns a token for the device and when it expires.
 func (t *Tokens) Issue(userID string, deviceID uint32) (string, time.Time, error) {
@@ -63,35 +77,38 @@ func (t *Tokens) Issue(userID string, deviceID uint32) (string, time.Time, error
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("encode claims: %w", err)
 	}
-	signing := jwtHeader + "." + base64.RawURLEncoding.EncodeToString(claims)
-	return signing + "." + t.sign(signing), exp, nil
+	signer := t.keys.Load().signer
+	signing := signer.header + "." + base64.RawURLEncoding.EncodeToString(claims)
+	return signing + "." + signer.sign(signing), exp, nil
 }
 
-func (t *Tokens) sign(s string) string {
-	m := hmac.New(sha256.New, t.key)
-	m.Write([]byte(s))
-	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
-}
-
-// Verify checks the signature and expiry of a token.
+// Verify checks the key, signature and expiry of a token. It runs on every
+// request and WebSocket upgrade: the key is found by one map lookup of the
+// header, the MAC is computed in pooled scratch and compared in constant
+// time, and only the claims allocate.
 func (t *Tokens) Verify(token string) (Claims, error) {
 	if token == "" {
 		return Claims{}, ErrTokenMissing
 	}
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 || parts[0] != jwtHeader {
+	header, rest, ok := strings.Cut(token, ".")
+	if !ok {
 		return Claims{}, ErrTokenInvalid
 	}
-	want := t.sign(parts[0] + "." + parts[1])
-	if subtle.ConstantTimeCompare([]byte(want), []byte(parts[2])) != 1 {
+	key := t.keys.Load().byHeader[header]
+	if key == nil {
+		return Claims{}, ErrTokenInvalid // an unknown or retired kid, or no JWT of ours
+	}
+	payload, sig, ok := strings.Cut(rest, ".")
+	if !ok {
 		return Claims{}, ErrTokenInvalid
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
+	st := key.states.Get().(*macState)
+	defer key.states.Put(st)
+	if !st.check(token[:len(header)+1+len(payload)], sig) {
 		return Claims{}, ErrTokenInvalid
 	}
-	var c Claims
-	if err := json.Unmarshal(raw, &c); err != nil || c.UserID == "" || c.DeviceID == 0 {
+	c, ok := st.decodeClaims(payload)
+	if !ok {
 		return Claims{}, ErrTokenInvalid
 	}
 	if t.now().Unix() >= c.ExpiresAt {

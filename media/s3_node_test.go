@@ -2,8 +2,6 @@ package media_test
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -27,16 +25,15 @@ func TestS3TwoNodesShareUploadsAndBlobs(t *testing.T) {
 	s3cfg := s3test.Config(t)
 	s3cfg.TempDir = "" // the node's default: <data>/media-s3-parts
 	db := scyllatest.Options(t)
-	var key [32]byte
-	_, _ = rand.Read(key[:])
+	tokenKeys := nodetest.TokenKeysFile(t) // one key file, as a cluster shares
 	clk := newClock(time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC))
 	start := func() (*node.Node, string) {
 		data := t.TempDir()
 		n := nodetest.Start(t, node.Config{
 			DataDir: data, Store: "scylla", ScyllaHosts: db.Hosts, ScyllaKeyspace: db.Keyspace,
-			TokenKey: hex.EncodeToString(key[:]),
-			Media:    media.Config{Now: clk.Now, SweepInterval: -1},
-			MediaS3:  s3cfg,
+			TokenKeysFile: tokenKeys,
+			Media:         media.Config{Now: clk.Now, SweepInterval: -1},
+			MediaS3:       s3cfg,
 		})
 		return n, data
 	}

@@ -29,7 +29,9 @@ func TestMain(m *testing.M) {
 }
 
 func runChildServer(dir, listen string) {
-	cfg := node.Config{Listen: listen, DataDir: dir, Logger: testLogger(nil), TokenKey: childTokenKey,
+	// The restart signs tokens alike: embedded, with the key file the
+	// first start made in dir; scylla, with the subtest's key file.
+	cfg := node.Config{Listen: listen, DataDir: dir, Logger: testLogger(nil),
 		// Every client of the test comes from 127.0.0.1 (as in nodetest).
 		MaxConnsPerIP: -1, Limits: gateway.Limits{RegisterPerIP: gateway.Off, TokenPerIP: gateway.Off}}
 	storematrix.FromEnv(&cfg) // the store the parent test runs against
@@ -41,9 +43,6 @@ func runChildServer(dir, listen string) {
 	fmt.Println("listening", n.Addr())
 	select {} // until killed
 }
-
-// The child and its restart must sign tokens alike.
-const childTokenKey = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 
 type childServer struct {
 	cmd  *exec.Cmd

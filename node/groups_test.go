@@ -1,7 +1,6 @@
 package node_test
 
 import (
-	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
@@ -18,10 +17,6 @@ import (
 	"github.com/courier-im/courier/persistence"
 	"github.com/courier-im/courier/protos/courierpb"
 )
-
-// groupTokenKey lets a test sign tokens for users it creates in the store
-// directly (registering 1,024 users over HTTP is slow under -race).
-const groupTokenKey = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
 
 // member is one group member's device on a raw socket. Its reader records
 // every group entry delivered and acknowledges as it goes.
@@ -135,10 +130,14 @@ func createUsers(t testing.TB, s persistence.Store, prefix string, n int) []stri
 	return createUsersWith(t, s, prefix, n, func(string) []byte { return []byte("unused") })
 }
 
-// issueTokens signs tokens with groupTokenKey.
-func issueTokens(t testing.TB) func(string) string {
-	key, _ := hex.DecodeString(groupTokenKey)
-	tokens, err := gateway.NewTokens(key, time.Hour, nil)
+// issueTokens signs tokens with n's keys for users a test created in its
+// store directly (registering 1,024 users over HTTP is slow under -race).
+func issueTokens(t testing.TB, n *node.Node) func(string) string {
+	keys, err := gateway.LoadTokenKeyFile(n.TokenKeysFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := gateway.NewTokens(keys, time.Hour, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,10 +229,10 @@ func waitEntries(t testing.TB, members []*member, d time.Duration, want func(*me
 
 func TestGroupOf1024MembersOverSockets(t *testing.T) {
 	start := time.Now()
-	n := startNode(t, func(c *node.Config) { c.TokenKey = groupTokenKey })
+	n := startNode(t, nil)
 	ids := createUsers(t, n.Store(), "m", 1024)
 	extra := createUsers(t, n.Store(), "late", 1)[0]
-	members := attach(t, n.URL(), ids, issueTokens(t))
+	members := attach(t, n.URL(), ids, issueTokens(t, n))
 	t.Logf("1,024 users stored and attached in %v", time.Since(start).Round(time.Millisecond))
 
 	owner := members[0]

@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -113,9 +113,17 @@ type Config struct {
 	RequireE2EE bool
 	// TLSCert and TLSKey, when both set, make the listener serve https/wss.
 	TLSCert, TLSKey string
-	// TokenKey signs access tokens (hex, at least 32 bytes). Empty: a key is
-	// generated once and kept in the store, so every node sharing the store
-	// shares it.
+	// TokenKeysFile is the file of the keys access tokens are signed and
+	// verified with (gateway.ParseTokenKeys; default <DataDir>/token-keys,
+	// mode 0600, never in the store). A node alone creates it when it is
+	// missing; the nodes of a cluster (Cluster "consul", or Store
+	// "scylla") must be given one file, made once with `courier
+	// token-keys new`. Node.ReloadTokenKeys reads it again.
+	TokenKeysFile string
+	// TokenKey is one token key the operator supplies instead of a key
+	// file (hex, at least 32 bytes): every node given it signs and
+	// verifies alike, but it cannot be rotated without refusing the
+	// tokens it signed (TokenKeysFile can).
 	TokenKey string
 	// TokenTTL is the access token lifetime (default 15m).
 	TokenTTL time.Duration
@@ -221,6 +229,10 @@ type Node struct {
 	push       *push.Dispatcher
 	deadLetter *os.File
 	closed     atomic.Bool
+	// tokens issues and verifies access tokens; reloadKeys serializes
+	// ReloadTokenKeys.
+	tokens     *gateway.Tokens
+	reloadKeys sync.Mutex
 }
 
 // Start opens the store, starts the cluster and serves the gateway.
@@ -304,6 +316,15 @@ func openStore(ctx context.Context, cfg Config) (persistence.Store, error) {
 
 func (n *Node) start(ctx context.Context) error {
 	cfg := n.cfg
+	// The token keys first: a node that may not start says so before it
+	// joins anything.
+	keys, err := n.tokenKeySet(ctx)
+	if err != nil {
+		return err
+	}
+	if n.tokens, err = gateway.NewTokens(keys, cfg.TokenTTL, nil); err != nil {
+		return err
+	}
 	cluster.RegisterMessages(actors.Messages()...)
 	// Groups live in the same store, behind their own interface.
 	groups, ok := n.store.(persistence.GroupStore)
@@ -381,14 +402,6 @@ func (n *Node) start(ctx context.Context) error {
 		actors.ResumeFanouts(bg, cl, groups, time.Minute, cfg.Logger)
 	}()
 
-	key, err := n.tokenKey(ctx)
-	if err != nil {
-		return err
-	}
-	tokens, err := gateway.NewTokens(key, cfg.TokenTTL, nil)
-	if err != nil {
-		return err
-	}
 	verifier, err := n.verification(ctx)
 	if err != nil {
 		return err
@@ -397,7 +410,7 @@ func (n *Node) start(ctx context.Context) error {
 		Store:            n.store,
 		Groups:           groups,
 		Cluster:          cl,
-		Tokens:           tokens,
+		Tokens:           n.tokens,
 		Logger:           cfg.Logger,
 		MaxFrameBytes:    cfg.MaxFrameBytes,
 		SendQueue:        cfg.SendQueue,
@@ -601,25 +614,6 @@ func leaseRenew(passivate time.Duration) time.Duration {
 		return 30 * time.Second
 	}
 	return min(30*time.Second, passivate/3)
-}
-
-func (n *Node) tokenKey(ctx context.Context) ([]byte, error) {
-	if n.cfg.TokenKey != "" {
-		k, err := hex.DecodeString(n.cfg.TokenKey)
-		if err != nil {
-			return nil, fmt.Errorf("token key must be hex: %w", err)
-		}
-		return k, nil
-	}
-	candidate := make([]byte, 32)
-	if _, err := rand.Read(candidate); err != nil {
-		return nil, err
-	}
-	k, err := n.store.LoadOrStoreSecret(ctx, "token-key", candidate)
-	if err != nil {
-		return nil, fmt.Errorf("load token key: %w", err)
-	}
-	return k, nil
 }
 
 // verification is verified registration's service, or nil for open

@@ -197,9 +197,16 @@ type ProfileStore interface {
 	PutProfile(ctx context.Context, userID string, profile []byte) error
 }
 
-// SecretStore keeps cluster-wide secrets (the token signing key).
+// SecretStore keeps small cluster-wide values that every node must agree
+// on. Whatever is in a store is in its backups: token signing keys are not
+// kept here (node/tokenkeys.go moves the one earlier versions kept out).
 type SecretStore interface {
 	// LoadOrStoreSecret stores candidate under name unless a value exists,
 	// and returns the value that is stored.
 	LoadOrStoreSecret(ctx context.Context, name string, candidate []byte) ([]byte, error)
+	// LoadSecret returns the value stored under name, or ErrNotFound.
+	LoadSecret(ctx context.Context, name string) ([]byte, error)
+	// DeleteSecret removes name and its value; deleting a missing name is
+	// no error. A LoadOrStoreSecret afterwards stores its candidate.
+	DeleteSecret(ctx context.Context, name string) error
 }

@@ -16,7 +16,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newChatCmd(), newBenchCmd(), newAdminCmd())
+	root.AddCommand(newServeCmd(), newChatCmd(), newBenchCmd(), newAdminCmd(), newTokenKeysCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "courier:", userMessage(err))
 		os.Exit(1)

@@ -50,10 +50,22 @@ COURIER_ plus the flag name in upper case with - as _ (e.g. COURIER_LISTEN).`,
 			cfg.TURN.Secret = []byte(turnSecret)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			// SIGHUP reloads the token key file (from before the start on:
+			// its default would end the process).
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
 			n, err := node.Start(ctx, cfg)
 			if err != nil {
 				return err
 			}
+			go func() {
+				for range hup {
+					if err := n.ReloadTokenKeys(); err != nil {
+						cfg.Logger.Error("SIGHUP: token keys not reloaded", "err", err)
+					}
+				}
+			}()
 			if debugAddr != "" {
 				stopDebug, err := serveDebug(debugAddr, cmp.Or(cfg.HTTPIdleTimeout, node.DefaultHTTPIdleTimeout),
 					cmp.Or(cfg.HTTPHeaderTimeout, node.DefaultHTTPHeaderTimeout), cfg.Logger)
@@ -117,7 +129,8 @@ COURIER_ plus the flag name in upper case with - as _ (e.g. COURIER_LISTEN).`,
 	f.Var(&cfg.Limits.BundlesPerTarget, "bundle-limit-target", `one-time prekeys of one user handed to others; beyond, bundles carry the signed prekey only: N/duration, or "off"`)
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate (PEM); with --tls-key serves https/wss")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "TLS private key (PEM)")
-	f.StringVar(&cfg.TokenKey, "token-key", "", "hex HMAC key for access tokens (default: generated once, kept in the store)")
+	f.StringVar(&cfg.TokenKeysFile, "token-keys", "", "file of the access tokens' signing keys, mode 0600 (default <data>/token-keys; a node alone creates it; cluster nodes need one made by: courier token-keys new); SIGHUP reloads it")
+	f.StringVar(&cfg.TokenKey, "token-key", "", "one hex HMAC key for access tokens instead of --token-keys (cannot be rotated; prefer COURIER_TOKEN_KEY)")
 	f.DurationVar(&cfg.TokenTTL, "token-ttl", 15*time.Minute, "access token lifetime")
 	f.StringVar(&cfg.NodeAddress, "node-addr", "", "Proto.Actor remote address host:port (empty: single node, no remote)")
 	f.StringVar(&cfg.Advertise, "advertise", "", "host:port peers dial to reach this node, when --node-addr binds another address")

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -61,4 +62,16 @@ func Start(t testing.TB, cfg node.Config) *node.Node {
 		}
 	})
 	return n
+}
+
+// TokenKeysFile creates a token key file with one fresh key in a directory
+// of t, for nodes that must share one: a cluster's nodes, or a node on the
+// scylla store (which makes none of its own).
+func TokenKeysFile(t testing.TB) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), node.TokenKeysFileName)
+	if _, err := gateway.NewTokenKeyFile(path, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/courier-im/courier/internal/nodetest"
 	"github.com/courier-im/courier/node"
 	"github.com/courier-im/courier/persistence/scylla/scyllatest"
 )
@@ -30,6 +31,10 @@ type Store struct {
 	// Hosts and Keyspace locate the scylla store; empty for embedded.
 	Hosts    []string
 	Keyspace string
+	// TokenKeys is the token key file every node of a scylla subtest
+	// shares, as a cluster's nodes do (they make none of their own);
+	// empty for embedded, whose nodes make one in their data directory.
+	TokenKeys string
 }
 
 // Names of the stores, in the order Run runs them.
@@ -44,6 +49,7 @@ func Run(t *testing.T, test func(t *testing.T, store Store)) {
 			if name == "scylla" {
 				store.Hosts = scyllatest.Hosts(t)
 				store.Keyspace = scyllatest.Keyspace(t, store.Hosts)
+				store.TokenKeys = nodetest.TokenKeysFile(t)
 			}
 			test(t, store)
 		})
@@ -59,6 +65,9 @@ func (s Store) Configure(cfg *node.Config) {
 	cfg.Store = "scylla"
 	cfg.ScyllaHosts = s.Hosts
 	cfg.ScyllaKeyspace = s.Keyspace
+	if cfg.TokenKeysFile == "" && cfg.TokenKey == "" {
+		cfg.TokenKeysFile = s.TokenKeys
+	}
 }
 
 // Apply returns a copy of cfg pointed at the store.
@@ -73,6 +82,7 @@ const (
 	envStore    = "COURIER_TEST_MATRIX_STORE"
 	envHosts    = "COURIER_TEST_MATRIX_SCYLLA_HOSTS"
 	envKeyspace = "COURIER_TEST_MATRIX_SCYLLA_KEYSPACE"
+	envKeys     = "COURIER_TEST_MATRIX_TOKEN_KEYS"
 )
 
 // Setenv sets the store in this process's environment for the rest of t, so
@@ -81,6 +91,7 @@ func (s Store) Setenv(t *testing.T) {
 	t.Setenv(envStore, s.Name)
 	t.Setenv(envHosts, strings.Join(s.Hosts, ","))
 	t.Setenv(envKeyspace, s.Keyspace)
+	t.Setenv(envKeys, s.TokenKeys)
 }
 
 // FromEnv points cfg at the store a parent test passed with Setenv; it
@@ -90,8 +101,9 @@ func FromEnv(cfg *node.Config) {
 		return
 	}
 	Store{
-		Name:     "scylla",
-		Hosts:    strings.Split(os.Getenv(envHosts), ","),
-		Keyspace: os.Getenv(envKeyspace),
+		Name:      "scylla",
+		Hosts:     strings.Split(os.Getenv(envHosts), ","),
+		Keyspace:  os.Getenv(envKeyspace),
+		TokenKeys: os.Getenv(envKeys),
 	}.Configure(cfg)
 }

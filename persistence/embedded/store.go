@@ -748,6 +748,41 @@ func (s *Store) lockCounter(ctx context.Context, counter string) (key []byte, la
 	return key, binary.BigEndian.Uint64(v), done, nil
 }
 
+// LoadSecret implements persistence.SecretStore.
+func (s *Store) LoadSecret(ctx context.Context, name string) ([]byte, error) {
+	release, err := s.enter(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: load secret %q: %w", name, err)
+	}
+	defer release()
+	v, found, err := s.get(secretKey(name))
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("embedded: load secret %q: %w", name, err)
+	case !found:
+		return nil, persistence.ErrNotFound
+	}
+	return v, nil
+}
+
+// DeleteSecret implements persistence.SecretStore. Under the lock
+// LoadOrStoreSecret takes, so one racing it sees the value or nothing.
+func (s *Store) DeleteSecret(ctx context.Context, name string) error {
+	release, err := s.enter(ctx)
+	if err != nil {
+		return fmt.Errorf("embedded: delete secret %q: %w", name, err)
+	}
+	defer release()
+	key := secretKey(name)
+	mu := s.casLock(key)
+	mu.Lock()
+	defer mu.Unlock()
+	if err := s.db.Delete(key, pebble.Sync); err != nil {
+		return fmt.Errorf("embedded: delete secret %q: %w", name, err)
+	}
+	return nil
+}
+
 // LoadOrStoreSecret implements persistence.SecretStore.
 func (s *Store) LoadOrStoreSecret(ctx context.Context, name string, candidate []byte) ([]byte, error) {
 	wrap := func(err error) error { return fmt.Errorf("embedded: load or store secret %q: %w", name, err) }

@@ -166,3 +166,40 @@ func (s *Store) LoadOrStoreSecret(ctx context.Context, name string, candidate []
 	}
 	return stored, nil
 }
+
+// LoadSecret implements persistence.SecretStore: a read at SERIAL
+// consistency, as secrets are written by Paxos.
+func (s *Store) LoadSecret(ctx context.Context, name string) ([]byte, error) {
+	release, err := s.enter(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("scylla: load secret %q: %w", name, err)
+	}
+	defer release()
+	var v []byte
+	if err := s.query(ctx, s.stmts.getSecret, name).Consistency(gocql.LocalSerial).Scan(&v); err != nil {
+		if errors.Is(err, gocql.ErrNotFound) {
+			return nil, persistence.ErrNotFound
+		}
+		return nil, fmt.Errorf("scylla: load secret %q: %w", name, classify(err))
+	}
+	if v == nil {
+		v = []byte{}
+	}
+	return v, nil
+}
+
+// DeleteSecret implements persistence.SecretStore: DELETE ... IF EXISTS,
+// so it is ordered with the INSERT ... IF NOT EXISTS of LoadOrStoreSecret.
+func (s *Store) DeleteSecret(ctx context.Context, name string) error {
+	wrap := func(err error) error { return fmt.Errorf("scylla: delete secret %q: %w", name, classify(err)) }
+	release, err := s.enter(ctx)
+	if err != nil {
+		return wrap(err)
+	}
+	defer release()
+	// Not applied means there was nothing to delete.
+	if _, err := s.sess.Session.Query(s.stmts.deleteSecret, name).WithContext(ctx).MapScanCAS(map[string]any{}); err != nil {
+		return wrap(err)
+	}
+	return nil
+}

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/courier-im/courier/gateway"
+	"github.com/courier-im/courier/internal/nodetest"
 	"github.com/courier-im/courier/node"
 	"github.com/courier-im/courier/protos/courierpb"
 )
@@ -92,7 +93,8 @@ func TestSendsFailRetryablyWhileTheDatabaseIsDown(t *testing.T) {
 	defer cancel()
 	n, err := node.Start(ctx, node.Config{
 		Listen: "127.0.0.1:0", Store: "scylla", ScyllaHosts: hosts, ScyllaKeyspace: "courier_outage",
-		Logger: testLogger(),
+		TokenKeysFile: nodetest.TokenKeysFile(t), // a scylla node makes none of its own
+		Logger:        testLogger(),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -69,7 +69,7 @@ type statements struct {
 	deleteRange, deleteInbox              string
 	insertDedupe, getDedupe               string
 	getSequence, createSequence, casSeq   string
-	insertSecret, getSecret               string
+	insertSecret, getSecret, deleteSecret string
 	putProfile, getProfile                string
 	deleteDevice                          string
 	putDeviceKeys, getDeviceKeys          string
@@ -120,6 +120,9 @@ func buildStatements(ttlSec int) statements {
 
 	st.insertSecret, _ = secretsTable.InsertBuilder().Unique().ToCql()
 	st.getSecret, _ = secretsTable.Get("value")
+	// A Paxos delete: secrets are written by Paxos, whose timestamps a
+	// plain delete need not be above.
+	st.deleteSecret, _ = qb.Delete("secrets").Where(qb.Eq("name")).Existing().ToCql()
 
 	st.deleteDevice, _ = qb.Delete("devices").Where(qb.Eq("user_id"), qb.Eq("device_id")).ToCql()
 

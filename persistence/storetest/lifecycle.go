@@ -20,7 +20,7 @@ func testReopen(t *testing.T, factory Factory) {
 	device := persistence.Device{UserID: user.ID, DeviceID: 4, SecretHash: []byte("secret-hash"), CreatedAt: at(2)}
 	rec := persistence.DedupeRecord{RecipientID: user.ID, SenderID: f.id("s"), ClientMsgID: "m", StoredAtMs: 42}
 	withEntry := persistence.DedupeRecord{RecipientID: user.ID, SenderID: f.id("s"), ClientMsgID: "n", StoredAtMs: 43}
-	counter, secret := f.id("counter"), f.id("secret")
+	counter, secret, deleted := f.id("counter"), f.id("secret"), f.id("deleted")
 
 	if err := f.s.CreateUser(c, user); err != nil {
 		t.Fatal(err)
@@ -43,6 +43,12 @@ func testReopen(t *testing.T, factory Factory) {
 		t.Fatalf("LeaseBlock = (%d, %d, %v), want (1, 10, nil)", first, last, err)
 	}
 	if _, err := f.s.LoadOrStoreSecret(c, secret, []byte("original")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.s.LoadOrStoreSecret(c, deleted, []byte("gone")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.s.DeleteSecret(c, deleted); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.s.Close(); err != nil {
@@ -89,6 +95,9 @@ func testReopen(t *testing.T, factory Factory) {
 	if got, err := s.LoadOrStoreSecret(c, secret, []byte("replacement")); err != nil || !bytes.Equal(got, []byte("original")) {
 		t.Fatalf("LoadOrStoreSecret after reopen = (%q, %v), want %q", got, err, "original")
 	}
+	if got, err := s.LoadSecret(c, deleted); !errors.Is(err, persistence.ErrNotFound) {
+		t.Fatalf("a deleted secret after reopen = (%q, %v), want ErrNotFound", got, err)
+	}
 }
 
 func testClosed(t *testing.T, factory Factory) {
@@ -123,6 +132,8 @@ func testClosed(t *testing.T, factory Factory) {
 			{"LeaseBlock", func() error { _, _, err := f.s.LeaseBlock(c, f.id("c"), 1); return err }},
 			{"LastLeased", func() error { _, err := f.s.LastLeased(c, f.id("c")); return err }},
 			{"LoadOrStoreSecret", func() error { _, err := f.s.LoadOrStoreSecret(c, f.id("s"), []byte("v")); return err }},
+			{"LoadSecret", func() error { _, err := f.s.LoadSecret(c, f.id("s")); return err }},
+			{"DeleteSecret", func() error { return f.s.DeleteSecret(c, f.id("s")) }},
 			{"GetProfile", func() error { _, err := f.s.GetProfile(c, uid); return err }},
 			{"TakeOneTimePrekey", func() error { _, _, err := f.s.TakeOneTimePrekey(c, uid, 1); return err }},
 			{"DeleteDevice", func() error { return f.s.DeleteDevice(c, uid, 1) }},

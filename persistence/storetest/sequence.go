@@ -2,11 +2,14 @@ package storetest
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/courier-im/courier/persistence"
 )
 
 type lease struct{ first, last uint64 }
@@ -181,6 +184,48 @@ func testSecrets(t *testing.T, factory Factory) {
 			if !bytes.Equal(got, st.want) {
 				t.Fatalf("step %d: LoadOrStoreSecret(%q, %q) = %q, want %q", i, st.name, st.candidate, got, st.want)
 			}
+		}
+	})
+
+	// The token key earlier versions kept in the store is read and then
+	// deleted when a node moves it to its key file.
+	t.Run("LoadAndDelete", func(t *testing.T) {
+		f := newFixture(t, factory, Options{})
+		c := ctx(t)
+		// "k" is a prefix of "k1": neither may touch the other.
+		name, other := f.id("k"), f.id("k1")
+		if v, err := f.s.LoadSecret(c, name); !errors.Is(err, persistence.ErrNotFound) {
+			t.Fatalf("LoadSecret of a missing name = (%q, %v), want ErrNotFound", v, err)
+		}
+		if err := f.s.DeleteSecret(c, name); err != nil {
+			t.Fatalf("DeleteSecret of a missing name: %v", err)
+		}
+		for n, v := range map[string]string{name: "first\x00", other: "other"} {
+			if _, err := f.s.LoadOrStoreSecret(c, n, []byte(v)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if v, err := f.s.LoadSecret(c, name); err != nil || string(v) != "first\x00" {
+			t.Fatalf("LoadSecret = (%q, %v), want %q", v, err, "first\x00")
+		}
+		if err := f.s.DeleteSecret(c, name); err != nil {
+			t.Fatalf("DeleteSecret: %v", err)
+		}
+		if v, err := f.s.LoadSecret(c, name); !errors.Is(err, persistence.ErrNotFound) {
+			t.Fatalf("LoadSecret after DeleteSecret = (%q, %v), want ErrNotFound", v, err)
+		}
+		if v, err := f.s.LoadSecret(c, other); err != nil || string(v) != "other" {
+			t.Fatalf("the other secret after DeleteSecret = (%q, %v), want %q", v, err, "other")
+		}
+		if err := f.s.DeleteSecret(c, name); err != nil {
+			t.Fatalf("DeleteSecret again: %v", err)
+		}
+		// Deleted, the name takes a new value.
+		if v, err := f.s.LoadOrStoreSecret(c, name, []byte("second")); err != nil || string(v) != "second" {
+			t.Fatalf("LoadOrStoreSecret after DeleteSecret = (%q, %v), want %q", v, err, "second")
+		}
+		if v, err := f.s.LoadSecret(c, name); err != nil || string(v) != "second" {
+			t.Fatalf("LoadSecret = (%q, %v), want %q", v, err, "second")
 		}
 	})
 

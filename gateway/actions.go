@@ -31,14 +31,22 @@ const (
 	ActionKeyUpload
 	// ActionPresenceWatch is one user's presence subscribed to.
 	ActionPresenceWatch
+	// ActionConnect is one WebSocket opened: each costs a store read (the
+	// device still exists) and an attach to the user's grain, so a client
+	// that reconnects in a loop is a flood too.
+	ActionConnect
+	// ActionSendBytes is one byte of messages sent (the frames' size on
+	// the wire): every byte is written to the store and to each device
+	// of the recipient, so a few large messages weigh like many small.
+	ActionSendBytes
 	// NumActions counts the actions.
 	NumActions
 )
 
-var actionNames = [NumActions]string{"send", "group-create", "group-add", "contacts", "key-upload", "presence"}
+var actionNames = [NumActions]string{"send", "group-create", "group-add", "contacts", "key-upload", "presence", "connect", "send-bytes"}
 
 // what each action is called in a refusal ("too many <what>").
-var actionNouns = [NumActions]string{"messages", "groups created", "group members added", "contacts added", "key uploads", "presence subscriptions"}
+var actionNouns = [NumActions]string{"messages", "groups created", "group members added", "contacts added", "key uploads", "presence subscriptions", "connections opened", "bytes of messages"}
 
 // Noun is what the action counts, in a refusal or a flag's help: "messages".
 func (a Action) Noun() string {
@@ -85,6 +93,12 @@ var DefaultActionLimits = [NumActions]ActionLimit{
 	ActionContactAdd:    {PerUser: Rate{10000, time.Hour}, PerIP: Rate{100000, time.Hour}},
 	ActionKeyUpload:     {PerUser: Rate{100, time.Hour}, PerIP: Rate{1000, time.Hour}},
 	ActionPresenceWatch: {PerUser: Rate{20000, 10 * time.Minute}, PerIP: Rate{200000, 10 * time.Minute}},
+	// A phone reconnects a few times a minute at worst; a restarted node's
+	// clients come back as many users, one connect each.
+	ActionConnect: {PerUser: Rate{120, time.Minute}, PerIP: Rate{1200, time.Minute}},
+	// 32 MiB a minute is 128 of the largest inline messages (256 KiB);
+	// media goes over /v1/media/, under its own quota.
+	ActionSendBytes: {PerUser: Rate{32 << 20, time.Minute}, PerIP: Rate{128 << 20, time.Minute}},
 }
 
 // actionLimiters are the per-user and per-address buckets of each action.

@@ -257,21 +257,27 @@ func (g *Gateway) Authenticate(w http.ResponseWriter, r *http.Request) (Claims, 
 // shares the store.
 func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request) (Claims, bool) {
 	c, ok := g.verifyToken(w, r)
-	if !ok {
+	if !ok || !g.deviceExists(w, r, c) {
 		return Claims{}, false
 	}
+	return c, true
+}
+
+// deviceExists refuses a token whose device was removed since it was
+// issued.
+func (g *Gateway) deviceExists(w http.ResponseWriter, r *http.Request, c Claims) bool {
 	ctx, cancel := g.storeCtx(r)
 	defer cancel()
 	_, err := g.cfg.Store.GetDevice(ctx, c.UserID, c.DeviceID)
 	switch {
 	case errors.Is(err, persistence.ErrNotFound):
 		writeError(w, http.StatusUnauthorized, courierpb.ErrorCode_UNAUTHENTICATED, "this device was unlinked")
-		return Claims{}, false
+		return false
 	case err != nil:
 		g.storeFailed(w, "authenticate device", err)
-		return Claims{}, false
+		return false
 	}
-	return c, true
+	return true
 }
 
 // verifyToken checks the bearer token's signature and expiry only.

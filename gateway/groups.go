@@ -183,7 +183,7 @@ func (s *session) groupSend(ctx actor.Context, reqID uint64, m *courierpb.GroupS
 			return
 		}
 	}
-	if !s.limitAction(ctx, reqID, ActionSend, 1) {
+	if !s.limitAction(ctx, reqID, ActionSend, 1) || !s.limitAction(ctx, reqID, ActionSendBytes, s.frameSize) {
 		return
 	}
 	msg := &courierpb.SendGroupMessage{UserId: s.claims.UserID, DeviceId: s.claims.DeviceID, Send: m, FirstTransmission: first}

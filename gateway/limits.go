@@ -3,6 +3,7 @@ package gateway
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -26,7 +27,8 @@ type Rate struct {
 // Off is a Rate that limits nothing.
 var Off = Rate{N: -1}
 
-// ParseRate reads "N/duration" (e.g. "20/1m", "5/10s") or "off".
+// ParseRate reads "N/duration" (e.g. "20/1m", "5/10s", "32MiB/1m" for a
+// byte limit) or "off".
 func ParseRate(s string) (Rate, error) {
 	if s == "off" {
 		return Off, nil
@@ -35,10 +37,17 @@ func ParseRate(s string) (Rate, error) {
 	if !ok {
 		return Rate{}, fmt.Errorf("rate %q: want N/duration (e.g. 20/1m) or off", s)
 	}
-	count, err := strconv.Atoi(n)
-	if err != nil || count <= 0 {
-		return Rate{}, fmt.Errorf("rate %q: N must be a positive integer", s)
+	unit := 1
+	for suffix, u := range map[string]int{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if v, ok := strings.CutSuffix(n, suffix); ok {
+			n, unit = v, u
+		}
 	}
+	count, err := strconv.Atoi(n)
+	if err != nil || count <= 0 || count > math.MaxInt32/unit {
+		return Rate{}, fmt.Errorf("rate %q: N must be a positive integer (bytes may be given as 32MiB)", s)
+	}
+	count *= unit
 	d, err := time.ParseDuration(per)
 	if err != nil || d <= 0 {
 		return Rate{}, fmt.Errorf("rate %q: bad duration: %v", s, err)
@@ -116,6 +125,11 @@ type Limits struct {
 	// behind 127.0.0.1, and Courier does not trust X-Forwarded-For, so
 	// limiting the address would limit all of them together.
 	LimitLoopback bool
+	// FramesPerIP bounds the WebSocket frames of all connections of one
+	// client address together (default 6000/2s: 3,000 a second, bursts of
+	// 6,000), on top of each connection's --rate. Past it the address's
+	// sockets are read no faster than it allows.
+	FramesPerIP Rate
 	// Actions bounds the costly socket and key API requests per user and
 	// per client address (actions.go); zero rates take
 	// DefaultActionLimits.
@@ -139,6 +153,7 @@ func (l Limits) WithDefaults() Limits {
 	l.BundlesPerRequester = l.BundlesPerRequester.orDefault(Rate{1200, time.Hour})
 	l.BundlesPerPair = l.BundlesPerPair.orDefault(Rate{10, time.Minute})
 	l.BundlesPerTarget = l.BundlesPerTarget.orDefault(Rate{60, time.Hour})
+	l.FramesPerIP = l.FramesPerIP.orDefault(Rate{6000, 2 * time.Second})
 	for i := range l.Actions {
 		l.Actions[i].PerUser = l.Actions[i].PerUser.orDefault(DefaultActionLimits[i].PerUser)
 		l.Actions[i].PerIP = l.Actions[i].PerIP.orDefault(DefaultActionLimits[i].PerIP)
@@ -153,7 +168,7 @@ func (l Limits) validate() error {
 	for name, r := range map[string]Rate{
 		"RegisterPerIP": l.RegisterPerIP, "RegisterPerHandle": l.RegisterPerHandle,
 		"CodePerIP": l.CodePerIP, "CodePerHandle": l.CodePerHandle, "CodePerAddress": l.CodePerAddress,
-		"TokenPerIP": l.TokenPerIP, "TokenPerAccount": l.TokenPerAccount,
+		"TokenPerIP": l.TokenPerIP, "TokenPerAccount": l.TokenPerAccount, "FramesPerIP": l.FramesPerIP,
 		"BundlesPerRequester": l.BundlesPerRequester, "BundlesPerPair": l.BundlesPerPair, "BundlesPerTarget": l.BundlesPerTarget,
 	} {
 		if r.N > 0 && r.Per <= 0 {
@@ -181,6 +196,8 @@ type limiters struct {
 	bundlesRequester           *keyedLimiter
 	bundlesPair                *keyedLimiter
 	bundlesTarget              *keyedLimiter
+	// framesIP is every socket of one address reading frames (session.go).
+	framesIP *keyedLimiter
 	// prekeysLow gates PREKEYS_LOW notices per device (keys.go).
 	prekeysLow *keyedLimiter
 }
@@ -203,6 +220,7 @@ func newLimiters(l Limits) limiters {
 		bundlesPair:      newKeyedLimiter(l.BundlesPerPair, l.MaxKeys),
 		bundlesTarget:    newKeyedLimiter(l.BundlesPerTarget, l.MaxKeys),
 		prekeysLow:       newKeyedLimiter(prekeysLowNotices, l.MaxKeys),
+		framesIP:         newKeyedLimiter(l.FramesPerIP, l.MaxKeys),
 	}
 }
 
@@ -213,6 +231,7 @@ func (l *limiters) all(into map[string]*keyedLimiter) {
 	into["register-code/ip"], into["register-code/handle"], into["register-code/address"] = l.codeIP, l.codeHandle, l.codeAddress
 	into["token/ip"], into["token/account"] = l.tokenIP, l.tokenAccount
 	into["bundles/requester"], into["bundles/pair"] = l.bundlesRequester, l.bundlesPair
+	into["frames/ip"] = l.framesIP
 	// Not a refusal: bundles past it carry no one-time prekey.
 	into["bundles/target-prekeys"] = l.bundlesTarget
 }

@@ -63,7 +63,10 @@ func TestParseRate(t *testing.T) {
 			t.Errorf("%v prints as %q, want %q", got, got.String(), in)
 		}
 	}
-	for _, bad := range []string{"", "20", "0/1m", "-1/1m", "x/1m", "5/0s", "5/soon"} {
+	if got, err := ParseRate("32MiB/1m"); err != nil || got != (Rate{32 << 20, time.Minute}) {
+		t.Errorf("ParseRate(32MiB/1m) = %v, %v; want %d bytes a minute", got, err, 32<<20)
+	}
+	for _, bad := range []string{"", "20", "0/1m", "-1/1m", "x/1m", "5/0s", "5/soon", "4GiB/1m", "MiB/1m"} {
 		if _, err := ParseRate(bad); err == nil {
 			t.Errorf("ParseRate(%q) accepted", bad)
 		}

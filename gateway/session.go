@@ -31,8 +31,9 @@ import (
 // handleWS authenticates and upgrades a socket, then hands it to a new
 // session actor.
 func (g *Gateway) handleWS(w http.ResponseWriter, r *http.Request) {
-	claims, ok := g.authenticate(w, r)
-	if !ok {
+	// The connect limit comes before the store read it protects.
+	claims, ok := g.verifyToken(w, r)
+	if !ok || !g.allowHTTPAction(w, r, ActionConnect, claims.UserID) || !g.deviceExists(w, r, claims) {
 		return
 	}
 	var resumeAfter uint64
@@ -89,6 +90,7 @@ type session struct {
 	idleAt     atomic.Int64 // while parked: the gateway clock at which the socket is idle (renew.go)
 	noPark     bool         // the poller refused this socket (reader only)
 	limit      tokenBucket  // frames the client may send (reader only)
+	inPending  atomic.Int64 // bytes of frames read and not yet handled (awaitInboundRoom)
 
 	// closed: the socket is closed (closeWith ran). A flag rather than a
 	// cancellable context, which costs every idle socket 190 bytes; what
@@ -105,6 +107,7 @@ type session struct {
 	buffered    []*courierpb.InboxEntry
 	lastSent    uint64 // highest inbox_seq handed to the writer
 	inflight    int
+	frameSize   int // wire size of the frame being handled (send-bytes limit)
 	// quietAckReq is the request id of the latest quiet ack (quietAck).
 	quietAckReq uint64
 	abuse       int
@@ -159,8 +162,11 @@ type replayJob struct {
 
 // Messages the reader and writer goroutines send to the session actor.
 type (
-	inboundFrame struct{ frame *courierpb.ClientFrame }
-	badFrame     struct {
+	inboundFrame struct {
+		frame *courierpb.ClientFrame
+		size  int32 // bytes on the wire, counted in inPending
+	}
+	badFrame struct {
 		reqID uint64
 		code  courierpb.ErrorCode
 		msg   string
@@ -223,7 +229,9 @@ func (s *session) Receive(ctx actor.Context) {
 	case *cluster.Continuation:
 		msg.Run()
 	case inboundFrame:
+		s.frameSize = int(msg.size)
 		s.handleFrame(ctx, msg.frame)
+		s.inPending.Add(-int64(msg.size))
 	case badFrame:
 		if msg.code == courierpb.ErrorCode_RATE_LIMITED {
 			s.enqueue(ctx, rateLimitedFrame(msg.reqID, msg.msg, msg.wait))
@@ -429,7 +437,7 @@ func (s *session) send(ctx actor.Context, reqID uint64, m *courierpb.Send, first
 			return
 		}
 	}
-	if !s.admit(ctx, reqID) || !s.limitAction(ctx, reqID, ActionSend, 1) {
+	if !s.admit(ctx, reqID) || !s.limitAction(ctx, reqID, ActionSend, 1) || !s.limitAction(ctx, reqID, ActionSendBytes, s.frameSize) {
 		return
 	}
 	s.inflight++
@@ -754,17 +762,62 @@ func (s *session) readLoop() {
 			system.Root.Send(s.self, badFrame{code: courierpb.ErrorCode_TOO_LARGE, msg: fmt.Sprintf("frame is %d bytes, limit %d", len(data), s.g.cfg.MaxFrameBytes)})
 			continue
 		}
+		// Every frame spends the budgets, garbage too, before it costs a
+		// decode's allocations.
+		wait, why := s.frameBudget()
 		f, err := s.codec.decode(typ, data)
+		size := len(data)
 		releaseReadBuffer(buf) // decoding copied what it keeps
-		if err != nil {
+		switch {
+		case err != nil:
 			system.Root.Send(s.self, badFrame{code: courierpb.ErrorCode_BAD_FRAME, msg: err.Error()})
+		case wait > 0:
+			system.Root.Send(s.self, badFrame{reqID: f.ReqId, code: courierpb.ErrorCode_RATE_LIMITED, msg: why, wait: wait})
+		default:
+			system.Root.Send(s.self, inboundFrame{frame: f, size: int32(size)})
+			s.awaitInboundRoom(size)
 			continue
 		}
-		if now := time.Now(); !s.limit.allow(now) {
-			system.Root.Send(s.self, badFrame{reqID: f.ReqId, code: courierpb.ErrorCode_RATE_LIMITED, msg: "too many frames from this connection", wait: s.limit.retryAfter(now)})
-			continue
+		if wait > 0 {
+			// Read nothing more until a frame could pass: a flood then
+			// waits in the socket (TCP slows the sender) instead of
+			// costing an answer per frame, so a connection costs at most
+			// twice its frame rate however fast it writes.
+			time.Sleep(wait)
 		}
-		system.Root.Send(s.self, inboundFrame{frame: f})
+	}
+}
+
+// maxInboundPending bounds the bytes of frames the reader has handed to
+// the session actor and it has not handled yet: a client writing faster
+// than its session works would otherwise queue them in the mailbox
+// without bound.
+const maxInboundPending = 1 << 20
+
+// frameBudget takes a token for one frame from the connection's bucket
+// and its address's; when either is empty it says how long until one
+// frame could pass, and which limit it was.
+func (s *session) frameBudget() (time.Duration, string) {
+	now := time.Now()
+	if !s.limit.allow(now) {
+		return max(s.limit.retryAfter(now), time.Microsecond), "too many frames from this connection"
+	}
+	if s.ipKey != "" {
+		if ok, wait := s.g.limits.framesIP.allow(s.ipKey, now); !ok {
+			return max(wait, time.Microsecond), "too many frames from this address"
+		}
+	}
+	return 0, ""
+}
+
+// awaitInboundRoom stops reading while the actor is more than
+// maxInboundPending behind, until it has caught up to half of it.
+func (s *session) awaitInboundRoom(size int) {
+	if s.inPending.Add(int64(size)) <= maxInboundPending {
+		return
+	}
+	for s.inPending.Load() > maxInboundPending/2 && !s.closed.Load() {
+		time.Sleep(time.Millisecond)
 	}
 }
 

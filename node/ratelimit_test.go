@@ -10,6 +10,7 @@ import (
 	"github.com/courier-im/courier/gateway"
 	"github.com/courier-im/courier/node"
 	"github.com/courier-im/courier/protos/courierpb"
+	"github.com/gorilla/websocket"
 )
 
 // Tests of the per-user and per-address limits on costly actions (issue
@@ -234,5 +235,60 @@ func TestARequestLargerThanAnyBudgetIsRefusedForGood(t *testing.T) {
 	e := w.answerTo(7).GetError()
 	if e.GetCode() != courierpb.ErrorCode_RATE_LIMITED || e.Retryable || e.RetryAfterMs != 0 || !strings.Contains(e.Message, "at most 2") {
 		t.Fatalf("3 contacts against a burst of 2: %+v; want RATE_LIMITED, not retryable, naming the most (2)", e)
+	}
+}
+
+// TestReconnectingInALoopIsLimited: every socket opened costs a store read
+// and a grain attach, so opening them is limited per user like any costly
+// action: past the budget the upgrade is a 429 with Retry-After.
+func TestReconnectingInALoopIsLimited(t *testing.T) {
+	const budget = 3
+	n := limitedOnly(t, gateway.ActionConnect, budget, false)
+	a := register(t, n.URL(), fmt.Sprintf("looper-%d", time.Now().UnixNano()))
+	for range budget {
+		w := dial(t, n.URL(), a.Token, 0)
+		w.attached()
+		_ = w.c.Close()
+	}
+	_, resp, err := websocket.DefaultDialer.Dial(wsURL(n.URL(), a.Token, 0), nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("connect %d over a budget of %d: err %v, response %v; want 429", budget+1, budget, err, resp)
+	}
+	decodeLimited(t, resp)
+	if got := n.Gateway().RateLimited()["connect/user"]; got != 1 {
+		t.Errorf("rate_limited[connect/user] = %d, want 1", got)
+	}
+}
+
+// TestAFrameFloodIsReadNoFasterThanTwiceTheFrameRate: a client writing
+// frames as fast as it can gets at most its frame rate served and one
+// RATE_LIMITED per refused token interval; the rest wait in its socket
+// instead of each costing the server an answer.
+func TestAFrameFloodIsReadNoFasterThanTwiceTheFrameRate(t *testing.T) {
+	const rate, window = 50, time.Second
+	n := startNode(t, func(c *node.Config) { c.RatePerSec, c.RateBurst = rate, rate })
+	a := register(t, n.URL(), fmt.Sprintf("flooder-%d", time.Now().UnixNano()))
+	w := dial(t, n.URL(), a.Token, 0)
+	w.attached()
+	go func() {
+		for i := range 5000 {
+			b := mustMarshal(&courierpb.ClientFrame{ReqId: uint64(i + 1), Body: &courierpb.ClientFrame_Ping{Ping: &courierpb.Ping{}}})
+			if w.c.WriteMessage(websocket.BinaryMessage, b) != nil {
+				return
+			}
+		}
+	}()
+	answered := 0
+	deadline := time.Now().Add(window)
+	for time.Now().Before(deadline) {
+		_ = w.c.SetReadDeadline(deadline)
+		if _, _, err := w.c.ReadMessage(); err != nil {
+			break
+		}
+		answered++
+	}
+	// The burst, then at most one pong and one refusal per 1/rate.
+	if most := rate + 2*rate*int(window/time.Second) + 10; answered > most || answered < rate {
+		t.Fatalf("%d frames answered in %v at %d/s (burst %d); want between %d and %d", answered, window, rate, rate, rate, most)
 	}
 }

@@ -38,7 +38,7 @@ MB/s, time to first byte, resumes and the server's memory (no plot).
 --url may list several gateways of a cluster. Ctrl-C stops a run and
 prints what was measured so far. See bench/README.md.`,
 	}
-	cmd.AddCommand(newBenchDirectCmd(), newBenchFanoutCmd(), newBenchMixedCmd(), newBenchStormCmd(),
+	cmd.AddCommand(newBenchDirectCmd(), newBenchFanoutCmd(), newBenchMixedCmd(), newBenchStormCmd(), newBenchAbuseCmd(),
 		newBenchConnsCmd(), newBenchConnsWorkerCmd(), newBenchPlotCmd(), newBenchPresenceCmd(), newBenchMediaCmd())
 	return cmd
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,6 +26,7 @@ import (
 func newServeCmd() *cobra.Command {
 	var cfg node.Config
 	var logLevel string
+	var memoryLimitMiB int64
 	var shutdownTimeout time.Duration
 	var debugAddr string
 	var turnListen, turnSecret string
@@ -42,6 +44,7 @@ COURIER_ plus the flag name in upper case with - as _ (e.g. COURIER_LISTEN).`,
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			applyMemoryLimit(cfg.Logger, memoryLimitMiB)
 			if turnListen == "off" {
 				cfg.TURNOff = true
 			} else {
@@ -120,6 +123,7 @@ COURIER_ plus the flag name in upper case with - as _ (e.g. COURIER_LISTEN).`,
 	f.Var(&cfg.Limits.TokenPerAccount, "token-limit-account", `POST /v1/token per user: N/duration, or "off"`)
 	f.Var(&cfg.Limits.BundlesPerRequester, "bundle-limit-requester", `GET /v1/keys/{user} per requesting user, all targets: N/duration, or "off"`)
 	f.Var(&cfg.Limits.BundlesPerPair, "bundle-limit-pair", `GET /v1/keys/{user} per requesting user and target: N/duration, or "off"`)
+	f.Var(&cfg.Limits.FramesPerIP, "frame-limit-ip", `WebSocket frames of all connections of one client address together, on top of each connection's --rate: N/duration, or "off"`)
 	for _, a := range gateway.Actions() {
 		f.Var(&cfg.Limits.Actions[a].PerUser, gateway.ActionFlagName(a, false), a.Noun()+` per user (its devices on this node together): N/duration, or "off"`)
 		f.Var(&cfg.Limits.Actions[a].PerIP, gateway.ActionFlagName(a, true), a.Noun()+` per client address: N/duration, or "off"`)
@@ -171,6 +175,7 @@ COURIER_ plus the flag name in upper case with - as _ (e.g. COURIER_LISTEN).`,
 	f.StringVar(&turnSecret, "turn-secret", "", "shared secret of TURN credentials (prefer COURIER_TURN_SECRET; default: generated once into <data>/turn-secret)")
 	f.DurationVar(&cfg.TURN.TTL, "turn-ttl", turn.DefaultTTL, "lifetime of TURN credentials, and so the longest a relayed call can last")
 	f.StringVar(&cfg.AdminToken, "admin-token", "", "enable the admin API /v1/admin/… behind this bearer token (prefer COURIER_ADMIN_TOKEN)")
+	f.Int64Var(&memoryLimitMiB, "memory-limit-mib", 1024, "soft limit of the Go heap in MiB: the collector works harder as it nears it, so a flood's garbage does not grow the process (0: none; GOMEMLIMIT, when set, wins). Raise it for nodes holding many connections")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off by default")
 	f.DurationVar(&shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
@@ -193,4 +198,16 @@ func flagsFromEnv(fs *pflag.FlagSet) error {
 		}
 	})
 	return err
+}
+
+// applyMemoryLimit sets the runtime's soft memory limit. Under a flood of
+// large frames most of the heap is garbage the collector has not yet
+// reclaimed; by default it lets the heap reach twice what is live before
+// collecting, which is how 250 MiB in use became 1 GiB of RSS.
+func applyMemoryLimit(log *slog.Logger, mib int64) {
+	if os.Getenv("GOMEMLIMIT") != "" || mib <= 0 {
+		return
+	}
+	debug.SetMemoryLimit(mib << 20)
+	log.Debug("soft memory limit", "mib", mib)
 }

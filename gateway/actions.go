@@ -225,7 +225,7 @@ func (g *Gateway) allowHTTPAction(w http.ResponseWriter, r *http.Request, act Ac
 		writeError(w, http.StatusTooManyRequests, courierpb.ErrorCode_RATE_LIMITED, refusal.msg)
 		return false
 	}
-	limited(w, false, refusal.wait, actionNouns[act])
+	g.limited(w, r, false, refusal.wait, actionNouns[act])
 	return false
 }
 

@@ -102,11 +102,11 @@ func (g *Gateway) handleRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now()
 	if key, ok := clientKey(r, g.cfg.Limits.LimitLoopback); ok {
-		if ok, wait := g.limits.registerIP.allow(key, now); limited(w, ok, wait, "registrations from this address") {
+		if ok, wait := g.limits.registerIP.allow(key, now); g.limited(w, r, ok, wait, "registrations from this address") {
 			return
 		}
 	}
-	if ok, wait := g.limits.registerHandle.allow(persistence.HandleKey(req.Handle), now); limited(w, ok, wait, "registrations of this handle") {
+	if ok, wait := g.limits.registerHandle.allow(persistence.HandleKey(req.Handle), now); g.limited(w, r, ok, wait, "registrations of this handle") {
 		return
 	}
 	// After the limits: they bound the guesses at a code too.
@@ -151,7 +151,7 @@ func (g *Gateway) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now()
 	if key, ok := clientKey(r, g.cfg.Limits.LimitLoopback); ok {
-		if ok, wait := g.limits.tokenIP.allow(key, now); limited(w, ok, wait, "token requests from this address") {
+		if ok, wait := g.limits.tokenIP.allow(key, now); g.limited(w, r, ok, wait, "token requests from this address") {
 			return
 		}
 	}
@@ -176,7 +176,7 @@ func (g *Gateway) handleToken(w http.ResponseWriter, r *http.Request) {
 	if userID == "" {
 		account = "h:" + persistence.HandleKey(req.Handle)
 	}
-	if ok, wait := g.limits.tokenAccount.allow(account, now); limited(w, ok, wait, "token requests for this account") {
+	if ok, wait := g.limits.tokenAccount.allow(account, now); g.limited(w, r, ok, wait, "token requests for this account") {
 		return
 	}
 	if req.DeviceID == 0 {

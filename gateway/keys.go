@@ -191,10 +191,10 @@ func (g *Gateway) handleBundles(w http.ResponseWriter, r *http.Request) {
 	// as with an empty pool), so nobody can drain a pool, nor stop others
 	// from starting sessions by trying.
 	now := time.Now()
-	if ok, wait := g.limits.bundlesRequester.allow(c.UserID, now); limited(w, ok, wait, "key bundle fetches") {
+	if ok, wait := g.limits.bundlesRequester.allow(c.UserID, now); g.limited(w, r, ok, wait, "key bundle fetches") {
 		return
 	}
-	if ok, wait := g.limits.bundlesPair.allow(c.UserID+"\x00"+target, now); limited(w, ok, wait, "key bundle fetches for this user") {
+	if ok, wait := g.limits.bundlesPair.allow(c.UserID+"\x00"+target, now); g.limited(w, r, ok, wait, "key bundle fetches for this user") {
 		return
 	}
 	takePrekeys := true

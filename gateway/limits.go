@@ -130,6 +130,12 @@ type Limits struct {
 	// 6,000), on top of each connection's --rate. Past it the address's
 	// sockets are read no faster than it allows.
 	FramesPerIP Rate
+	// RefusalDelay holds each 429 of the HTTP API this long (at most the
+	// wait it names) before answering: a tarpit, so one address looping on
+	// refusals costs the node a sleeping request per connection, not a
+	// parse and an answer each. Zero: none (tests); `courier serve`
+	// defaults to 250ms.
+	RefusalDelay time.Duration
 	// Actions bounds the costly socket and key API requests per user and
 	// per client address (actions.go); zero rates take
 	// DefaultActionLimits.
@@ -389,10 +395,20 @@ func IPKey(host string) string {
 const maxLimitKey = max(actors.MaxUserIDLen, actors.MaxHandleLen)
 
 // limited answers 429 RATE_LIMITED with Retry-After (whole seconds, at
-// least 1) when ok is false.
-func limited(w http.ResponseWriter, ok bool, wait time.Duration, what string) bool {
+// least 1) when ok is false, after Limits.RefusalDelay: a client looping
+// on refused requests then waits for each answer instead of making the
+// node parse and refuse thousands a second.
+func (g *Gateway) limited(w http.ResponseWriter, r *http.Request, ok bool, wait time.Duration, what string) bool {
 	if ok {
 		return false
+	}
+	if d := min(g.cfg.Limits.RefusalDelay, wait); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+		}
 	}
 	secs := max(1, int64((wait+time.Second-1)/time.Second))
 	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))

@@ -56,14 +56,14 @@ func (g *Gateway) handleRegisterCode(w http.ResponseWriter, r *http.Request) {
 	// made to spend without bound by rotating the others.
 	now := time.Now()
 	if key, ok := clientKey(r, g.cfg.Limits.LimitLoopback); ok {
-		if ok, wait := g.limits.codeIP.allow(key, now); limited(w, ok, wait, "verification codes requested from this address") {
+		if ok, wait := g.limits.codeIP.allow(key, now); g.limited(w, r, ok, wait, "verification codes requested from this address") {
 			return
 		}
 	}
-	if ok, wait := g.limits.codeHandle.allow(persistence.HandleKey(req.Handle), now); limited(w, ok, wait, "verification codes for this handle") {
+	if ok, wait := g.limits.codeHandle.allow(persistence.HandleKey(req.Handle), now); g.limited(w, r, ok, wait, "verification codes for this handle") {
 		return
 	}
-	if ok, wait := g.limits.codeAddress.allow(verification.AddressKey(req.Address), now); limited(w, ok, wait, "verification codes sent to this address") {
+	if ok, wait := g.limits.codeAddress.allow(verification.AddressKey(req.Address), now); g.limited(w, r, ok, wait, "verification codes sent to this address") {
 		return
 	}
 	ctx, cancel := g.storeCtx(r)

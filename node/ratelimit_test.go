@@ -292,3 +292,24 @@ func TestAFrameFloodIsReadNoFasterThanTwiceTheFrameRate(t *testing.T) {
 		t.Fatalf("%d frames answered in %v at %d/s (burst %d); want between %d and %d", answered, window, rate, rate, rate, most)
 	}
 }
+
+// TestRefusalsAreHeldSoALoopingClientSlowsDown: with a refusal delay, a
+// 429 comes only after it (never longer than its Retry-After), so a client
+// looping on refused requests makes a few a second, not thousands.
+func TestRefusalsAreHeldSoALoopingClientSlowsDown(t *testing.T) {
+	const delay = 300 * time.Millisecond
+	n := startNode(t, func(c *node.Config) {
+		c.Limits = gateway.Limits{}.WithDefaults()
+		c.Limits.RefusalDelay = delay
+		c.Limits.Actions[gateway.ActionKeyUpload].PerUser = gateway.Rate{N: 1, Per: time.Hour}
+	})
+	a := register(t, n.URL(), fmt.Sprintf("looper-%d", time.Now().UnixNano()))
+	putKeys(t, n, a.Token, keyUpload(t, 1, 1))
+	for range 3 {
+		start := time.Now()
+		code, _ := api(t, http.MethodPut, n.URL()+"/v1/keys", a.Token, keyUpload(t, 1, 1))
+		if took := time.Since(start); code != http.StatusTooManyRequests || took < delay {
+			t.Fatalf("refused upload: %d after %v, want 429 after at least %v", code, took, delay)
+		}
+	}
+}

@@ -123,6 +123,7 @@ COURIER_ plus the flag name in upper case with - as _ (e.g. COURIER_LISTEN).`,
 	f.Var(&cfg.Limits.TokenPerAccount, "token-limit-account", `POST /v1/token per user: N/duration, or "off"`)
 	f.Var(&cfg.Limits.BundlesPerRequester, "bundle-limit-requester", `GET /v1/keys/{user} per requesting user, all targets: N/duration, or "off"`)
 	f.Var(&cfg.Limits.BundlesPerPair, "bundle-limit-pair", `GET /v1/keys/{user} per requesting user and target: N/duration, or "off"`)
+	f.DurationVar(&cfg.Limits.RefusalDelay, "refusal-delay", 250*time.Millisecond, "hold each 429 answer this long (at most its Retry-After) so a client looping on refusals slows down with it (0: answer at once)")
 	f.Var(&cfg.Limits.FramesPerIP, "frame-limit-ip", `WebSocket frames of all connections of one client address together, on top of each connection's --rate: N/duration, or "off"`)
 	for _, a := range gateway.Actions() {
 		f.Var(&cfg.Limits.Actions[a].PerUser, gateway.ActionFlagName(a, false), a.Noun()+` per user (its devices on this node together): N/duration, or "off"`)

@@ -130,6 +130,11 @@ type Limits struct {
 	// 6,000), on top of each connection's --rate. Past it the address's
 	// sockets are read no faster than it allows.
 	FramesPerIP Rate
+	// BytesPerIP bounds the bytes those frames carry together (default
+	// 32MiB/4s: 8 MiB a second, bursts of 32 MiB). Frames refused later
+	// (a send over its limit) have been read and decoded all the same: a
+	// flood of large frames costs the node by its bytes.
+	BytesPerIP Rate
 	// RefusalDelay holds each 429 of the HTTP API this long (at most the
 	// wait it names) before answering: a tarpit, so one address looping on
 	// refusals costs the node a sleeping request per connection, not a
@@ -160,6 +165,7 @@ func (l Limits) WithDefaults() Limits {
 	l.BundlesPerPair = l.BundlesPerPair.orDefault(Rate{10, time.Minute})
 	l.BundlesPerTarget = l.BundlesPerTarget.orDefault(Rate{60, time.Hour})
 	l.FramesPerIP = l.FramesPerIP.orDefault(Rate{6000, 2 * time.Second})
+	l.BytesPerIP = l.BytesPerIP.orDefault(Rate{32 << 20, 4 * time.Second})
 	for i := range l.Actions {
 		l.Actions[i].PerUser = l.Actions[i].PerUser.orDefault(DefaultActionLimits[i].PerUser)
 		l.Actions[i].PerIP = l.Actions[i].PerIP.orDefault(DefaultActionLimits[i].PerIP)
@@ -174,7 +180,7 @@ func (l Limits) validate() error {
 	for name, r := range map[string]Rate{
 		"RegisterPerIP": l.RegisterPerIP, "RegisterPerHandle": l.RegisterPerHandle,
 		"CodePerIP": l.CodePerIP, "CodePerHandle": l.CodePerHandle, "CodePerAddress": l.CodePerAddress,
-		"TokenPerIP": l.TokenPerIP, "TokenPerAccount": l.TokenPerAccount, "FramesPerIP": l.FramesPerIP,
+		"TokenPerIP": l.TokenPerIP, "TokenPerAccount": l.TokenPerAccount, "FramesPerIP": l.FramesPerIP, "BytesPerIP": l.BytesPerIP,
 		"BundlesPerRequester": l.BundlesPerRequester, "BundlesPerPair": l.BundlesPerPair, "BundlesPerTarget": l.BundlesPerTarget,
 	} {
 		if r.N > 0 && r.Per <= 0 {
@@ -203,7 +209,7 @@ type limiters struct {
 	bundlesPair                *keyedLimiter
 	bundlesTarget              *keyedLimiter
 	// framesIP is every socket of one address reading frames (session.go).
-	framesIP *keyedLimiter
+	framesIP, bytesIP *keyedLimiter
 	// prekeysLow gates PREKEYS_LOW notices per device (keys.go).
 	prekeysLow *keyedLimiter
 }
@@ -227,6 +233,7 @@ func newLimiters(l Limits) limiters {
 		bundlesTarget:    newKeyedLimiter(l.BundlesPerTarget, l.MaxKeys),
 		prekeysLow:       newKeyedLimiter(prekeysLowNotices, l.MaxKeys),
 		framesIP:         newKeyedLimiter(l.FramesPerIP, l.MaxKeys),
+		bytesIP:          newKeyedLimiter(l.BytesPerIP, l.MaxKeys),
 	}
 }
 
@@ -237,7 +244,7 @@ func (l *limiters) all(into map[string]*keyedLimiter) {
 	into["register-code/ip"], into["register-code/handle"], into["register-code/address"] = l.codeIP, l.codeHandle, l.codeAddress
 	into["token/ip"], into["token/account"] = l.tokenIP, l.tokenAccount
 	into["bundles/requester"], into["bundles/pair"] = l.bundlesRequester, l.bundlesPair
-	into["frames/ip"] = l.framesIP
+	into["frames/ip"], into["frame-bytes/ip"] = l.framesIP, l.bytesIP
 	// Not a refusal: bundles past it carry no one-time prekey.
 	into["bundles/target-prekeys"] = l.bundlesTarget
 }

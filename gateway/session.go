@@ -764,9 +764,9 @@ func (s *session) readLoop() {
 		}
 		// Every frame spends the budgets, garbage too, before it costs a
 		// decode's allocations.
-		wait, why := s.frameBudget()
-		f, err := s.codec.decode(typ, data)
 		size := len(data)
+		wait, why := s.frameBudget(size)
+		f, err := s.codec.decode(typ, data)
 		releaseReadBuffer(buf) // decoding copied what it keeps
 		switch {
 		case err != nil:
@@ -794,10 +794,11 @@ func (s *session) readLoop() {
 // without bound.
 const maxInboundPending = 1 << 20
 
-// frameBudget takes a token for one frame from the connection's bucket
-// and its address's; when either is empty it says how long until one
-// frame could pass, and which limit it was.
-func (s *session) frameBudget() (time.Duration, string) {
+// frameBudget takes a token for one frame of size bytes from the
+// connection's bucket and its address's frame and byte buckets; when one
+// is empty it says how long until the frame could pass, and which limit
+// it was.
+func (s *session) frameBudget(size int) (time.Duration, string) {
 	now := time.Now()
 	if !s.limit.allow(now) {
 		return max(s.limit.retryAfter(now), time.Microsecond), "too many frames from this connection"
@@ -805,6 +806,13 @@ func (s *session) frameBudget() (time.Duration, string) {
 	if s.ipKey != "" {
 		if ok, wait := s.g.limits.framesIP.allow(s.ipKey, now); !ok {
 			return max(wait, time.Microsecond), "too many frames from this address"
+		}
+		// A frame larger than the burst (limits this low are the
+		// operator's choice) is let through rather than refused forever.
+		if l := s.g.limits.bytesIP; l.fits(size) {
+			if ok, wait := l.allowN(s.ipKey, size, now); !ok {
+				return max(wait, time.Microsecond), "too many bytes from this address"
+			}
 		}
 	}
 	return 0, ""

@@ -313,3 +313,42 @@ func TestRefusalsAreHeldSoALoopingClientSlowsDown(t *testing.T) {
 		}
 	}
 }
+
+// TestLargeFramesFromOneAddressAreBoundByBytes: frames are read and
+// decoded before any send limit can refuse them, so an address's sockets
+// together read no more bytes than --frame-bytes-limit-ip allows.
+func TestLargeFramesFromOneAddressAreBoundByBytes(t *testing.T) {
+	const frame = 100 << 10
+	n := startNode(t, func(c *node.Config) {
+		c.Limits = gateway.Limits{}.WithDefaults()
+		c.Limits.LimitLoopback = true
+		c.Limits.RegisterPerIP, c.Limits.TokenPerIP = gateway.Off, gateway.Off
+		c.Limits.BytesPerIP = gateway.Rate{N: 2*frame + 1024, Per: 500 * time.Millisecond}
+		c.MaxConnsPerIP = -1
+	})
+	stamp := time.Now().UnixNano()
+	a, b := register(t, n.URL(), fmt.Sprintf("big-a-%d", stamp)), register(t, n.URL(), fmt.Sprintf("big-b-%d", stamp))
+	w := dial(t, n.URL(), a.Token, 0)
+	w.attached()
+	start := time.Now()
+	for i := range 4 {
+		w.send(uint64(i+1), b.UserID, fmt.Sprintf("big-%d", i), make([]byte, frame))
+	}
+	acks, limited := 0, 0
+	for acks+limited < 4 {
+		f := w.mustRead()
+		switch {
+		case f.GetSendAck() != nil:
+			acks++
+		case f.GetError().GetCode() == courierpb.ErrorCode_RATE_LIMITED && strings.Contains(f.GetError().Message, "bytes from this address"):
+			limited++
+		}
+	}
+	// Two fit the burst; the third waits for ~100 KiB of refill (~250 ms).
+	if took := time.Since(start); limited == 0 || took < 150*time.Millisecond {
+		t.Fatalf("4 frames of 100 KiB against 200 KiB per 500ms: %d acked, %d limited in %v; want a refusal and a wait", acks, limited, took)
+	}
+	if got := n.Gateway().RateLimited()["frame-bytes/ip"]; got == 0 {
+		t.Error("rate_limited[frame-bytes/ip] is 0")
+	}
+}

@@ -125,6 +125,7 @@ COURIER_ plus the flag name in upper case with - as _ (e.g. COURIER_LISTEN).`,
 	f.Var(&cfg.Limits.BundlesPerPair, "bundle-limit-pair", `GET /v1/keys/{user} per requesting user and target: N/duration, or "off"`)
 	f.DurationVar(&cfg.Limits.RefusalDelay, "refusal-delay", 250*time.Millisecond, "hold each 429 answer this long (at most its Retry-After) so a client looping on refusals slows down with it (0: answer at once)")
 	f.Var(&cfg.Limits.FramesPerIP, "frame-limit-ip", `WebSocket frames of all connections of one client address together, on top of each connection's --rate: N/duration, or "off"`)
+	f.Var(&cfg.Limits.BytesPerIP, "frame-bytes-limit-ip", `bytes of WebSocket frames of all connections of one client address together: N/duration (e.g. 32MiB/4s), or "off"`)
 	for _, a := range gateway.Actions() {
 		f.Var(&cfg.Limits.Actions[a].PerUser, gateway.ActionFlagName(a, false), a.Noun()+` per user (its devices on this node together): N/duration, or "off"`)
 		f.Var(&cfg.Limits.Actions[a].PerIP, gateway.ActionFlagName(a, true), a.Noun()+` per client address: N/duration, or "off"`)

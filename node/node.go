@@ -6,7 +6,8 @@ package node
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -402,7 +403,7 @@ func (n *Node) start(ctx context.Context) error {
 		actors.ResumeFanouts(bg, cl, groups, time.Minute, cfg.Logger)
 	}()
 
-	verifier, err := n.verification(ctx)
+	verifier, err := n.verification(keys)
 	if err != nil {
 		return err
 	}
@@ -618,19 +619,18 @@ func leaseRenew(passivate time.Duration) time.Duration {
 
 // verification is verified registration's service, or nil for open
 // registration.
-func (n *Node) verification(ctx context.Context) (*verification.Service, error) {
+func (n *Node) verification(keys *gateway.TokenKeySet) (*verification.Service, error) {
 	if !n.cfg.Registration.Verified() {
 		return nil, nil
 	}
-	candidate := make([]byte, 32)
-	if _, err := rand.Read(candidate); err != nil {
-		return nil, err
-	}
-	key, err := n.store.LoadOrStoreSecret(ctx, "registration-key", candidate)
-	if err != nil {
-		return nil, fmt.Errorf("load the registration challenge key: %w", err)
-	}
-	return verification.New(n.cfg.Registration, key)
+	// Challenges are signed with a key derived from the token signing key:
+	// it lives in the 0600 key file every node shares, never in the store
+	// a backup copies (whoever holds the key can skip verification). A
+	// rotation voids the challenges of the last --registration-code-ttl;
+	// their users ask for a new code.
+	m := hmac.New(sha256.New, keys.Keys()[0].Secret)
+	m.Write([]byte("courier registration challenge key v1"))
+	return verification.New(n.cfg.Registration, m.Sum(nil))
 }
 
 // Addr is the listener's address (useful with Listen "127.0.0.1:0").

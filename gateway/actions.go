@@ -165,6 +165,9 @@ func (g *Gateway) nameLimiters() {
 			l.name, l.log = name, g.log
 		}
 	}
+	if g.limits.codeAddress != nil {
+		g.limits.codeAddress.redact = true
+	}
 }
 
 func (g *Gateway) allLimiters() map[string]*keyedLimiter {

@@ -97,3 +97,15 @@ func TestRateLimitedFrameSaysWhenToRetry(t *testing.T) {
 		t.Fatalf("a request that can never pass: %+v, want not retryable and no wait", e)
 	}
 }
+
+func TestARedactedLimiterLogsAHashNotTheKey(t *testing.T) {
+	var buf bytes.Buffer
+	l := newKeyedLimiter(Rate{N: 1, Per: time.Hour}, 100)
+	l.name, l.log, l.redact = "register-code/address", slog.New(slog.NewTextHandler(&buf, nil)), true
+	now := time.Unix(1000, 0)
+	l.allow("+15550109999", now)
+	l.allow("+15550109999", now)
+	if strings.Contains(buf.String(), "15550109999") || !strings.Contains(buf.String(), "key=sha256:") {
+		t.Fatalf("log line: %s; want a hash of the address, never the address", buf.String())
+	}
+}

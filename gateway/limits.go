@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"math"
@@ -262,6 +264,9 @@ type keyedLimiter struct {
 	// a key starts being refused.
 	name string
 	log  *slog.Logger
+	// redact logs a hash of the key instead of the key: a phone number or
+	// e-mail address is personal data the log must not keep.
+	redact bool
 	// refused counts refusals since start (the admin stats' rate_limited).
 	refused atomic.Int64
 
@@ -315,7 +320,12 @@ func (l *keyedLimiter) allowN(key string, n int, now time.Time) (bool, time.Dura
 	l.mu.Unlock()
 	l.refused.Add(1)
 	if first && l.log != nil {
-		l.log.Info("rate limit reached", "limit", l.name, "key", key, "retry_after", wait)
+		shown := key
+		if l.redact {
+			sum := sha256.Sum256([]byte(key))
+			shown = "sha256:" + hex.EncodeToString(sum[:6])
+		}
+		l.log.Info("rate limit reached", "limit", l.name, "key", shown, "retry_after", wait)
 	}
 	return false, wait
 }

@@ -173,7 +173,7 @@ func callPushNode(t *testing.T) (*node.Node, *pushReceiver) {
 	n := startNode(t, node.Config{
 		PushWebhookURL: srv.URL, PushWebhookSecret: string(rcv.secret),
 		PushBackoff: 50 * time.Millisecond, PushAttempts: 6,
-		CallRingTimeout: time.Second,
+		CallRingTimeout: time.Second, PresenceDebounce: 50 * time.Millisecond,
 	})
 	return n, rcv
 }
@@ -188,8 +188,13 @@ func TestOfflineCalleeGetsOneCallPushAndAMissedCallEntry(t *testing.T) {
 	if err := bob.SetPushToken(ctx, "bob-phone"); err != nil {
 		t.Fatal(err)
 	}
+	// Ring only once bob's grain knows the device is offline: a call to a
+	// session still closing rings that session, and pushes nothing.
+	if err := alice.SubscribePresence(ctx, bobCreds.UserID); err != nil {
+		t.Fatal(err)
+	}
 	bob.Close()
-	eventuallyTrue(t, "bob offline", 5*time.Second, func() bool { return true })
+	waitPresence(t, alice, bobCreds.UserID, 10*time.Second, func(ev client.PresenceEvent) bool { return !ev.Online })
 
 	id := client.NewCallID()
 	secret := []byte("the-sdp-must-not-leak")

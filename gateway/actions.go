@@ -39,14 +39,17 @@ const (
 	// the wire): every byte is written to the store and to each device
 	// of the recipient, so a few large messages weigh like many small.
 	ActionSendBytes
+	// ActionCallOffer is one call offered (it rings every device of the
+	// peer and may leave a missed call in its inbox).
+	ActionCallOffer
 	// NumActions counts the actions.
 	NumActions
 )
 
-var actionNames = [NumActions]string{"send", "group-create", "group-add", "contacts", "key-upload", "presence", "connect", "send-bytes"}
+var actionNames = [NumActions]string{"send", "group-create", "group-add", "contacts", "key-upload", "presence", "connect", "send-bytes", "call"}
 
 // what each action is called in a refusal ("too many <what>").
-var actionNouns = [NumActions]string{"messages", "groups created", "group members added", "contacts added", "key uploads", "presence subscriptions", "connections opened", "bytes of messages"}
+var actionNouns = [NumActions]string{"messages", "groups created", "group members added", "contacts added", "key uploads", "presence subscriptions", "connections opened", "bytes of messages", "calls offered"}
 
 // Noun is what the action counts, in a refusal or a flag's help: "messages".
 func (a Action) Noun() string {
@@ -99,6 +102,7 @@ var DefaultActionLimits = [NumActions]ActionLimit{
 	// 32 MiB a minute is 128 of the largest inline messages (256 KiB);
 	// media goes over /v1/media/, under its own quota.
 	ActionSendBytes: {PerUser: Rate{32 << 20, time.Minute}, PerIP: Rate{128 << 20, time.Minute}},
+	ActionCallOffer: {PerUser: Rate{30, time.Minute}, PerIP: Rate{300, time.Minute}},
 }
 
 // actionLimiters are the per-user and per-address buckets of each action.

@@ -41,7 +41,9 @@ func (s *session) callSignal(ctx actor.Context, reqID uint64, sig *courierpb.Cal
 		s.refuse(ctx, reqID, courierpb.ErrorCode_INVALID_ARGUMENT, fmt.Sprintf("call payload is %d bytes, at most %d (an SDP or a candidate, not media)", len(sig.Payload), actors.MaxCallPayload))
 		return
 	}
-	if !s.admit(ctx, reqID) {
+	// An offer rings every device of the peer and, unanswered, leaves a
+	// missed call in its inbox: ringing in a loop is a flood like sends.
+	if !s.admit(ctx, reqID) || (sig.Type == courierpb.CallSignalType_CALL_SIGNAL_OFFER && !s.limitAction(ctx, reqID, ActionCallOffer, 1)) {
 		return
 	}
 	s.inflight++

@@ -109,6 +109,10 @@ func TestEveryCostlyActionIsLimitedPerUserByWhatItAsksFor(t *testing.T) {
 			return &courierpb.ClientFrame{ReqId: reqID, Body: &courierpb.ClientFrame_ContactsUpdate{ContactsUpdate: &courierpb.ContactsUpdate{
 				AddUserIds: []string{e.peers[0].UserID, e.peers[1].UserID}}}}
 		}},
+		{act: gateway.ActionCallOffer, n: 2, cost: 1, frame: func(e env, reqID uint64, _ string) *courierpb.ClientFrame {
+			return &courierpb.ClientFrame{ReqId: reqID, Body: &courierpb.ClientFrame_CallSignal{CallSignal: &courierpb.CallSignal{
+				CallId: e.uniq(), PeerUserId: e.peers[0].UserID, Type: courierpb.CallSignalType_CALL_SIGNAL_OFFER, Media: courierpb.CallMedia_CALL_MEDIA_AUDIO}}}
+		}},
 		{act: gateway.ActionPresenceWatch, n: 5, cost: 2, frame: func(e env, reqID uint64, _ string) *courierpb.ClientFrame {
 			return &courierpb.ClientFrame{ReqId: reqID, Body: &courierpb.ClientFrame_PresenceSubscribe{PresenceSubscribe: &courierpb.PresenceSubscribe{
 				UserIds: []string{e.peers[0].UserID, e.peers[1].UserID}}}}

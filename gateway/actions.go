@@ -105,6 +105,15 @@ var DefaultActionLimits = [NumActions]ActionLimit{
 	ActionCallOffer: {PerUser: Rate{30, time.Minute}, PerIP: Rate{300, time.Minute}},
 }
 
+// WithoutActionLimits turns every action limit off: for a benchmark of
+// the hot path, which measures what a message costs, not the policy.
+func (l Limits) WithoutActionLimits() Limits {
+	for i := range l.Actions {
+		l.Actions[i] = ActionLimit{PerUser: Off, PerIP: Off}
+	}
+	return l
+}
+
 // actionLimiters are the per-user and per-address buckets of each action.
 type actionLimiters struct {
 	perUser, perIP [NumActions]*keyedLimiter

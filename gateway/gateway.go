@@ -189,12 +189,12 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{
-		epoch:  time.Now(),
-		cfg:    cfg,
+		epoch:   time.Now(),
+		cfg:     cfg,
 		limits:  newLimiters(cfg.Limits),
 		actions: newActionLimiters(cfg.Limits),
-		log:    cfg.Logger.With("component", "gateway"),
-		system: cfg.Cluster.System(),
+		log:     cfg.Logger.With("component", "gateway"),
+		system:  cfg.Cluster.System(),
 		upgrader: websocket.Upgrader{
 			Subprotocols: []string{SubprotocolProto, SubprotocolJSON},
 			// Read: 0 makes gorilla read through the reader the hijack
